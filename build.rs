@@ -1,0 +1,18 @@
+//! Generates the gRPC code and the descriptor set served by reflection, with no system `protoc`:
+//! protox compiles the proto files in Rust.
+
+use prost::Message;
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/datasharing/v1/datasharing.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let file_descriptors = protox::compile([proto], ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("datasharing_descriptor.bin"),
+        file_descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure().compile_fds(file_descriptors)?;
+    Ok(())
+}
