@@ -152,6 +152,9 @@ pub struct TrailState {
     pub forwarded: bool,
     /// Redshift's answer, once known.
     pub upstream: UpstreamNote,
+    /// Set by the gRPC handler when the caller cancelled or its deadline passed before the call
+    /// ended; the call still runs to its own end so that its outcome is recorded.
+    pub caller_gone: bool,
 }
 
 impl Trail {
