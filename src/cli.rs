@@ -44,9 +44,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Serve { config: _ } | Command::CheckConfig { config: _ } => {
-            Err("not implemented yet".into())
-        }
+        Command::Serve { config: _ } | Command::CheckConfig { config: _ } => Err("not implemented yet".into()),
         Command::Emulator(args) => crate::emulator::run(args).await,
         Command::Audit(cmd) => crate::audit::run_command(cmd).await,
         Command::Policy(cmd) => crate::policy::run_command(cmd).await,

@@ -4,8 +4,6 @@
 pub enum AuditCommand {}
 
 /// Runs an `audit` subcommand.
-pub async fn run_command(
-    cmd: AuditCommand,
-) -> Result<std::process::ExitCode, crate::cli::CliError> {
+pub async fn run_command(cmd: AuditCommand) -> Result<std::process::ExitCode, crate::cli::CliError> {
     match cmd {}
 }

@@ -4,8 +4,6 @@
 pub enum PolicyCommand {}
 
 /// Runs an `policy` subcommand.
-pub async fn run_command(
-    cmd: PolicyCommand,
-) -> Result<std::process::ExitCode, crate::cli::CliError> {
+pub async fn run_command(cmd: PolicyCommand) -> Result<std::process::ExitCode, crate::cli::CliError> {
     match cmd {}
 }
