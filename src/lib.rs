@@ -10,11 +10,13 @@
 //! - [`identity`]: who the caller is (mTLS certificate or, in insecure mode, `x-caller-id`).
 //! - [`policy`]: Cedar policies, their schema, hot reload, and the policy layer.
 //! - [`audit`]: the durable, hash-chained audit trail, its layers and `audit verify`.
+//! - [`limits`]: a bound on concurrent upstream calls.
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`
 //!   classification.
 //! - [`errors`]: the gateway's error type and the one mapping to `tonic::Status`.
 //! - [`config`]: the TOML configuration, validated at start.
 //! - [`server`]: wiring: the middleware stack, the gRPC handler, health, reflection, serving.
+//! - [`telemetry`]: logs and signals.
 //! - [`emulator`]: a Redshift emulator speaking the AWS Query protocol, for tests and `dev`.
 //! - [`cli`]: the command line.
 
@@ -26,8 +28,10 @@ pub mod config;
 pub mod emulator;
 pub mod errors;
 pub mod identity;
+pub mod limits;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;
 pub mod validation;

@@ -1,1 +1,444 @@
-//! server.
+//! Wiring: the middleware stack, the gRPC handler, health, reflection, and serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::call::{AssociateCall, AssociateParams, AssociateReply, CallContext, CallerCredential, Method, Trail};
+use crate::config::Config;
+use crate::errors::GatewayError;
+use crate::identity::AuthMode;
+use crate::limits::LimitLayer;
+use crate::proto::datasharing::v1 as pb;
+use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
+use crate::upstream::{self, RedshiftService};
+use crate::validation::ValidateLayer;
+
+/// The full middleware stack over the typed call.
+pub type CallService = BoxCloneSyncService<AssociateCall, AssociateReply, GatewayError>;
+
+/// The metadata key of the request id, read from callers and echoed back.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The metadata key naming the caller in insecure mode.
+pub const CALLER_ID_HEADER: &str = "x-caller-id";
+/// The name health checks use for the gateway's service.
+pub const SERVICE_NAME: &str = "datasharing.v1.DataSharing";
+
+/// Why the gateway could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A TLS file could not be read.
+    #[error("cannot read {key} file {path}")]
+    TlsFile {
+        /// The config key.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// tonic refused the TLS settings or failed while serving.
+    #[error("gRPC transport error")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("cannot build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Builds the stack, outermost first.
+pub fn build_stack(upstream: RedshiftService, config: &Config) -> CallService {
+    let stack = ServiceBuilder::new()
+        // Validation before anything looks at the parameters: nothing invalid goes further.
+        .layer(ValidateLayer)
+        // Limits outside the upstream service: bound what the gateway asks of Redshift at once.
+        .layer(LimitLayer::new(
+            config.server.concurrency_limit,
+            Duration::from_millis(config.server.queue_timeout_ms),
+        ))
+        .service(upstream);
+    BoxCloneSyncService::new(stack)
+}
+
+/// The `datasharing.v1.DataSharing` handler: decodes, hands the typed call to the stack, encodes.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    stack: CallService,
+    auth_mode: AuthMode,
+}
+
+impl Gateway {
+    /// A handler over a stack.
+    pub fn new(stack: CallService, auth_mode: AuthMode) -> Self {
+        Gateway { stack, auth_mode }
+    }
+
+    fn context<T>(&self, request: &Request<T>) -> CallContext {
+        let metadata = request.metadata();
+        let request_id = metadata
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_acceptable_request_id(v))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let credential = match self.auth_mode {
+            // The certificate was verified in the TLS handshake; x-caller-id is ignored.
+            AuthMode::Mtls => request
+                .peer_certs()
+                .and_then(|certs| certs.first().cloned())
+                .and_then(|cert| crate::identity::principal_from_certificate(cert.as_ref()).ok())
+                .map_or(CallerCredential::None, CallerCredential::Certificate),
+            AuthMode::Insecure => metadata
+                .get(CALLER_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map_or(CallerCredential::None, |v| CallerCredential::Header(v.to_owned())),
+        };
+        let started = Instant::now();
+        CallContext {
+            method: Method::AssociateConsumer,
+            request_id,
+            trace_id: None,
+            peer: request.remote_addr(),
+            credential,
+            principal: None,
+            received_at: SystemTime::now(),
+            started,
+            deadline: metadata
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+                .map(|timeout| started + answer_before(timeout)),
+        }
+    }
+}
+
+/// Request ids are echoed into logs and records: accept only short, plain ones.
+fn is_acceptable_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// tonic enforces `grpc-timeout` itself and answers CANCELLED; answering a little earlier lets the
+/// gateway send the right code, DEADLINE_EXCEEDED.
+fn answer_before(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 10).min(Duration::from_millis(5)))
+}
+
+/// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
+struct CallerGone {
+    trail: Option<Arc<Trail>>,
+}
+
+impl Drop for CallerGone {
+    fn drop(&mut self) {
+        if let Some(trail) = self.trail.take() {
+            trail.lock().caller_gone = true;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DataSharing for Gateway {
+    async fn associate_consumer(
+        &self,
+        request: Request<pb::AssociateConsumerRequest>,
+    ) -> Result<Response<pb::AssociateConsumerResponse>, Status> {
+        let ctx = self.context(&request);
+        let request_id = ctx.request_id.clone();
+        let deadline = ctx.deadline;
+        let started = ctx.started;
+        let message = request.into_inner();
+        let call = AssociateCall {
+            ctx,
+            params: AssociateParams {
+                data_share_arn: message.data_share_arn,
+                associate_entire_account: message.associate_entire_account,
+                consumer_arn: message.consumer_arn,
+                consumer_region: message.consumer_region,
+                allow_writes: message.allow_writes,
+                validate_only: message.validate_only,
+            },
+            request: None,
+            trail: Arc::new(Trail::default()),
+        };
+        let trail = call.trail.clone();
+        // The stack runs in its own task, so a caller that cancels or times out does not cut a
+        // forwarded call short: it runs to its own end and its outcome is recorded.
+        let task = tokio::spawn(self.stack.clone().oneshot(call));
+        let mut gone = CallerGone {
+            trail: Some(trail.clone()),
+        };
+        let joined = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
+            None => Some(task.await),
+        };
+        let result = match joined {
+            Some(Ok(result)) => {
+                gone.trail = None;
+                result
+            }
+            Some(Err(join_error)) => Err(GatewayError::Internal(Box::new(join_error))),
+            None => Err(GatewayError::DeadlineExceeded),
+        };
+        drop(gone);
+        let principal = trail
+            .lock()
+            .principal
+            .as_ref()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(reply) => {
+                tracing::info!(%request_id, %principal, code = "OK", latency_ms, "AssociateConsumer");
+                let mut response = Response::new(response_from(reply));
+                insert_request_id(response.metadata_mut(), &request_id);
+                Ok(response)
+            }
+            Err(err) => {
+                let code = err.code();
+                if code == tonic::Code::Internal {
+                    tracing::error!(%request_id, %principal, error = %err, cause = ?std::error::Error::source(&err), "AssociateConsumer failed inside the gateway");
+                } else {
+                    tracing::info!(%request_id, %principal, code = ?code, reason = %err.reason(), latency_ms, "AssociateConsumer");
+                }
+                let mut status = err.to_status(&request_id);
+                insert_request_id(status.metadata_mut(), &request_id);
+                Err(status)
+            }
+        }
+    }
+}
+
+fn insert_request_id(metadata: &mut tonic::metadata::MetadataMap, request_id: &str) {
+    if let Ok(value) = MetadataValue::try_from(request_id) {
+        metadata.insert(REQUEST_ID_HEADER, value);
+    }
+}
+
+fn response_from(reply: AssociateReply) -> pb::AssociateConsumerResponse {
+    match reply {
+        AssociateReply::Validated(decision) => pb::AssociateConsumerResponse {
+            validation: Some(pb::ValidationResult {
+                determining_policies: decision.determining_policies,
+            }),
+            ..Default::default()
+        },
+        AssociateReply::Associated(share) => pb::AssociateConsumerResponse {
+            data_share_arn: share.data_share_arn.unwrap_or_default(),
+            producer_arn: share.producer_arn.unwrap_or_default(),
+            allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers.unwrap_or(false),
+            associations: share
+                .associations
+                .into_iter()
+                .map(|a| pb::DataShareAssociation {
+                    consumer_identifier: a.consumer_identifier.unwrap_or_default(),
+                    status: status_from(a.status.as_deref()) as i32,
+                    consumer_region: a.consumer_region.unwrap_or_default(),
+                    created_date: a.created_date.map(prost_types::Timestamp::from),
+                    status_change_date: a.status_change_date.map(prost_types::Timestamp::from),
+                    producer_allowed_writes: a.producer_allowed_writes,
+                    consumer_accepted_writes: a.consumer_accepted_writes,
+                })
+                .collect(),
+            managed_by: share.managed_by.unwrap_or_default(),
+            data_share_type: match share.data_share_type.as_deref() {
+                Some("INTERNAL") => pb::DataShareType::Internal,
+                _ => pb::DataShareType::Unspecified,
+            } as i32,
+            validation: None,
+        },
+    }
+}
+
+fn status_from(status: Option<&str>) -> pb::DataShareStatus {
+    match status {
+        Some("ACTIVE") => pb::DataShareStatus::Active,
+        Some("PENDING_AUTHORIZATION") => pb::DataShareStatus::PendingAuthorization,
+        Some("AUTHORIZED") => pb::DataShareStatus::Authorized,
+        Some("DEAUTHORIZED") => pb::DataShareStatus::Deauthorized,
+        Some("REJECTED") => pb::DataShareStatus::Rejected,
+        Some("AVAILABLE") => pb::DataShareStatus::Available,
+        _ => pb::DataShareStatus::Unspecified,
+    }
+}
+
+/// Everything needed to serve, built from the configuration.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    gateway: Gateway,
+}
+
+/// Options for [`App::build`] that are not in the configuration file.
+#[derive(Debug, Default)]
+pub struct BuildOptions {
+    /// Replace the default AWS credential chain (used by `dev`).
+    pub credentials: Option<aws_credential_types::Credentials>,
+}
+
+impl App {
+    /// Builds the Redshift client and the stack.
+    pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
+        let client = upstream::build_client(&config.upstream, options.credentials).await;
+        let upstream = RedshiftService::new(client, &config.upstream);
+        let stack = build_stack(upstream, &config);
+        let gateway = Gateway::new(stack, config.auth.mode);
+        Ok(App { config, gateway })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets in-flight calls finish within
+    /// the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let config = &self.config;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+        health.set_service_status("", ServingStatus::Serving).await;
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let max = config.server.max_message_bytes;
+        let data_sharing = DataSharingServer::new(self.gateway)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+
+        let mut builder = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(config.server.keepalive_interval_secs)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(config.server.keepalive_timeout_secs)))
+            .tcp_nodelay(true);
+        if config.auth.mode == AuthMode::Mtls {
+            builder = builder.tls_config(tls_config(config)?)?;
+        } else {
+            tracing::warn!(
+                "auth.mode = \"insecure\": plaintext, callers name themselves in x-caller-id; never use this in production"
+            );
+        }
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let router = builder
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(data_sharing);
+        let serving = tokio::spawn(
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop_rx.await;
+            }),
+        );
+        let mut serving = std::pin::pin!(serving);
+        tokio::select! {
+            done = &mut serving => return flatten(done),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new calls; finishing in-flight calls"
+        );
+        health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(grace, &mut serving).await {
+            Ok(done) => flatten(done),
+            Err(_) => {
+                tracing::warn!("grace period over; dropping the calls still in flight");
+                serving.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn flatten(done: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) -> Result<(), ServerError> {
+    match done {
+        Ok(result) => Ok(result?),
+        Err(join) if join.is_cancelled() => Ok(()),
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+fn tls_config(config: &Config) -> Result<ServerTlsConfig, ServerError> {
+    let read = |key: &'static str, path: &Option<std::path::PathBuf>| {
+        let path = path.clone().unwrap_or_default();
+        std::fs::read(&path).map_err(|source| ServerError::TlsFile { key, path, source })
+    };
+    let cert = read("auth.cert", &config.auth.cert)?;
+    let key = read("auth.key", &config.auth.key)?;
+    let ca = read("auth.client_ca", &config.auth.client_ca)?;
+    // A client CA makes client certificates required; rustls checks chain, validity and usage.
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .client_ca_root(Certificate::from_pem(ca)))
+}
+
+/// The line printed on stdout once the gateway listens, for scripts and tests using port 0.
+pub fn ready_line(addr: SocketAddr) -> String {
+    serde_json::json!({ "event": "gateway_listening", "grpc": addr.to_string() }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        assert!(is_acceptable_request_id("req-123_abc.def:9"));
+        assert!(!is_acceptable_request_id(""));
+        assert!(!is_acceptable_request_id("has space"));
+        assert!(!is_acceptable_request_id(&"x".repeat(129)));
+    }
+}
