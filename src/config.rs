@@ -40,6 +40,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// The gRPC listen address. Overridden by `DATASHARE_GATEWAY_LISTEN`.
     pub listen: SocketAddr,
+    /// A plaintext listener serving only `grpc.health.v1`, for probes that cannot present a
+    /// client certificate (the kubelet's gRPC probe). Unset: no such listener.
+    pub health_listen: Option<SocketAddr>,
     /// The largest request or response message, in bytes. Requests are small; a tight bound
     /// keeps a misbehaving caller from making the gateway buffer megabytes.
     pub max_message_bytes: usize,
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            health_listen: None,
             max_message_bytes: 64 * 1024,
             concurrency_limit: 256,
             queue_timeout_ms: 1000,

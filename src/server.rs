@@ -48,6 +48,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// tonic refused the TLS settings or failed while serving.
     #[error("gRPC transport error")]
     Transport(#[from] tonic::transport::Error),
@@ -357,16 +366,29 @@ impl App {
             );
         }
 
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(addr) = config.server.health_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let mut stop = stop_rx.clone();
+            let probes = Server::builder().add_service(health_service.clone());
+            tokio::spawn(
+                probes.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }),
+            );
+        }
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let router = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(data_sharing);
+        let mut stop = stop_rx;
         let serving = tokio::spawn(
             router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop_rx.await;
+                let _ = stop.wait_for(|s| *s).await;
             }),
         );
         let mut serving = std::pin::pin!(serving);
@@ -380,7 +402,7 @@ impl App {
         );
         health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
         health.set_service_status("", ServingStatus::NotServing).await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),
             Err(_) => {
