@@ -76,6 +76,8 @@ pub struct GatewayOptions {
     pub audit_dir: Option<PathBuf>,
     /// Appended to the config file verbatim (extra keys for one test).
     pub extra_toml: String,
+    /// `audit.sync`: fsync each batch (the default) or not (benchmarks only).
+    pub audit_sync: bool,
     /// AWS credentials the gateway signs with.
     pub access_key: String,
     /// Its secret.
@@ -94,6 +96,7 @@ impl GatewayOptions {
             policy_dir: repo_root().join("examples/policies"),
             audit_dir: None,
             extra_toml: String::new(),
+            audit_sync: true,
             access_key: CONSUMER_ACCESS_KEY.into(),
             secret_key: CONSUMER_SECRET_KEY.into(),
         }
@@ -198,6 +201,11 @@ impl Gateway {
         matches!(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await, Ok(Ok(s)) if s.success())
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// The gateway's log so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
@@ -232,6 +240,7 @@ dir = {policy_dir:?}
 
 [audit]
 dir = {audit_dir:?}
+sync = {audit_sync}
 
 [upstream]
 consumer_account = "{CONSUMER_ACCOUNT}"
@@ -254,6 +263,7 @@ throttle_retry_after_ms = 1500
         attempt = o.attempt_timeout_ms,
         operation = o.operation_timeout_ms,
         extra = o.extra_toml,
+        audit_sync = o.audit_sync,
     )
 }
 
