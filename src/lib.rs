@@ -11,6 +11,7 @@
 //! - [`policy`]: Cedar policies, their schema, hot reload, and the policy layer.
 //! - [`audit`]: the durable, hash-chained audit trail, its layers and `audit verify`.
 //! - [`limits`]: a bound on concurrent upstream calls.
+//! - [`metrics`]: Prometheus metrics and the layer that counts calls.
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`
 //!   classification.
 //! - [`errors`]: the gateway's error type and the one mapping to `tonic::Status`.
@@ -29,6 +30,7 @@ pub mod emulator;
 pub mod errors;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod server;
