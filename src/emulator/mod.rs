@@ -20,7 +20,7 @@ mod sigv4;
 mod state;
 
 use std::future::Future;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -238,6 +238,7 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
     // The binary sets no subscriber; one may already exist when embedded, which is fine.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
