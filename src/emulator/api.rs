@@ -149,10 +149,11 @@ fn injected(kind: FaultKind, operation: &str, request_id: &str) -> Option<Respon
             "The request has failed due to a temporary failure of the server.",
         ),
         FaultKind::Bare429 => Some(respond(StatusCode::TOO_MANY_REQUESTS, request_id, String::new())),
+        // Not XML at all: the SDK's parser is lenient about truncation, never about the root.
         FaultKind::MalformedBody => Some(respond(
             StatusCode::OK,
             request_id,
-            format!("<{operation}Response><{operation}Result><DataShareArn>unterminated"),
+            format!("this is not XML: {operation} <<<"),
         )),
         FaultKind::CloseConnection => None,
         // Latency alone never becomes the outcome (see `Faults::decide`).
