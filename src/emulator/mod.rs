@@ -155,6 +155,7 @@ pub async fn serve(
     }
     tracing::info!("emulator shutting down");
     let _ = stop_tx.send(true);
+    drop(stop_rx);
     // Connection tasks hold receivers; wait (bounded) until they have all finished.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), stop_tx.closed()).await;
     Ok(())
