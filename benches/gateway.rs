@@ -25,7 +25,11 @@ const CALLERS: usize = 64;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
 
 fn message() -> AssociateConsumerRequest {
-    AssociateConsumerRequest { data_share_arn: SALES_SHARE.into(), associate_entire_account: true, ..Default::default() }
+    AssociateConsumerRequest {
+        data_share_arn: SALES_SHARE.into(),
+        associate_entire_account: true,
+        ..Default::default()
+    }
 }
 
 /// User + system CPU time of a process, from /proc/PID/stat (clock ticks are 100 Hz on Linux).
@@ -44,17 +48,28 @@ fn micros(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 async fn latency(emulator: &Emulator, gateway: &Gateway) {
-    let sdk = emulator::client(&emulator.endpoint_url(), emulator::CONSUMER_KEY.0, emulator::CONSUMER_KEY.1, 1);
+    let sdk = emulator::client(
+        &emulator.endpoint_url(),
+        emulator::CONSUMER_KEY.0,
+        emulator::CONSUMER_KEY.1,
+        1,
+    );
     let mut grpc = gateway.client().await;
     let mut direct = Histogram::<u64>::new(3).expect("histogram");
     let mut through = Histogram::<u64>::new(3).expect("histogram");
 
     let call_sdk = || async {
-        sdk.associate_data_share_consumer().data_share_arn(SALES_SHARE).associate_entire_account(true).send().await
+        sdk.associate_data_share_consumer()
+            .data_share_arn(SALES_SHARE)
+            .associate_entire_account(true)
+            .send()
+            .await
     };
     for _ in 0..WARMUP_CALLS {
         call_sdk().await.expect("direct call");
-        grpc.associate_consumer(support::gateway::as_caller(REPORTING, message())).await.expect("gateway call");
+        grpc.associate_consumer(support::gateway::as_caller(REPORTING, message()))
+            .await
+            .expect("gateway call");
     }
     let cpu_before = cpu_time(gateway.pid());
     // Interleave the two so machine noise hits both alike.
@@ -63,19 +78,32 @@ async fn latency(emulator: &Emulator, gateway: &Gateway) {
         call_sdk().await.expect("direct call");
         direct.record(t.elapsed().as_micros() as u64).expect("record");
         let t = Instant::now();
-        grpc.associate_consumer(support::gateway::as_caller(REPORTING, message())).await.expect("gateway call");
+        grpc.associate_consumer(support::gateway::as_caller(REPORTING, message()))
+            .await
+            .expect("gateway call");
         through.record(t.elapsed().as_micros() as u64).expect("record");
     }
     let cpu = cpu_time(gateway.pid()).saturating_sub(cpu_before);
     println!("latency, 1 caller, {LATENCY_CALLS} calls each (microseconds):");
-    println!("  direct SDK -> emulator      p50 {:>8.0}  p99 {:>8.0}", micros(&direct, 0.5), micros(&direct, 0.99));
-    println!("  client -> gateway -> emul.  p50 {:>8.0}  p99 {:>8.0}", micros(&through, 0.5), micros(&through, 0.99));
+    println!(
+        "  direct SDK -> emulator      p50 {:>8.0}  p99 {:>8.0}",
+        micros(&direct, 0.5),
+        micros(&direct, 0.99)
+    );
+    println!(
+        "  client -> gateway -> emul.  p50 {:>8.0}  p99 {:>8.0}",
+        micros(&through, 0.5),
+        micros(&through, 0.99)
+    );
     println!(
         "  added by the gateway        p50 {:>8.0}  p99 {:>8.0}",
         micros(&through, 0.5) - micros(&direct, 0.5),
         micros(&through, 0.99) - micros(&direct, 0.99)
     );
-    println!("  gateway CPU per call        {:>8.0} us", cpu.as_micros() as f64 / LATENCY_CALLS as f64);
+    println!(
+        "  gateway CPU per call        {:>8.0} us",
+        cpu.as_micros() as f64 / LATENCY_CALLS as f64
+    );
 }
 
 async fn throughput(gateway: &Gateway) -> f64 {
@@ -87,7 +115,11 @@ async fn throughput(gateway: &Gateway) -> f64 {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop_at {
-                if client.associate_consumer(support::gateway::as_caller(REPORTING, message())).await.is_ok() {
+                if client
+                    .associate_consumer(support::gateway::as_caller(REPORTING, message()))
+                    .await
+                    .is_ok()
+                {
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -100,7 +132,10 @@ async fn throughput(gateway: &Gateway) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let emulator = Emulator::start();
         let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
@@ -112,7 +147,10 @@ fn main() {
         options.audit_sync = false;
         let not_durable_gateway = Gateway::start(options).await;
         let not_durable = throughput(&not_durable_gateway).await;
-        println!("throughput, {CALLERS} callers, {}s each (calls/s):", THROUGHPUT_WINDOW.as_secs());
+        println!(
+            "throughput, {CALLERS} callers, {}s each (calls/s):",
+            THROUGHPUT_WINDOW.as_secs()
+        );
         println!("  audit durable (fsync)       {durable:>10.0}");
         println!("  audit not durable (no fsync){not_durable:>10.0}");
         println!("  durable / not durable       {:>10.3}", durable / not_durable);

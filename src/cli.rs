@@ -83,7 +83,9 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let principals = std::fs::read_to_string(args.policies.join("principals.toml"))
         .map_err(|e| format!("cannot read {}: {e}", args.policies.join("principals.toml").display()))?;
     let bind = |addr: std::net::SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
     let api = bind(args.emulator_listen).await?;
     let admin = bind(args.emulator_admin).await?;
@@ -130,7 +132,13 @@ log_format = "text"
     }));
 
     let credentials = aws_credential_types::Credentials::new(DEV_ACCESS_KEY, DEV_SECRET_KEY, None, None, "dev");
-    let app = App::build(config, BuildOptions { credentials: Some(credentials) }).await?;
+    let app = App::build(
+        config,
+        BuildOptions {
+            credentials: Some(credentials),
+        },
+    )
+    .await?;
     let audit_dir = std::fs::canonicalize(&args.audit_dir).unwrap_or(args.audit_dir.clone());
     eprintln!(
         "\ndatashare-gateway dev\n  gRPC (insecure, x-caller-id): {grpc_addr}\n  Redshift emulator:            http://{api_addr} (admin http://{admin_addr})\n  audit trail:                  {}\n  policies:                     {}\n\nTry:\n  grpcurl -plaintext -H 'x-caller-id: spiffe://example.internal/ns/data/sa/reporting' -d '{{\"data_share_arn\": \"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share\", \"consumer_arn\": \"arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9\"}}' {grpc_addr} datasharing.v1.DataSharing/AssociateConsumer\n",

@@ -89,11 +89,20 @@ impl Metrics {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register("calls", "gRPC calls by method and status code", calls.clone());
         let call_duration = latency_buckets();
-        registry.register_with_unit("call_duration", "gRPC call latency", Unit::Seconds, call_duration.clone());
+        registry.register_with_unit(
+            "call_duration",
+            "gRPC call latency",
+            Unit::Seconds,
+            call_duration.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register("in_flight_calls", "gRPC calls in progress", in_flight.clone());
         let policy_decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register("policy_decisions", "Policy decisions by outcome", policy_decisions.clone());
+        registry.register(
+            "policy_decisions",
+            "Policy decisions by outcome",
+            policy_decisions.clone(),
+        );
         let upstream_calls = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "upstream_calls",
@@ -110,9 +119,17 @@ impl Metrics {
             upstream_duration.clone(),
         );
         let upstream_retries = Family::<OperationLabels, Counter>::default();
-        registry.register("upstream_retries", "Redshift attempts beyond the first", upstream_retries.clone());
+        registry.register(
+            "upstream_retries",
+            "Redshift attempts beyond the first",
+            upstream_retries.clone(),
+        );
         let audit_queue_depth = Gauge::default();
-        registry.register("audit_queue_depth", "Audit records waiting to be written", audit_queue_depth.clone());
+        registry.register(
+            "audit_queue_depth",
+            "Audit records waiting to be written",
+            audit_queue_depth.clone(),
+        );
         let audit_records = Counter::default();
         registry.register("audit_records", "Audit records made durable", audit_records.clone());
         let audit_fsyncs = Counter::default();
@@ -125,7 +142,11 @@ impl Metrics {
             audit_fsync_seconds.clone(),
         );
         let spans_dropped = Counter::default();
-        registry.register("trace_spans_dropped", "Trace spans dropped: the export queue was full", spans_dropped.clone());
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped: the export queue was full",
+            spans_dropped.clone(),
+        );
         Arc::new(Metrics {
             registry,
             calls,
@@ -164,7 +185,12 @@ impl Metrics {
     /// Counts one upstream call and its latency.
     pub fn upstream_call(&self, operation: &'static str, aws_error_code: Option<&str>, started: Instant) {
         let code = aws_error_code.map_or_else(|| "none".to_owned(), bounded_code);
-        self.upstream_calls.get_or_create(&UpstreamLabels { operation, aws_error_code: code }).inc();
+        self.upstream_calls
+            .get_or_create(&UpstreamLabels {
+                operation,
+                aws_error_code: code,
+            })
+            .inc();
         self.upstream_duration
             .get_or_create(&OperationLabels { operation })
             .observe(started.elapsed().as_secs_f64());
@@ -172,7 +198,9 @@ impl Metrics {
 
     /// Counts one retry of an upstream operation.
     pub fn upstream_retry(&self, operation: &'static str) {
-        self.upstream_retries.get_or_create(&OperationLabels { operation }).inc();
+        self.upstream_retries
+            .get_or_create(&OperationLabels { operation })
+            .inc();
     }
 }
 
@@ -202,7 +230,10 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = Measured<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Measured { inner, metrics: self.metrics.clone() }
+        Measured {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -241,11 +272,23 @@ where
                 Ok(_) => tonic::Code::Ok,
                 Err(err) => err.code(),
             };
-            metrics.calls.get_or_create(&CallLabels { method, code: format!("{code:?}") }).inc();
-            metrics.call_duration.get_or_create(&MethodLabels { method }).observe(started.elapsed().as_secs_f64());
+            metrics
+                .calls
+                .get_or_create(&CallLabels {
+                    method,
+                    code: format!("{code:?}"),
+                })
+                .inc();
+            metrics
+                .call_duration
+                .get_or_create(&MethodLabels { method })
+                .observe(started.elapsed().as_secs_f64());
             if let Some(decision) = &trail.lock().decision {
                 let decision = if decision.allowed { "allow" } else { "deny" };
-                metrics.policy_decisions.get_or_create(&DecisionLabels { decision }).inc();
+                metrics
+                    .policy_decisions
+                    .get_or_create(&DecisionLabels { decision })
+                    .inc();
             }
             result
         })
@@ -260,7 +303,11 @@ mod tests {
     fn renders_prometheus_text_with_bounded_labels() {
         let metrics = Metrics::new();
         metrics.upstream_call("AssociateDataShareConsumer", Some("Throttling"), Instant::now());
-        metrics.upstream_call("AssociateDataShareConsumer", Some("arn:aws:redshift:us-east-1:1:x"), Instant::now());
+        metrics.upstream_call(
+            "AssociateDataShareConsumer",
+            Some("arn:aws:redshift:us-east-1:1:x"),
+            Instant::now(),
+        );
         metrics.upstream_retry("AssociateDataShareConsumer");
         let text = metrics.render();
         assert!(text.contains(

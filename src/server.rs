@@ -114,6 +114,8 @@ impl Gateway {
                 .filter(|v| !v.is_empty())
                 .map_or(CallerCredential::None, |v| CallerCredential::Header(v.to_owned())),
         };
+        // Deadlines count from the moment tonic's own grpc-timeout timer started: see `Arrival`.
+        let arrived = request.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
         let started = Instant::now();
         CallContext {
             method: Method::AssociateConsumer,
@@ -128,7 +130,7 @@ impl Gateway {
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_grpc_timeout)
-                .map(|timeout| started + answer_before(timeout)),
+                .map(|timeout| arrived + answer_before(timeout)),
         }
     }
 }
@@ -160,10 +162,51 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// tonic enforces `grpc-timeout` itself and answers CANCELLED; answering a little earlier lets the
-/// gateway send the right code, DEADLINE_EXCEEDED.
+/// tonic enforces `grpc-timeout` itself and answers CANCELLED. The handler's own deadline falls a
+/// little earlier, counted from the same instant ([`Arrival`]); tonic polls the handler before its
+/// timer, so the handler's DEADLINE_EXCEEDED always wins.
 fn answer_before(timeout: Duration) -> Duration {
-    timeout.saturating_sub((timeout / 10).min(Duration::from_millis(5)))
+    timeout.saturating_sub((timeout / 20).min(Duration::from_millis(5)))
+}
+
+/// When a request reached the gateway's router, stamped by [`ArrivalLayer`].
+#[derive(Clone, Copy, Debug)]
+struct Arrival(Instant);
+
+/// Stamps each HTTP request with its arrival time, right inside tonic's `grpc-timeout` layer.
+#[derive(Clone, Copy, Debug, Default)]
+struct ArrivalLayer;
+
+impl<S> tower::Layer<S> for ArrivalLayer {
+    type Service = Arrived<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Arrived { inner }
+    }
+}
+
+/// The service made by [`ArrivalLayer`].
+#[derive(Clone, Debug)]
+struct Arrived<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Arrived<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(Arrival(Instant::now()));
+        self.inner.call(request)
+    }
 }
 
 /// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
@@ -357,6 +400,7 @@ impl App {
             .max_encoding_message_size(max);
 
         let mut builder = Server::builder()
+            .layer(ArrivalLayer)
             .http2_keepalive_interval(Some(Duration::from_secs(config.server.keepalive_interval_secs)))
             .http2_keepalive_timeout(Some(Duration::from_secs(config.server.keepalive_timeout_secs)))
             .tcp_nodelay(true);

@@ -31,7 +31,13 @@ async fn unknown_and_malformed_share_arns_are_invalid_datashare_fault() {
         "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/no_such_share",
         "not an arn",
     ] {
-        let err = emu.producer().describe_data_shares().data_share_arn(arn).send().await.unwrap_err();
+        let err = emu
+            .producer()
+            .describe_data_shares()
+            .data_share_arn(arn)
+            .send()
+            .await
+            .unwrap_err();
         assert!(err.as_service_error().unwrap().is_invalid_data_share_fault(), "{arn}");
     }
     let err = emu
@@ -64,7 +70,11 @@ async fn deauthorizing_twice_says_authorization_was_already_removed() {
         .unwrap_err();
     let se = err.as_service_error().unwrap();
     assert!(se.is_invalid_data_share_fault());
-    assert!(se.message().unwrap_or_default().contains("already removed authorization"));
+    assert!(
+        se.message()
+            .unwrap_or_default()
+            .contains("already removed authorization")
+    );
     // And the consumer lost access.
     let err = emu
         .consumer()
@@ -113,7 +123,12 @@ async fn someone_elses_or_unknown_namespace_is_invalid_namespace_fault() {
 async fn none_or_several_association_targets_is_invalid_parameter_combination() {
     let emu = Emulator::start();
     let c = emu.consumer();
-    let none = c.associate_data_share_consumer().data_share_arn(SALES_SHARE).send().await.unwrap_err();
+    let none = c
+        .associate_data_share_consumer()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(none.code(), Some("InvalidParameterCombination"));
     let two = c
         .associate_data_share_consumer()
@@ -139,10 +154,22 @@ async fn none_or_several_association_targets_is_invalid_parameter_combination() 
 async fn a_request_without_datashare_arn_is_missing_parameter() {
     let emu = Emulator::start();
     // The Rust client does not enforce required members, so this reaches the server.
-    let err = emu.consumer().associate_data_share_consumer().associate_entire_account(true).send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .associate_data_share_consumer()
+        .associate_entire_account(true)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("MissingParameter"));
     assert!(err.message().unwrap_or_default().contains("DataShareArn"));
-    let err = emu.producer().authorize_data_share().data_share_arn(FINANCE_SHARE).send().await.unwrap_err();
+    let err = emu
+        .producer()
+        .authorize_data_share()
+        .data_share_arn(FINANCE_SHARE)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("MissingParameter"));
 }
 
@@ -158,7 +185,13 @@ async fn bad_values_are_invalid_parameter_value() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("InvalidParameterValue"));
-    let err = emu.producer().describe_data_shares().max_records(0).send().await.unwrap_err();
+    let err = emu
+        .producer()
+        .describe_data_shares()
+        .max_records(0)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("InvalidParameterValue"));
 }
 
@@ -253,12 +286,18 @@ fn a_body_declared_over_one_mebibyte_is_refused_unread() {
     stream
         .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1048577\r\n\r\n")
         .unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut buf = vec![0; 4096];
     let mut got = Vec::new();
     while !String::from_utf8_lossy(&got).contains("</ErrorResponse>") {
         let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed before a response: {}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "connection closed before a response: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&got);

@@ -15,7 +15,9 @@ fn sigterm_stops_the_emulator_with_success() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    let exit = emu.wait_exit(Duration::from_secs(20)).expect("emulator exits after SIGTERM");
+    let exit = emu
+        .wait_exit(Duration::from_secs(20))
+        .expect("emulator exits after SIGTERM");
     assert!(exit.success(), "{exit:?}\n{}", emu.logs());
     assert!(emu.logs().contains("shutting down"));
 }
@@ -24,9 +26,20 @@ fn sigterm_stops_the_emulator_with_success() {
 fn a_fixtures_file_with_an_unknown_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[[keys]]\naccess_key_id='a'\nsecret_access_key='b'\naccount='111122223333'\ncolour='red'\n").unwrap();
+    std::fs::write(
+        &path,
+        "[[keys]]\naccess_key_id='a'\nsecret_access_key='b'\naccount='111122223333'\ncolour='red'\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .args(["emulator", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--fixtures"])
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--fixtures",
+        ])
         .arg(&path)
         .output()
         .unwrap();

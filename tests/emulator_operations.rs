@@ -11,7 +11,10 @@ async fn consumer_sees_sales_share_available_and_not_finance_share() {
     let emu = Emulator::start();
     let out = emu.consumer().describe_data_shares_for_consumer().send().await.unwrap();
     let shares = out.data_shares();
-    let sales = shares.iter().find(|s| s.data_share_arn() == Some(SALES_SHARE)).expect("sales_share listed");
+    let sales = shares
+        .iter()
+        .find(|s| s.data_share_arn() == Some(SALES_SHARE))
+        .expect("sales_share listed");
     assert_eq!(sales.producer_arn(), Some(PRODUCER_NAMESPACE));
     assert_eq!(sales.allow_publicly_accessible_consumers(), Some(false));
     let assoc = &sales.data_share_associations()[0];
@@ -98,7 +101,10 @@ async fn associate_with_namespace_and_region_then_disassociate() {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.data_share_associations()[0].status(), Some(&DataShareStatus::Available));
+    assert_eq!(
+        out.data_share_associations()[0].status(),
+        Some(&DataShareStatus::Available)
+    );
 }
 
 #[tokio::test]
@@ -134,7 +140,10 @@ async fn producer_authorizes_and_deauthorizes_a_pending_grant() {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.data_share_associations()[0].status(), Some(&DataShareStatus::Deauthorized));
+    assert_eq!(
+        out.data_share_associations()[0].status(),
+        Some(&DataShareStatus::Deauthorized)
+    );
 }
 
 #[tokio::test]
@@ -142,9 +151,16 @@ async fn consumer_rejects_and_the_share_disappears_from_its_list() {
     let emu = Emulator::start();
     let c = emu.consumer();
     let out = c.reject_data_share().data_share_arn(SALES_SHARE).send().await.unwrap();
-    assert_eq!(out.data_share_associations()[0].status(), Some(&DataShareStatus::Rejected));
+    assert_eq!(
+        out.data_share_associations()[0].status(),
+        Some(&DataShareStatus::Rejected)
+    );
     let list = c.describe_data_shares_for_consumer().send().await.unwrap();
-    assert!(list.data_shares().iter().all(|s| s.data_share_arn() != Some(SALES_SHARE)));
+    assert!(
+        list.data_shares()
+            .iter()
+            .all(|s| s.data_share_arn() != Some(SALES_SHARE))
+    );
     let producer = emu
         .producer()
         .describe_data_shares_for_producer()
@@ -180,7 +196,11 @@ async fn consumer_status_filter_separates_active_from_available() {
         .send()
         .await
         .unwrap();
-    let arns: Vec<_> = available.data_shares().iter().filter_map(|s| s.data_share_arn()).collect();
+    let arns: Vec<_> = available
+        .data_shares()
+        .iter()
+        .filter_map(|s| s.data_share_arn())
+        .collect();
     assert_eq!(arns, [SALES_SHARE]);
 }
 
@@ -212,7 +232,13 @@ async fn paginators_walk_every_page_with_max_records_and_marker() {
     let first = p.describe_data_shares().max_records(2).send().await.unwrap();
     assert_eq!(first.data_shares().len(), 2);
     let marker = first.marker().expect("a marker while more records remain");
-    let second = p.describe_data_shares().max_records(100).marker(marker).send().await.unwrap();
+    let second = p
+        .describe_data_shares()
+        .max_records(100)
+        .marker(marker)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.data_shares().len(), 6);
     assert_eq!(second.marker(), None);
 

@@ -15,19 +15,28 @@ use tonic_types::StatusExt;
 const OP: &str = "AssociateDataShareConsumer";
 
 fn entire_account(share: &str) -> AssociateConsumerRequest {
-    AssociateConsumerRequest { data_share_arn: share.into(), associate_entire_account: true, ..Default::default() }
+    AssociateConsumerRequest {
+        data_share_arn: share.into(),
+        associate_entire_account: true,
+        ..Default::default()
+    }
 }
 
 /// Calls the gateway as the data-platform principal and returns the error status.
 async fn call_err(gw: &Gateway, message: AssociateConsumerRequest) -> tonic::Status {
     let mut client = gw.client().await;
-    client.associate_consumer(gateway::as_caller(REPORTING, message)).await.expect_err("the call should fail")
+    client
+        .associate_consumer(gateway::as_caller(REPORTING, message))
+        .await
+        .expect_err("the call should fail")
 }
 
 /// Checks the ErrorInfo every error carries and returns its reason and metadata.
 fn error_info(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>) {
     let details = status.get_error_details();
-    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.domain, "datashare-gateway");
     assert!(info.metadata.contains_key("request_id"), "{:?}", info.metadata);
     (info.reason.clone(), info.metadata.clone())
@@ -41,8 +50,14 @@ async fn invalid_datashare_fault_is_failed_precondition() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     let (reason, metadata) = error_info(&status);
     assert_eq!(reason, "InvalidDataShareFault");
-    assert!(metadata.get("aws_request_id").is_some_and(|id| !id.is_empty()), "{metadata:?}");
-    assert_eq!(metadata.get("aws_error_code").map(String::as_str), Some("InvalidDataShareFault"));
+    assert!(
+        metadata.get("aws_request_id").is_some_and(|id| !id.is_empty()),
+        "{metadata:?}"
+    );
+    assert_eq!(
+        metadata.get("aws_error_code").map(String::as_str),
+        Some("InvalidDataShareFault")
+    );
 }
 
 #[tokio::test]
@@ -60,7 +75,11 @@ async fn invalid_namespace_fault_is_not_found() {
 async fn parameter_errors_from_redshift_are_invalid_argument() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-    for code in ["InvalidParameterValue", "InvalidParameterCombination", "MissingParameter"] {
+    for code in [
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+        "MissingParameter",
+    ] {
         emulator.inject_fault(json!({"kind": "error", "code": code, "status": 400, "operation": OP, "count": 1}));
         let status = call_err(&gw, entire_account(SALES_SHARE)).await;
         assert_eq!(status.code(), Code::InvalidArgument, "{code}: {status:?}");
@@ -90,7 +109,9 @@ async fn throttling_that_stops_within_the_retries_succeeds() {
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
     emulator.inject_fault(json!({"kind": "throttling", "operation": OP, "count": 2}));
     let mut client = gw.client().await;
-    let reply = client.associate_consumer(gateway::as_caller(REPORTING, entire_account(SALES_SHARE))).await;
+    let reply = client
+        .associate_consumer(gateway::as_caller(REPORTING, entire_account(SALES_SHARE)))
+        .await;
     assert!(reply.is_ok(), "{reply:?}");
     assert_eq!(emulator.counter(OP, "received"), 3);
 }
@@ -102,14 +123,21 @@ async fn a_bare_429_is_resource_exhausted_without_retries() {
     emulator.inject_fault(json!({"kind": "bare_429", "operation": OP, "count": 1}));
     let status = call_err(&gw, entire_account(SALES_SHARE)).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(emulator.counter(OP, "received"), 1, "the Rust SDK does not retry a bare 429");
+    assert_eq!(
+        emulator.counter(OP, "received"),
+        1,
+        "the Rust SDK does not retry a bare 429"
+    );
 }
 
 #[tokio::test]
 async fn server_errors_after_retries_are_unavailable() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-    for (kind, code) in [("internal_failure", "InternalFailure"), ("service_unavailable", "ServiceUnavailable")] {
+    for (kind, code) in [
+        ("internal_failure", "InternalFailure"),
+        ("service_unavailable", "ServiceUnavailable"),
+    ] {
         emulator.reset_counters();
         emulator.inject_fault(json!({"kind": kind, "operation": OP, "count": 3}));
         let status = call_err(&gw, entire_account(SALES_SHARE)).await;
@@ -145,23 +173,67 @@ async fn an_operation_timeout_is_deadline_exceeded() {
     assert_eq!(error_info(&status).0, "UPSTREAM_TIMEOUT");
 }
 
+/// A gRPC call over a bare HTTP/2 connection: the `grpc-timeout` header without the client-side
+/// timer every gRPC library adds, so what is seen is the gateway's own answer to an expired deadline.
+async fn raw_call_with_grpc_timeout(
+    gw: &Gateway,
+    message: AssociateConsumerRequest,
+    timeout: &str,
+) -> (String, String) {
+    use http_body_util::{BodyExt, Full};
+    use prost::Message;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let request = http::Request::post(format!(
+        "http://{}/datasharing.v1.DataSharing/AssociateConsumer",
+        gw.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", timeout)
+    .header("x-caller-id", REPORTING)
+    .body(Full::new(bytes::Bytes::from(frame)))
+    .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
+    // A status without a body comes in the headers ("trailers-only"); otherwise in the trailers.
+    let trailers = collected.trailers().cloned().unwrap_or(parts.headers);
+    let get = |k: &str| trailers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    (get("grpc-status"), get("grpc-message"))
+}
+
 #[tokio::test]
 async fn the_callers_own_deadline_is_deadline_exceeded_not_cancelled() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
     emulator.inject_fault(json!({"kind": "latency", "latency_ms": 1500, "operation": OP}));
-    let mut client = gw.client().await;
-    let mut request = gateway::as_caller(REPORTING, entire_account(SALES_SHARE));
-    request.set_timeout(Duration::from_millis(300));
-    let status = client.associate_consumer(request).await.expect_err("deadline");
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert_eq!(error_info(&status).0, "DEADLINE_EXCEEDED");
+    let (status, message) = raw_call_with_grpc_timeout(&gw, entire_account(SALES_SHARE), "300m").await;
+    assert_eq!(
+        status,
+        (Code::DeadlineExceeded as i32).to_string(),
+        "{message}; {}",
+        gw.logs()
+    );
 }
 
 #[tokio::test]
 async fn connection_refused_is_unavailable() {
     // A port that was just free: nothing listens there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut options = GatewayOptions::new(format!("http://{closed}"));
     options.max_attempts = 2;
     let gw = Gateway::start(options).await;
@@ -194,7 +266,10 @@ async fn the_gateways_rejected_credentials_are_internal_and_logged() {
         let status = call_err(&gw, entire_account(SALES_SHARE)).await;
         assert_eq!(status.code(), Code::Internal, "{code}: {status:?}");
         assert_eq!(error_info(&status).0, code);
-        assert!(!status.message().contains(secret), "the message must not leak the secret");
+        assert!(
+            !status.message().contains(secret),
+            "the message must not leak the secret"
+        );
         assert!(!gw.logs().contains(secret), "the logs must not leak the secret");
     }
 }
@@ -212,7 +287,8 @@ async fn an_unparseable_answer_is_unknown() {
 async fn an_unknown_aws_error_code_is_unknown_with_the_code_as_reason() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-    emulator.inject_fault(json!({"kind": "error", "code": "BrandNewFault", "status": 400, "operation": OP, "count": 1}));
+    emulator
+        .inject_fault(json!({"kind": "error", "code": "BrandNewFault", "status": 400, "operation": OP, "count": 1}));
     let status = call_err(&gw, entire_account(SALES_SHARE)).await;
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
     assert_eq!(error_info(&status).0, "BrandNewFault");

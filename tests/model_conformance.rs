@@ -57,9 +57,18 @@ fn parse_el(s: &str) -> (El, &str) {
     let end = s.find('>').expect("end of start tag");
     let tag = &s[1..end];
     let self_closing = tag.ends_with('/');
-    let name = tag.trim_end_matches('/').split_whitespace().next().unwrap_or_default().to_owned();
+    let name = tag
+        .trim_end_matches('/')
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let mut rest = &s[end + 1..];
-    let mut el = El { name: name.clone(), children: Vec::new(), text: String::new() };
+    let mut el = El {
+        name: name.clone(),
+        children: Vec::new(),
+        text: String::new(),
+    };
     if self_closing {
         return (el, rest);
     }
@@ -132,7 +141,11 @@ fn check(model: &Value, el: &El, shape_name: &str, seen: &mut BTreeSet<(String, 
         "string" => {
             assert!(el.children.is_empty(), "{at}: a string has no children");
             if let Some(values) = shape["enum"].as_array() {
-                assert!(values.iter().any(|v| v == el.text.as_str()), "{at}: {:?} not in {values:?}", el.text);
+                assert!(
+                    values.iter().any(|v| v == el.text.as_str()),
+                    "{at}: {:?} not in {values:?}",
+                    el.text
+                );
             }
         }
         other => panic!("{at}: unexpected shape type {other}"),
@@ -149,7 +162,10 @@ fn check_success(model: &Value, op: &str, xml: &str, seen: &mut BTreeSet<(String
     assert_eq!(root.children[0].name, wrapper, "{op}: result first");
     assert_eq!(root.children[1].name, "ResponseMetadata");
     assert_eq!(root.children[1].children[0].name, "RequestId");
-    assert!(xml.contains(&format!("xmlns=\"{}\"", model["metadata"]["xmlNamespace"].as_str().unwrap())));
+    assert!(xml.contains(&format!(
+        "xmlns=\"{}\"",
+        model["metadata"]["xmlNamespace"].as_str().unwrap()
+    )));
     let shape = operation["output"]["shape"].as_str().expect("output shape");
     check(model, &root.children[0], shape, seen);
 }
@@ -168,9 +184,16 @@ fn check_error(model: &Value, op: &str, status: u16, xml: &str, want: &str) {
         .get(&code)
         .unwrap_or_else(|| panic!("{op}: {code} is not among the operation's modeled errors"));
     let error_trait = &model["shapes"][shape.as_str()]["error"];
-    assert_eq!(Some(u64::from(status)), error_trait["httpStatusCode"].as_u64(), "{op}: {code}");
+    assert_eq!(
+        Some(u64::from(status)),
+        error_trait["httpStatusCode"].as_u64(),
+        "{op}: {code}"
+    );
     let sender = error_trait["senderFault"].as_bool().unwrap_or(false);
-    assert_eq!(field("Type").as_deref(), Some(if sender { "Sender" } else { "Receiver" }));
+    assert_eq!(
+        field("Type").as_deref(),
+        Some(if sender { "Sender" } else { "Receiver" })
+    );
 }
 
 /// The operation's modeled errors: code → shape name.
@@ -224,10 +247,34 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
         ("DescribeDataSharesForProducer", PRODUCER_KEY, vec![("MaxRecords", "1")]),
         ("DescribeDataShares", PRODUCER_KEY, vec![("MaxRecords", "1")]),
         ("DescribeDataShares", CONSUMER_KEY, vec![("DataShareArn", FULL_SHARE)]),
-        ("AssociateDataShareConsumer", CONSUMER_KEY, vec![("DataShareArn", FULL_SHARE), ("ConsumerArn", CONSUMER_NAMESPACE), ("AllowWrites", "true")]),
-        ("DisassociateDataShareConsumer", CONSUMER_KEY, vec![("DataShareArn", FULL_SHARE), ("ConsumerArn", CONSUMER_NAMESPACE)]),
-        ("AuthorizeDataShare", PRODUCER_KEY, vec![("DataShareArn", FULL_SHARE), ("ConsumerIdentifier", OTHER_ACCOUNT), ("AllowWrites", "true")]),
-        ("DeauthorizeDataShare", PRODUCER_KEY, vec![("DataShareArn", FULL_SHARE), ("ConsumerIdentifier", OTHER_ACCOUNT)]),
+        (
+            "AssociateDataShareConsumer",
+            CONSUMER_KEY,
+            vec![
+                ("DataShareArn", FULL_SHARE),
+                ("ConsumerArn", CONSUMER_NAMESPACE),
+                ("AllowWrites", "true"),
+            ],
+        ),
+        (
+            "DisassociateDataShareConsumer",
+            CONSUMER_KEY,
+            vec![("DataShareArn", FULL_SHARE), ("ConsumerArn", CONSUMER_NAMESPACE)],
+        ),
+        (
+            "AuthorizeDataShare",
+            PRODUCER_KEY,
+            vec![
+                ("DataShareArn", FULL_SHARE),
+                ("ConsumerIdentifier", OTHER_ACCOUNT),
+                ("AllowWrites", "true"),
+            ],
+        ),
+        (
+            "DeauthorizeDataShare",
+            PRODUCER_KEY,
+            vec![("DataShareArn", FULL_SHARE), ("ConsumerIdentifier", OTHER_ACCOUNT)],
+        ),
         ("RejectDataShare", CONSUMER_KEY, vec![("DataShareArn", FULL_SHARE)]),
     ];
     let mut seen = BTreeSet::new();
@@ -252,7 +299,10 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
     shapes.insert("DataShareAssociation".into());
     for shape in shapes {
         for member in model["shapes"][shape.as_str()]["members"].as_object().unwrap().keys() {
-            assert!(seen.contains(&(shape.clone(), member.clone())), "{shape}.{member} never emitted");
+            assert!(
+                seen.contains(&(shape.clone(), member.clone())),
+                "{shape}.{member} never emitted"
+            );
         }
     }
 }
@@ -264,16 +314,66 @@ fn every_modeled_error_has_the_models_status_and_type() {
     let api = emu.api_addr();
     let v = "2012-12-01";
     let cases: Vec<(&str, (&str, &str), Vec<(&str, &str)>, &str)> = vec![
-        ("AssociateDataShareConsumer", CONSUMER_KEY, vec![("DataShareArn", FINANCE_SHARE), ("AssociateEntireAccount", "true")], "InvalidDataShareFault"),
-        ("AssociateDataShareConsumer", CONSUMER_KEY, vec![("DataShareArn", SALES_SHARE), ("ConsumerArn", OTHER_NAMESPACE)], "InvalidNamespaceFault"),
-        ("DisassociateDataShareConsumer", CONSUMER_KEY, vec![("DataShareArn", SALES_SHARE), ("DisassociateEntireAccount", "true")], "InvalidDataShareFault"),
-        ("DisassociateDataShareConsumer", CONSUMER_KEY, vec![("DataShareArn", SALES_SHARE), ("ConsumerArn", OTHER_NAMESPACE)], "InvalidNamespaceFault"),
-        ("DescribeDataShares", CONSUMER_KEY, vec![("DataShareArn", NO_SHARE)], "InvalidDataShareFault"),
-        ("DescribeDataSharesForConsumer", CONSUMER_KEY, vec![("ConsumerArn", OTHER_NAMESPACE)], "InvalidNamespaceFault"),
-        ("DescribeDataSharesForProducer", PRODUCER_KEY, vec![("ProducerArn", CONSUMER_NAMESPACE)], "InvalidNamespaceFault"),
-        ("AuthorizeDataShare", PRODUCER_KEY, vec![("DataShareArn", NO_SHARE), ("ConsumerIdentifier", CONSUMER_ACCOUNT)], "InvalidDataShareFault"),
-        ("DeauthorizeDataShare", PRODUCER_KEY, vec![("DataShareArn", NO_SHARE), ("ConsumerIdentifier", CONSUMER_ACCOUNT)], "InvalidDataShareFault"),
-        ("RejectDataShare", CONSUMER_KEY, vec![("DataShareArn", FINANCE_SHARE)], "InvalidDataShareFault"),
+        (
+            "AssociateDataShareConsumer",
+            CONSUMER_KEY,
+            vec![("DataShareArn", FINANCE_SHARE), ("AssociateEntireAccount", "true")],
+            "InvalidDataShareFault",
+        ),
+        (
+            "AssociateDataShareConsumer",
+            CONSUMER_KEY,
+            vec![("DataShareArn", SALES_SHARE), ("ConsumerArn", OTHER_NAMESPACE)],
+            "InvalidNamespaceFault",
+        ),
+        (
+            "DisassociateDataShareConsumer",
+            CONSUMER_KEY,
+            vec![("DataShareArn", SALES_SHARE), ("DisassociateEntireAccount", "true")],
+            "InvalidDataShareFault",
+        ),
+        (
+            "DisassociateDataShareConsumer",
+            CONSUMER_KEY,
+            vec![("DataShareArn", SALES_SHARE), ("ConsumerArn", OTHER_NAMESPACE)],
+            "InvalidNamespaceFault",
+        ),
+        (
+            "DescribeDataShares",
+            CONSUMER_KEY,
+            vec![("DataShareArn", NO_SHARE)],
+            "InvalidDataShareFault",
+        ),
+        (
+            "DescribeDataSharesForConsumer",
+            CONSUMER_KEY,
+            vec![("ConsumerArn", OTHER_NAMESPACE)],
+            "InvalidNamespaceFault",
+        ),
+        (
+            "DescribeDataSharesForProducer",
+            PRODUCER_KEY,
+            vec![("ProducerArn", CONSUMER_NAMESPACE)],
+            "InvalidNamespaceFault",
+        ),
+        (
+            "AuthorizeDataShare",
+            PRODUCER_KEY,
+            vec![("DataShareArn", NO_SHARE), ("ConsumerIdentifier", CONSUMER_ACCOUNT)],
+            "InvalidDataShareFault",
+        ),
+        (
+            "DeauthorizeDataShare",
+            PRODUCER_KEY,
+            vec![("DataShareArn", NO_SHARE), ("ConsumerIdentifier", CONSUMER_ACCOUNT)],
+            "InvalidDataShareFault",
+        ),
+        (
+            "RejectDataShare",
+            CONSUMER_KEY,
+            vec![("DataShareArn", FINANCE_SHARE)],
+            "InvalidDataShareFault",
+        ),
     ];
     let mut covered: BTreeSet<(String, String)> = BTreeSet::new();
     for (op, key, params, want) in cases {
@@ -286,7 +386,10 @@ fn every_modeled_error_has_the_models_status_and_type() {
     // Each operation's every modeled error was provoked.
     for op in OPERATIONS {
         for code in operation_errors(&model, op).keys() {
-            assert!(covered.contains(&(op.to_owned(), code.clone())), "{op} never returned {code}");
+            assert!(
+                covered.contains(&(op.to_owned(), code.clone())),
+                "{op} never returned {code}"
+            );
         }
     }
 }

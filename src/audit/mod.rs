@@ -15,6 +15,8 @@ pub struct AuditConfig {
     pub dir: std::path::PathBuf,
     #[serde(default)]
     pub hmac_key_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub sync: bool,
 }
 
 impl AuditConfig {

@@ -185,7 +185,11 @@ fn authenticated(
     };
     let account = Some(principal.account.clone());
     let Some(action) = &query.action else {
-        let e = AwsError::new(StatusCode::BAD_REQUEST, "MissingAction", "The request must contain the parameter Action.");
+        let e = AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "MissingAction",
+            "The request must contain the parameter Action.",
+        );
         return (error(&e, request_id), account);
     };
     match query.version.as_deref() {

@@ -99,12 +99,18 @@ impl FromStr for FaultSpec {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("expected key=value, got '{part}'"))?;
-            let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number, got '{v}'"));
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{k} must be a whole number, got '{v}'"))
+            };
             match k.trim() {
                 "op" | "operation" => spec.operation = Some(v.to_owned()),
                 "count" => spec.count = Some(num(v)?),
                 "probability" => {
-                    spec.probability = Some(v.parse().map_err(|_| format!("probability must be a number, got '{v}'"))?)
+                    spec.probability = Some(
+                        v.parse()
+                            .map_err(|_| format!("probability must be a number, got '{v}'"))?,
+                    )
                 }
                 "latency_ms" => spec.latency_ms = num(v)?,
                 "jitter_ms" => spec.jitter_ms = num(v)?,
@@ -154,10 +160,7 @@ impl Faults {
         let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         let mut decision = Decision::default();
         for rule in rules.iter_mut() {
-            let applies = rule
-                .operation
-                .as_deref()
-                .is_none_or(|op| op == "*" || op == operation);
+            let applies = rule.operation.as_deref().is_none_or(|op| op == "*" || op == operation);
             if !applies || (decision.fault.is_some() && rule.kind != FaultKind::Latency) {
                 continue;
             }

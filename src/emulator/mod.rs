@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 pub use faults::{FaultKind, FaultSpec};
 pub use fixtures::{
-    AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture,
-    NamespaceFixture, NamespaceKindFixture,
+    AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture, NamespaceFixture,
+    NamespaceKindFixture,
 };
 
 use crate::arn::Region;
@@ -123,8 +123,7 @@ pub async fn serve(
     config: EmulatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmulatorError> {
-    let region =
-        Region::parse(&config.region).map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
+    let region = Region::parse(&config.region).map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
     for f in &config.faults {
         f.validate().map_err(|rule| EmulatorError::InvalidFixture {
             key: "fault".into(),

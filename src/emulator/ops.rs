@@ -72,7 +72,17 @@ pub(crate) fn call(store: &Store, caller: &str, action: &str, q: &QueryRequest) 
             let (max, marker) = paging(q)?;
             // Status must be a DataShareStatusForProducer value (model enum); anything else →
             // InvalidParameterValue (assumption: the code is a guess, api doc §9).
-            let status = enum_member(q, "Status", &["ACTIVE", "AUTHORIZED", "PENDING_AUTHORIZATION", "DEAUTHORIZED", "REJECTED"])?;
+            let status = enum_member(
+                q,
+                "Status",
+                &[
+                    "ACTIVE",
+                    "AUTHORIZED",
+                    "PENDING_AUTHORIZATION",
+                    "DEAUTHORIZED",
+                    "REJECTED",
+                ],
+            )?;
             let shares = store.describe_for_producer(caller, q.string("ProducerArn"), status)?;
             write_page(&mut x, shares, max, marker);
         }
@@ -190,9 +200,18 @@ mod tests {
                 body.push_str("&Marker=");
                 body.push_str(&form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>());
             }
-            let xml = call(&s, "111122223333", "DescribeDataSharesForProducer", &QueryRequest::parse(body.as_bytes())).unwrap();
+            let xml = call(
+                &s,
+                "111122223333",
+                "DescribeDataSharesForProducer",
+                &QueryRequest::parse(body.as_bytes()),
+            )
+            .unwrap();
             seen += xml.matches("<member><DataShareArn>").count();
-            marker = xml.split("<Marker>").nth(1).map(|r| r.split("</Marker>").next().unwrap_or("").to_owned());
+            marker = xml
+                .split("<Marker>")
+                .nth(1)
+                .map(|r| r.split("</Marker>").next().unwrap_or("").to_owned());
             if marker.is_none() {
                 break;
             }
@@ -205,7 +224,13 @@ mod tests {
         let s = store();
         let e = call(&s, "444455556666", "RejectDataShare", &QueryRequest::parse(b"")).unwrap_err();
         assert_eq!(e.code, "MissingParameter");
-        let e = call(&s, "444455556666", "DescribeDataSharesForConsumer", &QueryRequest::parse(b"Status=REJECTED")).unwrap_err();
+        let e = call(
+            &s,
+            "444455556666",
+            "DescribeDataSharesForConsumer",
+            &QueryRequest::parse(b"Status=REJECTED"),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidParameterValue");
         let e = call(&s, "444455556666", "CreateCluster", &QueryRequest::parse(b"")).unwrap_err();
         assert_eq!(e.code, "InvalidAction");

@@ -66,10 +66,7 @@ impl QueryRequest {
     pub(crate) fn integer(&self, name: &str) -> Result<Option<i64>, AwsError> {
         match self.string(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| AwsError::invalid_value(name, v)),
+            Some(v) => v.parse().map(Some).map_err(|_| AwsError::invalid_value(name, v)),
         }
     }
 }
@@ -118,11 +115,7 @@ impl AwsError {
     }
 
     pub(crate) fn invalid_combination(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterCombination",
-            message,
-        )
+        Self::new(StatusCode::BAD_REQUEST, "InvalidParameterCombination", message)
     }
 
     /// `Sender` for 4xx, `Receiver` for 5xx (the convention; neither SDK reads it).
@@ -178,9 +171,7 @@ impl Xml {
 
 /// `YYYY-MM-DDTHH:MM:SS.sssZ` in UTC.
 pub(crate) fn format_timestamp(value: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     // Formatting a UTC date with a fixed, valid description only fails for years beyond 9999.
     value
         .to_offset(time::UtcOffset::UTC)
@@ -252,10 +243,7 @@ mod tests {
 
     #[test]
     fn escape_handles_markup_and_control_characters() {
-        assert_eq!(
-            escape("a<b>&\"c'\u{1}"),
-            "a&lt;b&gt;&amp;&quot;c&apos;\u{FFFD}"
-        );
+        assert_eq!(escape("a<b>&\"c'\u{1}"), "a&lt;b&gt;&amp;&quot;c&apos;\u{FFFD}");
     }
 
     #[test]

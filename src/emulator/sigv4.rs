@@ -6,9 +6,7 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    SessionTokenMode, SignableBody, SignableRequest, SigningParams, SigningSettings, sign,
-};
+use aws_sigv4::http_request::{SessionTokenMode, SignableBody, SignableRequest, SigningParams, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use http::{HeaderMap, StatusCode};
 use time::PrimitiveDateTime;
@@ -142,8 +140,8 @@ pub(crate) fn verify(
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| incomplete("Authorization header requires existence of the X-Amz-Date header."))?;
-    let signed_at = parse_amz_date(amz_date)
-        .ok_or_else(|| incomplete("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'."))?;
+    let signed_at =
+        parse_amz_date(amz_date).ok_or_else(|| incomplete("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'."))?;
 
     let key = lookup(auth.access_key_id).ok_or_else(invalid_token)?;
 
@@ -172,9 +170,7 @@ pub(crate) fn verify(
 
     // A key configured with a session token only accepts requests carrying that token; a
     // token on a key configured without one is unknown to the emulator.
-    let token = headers
-        .get("x-amz-security-token")
-        .and_then(|v| v.to_str().ok());
+    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
     match (&key.session_token, token) {
         (None, None) => {}
         (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => {}
@@ -188,11 +184,7 @@ pub(crate) fn verify(
         if *name == "x-amz-date" || *name == "x-amz-security-token" {
             continue;
         }
-        let values: Vec<&str> = headers
-            .get_all(*name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let values: Vec<&str> = headers.get_all(*name).iter().filter_map(|v| v.to_str().ok()).collect();
         if values.is_empty() {
             return Err(mismatch(&format!("Signed header '{name}' is not in the request.")));
         }
@@ -229,8 +221,7 @@ pub(crate) fn verify(
         SignableBody::Bytes(body),
     )
     .map_err(|_| mismatch("The request signature could not be computed."))?;
-    let output = sign(request, &params)
-        .map_err(|_| mismatch("The request signature could not be computed."))?;
+    let output = sign(request, &params).map_err(|_| mismatch("The request signature could not be computed."))?;
     if !constant_time_eq(output.signature().as_bytes(), auth.signature.as_bytes()) {
         return Err(mismatch(
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
@@ -334,8 +325,7 @@ mod tests {
             ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
             ("host", "localhost:1"),
         ];
-        let req =
-            SignableRequest::new("POST", "/", base.iter().copied(), SignableBody::Bytes(BODY)).unwrap();
+        let req = SignableRequest::new("POST", "/", base.iter().copied(), SignableBody::Bytes(BODY)).unwrap();
         let out = sign(req, &params).unwrap();
         let mut h = HeaderMap::new();
         for (k, v) in base.iter().copied().chain(out.output().headers()) {

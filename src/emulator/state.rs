@@ -18,9 +18,7 @@ use super::fixtures::{
 };
 use super::protocol::AwsError;
 use super::sigv4::KeyInfo;
-use crate::arn::{
-    AccountId, DataShareArn, NamespaceArn, NamespaceId, NamespaceKind, Partition, Region,
-};
+use crate::arn::{AccountId, DataShareArn, NamespaceArn, NamespaceId, NamespaceKind, Partition, Region};
 
 /// `DataShareStatus` values (model enum).
 pub(crate) const ACTIVE: &str = "ACTIVE";
@@ -261,18 +259,9 @@ impl Store {
 
     /// Replaces everything with `fixtures`.
     pub(crate) fn reset(&self, fixtures: &Fixtures) -> Result<(), EmulatorError> {
-        self.keys
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.namespaces
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.shares
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.keys.write().unwrap_or_else(PoisonError::into_inner).clear();
+        self.namespaces.write().unwrap_or_else(PoisonError::into_inner).clear();
+        self.shares.write().unwrap_or_else(PoisonError::into_inner).clear();
         self.seed(fixtures)
     }
 
@@ -314,10 +303,7 @@ impl Store {
             }
         }
         {
-            let mut namespaces = self
-                .namespaces
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut namespaces = self.namespaces.write().unwrap_or_else(PoisonError::into_inner);
             for ns in &fixtures.namespaces {
                 let account = AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
                 let guid = NamespaceId::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
@@ -371,7 +357,11 @@ impl Store {
         let arn = DataShareArn::parse(&arn.to_string())
             .map_err(|e| invalid("datashares.name", &f.name, e))?
             .to_string();
-        let grants = f.grants.iter().map(|g| self.build_grant(g, now)).collect::<Result<_, _>>()?;
+        let grants = f
+            .grants
+            .iter()
+            .map(|g| self.build_grant(g, now))
+            .collect::<Result<_, _>>()?;
         Ok(Share {
             arn,
             producer_arn: ns.arn,
@@ -577,10 +567,7 @@ impl Store {
         let target = self.target(target, caller, "Disassociate")?;
         let share = self.share(arn)?;
         let mut share = lock(&share);
-        let Some(grant) = share
-            .grant_mut(caller)
-            .filter(|g| g.status == GrantStatus::Authorized)
-        else {
+        let Some(grant) = share.grant_mut(caller).filter(|g| g.status == GrantStatus::Authorized) else {
             return Err(not_associated(arn));
         };
         let Some(pos) = grant.associations.iter().position(|a| a.target == target) else {
@@ -600,10 +587,7 @@ impl Store {
         let mut share = lock(&share);
         let now = OffsetDateTime::now_utc();
         // Allowed from AVAILABLE or ACTIVE only (api doc §9 transition 5).
-        let Some(grant) = share
-            .grant_mut(caller)
-            .filter(|g| g.status == GrantStatus::Authorized)
-        else {
+        let Some(grant) = share.grant_mut(caller).filter(|g| g.status == GrantStatus::Authorized) else {
             return Err(AwsError::invalid_datashare(format!(
                 "The datashare {arn} can't be rejected because it isn't available to this data consumer."
             )));
@@ -648,9 +632,7 @@ impl Store {
         let mut out = Vec::new();
         for share in self.all_shares() {
             let share = lock(&share);
-            if share.producer_account != caller
-                || producer.as_ref().is_some_and(|p| *p != share.producer_arn)
-            {
+            if share.producer_account != caller || producer.as_ref().is_some_and(|p| *p != share.producer_arn) {
                 continue;
             }
             let view = share.producer_view();
@@ -686,8 +668,7 @@ impl Store {
                     || grant.associations.iter().any(|a| match &a.target {
                         Target::EntireAccount => true,
                         Target::Namespace(arn) => arn == ns,
-                        Target::Region(r) => NamespaceArn::parse(ns)
-                            .is_ok_and(|n| n.region.as_str() == r),
+                        Target::Region(r) => NamespaceArn::parse(ns).is_ok_and(|n| n.region.as_str() == r),
                     });
                 if !covers {
                     continue;
@@ -746,8 +727,10 @@ mod tests {
 
     const PRODUCER: &str = "111122223333";
     const CONSUMER: &str = "444455556666";
-    const SALES: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-    const FINANCE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+    const SALES: &str =
+        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+    const FINANCE: &str =
+        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
     const NS: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 
     fn store() -> Store {
@@ -756,7 +739,11 @@ mod tests {
     }
 
     fn account() -> TargetParams<'static> {
-        TargetParams { entire_account: Some(true), consumer_arn: None, consumer_region: None }
+        TargetParams {
+            entire_account: Some(true),
+            consumer_arn: None,
+            consumer_region: None,
+        }
     }
 
     fn statuses(v: &DataShareView) -> Vec<&'static str> {
@@ -780,7 +767,12 @@ mod tests {
 
         let v = s.reject(CONSUMER, SALES).unwrap();
         assert_eq!(statuses(&v), [REJECTED]);
-        assert!(s.describe_for_consumer(CONSUMER, None, None).unwrap().iter().all(|d| d.arn != SALES));
+        assert!(
+            s.describe_for_consumer(CONSUMER, None, None)
+                .unwrap()
+                .iter()
+                .all(|d| d.arn != SALES)
+        );
         assert_eq!(s.reject(CONSUMER, SALES).unwrap_err().code, "InvalidDataShareFault");
 
         let v = s.authorize(PRODUCER, SALES, CONSUMER, Some(false)).unwrap();
@@ -791,18 +783,44 @@ mod tests {
     #[test]
     fn associating_needs_authorization_and_exactly_one_target() {
         let s = store();
-        assert_eq!(s.associate(CONSUMER, FINANCE, &account(), None).unwrap_err().code, "InvalidDataShareFault");
-        let none = TargetParams { entire_account: None, consumer_arn: None, consumer_region: None };
-        assert_eq!(s.associate(CONSUMER, SALES, &none, None).unwrap_err().code, "InvalidParameterCombination");
-        let two = TargetParams { entire_account: Some(true), consumer_arn: Some(NS), consumer_region: None };
-        assert_eq!(s.associate(CONSUMER, SALES, &two, None).unwrap_err().code, "InvalidParameterCombination");
-        let other = TargetParams {
+        assert_eq!(
+            s.associate(CONSUMER, FINANCE, &account(), None).unwrap_err().code,
+            "InvalidDataShareFault"
+        );
+        let none = TargetParams {
             entire_account: None,
-            consumer_arn: Some("arn:aws:redshift:us-east-1:777788889999:namespace:7a7b7c7d-7e7f-4a0b-8c1d-2e3f4a5b6c7d"),
+            consumer_arn: None,
             consumer_region: None,
         };
-        assert_eq!(s.associate(CONSUMER, SALES, &other, None).unwrap_err().code, "InvalidNamespaceFault");
-        let ns = TargetParams { entire_account: None, consumer_arn: Some(NS), consumer_region: None };
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &none, None).unwrap_err().code,
+            "InvalidParameterCombination"
+        );
+        let two = TargetParams {
+            entire_account: Some(true),
+            consumer_arn: Some(NS),
+            consumer_region: None,
+        };
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &two, None).unwrap_err().code,
+            "InvalidParameterCombination"
+        );
+        let other = TargetParams {
+            entire_account: None,
+            consumer_arn: Some(
+                "arn:aws:redshift:us-east-1:777788889999:namespace:7a7b7c7d-7e7f-4a0b-8c1d-2e3f4a5b6c7d",
+            ),
+            consumer_region: None,
+        };
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &other, None).unwrap_err().code,
+            "InvalidNamespaceFault"
+        );
+        let ns = TargetParams {
+            entire_account: None,
+            consumer_arn: Some(NS),
+            consumer_region: None,
+        };
         let v = s.associate(CONSUMER, SALES, &ns, None).unwrap();
         assert_eq!(v.associations[0].consumer_identifier, NS);
     }
@@ -813,16 +831,24 @@ mod tests {
         s.deauthorize(PRODUCER, SALES, CONSUMER).unwrap();
         let e = s.deauthorize(PRODUCER, SALES, CONSUMER).unwrap_err();
         assert!(e.message.contains("already removed authorization"), "{}", e.message);
-        assert_eq!(s.associate(CONSUMER, SALES, &account(), None).unwrap_err().code, "InvalidDataShareFault");
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &account(), None).unwrap_err().code,
+            "InvalidDataShareFault"
+        );
         let e = s.authorize(CONSUMER, SALES, CONSUMER, None).unwrap_err();
         assert!(e.message.contains("doesn't exist"));
-        assert_eq!(s.describe(CONSUMER, Some("nonsense")).unwrap_err().code, "InvalidDataShareFault");
+        assert_eq!(
+            s.describe(CONSUMER, Some("nonsense")).unwrap_err().code,
+            "InvalidDataShareFault"
+        );
     }
 
     #[test]
     fn producer_status_filter_matches_any_association() {
         let s = store();
-        let pending = s.describe_for_producer(PRODUCER, None, Some(PENDING_AUTHORIZATION)).unwrap();
+        let pending = s
+            .describe_for_producer(PRODUCER, None, Some(PENDING_AUTHORIZATION))
+            .unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].arn, FINANCE);
         assert_eq!(

@@ -54,7 +54,11 @@ pub enum Auth {
     /// `x-caller-id`.
     Insecure,
     /// Client certificates: PEM files for the server and the client CA.
-    Mtls { cert: PathBuf, key: PathBuf, client_ca: PathBuf },
+    Mtls {
+        cert: PathBuf,
+        key: PathBuf,
+        client_ca: PathBuf,
+    },
 }
 
 /// What the gateway under test is configured with.
@@ -132,7 +136,14 @@ impl Gateway {
 
     /// Starts the gateway again with the same directory and config (after a kill).
     pub async fn restart(self) -> Gateway {
-        let Gateway { mut child, dir, config_file, audit_dir, credentials, .. } = self;
+        let Gateway {
+            mut child,
+            dir,
+            config_file,
+            audit_dir,
+            credentials,
+            ..
+        } = self;
         let _ = child.kill().await;
         Self::spawn(dir, config_file, audit_dir, credentials).await
     }
@@ -175,17 +186,30 @@ impl Gateway {
             Ok(Some(addr)) => addr.parse().expect("ready line address"),
             _ => {
                 let _ = child.kill().await;
-                panic!("gateway did not start; its log:\n{}", std::fs::read_to_string(&log_file).unwrap_or_default());
+                panic!(
+                    "gateway did not start; its log:\n{}",
+                    std::fs::read_to_string(&log_file).unwrap_or_default()
+                );
             }
         };
         // Keep reading stdout so the gateway never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Gateway { child, addr, audit_dir, log_file, config_file, credentials, dir }
+        Gateway {
+            child,
+            addr,
+            audit_dir,
+            log_file,
+            config_file,
+            credentials,
+            dir,
+        }
     }
 
     /// A plaintext client (insecure mode).
     pub async fn client(&self) -> DataSharingClient<Channel> {
-        DataSharingClient::connect(format!("http://{}", self.addr)).await.expect("connect to gateway")
+        DataSharingClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to gateway")
     }
 
     /// Kills the process with SIGKILL, as a crash would.
@@ -196,7 +220,10 @@ impl Gateway {
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub async fn terminate(&mut self) -> bool {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
         matches!(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await, Ok(Ok(s)) if s.success())
     }
@@ -214,7 +241,10 @@ impl Gateway {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos().to_string()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default()
 }
 
 fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
@@ -270,11 +300,17 @@ throttle_retry_after_ms = 1500
 /// A request from `caller` (insecure mode's `x-caller-id`).
 pub fn as_caller(caller: &str, message: AssociateConsumerRequest) -> tonic::Request<AssociateConsumerRequest> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-caller-id", caller.parse().expect("ascii caller id"));
+    request
+        .metadata_mut()
+        .insert("x-caller-id", caller.parse().expect("ascii caller id"));
     request
 }
 
 /// A request for `share` with `consumer_arn`.
 pub fn namespace_request(share: &str, consumer_arn: &str) -> AssociateConsumerRequest {
-    AssociateConsumerRequest { data_share_arn: share.into(), consumer_arn: consumer_arn.into(), ..Default::default() }
+    AssociateConsumerRequest {
+        data_share_arn: share.into(),
+        consumer_arn: consumer_arn.into(),
+        ..Default::default()
+    }
 }
