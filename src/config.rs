@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// A plaintext listener serving only `grpc.health.v1`, for probes that cannot present a
     /// client certificate (the kubelet's gRPC probe). Unset: no such listener.
     pub health_listen: Option<SocketAddr>,
+    /// The admin HTTP listener: Prometheus `/metrics`, `/livez` and `/readyz`. Keep it off the
+    /// public network.
+    pub admin_listen: SocketAddr,
     /// The largest request or response message, in bytes. Requests are small; a tight bound
     /// keeps a misbehaving caller from making the gateway buffer megabytes.
     pub max_message_bytes: usize,
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
             health_listen: None,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_message_bytes: 64 * 1024,
             concurrency_limit: 256,
             queue_timeout_ms: 1000,
@@ -129,6 +133,11 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Log filter (`info`, `datashare_gateway=debug`, ...); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// OTLP/gRPC collector for traces (`http://collector:4317`). Unset: the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`; neither: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// The service name on exported spans, unless `OTEL_SERVICE_NAME` is set.
+    pub service_name: String,
 }
 
 impl Default for TelemetryConfig {
@@ -136,6 +145,8 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             log_format: LogFormat::Auto,
             log_level: "info".into(),
+            otlp_endpoint: None,
+            service_name: "datashare-gateway".into(),
         }
     }
 }

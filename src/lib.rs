@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 //! - [`proto`]: generated code for `datasharing.v1` and its descriptor set; nothing else.
 //! - [`arn`]: datashare and namespace ARNs, account ids and region names; the only parser of them.
 //! - [`call`]: the typed call that the middleware stack passes along.
@@ -21,6 +22,7 @@
 //! - [`emulator`]: a Redshift emulator speaking the AWS Query protocol, for tests and `dev`.
 //! - [`cli`]: the command line.
 
+pub mod admin;
 pub mod arn;
 pub mod audit;
 pub mod call;
