@@ -19,16 +19,22 @@ use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::identity::AuthMode;
 use crate::limits::LimitLayer;
+use crate::metrics::Metrics;
 use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
 use crate::upstream::{self, RedshiftService};
+use crate::telemetry;
 use crate::validation::ValidateLayer;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The full middleware stack over the typed call.
 pub type CallService = BoxCloneSyncService<AssociateCall, AssociateReply, GatewayError>;
 
 /// The metadata key of the request id, read from callers and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The response metadata key carrying the call's trace id.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
 /// The metadata key naming the caller in insecure mode.
 pub const CALLER_ID_HEADER: &str = "x-caller-id";
 /// The name health checks use for the gateway's service.
@@ -228,10 +234,32 @@ impl DataSharing for Gateway {
         &self,
         request: Request<pb::AssociateConsumerRequest>,
     ) -> Result<Response<pb::AssociateConsumerResponse>, Status> {
-        let ctx = self.context(&request);
+        let mut ctx = self.context(&request);
         let request_id = ctx.request_id.clone();
         let deadline = ctx.deadline;
         let started = ctx.started;
+
+        // The caller's trace continues here (W3C traceparent/tracestate in the metadata).
+        let parent = telemetry::extract_parent(request.metadata());
+        let span = tracing::info_span!(
+            "datasharing.v1.DataSharing/AssociateConsumer",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "datasharing.v1.DataSharing",
+            rpc.method = "AssociateConsumer",
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            policy.decision = tracing::field::Empty,
+        );
+        let _ = span.set_parent(parent.clone());
+        ctx.trace_id = telemetry::trace_id_of(&span.context()).or_else(|| telemetry::trace_id_of(&parent));
+        if let Some(trace_id) = &ctx.trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
+        let trace_id = ctx.trace_id.clone();
+
         let message = request.into_inner();
         let call = AssociateCall {
             ctx,
@@ -249,10 +277,8 @@ impl DataSharing for Gateway {
         let trail = call.trail.clone();
         // The stack runs in its own task, so a caller that cancels or times out does not cut a
         // forwarded call short: it runs to its own end and its outcome is recorded.
-        let task = tokio::spawn(self.stack.clone().oneshot(call));
-        let mut gone = CallerGone {
-            trail: Some(trail.clone()),
-        };
+        let task = tokio::spawn(self.stack.clone().oneshot(call).instrument(span.clone()));
+        let mut gone = CallerGone { trail: Some(trail.clone()) };
         let joined = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
             None => Some(task.await),
@@ -266,38 +292,49 @@ impl DataSharing for Gateway {
             None => Err(GatewayError::DeadlineExceeded),
         };
         drop(gone);
-        let principal = trail
-            .lock()
-            .principal
-            .as_ref()
-            .map(|p| p.id.clone())
-            .unwrap_or_default();
+
+        let (principal, decision) = {
+            let t = trail.lock();
+            (
+                t.principal.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+                t.decision.as_ref().map(|d| if d.allowed { "allow" } else { "deny" }),
+            )
+        };
+        let code = result.as_ref().err().map_or(tonic::Code::Ok, GatewayError::code);
+        span.record("rpc.grpc.status_code", code as i32);
+        span.record("principal", principal.as_str());
+        if let Some(decision) = decision {
+            span.record("policy.decision", decision);
+        }
+        let _entered = span.enter();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(reply) => {
-                tracing::info!(%request_id, %principal, code = "OK", latency_ms, "AssociateConsumer");
+                tracing::info!(%principal, code = "OK", latency_ms, "AssociateConsumer");
                 let mut response = Response::new(response_from(reply));
-                insert_request_id(response.metadata_mut(), &request_id);
+                insert_ids(response.metadata_mut(), &request_id, trace_id.as_deref());
                 Ok(response)
             }
             Err(err) => {
-                let code = err.code();
                 if code == tonic::Code::Internal {
-                    tracing::error!(%request_id, %principal, error = %err, cause = ?std::error::Error::source(&err), "AssociateConsumer failed inside the gateway");
+                    tracing::error!(%principal, error = %err, cause = ?std::error::Error::source(&err), "AssociateConsumer failed inside the gateway");
                 } else {
-                    tracing::info!(%request_id, %principal, code = ?code, reason = %err.reason(), latency_ms, "AssociateConsumer");
+                    tracing::info!(%principal, code = ?code, reason = %err.reason(), latency_ms, "AssociateConsumer");
                 }
                 let mut status = err.to_status(&request_id);
-                insert_request_id(status.metadata_mut(), &request_id);
+                insert_ids(status.metadata_mut(), &request_id, trace_id.as_deref());
                 Err(status)
             }
         }
     }
 }
 
-fn insert_request_id(metadata: &mut tonic::metadata::MetadataMap, request_id: &str) {
+fn insert_ids(metadata: &mut tonic::metadata::MetadataMap, request_id: &str, trace_id: Option<&str>) {
     if let Ok(value) = MetadataValue::try_from(request_id) {
         metadata.insert(REQUEST_ID_HEADER, value);
+    }
+    if let Some(Ok(value)) = trace_id.map(MetadataValue::try_from) {
+        metadata.insert(TRACE_ID_HEADER, value);
     }
 }
 
@@ -365,8 +402,9 @@ pub struct BuildOptions {
 impl App {
     /// Builds the Redshift client and the stack.
     pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
-        let client = upstream::build_client(&config.upstream, options.credentials).await;
-        let upstream = RedshiftService::new(client, &config.upstream);
+        let metrics = Metrics::new();
+        let client = upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
+        let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
         let stack = build_stack(upstream, &config);
         let gateway = Gateway::new(stack, config.auth.mode);
         Ok(App { config, gateway })

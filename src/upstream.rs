@@ -30,8 +30,18 @@ use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::operation::RequestId;
 use aws_sdk_redshift::operation::associate_data_share_consumer::AssociateDataShareConsumerOutput;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::sync::Arc;
 use tonic::Code;
 use tower::Service;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
 
 use crate::call::{AssociateCall, AssociateReply, ConsumerTarget, DataShare, DataShareAssociation, UpstreamNote};
 use crate::errors::{GatewayError, UpstreamFault};
@@ -152,6 +162,7 @@ impl UpstreamConfig {
 pub async fn build_client(
     config: &UpstreamConfig,
     credentials: Option<aws_credential_types::Credentials>,
+    metrics: Arc<Metrics>,
 ) -> aws_sdk_redshift::Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
@@ -178,23 +189,50 @@ pub async fn build_client(
     if let Some(credentials) = credentials {
         loader = loader.credentials_provider(credentials);
     }
-    aws_sdk_redshift::Client::new(&loader.load().await)
+    let shared = loader.load().await;
+    let conf = aws_sdk_redshift::config::Builder::from(&shared).interceptor(RetryCounter { metrics }).build();
+    aws_sdk_redshift::Client::from_conf(conf)
 }
+
+/// Counts the SDK's retries (attempts after the first) for the metrics.
+#[derive(Debug)]
+struct RetryCounter {
+    metrics: Arc<Metrics>,
+}
+
+impl Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "RetryCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<RequestAttempts>().is_some_and(|a| a.attempts() > 1) {
+            self.metrics.upstream_retry(ASSOCIATE);
+        }
+        Ok(())
+    }
+}
+
+/// The Redshift operation the gateway forwards.
+const ASSOCIATE: &str = "AssociateDataShareConsumer";
 
 /// Forwards validated calls to Redshift's `AssociateDataShareConsumer`.
 #[derive(Clone, Debug)]
 pub struct RedshiftService {
     client: aws_sdk_redshift::Client,
     throttle_retry_after: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl RedshiftService {
     /// A service over the shared client.
-    pub fn new(client: aws_sdk_redshift::Client, config: &UpstreamConfig) -> Self {
-        RedshiftService {
-            client,
-            throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms),
-        }
+    pub fn new(client: aws_sdk_redshift::Client, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+        RedshiftService { client, throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms), metrics }
     }
 }
 
@@ -211,7 +249,18 @@ impl Service<AssociateCall> for RedshiftService {
     fn call(&mut self, call: AssociateCall) -> Self::Future {
         let client = self.client.clone();
         let retry_after = self.throttle_retry_after;
-        Box::pin(async move {
+        let metrics = self.metrics.clone();
+        let span = tracing::info_span!(
+            "Redshift/AssociateDataShareConsumer",
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "Redshift",
+            rpc.method = ASSOCIATE,
+            aws.request_id = tracing::field::Empty,
+            aws.error_code = tracing::field::Empty,
+        );
+        let record_span = span.clone();
+        let call_future = async move {
             let request = call
                 .request
                 .as_ref()
@@ -226,6 +275,7 @@ impl Service<AssociateCall> for RedshiftService {
                 ConsumerTarget::Region(region) => op.consumer_region(region.as_str()),
             };
             call.trail.lock().forwarded = true;
+            let started = std::time::Instant::now();
             let result = op.send().await;
             let note = UpstreamNote {
                 aws_request_id: match &result {
@@ -234,12 +284,20 @@ impl Service<AssociateCall> for RedshiftService {
                 },
                 aws_error_code: result.as_ref().err().and_then(|e| e.code()).map(str::to_owned),
             };
+            metrics.upstream_call(ASSOCIATE, note.aws_error_code.as_deref(), started);
+            if let Some(id) = &note.aws_request_id {
+                record_span.record("aws.request_id", id.as_str());
+            }
+            if let Some(code) = &note.aws_error_code {
+                record_span.record("aws.error_code", code.as_str());
+            }
             call.trail.lock().upstream = note.clone();
             match result {
                 Ok(out) => Ok(AssociateReply::Associated(data_share_from(&out))),
                 Err(err) => Err(classify(err, note.aws_request_id, retry_after)),
             }
-        })
+        };
+        Box::pin(call_future.instrument(span))
     }
 }
 
