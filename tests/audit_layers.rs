@@ -192,7 +192,7 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
         let below = below.clone();
         async move {
             let n: usize = call.ctx.request_id[4..].parse().expect("number");
-            let allowed = n % 3 != 0;
+            let allowed = !n.is_multiple_of(3);
             {
                 let mut trail = call.trail.lock();
                 trail.principal = Some(Principal {
@@ -270,7 +270,7 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
             .map(|r| r["kind"].as_str().expect("kind"))
             .collect();
         let n: usize = id[4..].parse().expect("number");
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             assert_eq!(kinds, ["call"], "{id}");
             assert_eq!(rs[0]["outcome"]["code"], "PERMISSION_DENIED");
             assert_eq!(rs[0]["decision"]["determining_policies"][0], "forbid-a");

@@ -117,7 +117,7 @@ async fn an_edited_byte_is_reported_at_its_record() {
     write_lines(&files[0], &lines);
     let (ok, out) = verify_dir(tmp.path());
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("line 3 ")), "{out}");
+    assert!(out.contains("line 3 (byte"), "{out}");
     assert!(
         out.contains(&format!("seq {seq}: the hash does not match")),
         "{out}"
