@@ -106,8 +106,14 @@ type Reply = oneshot::Sender<Result<u64, AuditError>>;
 #[derive(Debug)]
 enum Msg {
     Append { body: RecordBody, reply: Reply },
+    /// While unhealthy: try to write (a new file, pending recovery records) without a call.
+    Probe,
     Shutdown(oneshot::Sender<()>),
 }
+
+/// How often an unhealthy writer retries on its own, so that health can come back while no
+/// calls arrive (callers stop sending to a NOT_SERVING gateway).
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A cloneable handle on the audit log. [`AuditLog::open`] makes the directory, recovers the
 /// chain and starts the writer thread.
@@ -151,6 +157,7 @@ impl AuditLog {
             })
             .map_err(AuditError::Spawn)?;
         ready_rx.await.map_err(|_| AuditError::Closed)??;
+        tokio::spawn(probe_while_unhealthy(tx.downgrade(), health.clone()));
         Ok(AuditLog {
             tx,
             health,
@@ -196,6 +203,22 @@ impl AuditLog {
             // An error means the writer already stopped, which is what was asked.
             let _ = stopped.await;
         }
+    }
+}
+
+/// Asks the writer to retry every [`PROBE_INTERVAL`] while it is unhealthy. Holds only a weak
+/// sender, so it never keeps the writer alive; ends with it.
+async fn probe_while_unhealthy(tx: mpsc::WeakSender<Msg>, mut health: watch::Receiver<bool>) {
+    loop {
+        if health.wait_for(|healthy| !*healthy).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(tx) = tx.upgrade() else {
+            return;
+        };
+        // A full queue holds records, and writing them is a retry too.
+        let _ = tx.try_send(Msg::Probe);
     }
 }
 
@@ -415,10 +438,12 @@ impl Writer {
         let mut stoppers = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::new();
+            let mut probe = false;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Append { body, reply } => batch.push((body, reply)),
+                    Msg::Probe => probe = true,
                     Msg::Shutdown(done) => {
                         // Refuse new records; those already queued are still written below.
                         rx.close();
@@ -429,7 +454,7 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if !batch.is_empty() {
+            if !batch.is_empty() || (probe && !*self.health.borrow()) {
                 // Failures are answered to each waiter inside `commit`.
                 let _ = self.commit(batch);
             }
