@@ -30,19 +30,38 @@ pub(super) struct Snapshot {
 }
 
 /// Why a call could not be turned into a Cedar request (a schema that does not fit the gateway).
+/// Cedar's errors are large, so they are boxed.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum BuildError {
     #[error("entity does not fit the schema: {0}")]
-    Entities(#[from] cedar_policy::entities_errors::EntitiesError),
+    Entities(#[source] Box<cedar_policy::entities_errors::EntitiesError>),
     #[error("entity attribute: {0}")]
-    Attribute(#[from] cedar_policy::EntityAttrEvaluationError),
+    Attribute(#[source] Box<cedar_policy::EntityAttrEvaluationError>),
     #[error("context: {0}")]
-    Context(#[from] cedar_policy::ContextCreationError),
+    Context(#[source] Box<cedar_policy::ContextCreationError>),
     #[error("request does not fit the schema: {0}")]
-    Request(#[from] cedar_policy::RequestValidationError),
+    Request(#[source] Box<cedar_policy::RequestValidationError>),
     #[error("name: {0}")]
-    Name(#[from] cedar_policy::ParseErrors),
+    Name(#[source] Box<cedar_policy::ParseErrors>),
 }
+
+macro_rules! boxed_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for BuildError {
+            fn from(err: $ty) -> Self {
+                BuildError::$variant(Box::new(err))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    Entities(cedar_policy::entities_errors::EntitiesError),
+    Attribute(cedar_policy::EntityAttrEvaluationError),
+    Context(cedar_policy::ContextCreationError),
+    Request(cedar_policy::RequestValidationError),
+    Name(cedar_policy::ParseErrors),
+);
 
 impl Snapshot {
     pub(super) fn new(set: PolicySet, schema: Schema, consumer_account: AccountId) -> Result<Self, BuildError> {
