@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
-    RestrictedExpression, Schema,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    Request, RestrictedExpression, Schema,
 };
 
 use crate::arn::{AccountId, Partition};
@@ -17,9 +17,20 @@ pub(super) const RESOURCE_TYPE: &str = "DataShare";
 pub(super) const ASSOCIATE_ACTION: &str = r#"Action::"AssociateConsumer""#;
 
 /// An immutable, validated policy set, ready to evaluate. Swapped whole on reload.
+///
+/// Cedar evaluates every policy of a set for every request, and large org sets are mostly
+/// per-service rules (`principal == Service::"..."`). Those can only match their own principal,
+/// so the set is sliced once at load: a caller is evaluated against the policies that do not
+/// name a principal plus those naming it. Skipped policies cannot be satisfied and, their scope
+/// failing first, cannot error either, so decisions and determining policies are unchanged.
 #[derive(Debug)]
 pub(super) struct Snapshot {
-    set: PolicySet,
+    /// Policies whose scope does not pin one principal.
+    general: PolicySet,
+    /// For each principal some policy pins: `general` plus those policies.
+    by_principal: HashMap<EntityUid, PolicySet>,
+    #[cfg(test)]
+    full: PolicySet,
     schema: Schema,
     authorizer: Authorizer,
     ids: Vec<String>,
@@ -43,6 +54,8 @@ pub(super) enum BuildError {
     Request(#[source] Box<cedar_policy::RequestValidationError>),
     #[error("name: {0}")]
     Name(#[source] Box<cedar_policy::ParseErrors>),
+    #[error("policy set: {0}")]
+    Set(#[source] Box<cedar_policy::PolicySetError>),
 }
 
 macro_rules! boxed_from {
@@ -61,14 +74,34 @@ boxed_from!(
     Context(cedar_policy::ContextCreationError),
     Request(cedar_policy::RequestValidationError),
     Name(cedar_policy::ParseErrors),
+    Set(cedar_policy::PolicySetError),
 );
 
 impl Snapshot {
     pub(super) fn new(set: PolicySet, schema: Schema, consumer_account: AccountId) -> Result<Self, BuildError> {
         let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
         ids.sort();
+        let mut general = PolicySet::new();
+        let mut pinned: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
+        for policy in set.policies() {
+            match policy.principal_constraint() {
+                PrincipalConstraint::Eq(uid) => pinned.entry(uid).or_default().push(policy.clone()),
+                _ => general.add(policy.clone())?,
+            }
+        }
+        let mut by_principal = HashMap::with_capacity(pinned.len());
+        for (uid, policies) in pinned {
+            let mut slice = general.clone();
+            for policy in policies {
+                slice.add(policy)?;
+            }
+            by_principal.insert(uid, slice);
+        }
         Ok(Snapshot {
-            set,
+            general,
+            by_principal,
+            #[cfg(test)]
+            full: set,
             schema,
             authorizer: Authorizer::new(),
             ids,
@@ -88,6 +121,22 @@ impl Snapshot {
     }
 
     pub(super) fn evaluate(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+        let uid = self.principal_uid(principal);
+        let set = self.by_principal.get(&uid).unwrap_or(&self.general);
+        self.evaluate_against(set, principal, request)
+    }
+
+    /// Evaluation against the whole, unsliced set: the reference the slicing is tested against.
+    #[cfg(test)]
+    pub(super) fn evaluate_unsliced(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+        self.evaluate_against(&self.full, principal, request)
+    }
+
+    fn principal_uid(&self, principal: &Principal) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id))
+    }
+
+    fn evaluate_against(&self, set: &PolicySet, principal: &Principal, request: &AssociateRequest) -> Evaluation {
         let (cedar_request, entities) = match self.build(principal, request) {
             Ok(built) => built,
             Err(err) => {
@@ -102,7 +151,7 @@ impl Snapshot {
                 };
             }
         };
-        let response = self.authorizer.is_authorized(&cedar_request, &self.set, &entities);
+        let response = self.authorizer.is_authorized(&cedar_request, set, &entities);
         let mut determining_policies: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         determining_policies.sort();
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();

@@ -547,8 +547,9 @@ proptest! {
 
     #[test]
     fn the_layer_never_forwards_without_an_allow(p in arb_principal(), r in arb_request()) {
+        static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(examples);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let policies = examples();
+        let policies = POLICIES.clone();
         let inner = Counting::default();
         let mut svc = PolicyLayer::new(policies.clone()).layer(inner.clone());
         let expected = oracle(&p, &r);
@@ -568,5 +569,63 @@ proptest! {
             }
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
+    }
+}
+
+const PINNED: &str = r#"
+@id("reporting-finance")
+permit (principal == Service::"spiffe://example.internal/ns/data/sa/reporting", action, resource)
+when { resource.name == "finance_share" && context.consumer_kind == "account" };
+@id("notebook-no-serverless")
+forbid (principal == Service::"spiffe://example.internal/ns/analytics/sa/notebook", action == Action::"AssociateConsumer", resource)
+when { context.consumer_kind == "serverless_namespace" };
+@id("frontend-sales")
+permit (principal == Service::"spiffe://example.internal/ns/web/sa/frontend", action, resource == DataShare::"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share");
+@id("in-stranger")
+permit (principal in Service::"spiffe://elsewhere.example/ns/x/sa/y", action, resource);
+"#;
+
+fn pinned_policies() -> Policies {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    std::fs::write(dir.path().join("pinned.cedar"), PINNED).unwrap();
+    Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap()
+}
+
+#[test]
+fn pinned_policies_apply_to_their_principal_only() {
+    let policies = pinned_policies();
+    assert_eq!(policies.len(), 9);
+    let finance_entire = request(FINANCE, ConsumerTarget::EntireAccount, None);
+    assert_eq!(
+        policies.evaluate(&principal(REPORTING), &finance_entire),
+        decision(true, &[DATA_PLATFORM, "reporting-finance"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(NOTEBOOK), &request(SALES, ns(SERVERLESS), None)),
+        decision(false, &["notebook-no-serverless"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(FRONTEND), &request(SALES, ns(FOREIGN_NAMESPACE), None)),
+        decision(true, &["frontend-sales"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(FRONTEND), &request(FINANCE, ns(PROVISIONED), None)),
+        decision(false, &[])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(STRANGER), &request(FINANCE, ns(PROVISIONED), None)),
+        decision(true, &["in-stranger"])
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn slicing_by_principal_never_changes_a_decision(p in arb_principal(), r in arb_request()) {
+        static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
+        let snapshot = POLICIES.shared.current.load();
+        prop_assert_eq!(snapshot.evaluate(&p, &r), snapshot.evaluate_unsliced(&p, &r));
     }
 }
