@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,14 +57,14 @@ impl Policies {
         let schema = config.schema.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
-            // Reading the files on reload produces access events; only changes count.
-            let changed = matches!(
-                event.kind,
-                EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-            ) || matches!(
-                event.kind,
-                EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write))
-            );
+            // Reading the files on reload produces access (and possibly metadata) events; only
+            // changes to content or names count, or a reload could trigger the next one.
+            let changed = match event.kind {
+                EventKind::Create(_) | EventKind::Remove(_) => true,
+                EventKind::Modify(kind) => !matches!(kind, ModifyKind::Metadata(_)),
+                EventKind::Access(kind) => kind == AccessKind::Close(AccessMode::Write),
+                _ => false,
+            };
             let relevant = event.paths.iter().any(|p| {
                 p.extension().is_some_and(|e| e == "cedar") || schema.as_deref().is_some_and(|s| p.ends_with(s))
             });
