@@ -1,25 +1,246 @@
-//! policy (stub).
+//! The organisation's policy, in Cedar: loading and validating policy sets against the schema,
+//! evaluating calls, hot reload (SIGHUP and file changes), the policy layer and `policy` CLI.
+//!
+//! A call is evaluated as principal `Service::"<id>"` (attribute `groups`), action
+//! `Action::"AssociateConsumer"`, resource `DataShare::"<arn>"` (attributes from the ARN) and a
+//! context describing the consumer; `policy/schema.cedarschema` is the contract. Absent string
+//! values are empty strings. A loaded set is an immutable snapshot swapped atomically, so no
+//! request ever sees a half-loaded set; an invalid new set is refused and the old one keeps
+//! serving.
 
-#[derive(Debug, clap::Subcommand)]
-pub enum PolicyCommand {}
+mod cli;
+mod engine;
+mod layer;
+mod load;
+mod reload;
 
-/// Runs an `policy` subcommand.
-pub async fn run_command(cmd: PolicyCommand) -> Result<std::process::ExitCode, crate::cli::CliError> {
-    match cmd {}
-}
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-/// Config (stub).
-#[derive(Clone, Debug, serde::Deserialize)]
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+use crate::arn::AccountId;
+use crate::call::{AssociateRequest, Decision, Principal};
+
+pub use cli::{PolicyCommand, run_command};
+pub use layer::{PolicyLayer, PolicyService};
+pub use load::SourceDiagnostic;
+
+/// The schema the gateway ships (`policy/schema.cedarschema`), used when none is configured.
+pub const DEFAULT_SCHEMA: &str = include_str!("../../policy/schema.cedarschema");
+
+/// The `[policy]` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    pub dir: std::path::PathBuf,
+    /// The directory whose `*.cedar` files make up the policy set (other files are ignored).
+    pub dir: PathBuf,
+    /// A Cedar schema file (human syntax); the embedded `policy/schema.cedarschema` when unset.
     #[serde(default)]
-    pub schema: Option<std::path::PathBuf>,
+    pub schema: Option<PathBuf>,
+    /// Reload when a file in `dir` (or the schema) changes, as well as on SIGHUP.
+    #[serde(default = "default_watch")]
+    pub watch: bool,
+}
+
+fn default_watch() -> bool {
+    true
 }
 
 impl PolicyConfig {
-    /// Validate (stub).
-    pub fn validate(&self) -> Result<(), String> {
+    /// A configuration for `dir` with the embedded schema, watching for changes.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PolicyConfig {
+            dir: dir.into(),
+            schema: None,
+            watch: true,
+        }
+    }
+
+    /// Checks what can be checked without loading: the directory and schema file exist.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if !self.dir.is_dir() {
+            return Err(PolicyError::Config {
+                key: "policy.dir",
+                value: self.dir.display().to_string(),
+                rule: "must be an existing directory of *.cedar files",
+            });
+        }
+        if let Some(schema) = &self.schema
+            && !schema.is_file()
+        {
+            return Err(PolicyError::Config {
+                key: "policy.schema",
+                value: schema.display().to_string(),
+                rule: "must be an existing Cedar schema file",
+            });
+        }
         Ok(())
     }
 }
+
+/// Why a policy set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A configuration value breaks a rule.
+    #[error("{key} = {value:?}: {rule}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// A file or directory could not be read.
+    #[error("cannot read {}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory holds no `*.cedar` file (which would deny everything: likely a mistake).
+    #[error("no *.cedar files in {}", dir.display())]
+    NoPolicies {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The schema or policies do not parse, or the policies do not validate against the schema.
+    #[error("invalid policy set:\n{}", render(.0))]
+    Invalid(Vec<SourceDiagnostic>),
+    /// The directory watcher could not be started.
+    #[error("cannot watch the policy directory")]
+    Watch(#[source] notify::Error),
+    /// The SIGHUP handler could not be installed.
+    #[error("cannot listen for SIGHUP")]
+    Signal(#[source] std::io::Error),
+}
+
+fn render(diagnostics: &[SourceDiagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A decision with the evaluation errors behind it, for `policy check` and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The decision.
+    pub decision: Decision,
+    /// Errors of policies that could not be evaluated (they count as not satisfied).
+    pub errors: Vec<String>,
+}
+
+struct Shared {
+    config: PolicyConfig,
+    consumer_account: AccountId,
+    current: ArcSwap<engine::Snapshot>,
+    last_reload_error: Mutex<Option<String>>,
+}
+
+/// The running policy set: a cheap-to-clone handle shared by the policy layer, the reloader and
+/// the health service.
+#[derive(Clone)]
+pub struct Policies {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("dir", &self.shared.config.dir)
+            .field("policies", &self.shared.current.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policies {
+    /// Loads and validates the set in `config.dir`. `consumer_account` is the gateway's own
+    /// account: the consumer of entire-account and region associations.
+    pub fn load(config: PolicyConfig, consumer_account: AccountId) -> Result<Self, PolicyError> {
+        config.validate()?;
+        let snapshot = load::load(&config, &consumer_account)?;
+        tracing::info!(dir = %config.dir.display(), policies = snapshot.len(), "policy set loaded");
+        Ok(Policies {
+            shared: Arc::new(Shared {
+                config,
+                consumer_account,
+                current: ArcSwap::from_pointee(snapshot),
+                last_reload_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The decision on `request` by `principal` under the current set.
+    pub fn evaluate(&self, principal: &Principal, request: &AssociateRequest) -> Decision {
+        self.explain(principal, request).decision
+    }
+
+    /// The decision and any evaluation errors. Errors never allow: a policy that fails to evaluate
+    /// is not satisfied, and a request that cannot be built is denied.
+    pub fn explain(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+        self.shared.current.load().evaluate(principal, request)
+    }
+
+    /// Loads, validates and swaps in the set on disk; returns its policy count. On error the
+    /// running set stays, and the error is logged and kept for [`Policies::last_reload_error`].
+    pub fn reload(&self) -> Result<usize, PolicyError> {
+        let shared = &self.shared;
+        match load::load(&shared.config, &shared.consumer_account) {
+            Ok(snapshot) => {
+                let count = snapshot.len();
+                shared.current.store(Arc::new(snapshot));
+                *lock(&shared.last_reload_error) = None;
+                tracing::info!(dir = %shared.config.dir.display(), policies = count, "policy set reloaded");
+                Ok(count)
+            }
+            Err(err) => {
+                tracing::error!(
+                    dir = %shared.config.dir.display(),
+                    error = %err,
+                    "policy reload refused; the running set stays"
+                );
+                *lock(&shared.last_reload_error) = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    /// Why the last reload was refused, until a reload succeeds.
+    pub fn last_reload_error(&self) -> Option<String> {
+        lock(&self.shared.last_reload_error).clone()
+    }
+
+    /// The number of policies in the running set.
+    pub fn len(&self) -> usize {
+        self.shared.current.load().len()
+    }
+
+    /// True when the running set is empty (never, after a successful load).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of the running set's policies, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.shared.current.load().ids().to_vec()
+    }
+
+    /// The configuration the set was loaded with.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.shared.config
+    }
+}
+
+// The mutex only guards an Option<String>; a poisoned one still holds a usable value.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

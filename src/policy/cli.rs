@@ -1,0 +1,254 @@
+//! `datashare-gateway policy validate|check`: test a policy set before deploying it.
+//!
+//! Exit codes: `validate` 0 valid, 1 invalid or unreadable; `check` 0 Allow, 1 Deny, 2 when no
+//! decision can be made (invalid policies, invalid request, unreadable files).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Deserialize;
+
+use crate::arn::AccountId;
+use crate::call::{AssociateParams, Principal};
+use crate::identity::PrincipalDirectory;
+use crate::policy::{Policies, PolicyConfig, PolicyError, load};
+
+/// The `policy` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy directory against the schema. Exit 0 when valid, 1 otherwise (errors
+    /// name file:line:column).
+    Validate {
+        /// The directory of `*.cedar` files.
+        dir: PathBuf,
+        /// A Cedar schema file; the gateway's embedded schema when omitted.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Decide one request as the gateway would. Exit 0 on Allow, 1 on Deny, 2 when no decision
+    /// can be made.
+    Check {
+        /// The directory of `*.cedar` files.
+        #[arg(long)]
+        policies: PathBuf,
+        /// A Cedar schema file; the gateway's embedded schema when omitted.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// The caller's principal id (SPIFFE id, DNS name, CN or x-caller-id).
+        #[arg(long)]
+        principal: String,
+        /// The caller's groups, comma-separated; added to those from `--principals`.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// A TOML file with a `[principals]` table (such as the gateway config) to look the
+        /// principal's groups up in.
+        #[arg(long)]
+        principals: Option<PathBuf>,
+        /// The request in proto JSON field names, e.g.
+        /// `{"data_share_arn": "arn:...", "consumer_arn": "arn:...", "allow_writes": true}`.
+        #[arg(long)]
+        request: String,
+        /// The gateway's own account: the consumer of entire-account and region associations.
+        #[arg(long, default_value = "444455556666")]
+        consumer_account: String,
+    },
+}
+
+/// The request fields of `AssociateConsumerRequest`, by their proto names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestJson {
+    data_share_arn: String,
+    #[serde(default)]
+    associate_entire_account: bool,
+    #[serde(default)]
+    consumer_arn: String,
+    #[serde(default)]
+    consumer_region: String,
+    #[serde(default)]
+    allow_writes: Option<bool>,
+    #[serde(default)]
+    validate_only: bool,
+}
+
+/// Any TOML document with a `[principals]` table; other keys are ignored.
+#[derive(Debug, Deserialize)]
+struct PrincipalsFile {
+    #[serde(default)]
+    principals: PrincipalDirectory,
+}
+
+const CANNOT_DECIDE: u8 = 2;
+
+/// Runs a `policy` subcommand.
+pub async fn run_command(cmd: PolicyCommand) -> Result<ExitCode, crate::cli::CliError> {
+    match cmd {
+        PolicyCommand::Validate { dir, schema } => Ok(validate(dir, schema)),
+        PolicyCommand::Check {
+            policies,
+            schema,
+            principal,
+            groups,
+            principals,
+            request,
+            consumer_account,
+        } => Ok(check(CheckArgs {
+            policies,
+            schema,
+            principal,
+            groups,
+            principals,
+            request,
+            consumer_account,
+        })),
+    }
+}
+
+fn validate(dir: PathBuf, schema: Option<PathBuf>) -> ExitCode {
+    let config = PolicyConfig {
+        dir,
+        schema,
+        watch: false,
+    };
+    let loaded = config
+        .validate()
+        .and_then(|()| load::load(&config, &placeholder_account()));
+    match loaded {
+        Ok(snapshot) => {
+            println!(
+                "ok: {} policies in {} valid against the schema",
+                snapshot.len(),
+                config.dir.display()
+            );
+            for id in snapshot.ids() {
+                println!("  {id}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// Validation does not depend on the consumer account; any well-formed one will do.
+fn placeholder_account() -> AccountId {
+    AccountId::parse("000000000000").unwrap_or_else(|_| unreachable!("twelve digits parse"))
+}
+
+struct CheckArgs {
+    policies: PathBuf,
+    schema: Option<PathBuf>,
+    principal: String,
+    groups: Vec<String>,
+    principals: Option<PathBuf>,
+    request: String,
+    consumer_account: String,
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let consumer_account = match AccountId::parse(&args.consumer_account) {
+        Ok(a) => a,
+        Err(err) => return cannot_decide(format!("--consumer-account {:?}: {err}", args.consumer_account)),
+    };
+    let mut groups: Vec<String> = args.groups.into_iter().filter(|g| !g.is_empty()).collect();
+    if let Some(file) = &args.principals {
+        match principals_from(file) {
+            Ok(directory) => {
+                if let Some(entry) = directory.get(&args.principal) {
+                    groups.extend(entry.groups.iter().cloned());
+                }
+            }
+            Err(message) => return cannot_decide(message),
+        }
+    }
+    groups.sort();
+    groups.dedup();
+    let params = match serde_json::from_str::<RequestJson>(&args.request) {
+        Ok(r) => AssociateParams {
+            data_share_arn: r.data_share_arn,
+            associate_entire_account: r.associate_entire_account,
+            consumer_arn: r.consumer_arn,
+            consumer_region: r.consumer_region,
+            allow_writes: r.allow_writes,
+            validate_only: r.validate_only,
+        },
+        Err(err) => return cannot_decide(format!("--request is not a valid request: {err}")),
+    };
+    let request = match crate::validation::validate(&params) {
+        Ok(r) => r,
+        Err(violations) => {
+            let text: Vec<String> = violations
+                .iter()
+                .map(|v| format!("  {}: {}", v.field, v.description))
+                .collect();
+            return cannot_decide(format!(
+                "invalid request (the gateway would answer INVALID_ARGUMENT):\n{}",
+                text.join("\n")
+            ));
+        }
+    };
+    let config = PolicyConfig {
+        dir: args.policies,
+        schema: args.schema,
+        watch: false,
+    };
+    let policies = match Policies::load(config, consumer_account) {
+        Ok(p) => p,
+        Err(err) => {
+            print_error(&err);
+            return ExitCode::from(CANNOT_DECIDE);
+        }
+    };
+    let principal = Principal {
+        id: args.principal,
+        groups,
+    };
+    let evaluation = policies.explain(&principal, &request);
+    let decision = &evaluation.decision;
+    println!("decision: {}", if decision.allowed { "ALLOW" } else { "DENY" });
+    println!("principal: {}", principal.id);
+    println!("groups: {}", principal.groups.join(","));
+    if decision.determining_policies.is_empty() {
+        println!(
+            "determining policies: (none{})",
+            if decision.allowed {
+                ""
+            } else {
+                ": nothing permits this request"
+            }
+        );
+    } else {
+        println!("determining policies: {}", decision.determining_policies.join(", "));
+    }
+    for err in &evaluation.errors {
+        println!("error: {err}");
+    }
+    if decision.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn principals_from(file: &Path) -> Result<PrincipalDirectory, String> {
+    let text = std::fs::read_to_string(file).map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    toml::from_str::<PrincipalsFile>(&text)
+        .map(|f| f.principals)
+        .map_err(|err| format!("{}: {err}", file.display()))
+}
+
+fn cannot_decide(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(CANNOT_DECIDE)
+}
+
+fn print_error(err: &PolicyError) {
+    eprintln!("error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}

@@ -1,0 +1,269 @@
+//! One loaded, validated policy set and the translation of a call into a Cedar request.
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    Request, RestrictedExpression, Schema,
+};
+
+use crate::arn::{AccountId, Partition};
+use crate::call::{AssociateRequest, ConsumerTarget, Decision, Principal};
+use crate::policy::Evaluation;
+
+/// The Cedar names the gateway uses; the schema must declare them.
+pub(super) const PRINCIPAL_TYPE: &str = "Service";
+pub(super) const RESOURCE_TYPE: &str = "DataShare";
+pub(super) const ASSOCIATE_ACTION: &str = r#"Action::"AssociateConsumer""#;
+
+/// An immutable, validated policy set, ready to evaluate. Swapped whole on reload.
+///
+/// Cedar evaluates every policy of a set for every request, and large org sets are mostly
+/// per-service rules (`principal == Service::"..."`). Those can only match their own principal,
+/// so the set is sliced once at load: a caller is evaluated against the policies that do not
+/// name a principal plus those naming it. Skipped policies cannot be satisfied and, their scope
+/// failing first, cannot error either, so decisions and determining policies are unchanged.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    /// Policies whose scope does not pin one principal.
+    general: PolicySet,
+    /// For each principal some policy pins: `general` plus those policies.
+    by_principal: HashMap<EntityUid, PolicySet>,
+    #[cfg(test)]
+    full: PolicySet,
+    schema: Schema,
+    authorizer: Authorizer,
+    ids: Vec<String>,
+    consumer_account: AccountId,
+    principal_type: EntityTypeName,
+    resource_type: EntityTypeName,
+    action: EntityUid,
+}
+
+/// Why a call could not be turned into a Cedar request (a schema that does not fit the gateway).
+/// Cedar's errors are large, so they are boxed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BuildError {
+    #[error("entity does not fit the schema: {0}")]
+    Entities(#[source] Box<cedar_policy::entities_errors::EntitiesError>),
+    #[error("entity attribute: {0}")]
+    Attribute(#[source] Box<cedar_policy::EntityAttrEvaluationError>),
+    #[error("context: {0}")]
+    Context(#[source] Box<cedar_policy::ContextCreationError>),
+    #[error("request does not fit the schema: {0}")]
+    Request(#[source] Box<cedar_policy::RequestValidationError>),
+    #[error("name: {0}")]
+    Name(#[source] Box<cedar_policy::ParseErrors>),
+    #[error("policy set: {0}")]
+    Set(#[source] Box<cedar_policy::PolicySetError>),
+}
+
+macro_rules! boxed_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for BuildError {
+            fn from(err: $ty) -> Self {
+                BuildError::$variant(Box::new(err))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    Entities(cedar_policy::entities_errors::EntitiesError),
+    Attribute(cedar_policy::EntityAttrEvaluationError),
+    Context(cedar_policy::ContextCreationError),
+    Request(cedar_policy::RequestValidationError),
+    Name(cedar_policy::ParseErrors),
+    Set(cedar_policy::PolicySetError),
+);
+
+impl Snapshot {
+    pub(super) fn new(set: PolicySet, schema: Schema, consumer_account: AccountId) -> Result<Self, BuildError> {
+        let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
+        ids.sort();
+        let mut general = PolicySet::new();
+        let mut pinned: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
+        for policy in set.policies() {
+            match policy.principal_constraint() {
+                PrincipalConstraint::Eq(uid) => pinned.entry(uid).or_default().push(policy.clone()),
+                _ => general.add(policy.clone())?,
+            }
+        }
+        let mut by_principal = HashMap::with_capacity(pinned.len());
+        for (uid, policies) in pinned {
+            let mut slice = general.clone();
+            for policy in policies {
+                slice.add(policy)?;
+            }
+            by_principal.insert(uid, slice);
+        }
+        Ok(Snapshot {
+            general,
+            by_principal,
+            #[cfg(test)]
+            full: set,
+            schema,
+            authorizer: Authorizer::new(),
+            ids,
+            consumer_account,
+            principal_type: PRINCIPAL_TYPE.parse()?,
+            resource_type: RESOURCE_TYPE.parse()?,
+            action: ASSOCIATE_ACTION.parse()?,
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub(super) fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    pub(super) fn evaluate(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+        let uid = self.principal_uid(principal);
+        let set = self.by_principal.get(&uid).unwrap_or(&self.general);
+        self.evaluate_against(set, principal, request)
+    }
+
+    /// Evaluation against the whole, unsliced set: the reference the slicing is tested against.
+    #[cfg(test)]
+    pub(super) fn evaluate_unsliced(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+        self.evaluate_against(&self.full, principal, request)
+    }
+
+    fn principal_uid(&self, principal: &Principal) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id))
+    }
+
+    fn evaluate_against(&self, set: &PolicySet, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+        let (cedar_request, entities) = match self.build(principal, request) {
+            Ok(built) => built,
+            Err(err) => {
+                // Fail closed: a call the schema cannot describe is denied, and the operator told.
+                tracing::error!(error = %err, "cannot build the Cedar request; denying");
+                return Evaluation {
+                    decision: Decision {
+                        allowed: false,
+                        determining_policies: Vec::new(),
+                    },
+                    errors: vec![err.to_string()],
+                };
+            }
+        };
+        let response = self.authorizer.is_authorized(&cedar_request, set, &entities);
+        let mut determining_policies: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        determining_policies.sort();
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            tracing::warn!(errors = ?errors, "policies failed to evaluate and count as not satisfied");
+        }
+        Evaluation {
+            decision: Decision {
+                allowed: response.decision() == cedar_policy::Decision::Allow,
+                determining_policies,
+            },
+            errors,
+        }
+    }
+
+    /// The Cedar request and entities for a call; both are checked against the schema.
+    pub(super) fn build(
+        &self,
+        principal: &Principal,
+        request: &AssociateRequest,
+    ) -> Result<(Request, Entities), BuildError> {
+        let principal_uid = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id));
+        let share = &request.data_share;
+        let resource_uid =
+            EntityUid::from_type_name_and_id(self.resource_type.clone(), EntityId::new(share.to_string()));
+
+        let groups =
+            RestrictedExpression::new_set(principal.groups.iter().cloned().map(RestrictedExpression::new_string));
+        let principal_entity = Entity::new(
+            principal_uid.clone(),
+            HashMap::from([("groups".to_owned(), groups)]),
+            HashSet::new(),
+        )?;
+        let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
+        let resource_entity = Entity::new(
+            resource_uid.clone(),
+            HashMap::from([
+                ("partition".to_owned(), string(share.partition.as_str())),
+                ("region".to_owned(), string(share.region.as_str())),
+                ("producer_account".to_owned(), string(share.account.as_str())),
+                ("producer_namespace".to_owned(), string(share.namespace.as_str())),
+                ("name".to_owned(), string(&share.name)),
+            ]),
+            HashSet::new(),
+        )?;
+        let entities = Entities::from_entities([principal_entity, resource_entity], Some(&self.schema))?;
+
+        let facts = ConsumerFacts::of(request, &self.consumer_account);
+        let context = Context::from_pairs([
+            ("consumer_kind".to_owned(), string(facts.kind)),
+            ("consumer_account".to_owned(), string(&facts.account)),
+            ("consumer_arn".to_owned(), string(&facts.arn)),
+            ("consumer_region".to_owned(), string(&facts.region)),
+            ("consumer_partition".to_owned(), string(facts.partition.as_str())),
+            (
+                "entire_account".to_owned(),
+                RestrictedExpression::new_bool(matches!(request.consumer, ConsumerTarget::EntireAccount)),
+            ),
+            (
+                "allow_writes".to_owned(),
+                RestrictedExpression::new_bool(request.allow_writes.unwrap_or(false)),
+            ),
+        ])?;
+        let cedar_request = Request::new(
+            principal_uid,
+            self.action.clone(),
+            resource_uid,
+            context,
+            Some(&self.schema),
+        )?;
+        Ok((cedar_request, entities))
+    }
+}
+
+/// The consumer side of a call, as the policy context describes it.
+struct ConsumerFacts {
+    kind: &'static str,
+    account: String,
+    arn: String,
+    region: String,
+    partition: Partition,
+}
+
+impl ConsumerFacts {
+    fn of(request: &AssociateRequest, consumer_account: &AccountId) -> Self {
+        match &request.consumer {
+            ConsumerTarget::Namespace(ns) => ConsumerFacts {
+                kind: match ns.kind {
+                    crate::arn::NamespaceKind::Provisioned => "provisioned_namespace",
+                    crate::arn::NamespaceKind::Serverless => "serverless_namespace",
+                },
+                account: ns.account.to_string(),
+                arn: ns.to_string(),
+                region: ns.region.to_string(),
+                partition: ns.partition,
+            },
+            ConsumerTarget::Region(region) => ConsumerFacts {
+                kind: "region",
+                account: consumer_account.to_string(),
+                arn: String::new(),
+                region: region.to_string(),
+                partition: Partition::of_region(region),
+            },
+            // The gateway's own account, reached through the gateway's own (the datashare's)
+            // partition: an entire-account association cannot cross partitions.
+            ConsumerTarget::EntireAccount => ConsumerFacts {
+                kind: "account",
+                account: consumer_account.to_string(),
+                arn: String::new(),
+                region: String::new(),
+                partition: request.data_share.partition,
+            },
+        }
+    }
+}

@@ -1,0 +1,631 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::*;
+use crate::arn::{DataShareArn, NamespaceArn, Partition, Region};
+use crate::call::{AssociateReply, CallerCredential, ConsumerTarget};
+use crate::errors::GatewayError;
+use crate::identity::tests::{Counting, call_with};
+
+const REPORTING: &str = "spiffe://example.internal/ns/data/sa/reporting";
+const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
+const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
+const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
+const STRANGER: &str = "spiffe://elsewhere.example/ns/x/sa/y";
+
+const SALES: &str =
+    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+const FINANCE: &str =
+    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+const LEGAL_HOLD: &str =
+    "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
+const FOREIGN_SHARE: &str =
+    "arn:aws:redshift:us-east-1:123456789012:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+const PROVISIONED: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+const SERVERLESS: &str =
+    "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+const FOREIGN_NAMESPACE: &str =
+    "arn:aws:redshift:us-east-1:999999999999:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+const CHINA_NAMESPACE: &str =
+    "arn:aws-cn:redshift:cn-north-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+
+const DATA_PLATFORM: &str = "data-platform-associate-in-org";
+const ANALYTICS: &str = "analytics-associate-namespaces-in-org";
+const WRITES: &str = "writes-require-data-writers";
+const PARTITION: &str = "no-cross-partition";
+const LEGAL: &str = "legal-hold-d1e2f3a4";
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies")
+}
+
+fn account(s: &str) -> AccountId {
+    AccountId::parse(s).unwrap()
+}
+
+fn examples() -> Policies {
+    Policies::load(PolicyConfig::new(examples_dir()), account("444455556666")).unwrap()
+}
+
+/// The dev principals' groups, read from the shipped `principals.toml`.
+fn principal(id: &str) -> Principal {
+    #[derive(serde::Deserialize)]
+    struct File {
+        principals: crate::identity::PrincipalDirectory,
+    }
+    let text = std::fs::read_to_string(examples_dir().join("principals.toml")).unwrap();
+    let file: File = toml::from_str(&text).unwrap();
+    Principal {
+        id: id.into(),
+        groups: file.principals.get(id).map(|e| e.groups.clone()).unwrap_or_default(),
+    }
+}
+
+fn request(share: &str, consumer: ConsumerTarget, allow_writes: Option<bool>) -> AssociateRequest {
+    AssociateRequest {
+        data_share: DataShareArn::parse(share).unwrap(),
+        consumer,
+        allow_writes,
+        validate_only: false,
+    }
+}
+
+fn ns(arn: &str) -> ConsumerTarget {
+    ConsumerTarget::Namespace(NamespaceArn::parse(arn).unwrap())
+}
+
+fn region(r: &str) -> ConsumerTarget {
+    ConsumerTarget::Region(Region::parse(r).unwrap())
+}
+
+fn decision(allowed: bool, ids: &[&str]) -> Decision {
+    Decision {
+        allowed,
+        determining_policies: ids.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn every_example_rule_allows_and_denies_as_documented() {
+    let policies = examples();
+    let entire = || ConsumerTarget::EntireAccount;
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, AssociateRequest, Decision)> = vec![
+        // data-platform: any consumer kind in an org account.
+        ("data-platform, provisioned namespace", REPORTING, request(SALES, ns(PROVISIONED), None), decision(true, &[DATA_PLATFORM])),
+        ("data-platform, serverless namespace", REPORTING, request(SALES, ns(SERVERLESS), None), decision(true, &[DATA_PLATFORM])),
+        ("data-platform, entire account", REPORTING, request(SALES, entire(), None), decision(true, &[DATA_PLATFORM])),
+        ("data-platform, region", REPORTING, request(FINANCE, region("us-west-2"), None), decision(true, &[DATA_PLATFORM])),
+        ("data-platform, consumer outside the org", REPORTING, request(SALES, ns(FOREIGN_NAMESPACE), None), decision(false, &[])),
+        ("data-platform, producer outside the org", REPORTING, request(FOREIGN_SHARE, ns(PROVISIONED), None), decision(false, &[])),
+        // analytics: namespaces only.
+        ("analytics, provisioned namespace", NOTEBOOK, request(SALES, ns(PROVISIONED), None), decision(true, &[ANALYTICS])),
+        ("analytics, serverless namespace", NOTEBOOK, request(FINANCE, ns(SERVERLESS), Some(false)), decision(true, &[ANALYTICS])),
+        ("analytics, entire account", NOTEBOOK, request(SALES, entire(), None), decision(false, &[])),
+        ("analytics, region", NOTEBOOK, request(SALES, region("us-east-1"), None), decision(false, &[])),
+        ("analytics, consumer outside the org", NOTEBOOK, request(SALES, ns(FOREIGN_NAMESPACE), None), decision(false, &[])),
+        // writes need data-writers.
+        ("data-platform, writes", REPORTING, request(SALES, ns(PROVISIONED), Some(true)), decision(false, &[WRITES])),
+        ("data-platform + data-writers, writes", LOADER, request(SALES, ns(PROVISIONED), Some(true)), decision(true, &[DATA_PLATFORM])),
+        ("data-platform + data-writers, writes, entire account", LOADER, request(SALES, entire(), Some(true)), decision(true, &[DATA_PLATFORM])),
+        ("analytics, writes", NOTEBOOK, request(SALES, ns(SERVERLESS), Some(true)), decision(false, &[WRITES])),
+        ("data-platform, writes explicitly off", REPORTING, request(SALES, ns(PROVISIONED), Some(false)), decision(true, &[DATA_PLATFORM])),
+        // no association across partitions.
+        ("data-platform, namespace in another partition", REPORTING, request(SALES, ns(CHINA_NAMESPACE), None), decision(false, &[PARTITION])),
+        ("data-platform, region in another partition", LOADER, request(SALES, region("cn-north-1"), None), decision(false, &[PARTITION])),
+        ("analytics, namespace in another partition", NOTEBOOK, request(SALES, ns(CHINA_NAMESPACE), None), decision(false, &[PARTITION])),
+        // legal hold: nothing on the held namespace.
+        ("data-platform, legal hold", REPORTING, request(LEGAL_HOLD, ns(PROVISIONED), None), decision(false, &[LEGAL])),
+        ("data-writers, legal hold, entire account", LOADER, request(LEGAL_HOLD, entire(), Some(true)), decision(false, &[LEGAL])),
+        ("analytics, legal hold", NOTEBOOK, request(LEGAL_HOLD, ns(SERVERLESS), None), decision(false, &[LEGAL])),
+        ("data-platform, legal hold and writes", REPORTING, request(LEGAL_HOLD, ns(PROVISIONED), Some(true)), decision(false, &[LEGAL, WRITES])),
+        // nothing else is permitted.
+        ("no group", FRONTEND, request(SALES, ns(PROVISIONED), None), decision(false, &[])),
+        ("no group, entire account", FRONTEND, request(SALES, entire(), None), decision(false, &[])),
+        ("unknown principal", STRANGER, request(SALES, ns(PROVISIONED), None), decision(false, &[])),
+    ];
+    for (name, who, req, expected) in cases {
+        let evaluation = policies.explain(&principal(who), &req);
+        assert_eq!(evaluation.decision, expected, "{name}");
+        assert!(evaluation.errors.is_empty(), "{name}: {:?}", evaluation.errors);
+    }
+}
+
+#[test]
+fn entire_account_and_region_targets_use_the_gateway_account() {
+    // A gateway whose own account is outside the org may not receive entire-account or region
+    // associations, while a named org namespace is still fine.
+    let policies = Policies::load(PolicyConfig::new(examples_dir()), account("999999999999")).unwrap();
+    let reporting = principal(REPORTING);
+    let entire = request(SALES, ConsumerTarget::EntireAccount, None);
+    assert_eq!(policies.evaluate(&reporting, &entire), decision(false, &[]));
+    assert_eq!(
+        policies.evaluate(&reporting, &request(SALES, region("us-east-1"), None)),
+        decision(false, &[])
+    );
+    assert_eq!(
+        policies.evaluate(&reporting, &request(SALES, ns(PROVISIONED), None)),
+        decision(true, &[DATA_PLATFORM])
+    );
+}
+
+fn copy_examples(to: &Path) {
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn the_legal_hold_forbid_beats_a_permit_for_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    std::fs::write(
+        dir.path().join("open.cedar"),
+        "@id(\"open-bar\")\npermit (principal, action, resource);\n",
+    )
+    .unwrap();
+    let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
+    let frontend = principal(FRONTEND);
+    assert_eq!(
+        policies.evaluate(&frontend, &request(SALES, ns(PROVISIONED), None)),
+        decision(true, &["open-bar"])
+    );
+    assert_eq!(
+        policies.evaluate(&frontend, &request(LEGAL_HOLD, ns(PROVISIONED), None)),
+        decision(false, &[LEGAL])
+    );
+}
+
+#[test]
+fn policies_without_an_id_annotation_are_named_by_file_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("team.cedar"),
+        "forbid (principal, action, resource) when { resource.name == \"secret\" };\n\
+         permit (principal, action == Action::\"AssociateConsumer\", resource);\n",
+    )
+    .unwrap();
+    let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
+    assert_eq!(policies.policy_ids(), ["team.cedar#0", "team.cedar#1"]);
+    let anyone = principal(STRANGER);
+    assert_eq!(
+        policies.evaluate(&anyone, &request(SALES, ns(PROVISIONED), None)),
+        decision(true, &["team.cedar#1"])
+    );
+}
+
+#[test]
+fn schema_validation_rejects_an_unknown_attribute_with_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "@id(\"owner-rule\")\npermit (principal, action, resource)\nwhen { resource.owner == \"me\" };\n",
+    )
+    .unwrap();
+    let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
+    let PolicyError::Invalid(diagnostics) = &err else {
+        panic!("expected Invalid, got {err:?}");
+    };
+    assert_eq!(diagnostics.len(), 1);
+    let d = &diagnostics[0];
+    assert!(d.file.ends_with("bad.cedar"));
+    assert_eq!(d.line, Some(3));
+    assert_eq!(d.policy.as_deref(), Some("owner-rule"));
+    assert!(d.message.contains("owner"), "{}", d.message);
+    assert!(err.to_string().contains("bad.cedar:3:"), "{err}");
+}
+
+#[test]
+fn syntax_errors_duplicates_and_empty_directories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Policies::load(PolicyConfig::new(dir.path()), account("444455556666")),
+        Err(PolicyError::NoPolicies { .. })
+    ));
+    std::fs::write(
+        dir.path().join("a.cedar"),
+        "@id(\"x\") permit (principal, action, resource);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.cedar"),
+        "@id(\"x\") forbid (principal, action, resource);",
+    )
+    .unwrap();
+    let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
+    assert!(err.to_string().contains("duplicate policy id"), "{err}");
+    std::fs::write(dir.path().join("b.cedar"), "\n\npermit (principal action, resource);").unwrap();
+    let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
+    assert!(err.to_string().contains("b.cedar:3:"), "{err}");
+}
+
+#[test]
+fn config_rejects_unknown_keys_and_missing_directories() {
+    let config: PolicyConfig = toml::from_str("dir = \"examples/policies\"").unwrap();
+    assert_eq!(config, PolicyConfig::new("examples/policies"));
+    assert!(toml::from_str::<PolicyConfig>("dir = \"x\"\nwatched = true").is_err());
+    let err = PolicyConfig::new("/nonexistent/policies").validate().unwrap_err();
+    assert!(
+        err.to_string().starts_with("policy.dir = \"/nonexistent/policies\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_custom_schema_that_does_not_describe_the_gateway_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let schema = dir.path().join("schema.cedarschema");
+    // Missing the `name` attribute the gateway supplies.
+    std::fs::write(&schema, DEFAULT_SCHEMA.replace("  name: String,\n", "")).unwrap();
+    let config = PolicyConfig {
+        dir: dir.path().to_owned(),
+        schema: Some(schema),
+        watch: false,
+    };
+    let err = Policies::load(config, account("444455556666")).unwrap_err();
+    assert!(
+        err.to_string().contains("does not describe the gateway's requests"),
+        "{err}"
+    );
+}
+
+fn layer_call(principal: Principal, req: Option<AssociateRequest>) -> crate::call::AssociateCall {
+    let mut call = call_with(CallerCredential::Certificate(principal.id.clone()));
+    call.ctx.principal = Some(principal);
+    call.request = req;
+    call
+}
+
+#[tokio::test]
+async fn validate_only_answers_validated_without_calling_the_inner_service() {
+    let inner = Counting::default();
+    let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
+    let mut req = request(SALES, ns(PROVISIONED), None);
+    req.validate_only = true;
+    let call = layer_call(principal(REPORTING), Some(req.clone()));
+    let trail = call.trail.clone();
+    let reply = svc.call(call).await.unwrap();
+    assert_eq!(reply, AssociateReply::Validated(decision(true, &[DATA_PLATFORM])));
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(trail.snapshot().decision, Some(decision(true, &[DATA_PLATFORM])));
+
+    req.validate_only = false;
+    let reply = svc.call(layer_call(principal(REPORTING), Some(req))).await.unwrap();
+    assert!(matches!(reply, AssociateReply::Associated(_)));
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_denial_is_permission_denied_recorded_and_not_forwarded() {
+    let inner = Counting::default();
+    let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
+    let call = layer_call(principal(REPORTING), Some(request(LEGAL_HOLD, ns(PROVISIONED), None)));
+    let trail = call.trail.clone();
+    let err = svc.call(call).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(matches!(&err, GatewayError::PolicyDenied { determining_policies } if determining_policies == &[LEGAL]));
+    assert_eq!(trail.snapshot().decision, Some(decision(false, &[LEGAL])));
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    let status = err.to_status("req-1");
+    assert!(!status.message().contains("forbid"), "no policy text in errors");
+}
+
+#[tokio::test]
+async fn a_call_without_a_validated_request_or_principal_is_internal() {
+    let inner = Counting::default();
+    let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
+    let err = svc.call(layer_call(principal(REPORTING), None)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let mut call = layer_call(principal(REPORTING), Some(request(SALES, ns(PROVISIONED), None)));
+    call.ctx.principal = None;
+    assert_eq!(svc.call(call).await.unwrap_err().code(), Code::Internal);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+}
+
+const LOCKDOWN: &str = "@id(\"lockdown\")\nforbid (principal, action, resource);\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
+    let old = decision(true, &[DATA_PLATFORM]);
+    let new = decision(false, &["lockdown"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen_old = Arc::new(AtomicUsize::new(0));
+    let seen_new = Arc::new(AtomicUsize::new(0));
+    let mut evaluators = Vec::new();
+    for _ in 0..8 {
+        let (policies, stop) = (policies.clone(), stop.clone());
+        let (seen_old, seen_new) = (seen_old.clone(), seen_new.clone());
+        let (old, new) = (old.clone(), new.clone());
+        evaluators.push(tokio::spawn(async move {
+            let reporting = principal(REPORTING);
+            let req = request(SALES, ns(PROVISIONED), None);
+            while !stop.load(Ordering::SeqCst) {
+                let evaluation = policies.explain(&reporting, &req);
+                assert!(evaluation.errors.is_empty(), "{:?}", evaluation.errors);
+                if evaluation.decision == old {
+                    seen_old.fetch_add(1, Ordering::SeqCst);
+                } else if evaluation.decision == new {
+                    seen_new.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    panic!("decision from neither set: {:?}", evaluation.decision);
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let lockdown = dir.path().join("lockdown.cedar");
+    for round in 0..40 {
+        if round % 2 == 0 {
+            std::fs::write(&lockdown, LOCKDOWN).unwrap();
+            assert_eq!(policies.reload().unwrap(), 6);
+        } else {
+            std::fs::remove_file(&lockdown).unwrap();
+            assert_eq!(policies.reload().unwrap(), 5);
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(policies.last_reload_error(), None);
+
+    // An invalid set is refused; the running one (without lockdown) keeps serving.
+    std::fs::write(
+        &lockdown,
+        "@id(\"lockdown\")\nforbid (principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .unwrap();
+    let err = policies.reload().unwrap_err();
+    assert!(matches!(err, PolicyError::Invalid(_)));
+    let last = policies.last_reload_error().expect("last_reload_error is set");
+    assert!(last.contains("lockdown.cedar:3:"), "{last}");
+    assert_eq!(policies.len(), 5);
+    assert_eq!(
+        policies.evaluate(&principal(REPORTING), &request(SALES, ns(PROVISIONED), None)),
+        old
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    for e in evaluators {
+        e.await.unwrap();
+    }
+    assert!(seen_old.load(Ordering::SeqCst) > 0);
+
+    // A good reload clears the error.
+    std::fs::write(&lockdown, LOCKDOWN).unwrap();
+    assert_eq!(policies.reload().unwrap(), 6);
+    assert_eq!(policies.last_reload_error(), None);
+    assert_eq!(
+        policies.evaluate(&principal(REPORTING), &request(SALES, ns(PROVISIONED), None)),
+        new
+    );
+}
+
+/// Waits (bounded) for the reloader to pick a change up; the bound only limits a failing test.
+async fn eventually(policies: &Policies, expected: &Decision) -> bool {
+    for _ in 0..200 {
+        if &policies.evaluate(&principal(REPORTING), &request(SALES, ns(PROVISIONED), None)) == expected {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reloader_picks_up_file_changes_and_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let config = PolicyConfig::new(dir.path());
+    let policies = Policies::load(config, account("444455556666")).unwrap();
+    let reloader = policies.spawn_reloader().unwrap();
+
+    std::fs::write(dir.path().join("lockdown.cedar"), LOCKDOWN).unwrap();
+    assert!(
+        eventually(&policies, &decision(false, &["lockdown"])).await,
+        "file change reloaded"
+    );
+
+    // A broken edit is refused and reported; the lockdown set keeps serving.
+    std::fs::write(dir.path().join("lockdown.cedar"), "forbid (principal, action, resource").unwrap();
+    for _ in 0..200 {
+        if policies.last_reload_error().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        policies
+            .last_reload_error()
+            .is_some_and(|e| e.contains("lockdown.cedar"))
+    );
+    assert!(eventually(&policies, &decision(false, &["lockdown"])).await);
+    reloader.abort();
+
+    // With watching off, only SIGHUP reloads.
+    std::fs::remove_file(dir.path().join("lockdown.cedar")).unwrap();
+    let config = PolicyConfig {
+        watch: false,
+        ..PolicyConfig::new(dir.path())
+    };
+    let quiet = Policies::load(config, account("444455556666")).unwrap();
+    std::fs::write(dir.path().join("lockdown.cedar"), LOCKDOWN).unwrap();
+    let reloader = quiet.spawn_reloader().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        eventually(&quiet, &decision(false, &["lockdown"])).await,
+        "SIGHUP reloaded"
+    );
+    reloader.abort();
+}
+
+// --- Property: the layer forwards only what policy allows, and decides as the rules say. ---
+
+const ORG: [&str; 3] = ["111122223333", "444455556666", "777788889999"];
+
+/// The example rules restated in Rust, independently of Cedar.
+fn oracle(p: &Principal, r: &AssociateRequest) -> bool {
+    let has = |g: &str| p.groups.iter().any(|x| x == g);
+    let share = &r.data_share;
+    let (consumer_account, partition, is_namespace) = match &r.consumer {
+        ConsumerTarget::Namespace(n) => (n.account.to_string(), n.partition, true),
+        ConsumerTarget::Region(region) => ("444455556666".to_owned(), Partition::of_region(region), false),
+        ConsumerTarget::EntireAccount => ("444455556666".to_owned(), share.partition, false),
+    };
+    let in_org = ORG.contains(&share.account.as_str()) && ORG.contains(&consumer_account.as_str());
+    let permitted = in_org && (has("data-platform") || (has("analytics") && is_namespace));
+    let forbidden = (r.allow_writes == Some(true) && !has("data-writers"))
+        || partition != share.partition
+        || share.namespace.as_str() == "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6";
+    permitted && !forbidden
+}
+
+fn arb_principal() -> impl Strategy<Value = Principal> {
+    let ids = prop::sample::select(vec![
+        REPORTING,
+        LOADER,
+        NOTEBOOK,
+        FRONTEND,
+        STRANGER,
+        "",
+        "Service::\"x\"",
+    ]);
+    let groups = prop::sample::subsequence(vec!["data-platform", "analytics", "data-writers", "other", ""], 0..=5);
+    (ids, groups).prop_map(|(id, groups)| Principal {
+        id: id.to_owned(),
+        groups: groups.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+fn arb_request() -> impl Strategy<Value = AssociateRequest> {
+    let shares = prop::sample::select(vec![
+        SALES,
+        FINANCE,
+        LEGAL_HOLD,
+        FOREIGN_SHARE,
+        "arn:aws-cn:redshift:cn-north-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/cn_share",
+        "arn:aws:redshift:eu-west-1:777788889999:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/eu_share",
+    ]);
+    let consumers = prop::sample::select(vec![
+        "entire",
+        "region:us-east-1",
+        "region:cn-north-1",
+        "region:us-gov-west-1",
+        PROVISIONED,
+        SERVERLESS,
+        FOREIGN_NAMESPACE,
+        CHINA_NAMESPACE,
+        "arn:aws:redshift:us-west-2:777788889999:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+    ]);
+    let writes = prop::option::of(any::<bool>());
+    (shares, consumers, writes, any::<bool>()).prop_map(|(share, consumer, allow_writes, validate_only)| {
+        let consumer = match consumer {
+            "entire" => ConsumerTarget::EntireAccount,
+            c if c.starts_with("region:") => region(&c["region:".len()..]),
+            c => ns(c),
+        };
+        AssociateRequest {
+            validate_only,
+            ..request(share, consumer, allow_writes)
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_layer_never_forwards_without_an_allow(p in arb_principal(), r in arb_request()) {
+        static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(examples);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let policies = POLICIES.clone();
+        let inner = Counting::default();
+        let mut svc = PolicyLayer::new(policies.clone()).layer(inner.clone());
+        let expected = oracle(&p, &r);
+        let call = layer_call(p.clone(), Some(r.clone()));
+        let trail = call.trail.clone();
+        let result = runtime.block_on(svc.call(call));
+        let recorded = trail.snapshot().decision.expect("decision recorded");
+        let forwarded = inner.calls.load(Ordering::SeqCst) == 1;
+        prop_assert_eq!(recorded.allowed, expected);
+        prop_assert!(!forwarded || (recorded.allowed && !r.validate_only));
+        match result {
+            Ok(AssociateReply::Validated(d)) => prop_assert!(d.allowed && r.validate_only && !forwarded),
+            Ok(AssociateReply::Associated(_)) => prop_assert!(recorded.allowed && forwarded),
+            Err(GatewayError::PolicyDenied { determining_policies }) => {
+                prop_assert!(!recorded.allowed && !forwarded);
+                prop_assert_eq!(determining_policies, recorded.determining_policies);
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+}
+
+const PINNED: &str = r#"
+@id("reporting-finance")
+permit (principal == Service::"spiffe://example.internal/ns/data/sa/reporting", action, resource)
+when { resource.name == "finance_share" && context.consumer_kind == "account" };
+@id("notebook-no-serverless")
+forbid (principal == Service::"spiffe://example.internal/ns/analytics/sa/notebook", action == Action::"AssociateConsumer", resource)
+when { context.consumer_kind == "serverless_namespace" };
+@id("frontend-sales")
+permit (principal == Service::"spiffe://example.internal/ns/web/sa/frontend", action, resource == DataShare::"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share");
+@id("in-stranger")
+permit (principal in Service::"spiffe://elsewhere.example/ns/x/sa/y", action, resource);
+"#;
+
+fn pinned_policies() -> Policies {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    std::fs::write(dir.path().join("pinned.cedar"), PINNED).unwrap();
+    Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap()
+}
+
+#[test]
+fn pinned_policies_apply_to_their_principal_only() {
+    let policies = pinned_policies();
+    assert_eq!(policies.len(), 9);
+    let finance_entire = request(FINANCE, ConsumerTarget::EntireAccount, None);
+    assert_eq!(
+        policies.evaluate(&principal(REPORTING), &finance_entire),
+        decision(true, &[DATA_PLATFORM, "reporting-finance"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(NOTEBOOK), &request(SALES, ns(SERVERLESS), None)),
+        decision(false, &["notebook-no-serverless"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(FRONTEND), &request(SALES, ns(FOREIGN_NAMESPACE), None)),
+        decision(true, &["frontend-sales"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(FRONTEND), &request(FINANCE, ns(PROVISIONED), None)),
+        decision(false, &[])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(STRANGER), &request(FINANCE, ns(PROVISIONED), None)),
+        decision(true, &["in-stranger"])
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn slicing_by_principal_never_changes_a_decision(p in arb_principal(), r in arb_request()) {
+        static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
+        let snapshot = POLICIES.shared.current.load();
+        prop_assert_eq!(snapshot.evaluate(&p, &r), snapshot.evaluate_unsliced(&p, &r));
+    }
+}
