@@ -70,6 +70,12 @@ pub struct DevArgs {
     /// The Cedar policies (and their principals.toml).
     #[arg(long, default_value = "examples/policies")]
     pub policies: PathBuf,
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Export traces to this OTLP/gRPC collector (or set OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The consumer account `dev` acts as, and its key in the dev fixtures (public example values).
@@ -79,7 +85,13 @@ const DEV_SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
 async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let region = "us-east-1";
-    let fixtures = crate::emulator::Fixtures::load(&args.fixtures)?;
+    // The dev fixtures are built in, so `dev` works from any directory; a file given explicitly
+    // (or present at the default path) is used instead.
+    let fixtures = if args.fixtures.is_file() {
+        crate::emulator::Fixtures::load(&args.fixtures)?
+    } else {
+        crate::emulator::Fixtures::dev()
+    };
     let principals = std::fs::read_to_string(args.policies.join("principals.toml"))
         .map_err(|e| format!("cannot read {}: {e}", args.policies.join("principals.toml").display()))?;
     let bind = |addr: std::net::SocketAddr| async move {
@@ -96,6 +108,7 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let text = format!(
         r#"[server]
 listen = "{grpc_addr}"
+admin_listen = "{admin_listen}"
 shutdown_grace_secs = 5
 
 [auth]
@@ -115,15 +128,18 @@ initial_backoff_ms = 100
 
 [telemetry]
 log_format = "text"
+otlp_endpoint = {otlp:?}
 
 {principals}
 "#,
+        admin_listen = args.admin_listen,
         policies = args.policies.display().to_string(),
         audit = args.audit_dir.display().to_string(),
+        otlp = args.otlp_endpoint.clone().unwrap_or_default(),
     );
     let config = Config::parse(&text)?;
     config.validate()?;
-    telemetry::init_logging(&config.telemetry);
+    let telemetry = telemetry::init(&config.telemetry);
 
     let (stop_emulator, stopped) = tokio::sync::oneshot::channel::<()>();
     let emulator_config = crate::emulator::EmulatorConfig::new(region, fixtures);
@@ -151,6 +167,7 @@ log_format = "text"
             "grpc": grpc_addr.to_string(),
             "emulator_api": api_addr.to_string(),
             "emulator_admin": admin_addr.to_string(),
+            "admin": app.admin_addr().map(|a| a.to_string()),
         })
         .to_string(),
     );

@@ -278,7 +278,7 @@ impl Config {
                 return Err(format!("principals.{id:?}.groups: group names must not be empty"));
             }
         }
-        self.policy.validate()?;
+        self.policy.validate().map_err(|e| e.to_string())?;
         self.audit.validate()?;
         self.upstream.validate()?;
         Ok(())

@@ -18,8 +18,13 @@ use crate::call::{AssociateCall, AssociateParams, AssociateReply, CallContext, C
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::identity::AuthMode;
+use crate::arn::AccountId;
+use crate::audit::{AuditLayer, AuditLog, IntentLayer};
+use crate::identity::{IdentityLayer, PrincipalDirectory};
 use crate::limits::LimitLayer;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsLayer, ScrapeSource};
+use crate::policy::{Policies, PolicyLayer};
+use crate::telemetry::{StageLayer, Telemetry};
 use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
 use crate::upstream::{self, RedshiftService};
@@ -66,22 +71,61 @@ pub enum ServerError {
     /// tonic refused the TLS settings or failed while serving.
     #[error("gRPC transport error")]
     Transport(#[from] tonic::transport::Error),
+    /// The audit trail could not be opened.
+    #[error("cannot open the audit trail")]
+    Audit(#[from] crate::audit::AuditError),
+    /// The policies could not be loaded.
+    #[error("cannot load the policies")]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A configuration value is unusable.
+    #[error("{0}")]
+    Config(String),
     /// Reflection could not be built from the descriptor set.
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// What the stack is built from.
+#[derive(Debug)]
+pub struct StackParts {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The audit trail.
+    pub audit: AuditLog,
+    /// Principals and their groups.
+    pub principals: Arc<PrincipalDirectory>,
+    /// The policy set.
+    pub policies: Policies,
+    /// The Redshift service.
+    pub upstream: RedshiftService,
+    /// Concurrent upstream calls.
+    pub concurrency_limit: usize,
+    /// How long a call may wait for an upstream slot.
+    pub queue_timeout: Duration,
+}
+
 /// Builds the stack, outermost first.
-pub fn build_stack(upstream: RedshiftService, config: &Config) -> CallService {
+pub fn build_stack(parts: StackParts) -> CallService {
     let stack = ServiceBuilder::new()
-        // Validation before anything looks at the parameters: nothing invalid goes further.
+        // Metrics outermost: every call is counted, whatever ends it.
+        .layer(MetricsLayer::new(parts.metrics))
+        // Audit outside everything that can refuse a call, so denials and invalid input are recorded.
+        .layer(AuditLayer::new(parts.audit.clone()))
+        // Identity before anything looks at the parameters: no principal, no further.
+        .layer(StageLayer::new("identity"))
+        .layer(IdentityLayer::new(parts.principals))
+        // Validation before policy: policies see only well-formed, parsed requests.
+        .layer(StageLayer::new("validation"))
         .layer(ValidateLayer)
-        // Limits outside the upstream service: bound what the gateway asks of Redshift at once.
-        .layer(LimitLayer::new(
-            config.server.concurrency_limit,
-            Duration::from_millis(config.server.queue_timeout_ms),
-        ))
-        .service(upstream);
+        // Policy before any upstream work; validate_only ends here with the decision.
+        .layer(StageLayer::new("policy"))
+        .layer(PolicyLayer::new(parts.policies))
+        // Limits outside the write-ahead intent: a shed call leaves no intent behind.
+        .layer(LimitLayer::new(parts.concurrency_limit, parts.queue_timeout))
+        // Write-ahead: the intent is durable before Redshift sees the call (fail closed).
+        .layer(StageLayer::new("audit.intent"))
+        .layer(IntentLayer::new(parts.audit))
+        .service(parts.upstream);
     BoxCloneSyncService::new(stack)
 }
 
@@ -106,20 +150,14 @@ impl Gateway {
             .filter(|v| is_acceptable_request_id(v))
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let credential = match self.auth_mode {
-            // The certificate was verified in the TLS handshake; x-caller-id is ignored.
-            AuthMode::Mtls => request
-                .peer_certs()
-                .and_then(|certs| certs.first().cloned())
-                .and_then(|cert| crate::identity::principal_from_certificate(cert.as_ref()).ok())
-                .map_or(CallerCredential::None, CallerCredential::Certificate),
-            AuthMode::Insecure => metadata
-                .get(CALLER_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map_or(CallerCredential::None, |v| CallerCredential::Header(v.to_owned())),
-        };
+        // In mtls mode the certificate was verified in the handshake and x-caller-id is ignored.
+        let leaf = request.peer_certs().and_then(|certs| certs.first().cloned());
+        let caller_id = metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok());
+        let credential = crate::identity::credential_for(self.auth_mode, leaf.as_ref().map(|c| c.as_ref()), caller_id)
+            .unwrap_or_else(|err| {
+                tracing::warn!(%request_id, error = %err, "client certificate names no principal");
+                CallerCredential::None
+            });
         // Deadlines count from the moment tonic's own grpc-timeout timer started: see `Arrival`.
         let arrived = request.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
         let started = Instant::now();
@@ -390,6 +428,12 @@ fn status_from(status: Option<&str>) -> pb::DataShareStatus {
 pub struct App {
     config: Config,
     gateway: Gateway,
+    audit: AuditLog,
+    policies: Policies,
+    metrics: Arc<Metrics>,
+    admin: TcpListener,
+    health_listener: Option<TcpListener>,
+    telemetry: Telemetry,
 }
 
 /// Options for [`App::build`] that are not in the configuration file.
@@ -397,30 +441,120 @@ pub struct App {
 pub struct BuildOptions {
     /// Replace the default AWS credential chain (used by `dev`).
     pub credentials: Option<aws_credential_types::Credentials>,
+    /// The trace pipeline, flushed at shutdown.
+    pub telemetry: Telemetry,
+}
+
+/// Reads the audit writer's and the span exporter's counters at scrape time.
+#[derive(Debug)]
+struct ScrapeCounters {
+    audit: AuditLog,
+    spans_dropped: Arc<std::sync::atomic::AtomicU64>,
+    seen: std::sync::Mutex<(u64, u64, u64, u64)>,
+}
+
+impl ScrapeSource for ScrapeCounters {
+    fn refresh(&self, metrics: &Metrics) {
+        use std::sync::atomic::Ordering;
+        let stats = self.audit.stats();
+        metrics.audit_queue_depth.set(stats.queue_depth as i64);
+        let dropped = self.spans_dropped.load(Ordering::Relaxed);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Prometheus counters only go up: add what happened since the last scrape.
+        metrics.audit_records.inc_by(stats.records_written.saturating_sub(seen.0));
+        metrics.audit_fsyncs.inc_by(stats.fsyncs.saturating_sub(seen.1));
+        metrics.audit_fsync_seconds.inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
+        metrics.spans_dropped.inc_by(dropped.saturating_sub(seen.3));
+        *seen = (stats.records_written, stats.fsyncs, stats.fsync_micros_total, dropped);
+    }
 }
 
 impl App {
-    /// Builds the Redshift client and the stack.
+    /// Opens the audit trail, loads the policies, builds the Redshift client and the stack, and
+    /// binds the admin and health listeners. Every failure here is a clear error at start.
     pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
         let metrics = Metrics::new();
+        let audit = AuditLog::open(&config.audit).await?;
+        let consumer_account =
+            AccountId::parse(&config.upstream.consumer_account).map_err(|e| ServerError::Config(e.to_string()))?;
+        let policies = Policies::load(config.policy.clone(), consumer_account)?;
         let client = upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
         let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
-        let stack = build_stack(upstream, &config);
+        let stack = build_stack(StackParts {
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+            principals: Arc::new(config.principals.clone()),
+            policies: policies.clone(),
+            upstream,
+            concurrency_limit: config.server.concurrency_limit,
+            queue_timeout: Duration::from_millis(config.server.queue_timeout_ms),
+        });
+        metrics.add_source(Arc::new(ScrapeCounters {
+            audit: audit.clone(),
+            spans_dropped: options.telemetry.dropped_spans(),
+            seen: std::sync::Mutex::new((0, 0, 0, 0)),
+        }));
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+        };
+        let admin = bind(config.server.admin_listen).await?;
+        let health_listener = match config.server.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let gateway = Gateway::new(stack, config.auth.mode);
-        Ok(App { config, gateway })
+        Ok(App { config, gateway, audit, policies, metrics, admin, health_listener, telemetry: options.telemetry })
+    }
+
+    /// The admin listener's address (`/metrics`, `/livez`, `/readyz`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets in-flight calls finish within
-    /// the grace period.
+    /// the grace period, flushes the audit trail and the spans.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let config = &self.config;
+        let App { config, gateway, audit, policies, metrics, admin, health_listener, telemetry } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
-        health.set_service_status("", ServingStatus::Serving).await;
+        // One readiness verdict for grpc.health.v1 and /readyz: serving, and the audit trail can
+        // write (the gateway fails closed without it).
+        let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        {
+            let mut audit_ok = audit.health();
+            let mut stopping = stop_rx.clone();
+            let health = health.clone();
+            tokio::spawn(async move {
+                loop {
+                    let serving = *audit_ok.borrow_and_update() && !*stopping.borrow_and_update();
+                    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    if !serving {
+                        tracing::warn!("health: NOT_SERVING (audit trail unwritable or shutting down)");
+                    }
+                    health.set_service_status(SERVICE_NAME, status).await;
+                    health.set_service_status("", status).await;
+                    let _ = ready_tx.send(serving);
+                    tokio::select! {
+                        changed = audit_ok.changed() => if changed.is_err() { break },
+                        changed = stopping.changed() => if changed.is_err() { break },
+                    }
+                }
+            });
+        }
+        match policies.spawn_reloader() {
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "policy hot reload is off"),
+        }
+        {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(crate::admin::serve(admin, metrics, ready_rx, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -433,7 +567,7 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let max = config.server.max_message_bytes;
-        let data_sharing = DataSharingServer::new(self.gateway)
+        let data_sharing = DataSharingServer::new(gateway)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
 
@@ -443,18 +577,14 @@ impl App {
             .http2_keepalive_timeout(Some(Duration::from_secs(config.server.keepalive_timeout_secs)))
             .tcp_nodelay(true);
         if config.auth.mode == AuthMode::Mtls {
-            builder = builder.tls_config(tls_config(config)?)?;
+            builder = builder.tls_config(tls_config(&config)?)?;
         } else {
             tracing::warn!(
                 "auth.mode = \"insecure\": plaintext, callers name themselves in x-caller-id; never use this in production"
             );
         }
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(addr) = config.server.health_listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })?;
+        if let Some(listener) = health_listener {
             let mut stop = stop_rx.clone();
             let probes = Server::builder().add_service(health_service.clone());
             tokio::spawn(
@@ -477,24 +607,29 @@ impl App {
         );
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
-            done = &mut serving => return flatten(done),
+            done = &mut serving => {
+                audit.close().await;
+                return flatten(done);
+            }
             () = shutdown => {}
         }
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: no new calls; finishing in-flight calls"
         );
-        health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
-        health.set_service_status("", ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
-        match tokio::time::timeout(grace, &mut serving).await {
+        let served = match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),
             Err(_) => {
                 tracing::warn!("grace period over; dropping the calls still in flight");
                 serving.abort();
                 Ok(())
             }
-        }
+        };
+        // Calls that outlived their callers are still recorded: the writer drains its queue.
+        audit.close().await;
+        telemetry.shutdown(Duration::from_secs(2)).await;
+        served
     }
 }
 
@@ -521,8 +656,13 @@ fn tls_config(config: &Config) -> Result<ServerTlsConfig, ServerError> {
 }
 
 /// The line printed on stdout once the gateway listens, for scripts and tests using port 0.
-pub fn ready_line(addr: SocketAddr) -> String {
-    serde_json::json!({ "event": "gateway_listening", "grpc": addr.to_string() }).to_string()
+pub fn ready_line(grpc: SocketAddr, admin: Option<SocketAddr>) -> String {
+    serde_json::json!({
+        "event": "gateway_listening",
+        "grpc": grpc.to_string(),
+        "admin": admin.map(|a| a.to_string()),
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -276,3 +276,52 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Wraps the next layer (and what it calls) in a span named for its stage, so a trace shows how
+/// far a call went and where its time went: identity, validation, policy, audit intent, upstream.
+#[derive(Clone, Copy, Debug)]
+pub struct StageLayer {
+    name: &'static str,
+}
+
+impl StageLayer {
+    /// A stage called `name`.
+    pub fn new(name: &'static str) -> Self {
+        StageLayer { name }
+    }
+}
+
+impl<S> tower::Layer<S> for StageLayer {
+    type Service = Stage<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stage { inner, name: self.name }
+    }
+}
+
+/// The service made by [`StageLayer`].
+#[derive(Clone, Debug)]
+pub struct Stage<S> {
+    inner: S,
+    name: &'static str,
+}
+
+impl<S, R> tower::Service<R> for Stage<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        use tracing::Instrument;
+        let span = tracing::info_span!("stage", otel.name = self.name);
+        let _entered = span.enter();
+        self.inner.call(request).instrument(span.clone())
+    }
+}
