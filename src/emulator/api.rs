@@ -148,7 +148,14 @@ fn injected(kind: FaultKind, operation: &str, request_id: &str) -> Option<Respon
             "ServiceUnavailable",
             "The request has failed due to a temporary failure of the server.",
         ),
-        FaultKind::Bare429 => Some(respond(StatusCode::TOO_MANY_REQUESTS, request_id, String::new())),
+        // No AWS error code, as a proxy or load balancer would answer: botocore retries it on
+        // the status alone, the Rust SDK does not retry it at all (api doc §5). The body is an
+        // HTML page rather than empty because botocore cannot parse an empty 4xx body.
+        FaultKind::Bare429 => Some(respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            request_id,
+            "<html><body><h1>429 Too Many Requests</h1></body></html>".to_owned(),
+        )),
         // Not XML at all: the SDK's parser is lenient about truncation, never about the root.
         FaultKind::MalformedBody => Some(respond(
             StatusCode::OK,

@@ -17,7 +17,7 @@ pub enum FaultKind {
     InternalFailure,
     /// 503 `ServiceUnavailable` (retried as transient).
     ServiceUnavailable,
-    /// HTTP 429 with an empty body: botocore retries it, the Rust SDK does not.
+    /// HTTP 429 with no AWS error code (an HTML body): botocore retries it, the Rust SDK does not.
     #[serde(rename = "bare_429")]
     Bare429,
     /// Only delay the call (`latency_ms` plus up to `jitter_ms`), then handle it normally.
