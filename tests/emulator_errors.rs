@@ -31,8 +31,19 @@ async fn unknown_and_malformed_share_arns_are_invalid_datashare_fault() {
         "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/no_such_share",
         "not an arn",
     ] {
-        let err = emu.producer().describe_data_shares().data_share_arn(arn).send().await.unwrap_err();
-        assert!(err.as_service_error().unwrap().is_invalid_data_share_fault(), "{arn}");
+        let err = emu
+            .producer()
+            .describe_data_shares()
+            .data_share_arn(arn)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            err.as_service_error()
+                .unwrap()
+                .is_invalid_data_share_fault(),
+            "{arn}"
+        );
     }
     let err = emu
         .producer()
@@ -42,7 +53,11 @@ async fn unknown_and_malformed_share_arns_are_invalid_datashare_fault() {
         .send()
         .await
         .unwrap_err();
-    assert!(err.as_service_error().unwrap().is_invalid_data_share_fault());
+    assert!(
+        err.as_service_error()
+            .unwrap()
+            .is_invalid_data_share_fault()
+    );
 }
 
 #[tokio::test]
@@ -64,7 +79,11 @@ async fn deauthorizing_twice_says_authorization_was_already_removed() {
         .unwrap_err();
     let se = err.as_service_error().unwrap();
     assert!(se.is_invalid_data_share_fault());
-    assert!(se.message().unwrap_or_default().contains("already removed authorization"));
+    assert!(
+        se.message()
+            .unwrap_or_default()
+            .contains("already removed authorization")
+    );
     // And the consumer lost access.
     let err = emu
         .consumer()
@@ -74,7 +93,11 @@ async fn deauthorizing_twice_says_authorization_was_already_removed() {
         .send()
         .await
         .unwrap_err();
-    assert!(err.as_service_error().unwrap().is_invalid_data_share_fault());
+    assert!(
+        err.as_service_error()
+            .unwrap()
+            .is_invalid_data_share_fault()
+    );
 }
 
 #[tokio::test]
@@ -113,7 +136,12 @@ async fn someone_elses_or_unknown_namespace_is_invalid_namespace_fault() {
 async fn none_or_several_association_targets_is_invalid_parameter_combination() {
     let emu = Emulator::start();
     let c = emu.consumer();
-    let none = c.associate_data_share_consumer().data_share_arn(SALES_SHARE).send().await.unwrap_err();
+    let none = c
+        .associate_data_share_consumer()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(none.code(), Some("InvalidParameterCombination"));
     let two = c
         .associate_data_share_consumer()
@@ -139,10 +167,22 @@ async fn none_or_several_association_targets_is_invalid_parameter_combination() 
 async fn a_request_without_datashare_arn_is_missing_parameter() {
     let emu = Emulator::start();
     // The Rust client does not enforce required members, so this reaches the server.
-    let err = emu.consumer().associate_data_share_consumer().associate_entire_account(true).send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .associate_data_share_consumer()
+        .associate_entire_account(true)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("MissingParameter"));
     assert!(err.message().unwrap_or_default().contains("DataShareArn"));
-    let err = emu.producer().authorize_data_share().data_share_arn(FINANCE_SHARE).send().await.unwrap_err();
+    let err = emu
+        .producer()
+        .authorize_data_share()
+        .data_share_arn(FINANCE_SHARE)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("MissingParameter"));
 }
 
@@ -158,7 +198,13 @@ async fn bad_values_are_invalid_parameter_value() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("InvalidParameterValue"));
-    let err = emu.producer().describe_data_shares().max_records(0).send().await.unwrap_err();
+    let err = emu
+        .producer()
+        .describe_data_shares()
+        .max_records(0)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("InvalidParameterValue"));
 }
 
@@ -196,9 +242,20 @@ fn an_unsigned_request_is_missing_authentication_token() {
     );
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 403);
-    assert!(body.contains("<Code>MissingAuthenticationToken</Code>"), "{body}");
-    assert!(headers.iter().any(|(k, v)| k == "x-amzn-requestid" && !v.is_empty()));
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "text/xml"));
+    assert!(
+        body.contains("<Code>MissingAuthenticationToken</Code>"),
+        "{body}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "x-amzn-requestid" && !v.is_empty())
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "text/xml")
+    );
 }
 
 #[test]
@@ -209,7 +266,10 @@ fn a_malformed_authorization_header_is_incomplete_signature() {
         "POST",
         "/",
         &[
-            ("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE",
+            ),
             ("x-amz-date", "20260101T000000Z"),
         ],
         b"Action=DescribeDataShares&Version=2012-12-01",
@@ -224,13 +284,19 @@ fn missing_or_unknown_action_and_wrong_version_are_aws_errors() {
     let cases = [
         ("Version=2012-12-01", "MissingAction"),
         ("Action=CreateCluster&Version=2012-12-01", "InvalidAction"),
-        ("Action=DescribeDataShares&Version=2099-01-01", "InvalidAction"),
+        (
+            "Action=DescribeDataShares&Version=2099-01-01",
+            "InvalidAction",
+        ),
         ("Action=DescribeDataShares", "MissingParameter"),
     ];
     for (body, code) in cases {
         let (status, _, xml) = signed_post(emu.api_addr(), body, CONSUMER_KEY);
         assert_eq!(status, 400, "{body}");
-        assert!(xml.contains(&format!("<Code>{code}</Code>")), "{body}: {xml}");
+        assert!(
+            xml.contains(&format!("<Code>{code}</Code>")),
+            "{body}: {xml}"
+        );
         assert!(xml.contains("<Type>Sender</Type>"));
         assert!(!xml.contains("<Errors>"));
     }
@@ -253,12 +319,18 @@ fn a_body_declared_over_one_mebibyte_is_refused_unread() {
     stream
         .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1048577\r\n\r\n")
         .unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut buf = vec![0; 4096];
     let mut got = Vec::new();
     while !String::from_utf8_lossy(&got).contains("</ErrorResponse>") {
         let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed before a response: {}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "connection closed before a response: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&got);

@@ -27,7 +27,12 @@ async fn two_throttles_then_success_takes_three_sdk_attempts() {
 async fn three_throttles_exhaust_the_retries_with_code_throttling() {
     let emu = Emulator::start();
     emu.inject_fault(json!({"kind": "throttling", "operation": OP, "count": 3}));
-    let err = emu.consumer().describe_data_shares().send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("Throttling"));
     assert_eq!(err.message(), Some("Rate exceeded"));
     assert_eq!(emu.counter(OP, "received"), 3);
@@ -42,11 +47,22 @@ async fn internal_failure_and_service_unavailable_are_retried() {
     emu.consumer().describe_data_shares().send().await.unwrap();
     assert_eq!(emu.counter(OP, "received"), 3);
     let faults = &emu.counters()["operations"][OP]["faults"];
-    assert_eq!((faults["internal_failure"].as_u64(), faults["service_unavailable"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            faults["internal_failure"].as_u64(),
+            faults["service_unavailable"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
 
     emu.reset_counters();
     emu.inject_fault(json!({"kind": "service_unavailable", "operation": OP}));
-    let err = emu.consumer().describe_data_shares().send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("ServiceUnavailable"));
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
     assert_eq!(emu.counter(OP, "received"), 3);
@@ -56,7 +72,12 @@ async fn internal_failure_and_service_unavailable_are_retried() {
 async fn a_bare_429_is_not_retried_by_the_rust_sdk() {
     let emu = Emulator::start();
     emu.inject_fault(json!({"kind": "bare_429", "operation": OP, "count": 1}));
-    let err = emu.consumer().describe_data_shares().send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(429));
     assert_eq!(emu.attempts(OP), BTreeMap::from([(1, 1)]));
     assert_eq!(emu.counter(OP, "forwarded"), 0);
@@ -65,7 +86,9 @@ async fn a_bare_429_is_not_retried_by_the_rust_sdk() {
 #[tokio::test]
 async fn latency_delays_but_does_not_fail_the_call() {
     let emu = Emulator::start();
-    emu.inject_fault(json!({"kind": "latency", "operation": OP, "count": 1, "latency_ms": 50, "jitter_ms": 20}));
+    emu.inject_fault(
+        json!({"kind": "latency", "operation": OP, "count": 1, "latency_ms": 50, "jitter_ms": 20}),
+    );
     emu.consumer().describe_data_shares().send().await.unwrap();
     assert_eq!(emu.counter(OP, "forwarded"), 1);
     assert_eq!(emu.counters()["operations"][OP]["faults"], json!({}));
@@ -89,7 +112,11 @@ async fn latency_past_the_attempt_timeout_is_a_timeout_error() {
         )
         .retry_config(aws_sdk_redshift::config::retry::RetryConfig::disabled())
         .build();
-    let err = aws_sdk_redshift::Client::from_conf(conf).describe_data_shares().send().await.unwrap_err();
+    let err = aws_sdk_redshift::Client::from_conf(conf)
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
 }
 
@@ -111,8 +138,14 @@ async fn a_malformed_body_is_a_response_error() {
     emu.inject_fault(json!({"kind": "malformed_body", "operation": OP, "count": 1}));
     let c = client(&emu.endpoint_url(), CONSUMER_KEY.0, CONSUMER_KEY.1, 1);
     let err = c.describe_data_shares().send().await.unwrap_err();
-    assert!(matches!(err, SdkError::ResponseError(_) | SdkError::ServiceError(_)), "{err:?}");
-    assert!(err.as_service_error().is_none_or(|e| e.code().is_none()), "{err:?}");
+    assert!(
+        matches!(err, SdkError::ResponseError(_) | SdkError::ServiceError(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.as_service_error().is_none_or(|e| e.code().is_none()),
+        "{err:?}"
+    );
     assert_eq!(emu.counter(OP, "answered"), 1);
 }
 
@@ -124,7 +157,12 @@ async fn faults_for_one_operation_leave_others_alone_and_can_be_cleared() {
     let (_, faults) = emu.admin("GET", "/faults", None);
     assert_eq!(faults["faults"].as_array().map(Vec::len), Some(1));
     emu.clear_faults();
-    emu.consumer().reject_data_share().data_share_arn(SALES_SHARE).send().await.unwrap();
+    emu.consumer()
+        .reject_data_share()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(emu.counter("RejectDataShare", "forwarded"), 1);
 }
 
@@ -133,11 +171,18 @@ async fn a_fraction_of_one_fails_every_call_and_zero_none() {
     let emu = Emulator::start();
     emu.inject_fault(json!({"kind": "internal_failure", "probability": 1.0}));
     let c = client(&emu.endpoint_url(), CONSUMER_KEY.0, CONSUMER_KEY.1, 1);
-    assert_eq!(c.describe_data_shares().send().await.unwrap_err().code(), Some("InternalFailure"));
+    assert_eq!(
+        c.describe_data_shares().send().await.unwrap_err().code(),
+        Some("InternalFailure")
+    );
     emu.clear_faults();
     emu.inject_fault(json!({"kind": "internal_failure", "probability": 0.0}));
     c.describe_data_shares().send().await.unwrap();
-    let (status, _) = emu.admin("POST", "/faults", Some(&json!({"kind": "throttling", "probability": 2.0})));
+    let (status, _) = emu.admin(
+        "POST",
+        "/faults",
+        Some(&json!({"kind": "throttling", "probability": 2.0})),
+    );
     assert_eq!(status, 400);
 }
 
@@ -151,11 +196,22 @@ async fn cli_fault_flags_apply_from_the_start() {
 #[tokio::test]
 async fn reset_restores_fixtures_and_clears_faults_and_counters() {
     let emu = Emulator::start();
-    emu.consumer().reject_data_share().data_share_arn(SALES_SHARE).send().await.unwrap();
+    emu.consumer()
+        .reject_data_share()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap();
     emu.inject_fault(json!({"kind": "throttling"}));
     emu.reset();
     assert_eq!(emu.counters()["operations"], json!({}));
-    let out = emu.consumer().describe_data_shares().data_share_arn(SALES_SHARE).send().await.unwrap();
+    let out = emu
+        .consumer()
+        .describe_data_shares()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.data_shares().len(), 1);
     let state = emu.state();
     assert_eq!(state["region"], "us-east-1");

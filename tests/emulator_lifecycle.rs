@@ -15,7 +15,9 @@ fn sigterm_stops_the_emulator_with_success() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    let exit = emu.wait_exit(Duration::from_secs(20)).expect("emulator exits after SIGTERM");
+    let exit = emu
+        .wait_exit(Duration::from_secs(20))
+        .expect("emulator exits after SIGTERM");
     assert!(exit.success(), "{exit:?}\n{}", emu.logs());
     assert!(emu.logs().contains("shutting down"));
 }
@@ -26,14 +28,24 @@ fn a_fixtures_file_with_an_unknown_key_is_refused() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[[keys]]\naccess_key_id='a'\nsecret_access_key='b'\naccount='111122223333'\ncolour='red'\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .args(["emulator", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--fixtures"])
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--fixtures",
+        ])
         .arg(&path)
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "no ready line");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("colour"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("colour"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +53,11 @@ async fn a_thousand_idle_connections_do_not_block_requests() {
     let emu = Emulator::start();
     let mut idle = Vec::new();
     for _ in 0..1000 {
-        idle.push(tokio::net::TcpStream::connect(emu.api_addr()).await.unwrap());
+        idle.push(
+            tokio::net::TcpStream::connect(emu.api_addr())
+                .await
+                .unwrap(),
+        );
     }
     let c = emu.consumer();
     let calls = (0..200).map(|_| {

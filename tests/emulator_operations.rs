@@ -2,24 +2,42 @@
 
 mod support;
 
-use aws_sdk_redshift::types::{DataShareStatus, DataShareStatusForConsumer, DataShareStatusForProducer};
+use aws_sdk_redshift::types::{
+    DataShareStatus, DataShareStatusForConsumer, DataShareStatusForProducer,
+};
 use serde_json::json;
 use support::emulator::*;
 
 #[tokio::test]
 async fn consumer_sees_sales_share_available_and_not_finance_share() {
     let emu = Emulator::start();
-    let out = emu.consumer().describe_data_shares_for_consumer().send().await.unwrap();
+    let out = emu
+        .consumer()
+        .describe_data_shares_for_consumer()
+        .send()
+        .await
+        .unwrap();
     let shares = out.data_shares();
-    let sales = shares.iter().find(|s| s.data_share_arn() == Some(SALES_SHARE)).expect("sales_share listed");
+    let sales = shares
+        .iter()
+        .find(|s| s.data_share_arn() == Some(SALES_SHARE))
+        .expect("sales_share listed");
     assert_eq!(sales.producer_arn(), Some(PRODUCER_NAMESPACE));
     assert_eq!(sales.allow_publicly_accessible_consumers(), Some(false));
     let assoc = &sales.data_share_associations()[0];
     assert_eq!(assoc.consumer_identifier(), Some(CONSUMER_ACCOUNT));
     assert_eq!(assoc.status(), Some(&DataShareStatus::Available));
     assert!(assoc.created_date().is_some() && assoc.status_change_date().is_some());
-    assert!(shares.iter().any(|s| s.data_share_arn() == Some(LEGAL_HOLD_SHARE)));
-    assert!(shares.iter().all(|s| s.data_share_arn() != Some(FINANCE_SHARE)));
+    assert!(
+        shares
+            .iter()
+            .any(|s| s.data_share_arn() == Some(LEGAL_HOLD_SHARE))
+    );
+    assert!(
+        shares
+            .iter()
+            .all(|s| s.data_share_arn() != Some(FINANCE_SHARE))
+    );
     assert_eq!(out.marker(), None);
 }
 
@@ -98,7 +116,10 @@ async fn associate_with_namespace_and_region_then_disassociate() {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.data_share_associations()[0].status(), Some(&DataShareStatus::Available));
+    assert_eq!(
+        out.data_share_associations()[0].status(),
+        Some(&DataShareStatus::Available)
+    );
 }
 
 #[tokio::test]
@@ -112,7 +133,10 @@ async fn producer_authorizes_and_deauthorizes_a_pending_grant() {
         .await
         .unwrap();
     assert_eq!(pending.data_shares().len(), 1);
-    assert_eq!(pending.data_shares()[0].data_share_arn(), Some(FINANCE_SHARE));
+    assert_eq!(
+        pending.data_shares()[0].data_share_arn(),
+        Some(FINANCE_SHARE)
+    );
 
     let out = p
         .authorize_data_share()
@@ -134,17 +158,32 @@ async fn producer_authorizes_and_deauthorizes_a_pending_grant() {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.data_share_associations()[0].status(), Some(&DataShareStatus::Deauthorized));
+    assert_eq!(
+        out.data_share_associations()[0].status(),
+        Some(&DataShareStatus::Deauthorized)
+    );
 }
 
 #[tokio::test]
 async fn consumer_rejects_and_the_share_disappears_from_its_list() {
     let emu = Emulator::start();
     let c = emu.consumer();
-    let out = c.reject_data_share().data_share_arn(SALES_SHARE).send().await.unwrap();
-    assert_eq!(out.data_share_associations()[0].status(), Some(&DataShareStatus::Rejected));
+    let out = c
+        .reject_data_share()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.data_share_associations()[0].status(),
+        Some(&DataShareStatus::Rejected)
+    );
     let list = c.describe_data_shares_for_consumer().send().await.unwrap();
-    assert!(list.data_shares().iter().all(|s| s.data_share_arn() != Some(SALES_SHARE)));
+    assert!(
+        list.data_shares()
+            .iter()
+            .all(|s| s.data_share_arn() != Some(SALES_SHARE))
+    );
     let producer = emu
         .producer()
         .describe_data_shares_for_producer()
@@ -152,7 +191,10 @@ async fn consumer_rejects_and_the_share_disappears_from_its_list() {
         .send()
         .await
         .unwrap();
-    assert_eq!(producer.data_shares()[0].data_share_arn(), Some(SALES_SHARE));
+    assert_eq!(
+        producer.data_shares()[0].data_share_arn(),
+        Some(SALES_SHARE)
+    );
 }
 
 #[tokio::test]
@@ -171,7 +213,11 @@ async fn consumer_status_filter_separates_active_from_available() {
         .send()
         .await
         .unwrap();
-    let arns: Vec<_> = active.data_shares().iter().filter_map(|s| s.data_share_arn()).collect();
+    let arns: Vec<_> = active
+        .data_shares()
+        .iter()
+        .filter_map(|s| s.data_share_arn())
+        .collect();
     assert_eq!(arns, [LEGAL_HOLD_SHARE]);
     let available = c
         .describe_data_shares_for_consumer()
@@ -180,7 +226,11 @@ async fn consumer_status_filter_separates_active_from_available() {
         .send()
         .await
         .unwrap();
-    let arns: Vec<_> = available.data_shares().iter().filter_map(|s| s.data_share_arn()).collect();
+    let arns: Vec<_> = available
+        .data_shares()
+        .iter()
+        .filter_map(|s| s.data_share_arn())
+        .collect();
     assert_eq!(arns, [SALES_SHARE]);
 }
 
@@ -209,10 +259,21 @@ async fn paginators_walk_every_page_with_max_records_and_marker() {
     assert_eq!(arns.len(), 8, "no share is returned twice");
     assert_eq!(emu.counter("DescribeDataSharesForProducer", "forwarded"), 3);
 
-    let first = p.describe_data_shares().max_records(2).send().await.unwrap();
+    let first = p
+        .describe_data_shares()
+        .max_records(2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.data_shares().len(), 2);
     let marker = first.marker().expect("a marker while more records remain");
-    let second = p.describe_data_shares().max_records(100).marker(marker).send().await.unwrap();
+    let second = p
+        .describe_data_shares()
+        .max_records(100)
+        .marker(marker)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.data_shares().len(), 6);
     assert_eq!(second.marker(), None);
 

@@ -26,7 +26,10 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 }
 
 fn bad_request(msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    json_response(StatusCode::BAD_REQUEST, &json!({ "error": msg.to_string() }))
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": msg.to_string() }),
+    )
 }
 
 async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Response<Full<Bytes>>> {

@@ -27,7 +27,10 @@ fn respond(status: StatusCode, request_id: &str, body: String) -> Response<Full<
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-RequestId", v);
     }
@@ -108,7 +111,8 @@ pub(crate) async fn handle(
             }
         }
         None => {
-            let (res, account) = authenticated(&shared, &parts, &body, &query, &operation, &request_id);
+            let (res, account) =
+                authenticated(&shared, &parts, &body, &query, &operation, &request_id);
             (res.status(), res, account)
         }
     };
@@ -192,11 +196,20 @@ fn authenticated(
     };
     let account = Some(principal.account.clone());
     let Some(action) = &query.action else {
-        let e = AwsError::new(StatusCode::BAD_REQUEST, "MissingAction", "The request must contain the parameter Action.");
+        let e = AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "MissingAction",
+            "The request must contain the parameter Action.",
+        );
         return (error(&e, request_id), account);
     };
     match query.version.as_deref() {
-        None => return (error(&AwsError::missing_parameter("Version"), request_id), account),
+        None => {
+            return (
+                error(&AwsError::missing_parameter("Version"), request_id),
+                account,
+            );
+        }
         // A Version the service does not have: AWS answers InvalidAction "Could not find
         // operation X for version Y" (assumption for Redshift specifically).
         Some(v) if v != API_VERSION => {
@@ -214,7 +227,11 @@ fn authenticated(
     };
     shared.counters.update(operation, |c| c.forwarded += 1);
     let res = match ops::call(&shared.store, &principal.account, op, query) {
-        Ok(result) => respond(StatusCode::OK, request_id, success_body(op, &result, request_id)),
+        Ok(result) => respond(
+            StatusCode::OK,
+            request_id,
+            success_body(op, &result, request_id),
+        ),
         Err(e) => error(&e, request_id),
     };
     (res, account)

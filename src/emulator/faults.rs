@@ -99,12 +99,18 @@ impl FromStr for FaultSpec {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("expected key=value, got '{part}'"))?;
-            let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number, got '{v}'"));
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{k} must be a whole number, got '{v}'"))
+            };
             match k.trim() {
                 "op" | "operation" => spec.operation = Some(v.to_owned()),
                 "count" => spec.count = Some(num(v)?),
                 "probability" => {
-                    spec.probability = Some(v.parse().map_err(|_| format!("probability must be a number, got '{v}'"))?)
+                    spec.probability = Some(
+                        v.parse()
+                            .map_err(|_| format!("probability must be a number, got '{v}'"))?,
+                    )
                 }
                 "latency_ms" => spec.latency_ms = num(v)?,
                 "jitter_ms" => spec.jitter_ms = num(v)?,
@@ -137,15 +143,24 @@ impl Faults {
     }
 
     pub(crate) fn add(&self, spec: FaultSpec) {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner).push(spec);
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(spec);
     }
 
     pub(crate) fn clear(&self) {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     pub(crate) fn list(&self) -> Vec<FaultSpec> {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Decides the fate of one call to `operation`. Latency adds up over all matching rules;
@@ -216,11 +231,17 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, OpCounters> {
-        self.ops.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn reset(&self) {
-        self.ops.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -244,10 +265,18 @@ mod tests {
 
     #[test]
     fn next_n_faults_fire_n_times_then_go() {
-        let f = Faults::new(vec!["throttling,op=RejectDataShare,count=2".parse().unwrap()]);
+        let f = Faults::new(vec![
+            "throttling,op=RejectDataShare,count=2".parse().unwrap(),
+        ]);
         assert_eq!(f.decide("DescribeDataShares").fault, None);
-        assert_eq!(f.decide("RejectDataShare").fault, Some(FaultKind::Throttling));
-        assert_eq!(f.decide("RejectDataShare").fault, Some(FaultKind::Throttling));
+        assert_eq!(
+            f.decide("RejectDataShare").fault,
+            Some(FaultKind::Throttling)
+        );
+        assert_eq!(
+            f.decide("RejectDataShare").fault,
+            Some(FaultKind::Throttling)
+        );
         assert_eq!(f.decide("RejectDataShare").fault, None);
         assert!(f.list().is_empty());
     }
@@ -269,7 +298,11 @@ mod tests {
     #[test]
     fn spec_strings_are_checked() {
         assert!("nope".parse::<FaultSpec>().is_err());
-        assert!("throttling,count=1,probability=0.5".parse::<FaultSpec>().is_err());
+        assert!(
+            "throttling,count=1,probability=0.5"
+                .parse::<FaultSpec>()
+                .is_err()
+        );
         assert!("throttling,probability=2".parse::<FaultSpec>().is_err());
         assert!("throttling,colour=red".parse::<FaultSpec>().is_err());
         let s: FaultSpec = "latency,latency_ms=10,jitter_ms=5,op=*".parse().unwrap();

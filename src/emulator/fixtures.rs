@@ -230,13 +230,19 @@ mod tests {
     fn the_example_fixtures_load() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml");
         let f = Fixtures::load(&path).unwrap();
-        assert!(f.keys.iter().any(|k| k.access_key_id == "AKIAIOSFODNN7EXAMPLE"));
+        assert!(
+            f.keys
+                .iter()
+                .any(|k| k.access_key_id == "AKIAIOSFODNN7EXAMPLE")
+        );
         assert!(f.datashares.iter().any(|d| d.name == "legal_hold_share"));
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<Fixtures>("[[keys]]\naccess_key_id='a'\nsecret_access_key='b'\naccount='111122223333'\nextra=1\n");
+        let err = toml::from_str::<Fixtures>(
+            "[[keys]]\naccess_key_id='a'\nsecret_access_key='b'\naccount='111122223333'\nextra=1\n",
+        );
         assert!(err.is_err());
     }
 

@@ -123,8 +123,8 @@ pub async fn serve(
     config: EmulatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmulatorError> {
-    let region =
-        Region::parse(&config.region).map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
+    let region = Region::parse(&config.region)
+        .map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
     for f in &config.faults {
         f.validate().map_err(|rule| EmulatorError::InvalidFixture {
             key: "fault".into(),
@@ -175,7 +175,12 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
-fn spawn_api(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+fn spawn_api(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let svc = service_fn(move |req| api::handle(shared.clone(), req));
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
@@ -193,7 +198,12 @@ fn spawn_api(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared
     });
 }
 
-fn spawn_admin(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+fn spawn_admin(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let svc = service_fn(move |req| admin::handle(shared.clone(), req));
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));

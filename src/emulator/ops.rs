@@ -26,7 +26,12 @@ pub(crate) fn known(action: &str) -> Option<&'static str> {
 }
 
 /// Runs `action` for `caller` (an account id) and returns the inner XML of `<ActionResult>`.
-pub(crate) fn call(store: &Store, caller: &str, action: &str, q: &QueryRequest) -> Result<String, AwsError> {
+pub(crate) fn call(
+    store: &Store,
+    caller: &str,
+    action: &str,
+    q: &QueryRequest,
+) -> Result<String, AwsError> {
     let mut x = Xml::new();
     match action {
         "AuthorizeDataShare" => {
@@ -72,7 +77,17 @@ pub(crate) fn call(store: &Store, caller: &str, action: &str, q: &QueryRequest) 
             let (max, marker) = paging(q)?;
             // Status must be a DataShareStatusForProducer value (model enum); anything else →
             // InvalidParameterValue (assumption: the code is a guess, api doc §9).
-            let status = enum_member(q, "Status", &["ACTIVE", "AUTHORIZED", "PENDING_AUTHORIZATION", "DEAUTHORIZED", "REJECTED"])?;
+            let status = enum_member(
+                q,
+                "Status",
+                &[
+                    "ACTIVE",
+                    "AUTHORIZED",
+                    "PENDING_AUTHORIZATION",
+                    "DEAUTHORIZED",
+                    "REJECTED",
+                ],
+            )?;
             let shares = store.describe_for_producer(caller, q.string("ProducerArn"), status)?;
             write_page(&mut x, shares, max, marker);
         }
@@ -97,7 +112,11 @@ pub(crate) fn invalid_action(action: &str) -> AwsError {
     )
 }
 
-fn enum_member<'a>(q: &'a QueryRequest, name: &str, allowed: &[&str]) -> Result<Option<&'a str>, AwsError> {
+fn enum_member<'a>(
+    q: &'a QueryRequest,
+    name: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a str>, AwsError> {
     match q.string(name) {
         Some(v) if !allowed.contains(&v) => Err(AwsError::invalid_value(name, v)),
         v => Ok(v),
@@ -175,7 +194,10 @@ mod tests {
     use std::path::Path;
 
     fn store() -> Store {
-        let f = Fixtures::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml")).unwrap();
+        let f = Fixtures::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        )
+        .unwrap();
         Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
     }
 
@@ -190,9 +212,18 @@ mod tests {
                 body.push_str("&Marker=");
                 body.push_str(&form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>());
             }
-            let xml = call(&s, "111122223333", "DescribeDataSharesForProducer", &QueryRequest::parse(body.as_bytes())).unwrap();
+            let xml = call(
+                &s,
+                "111122223333",
+                "DescribeDataSharesForProducer",
+                &QueryRequest::parse(body.as_bytes()),
+            )
+            .unwrap();
             seen += xml.matches("<member><DataShareArn>").count();
-            marker = xml.split("<Marker>").nth(1).map(|r| r.split("</Marker>").next().unwrap_or("").to_owned());
+            marker = xml
+                .split("<Marker>")
+                .nth(1)
+                .map(|r| r.split("</Marker>").next().unwrap_or("").to_owned());
             if marker.is_none() {
                 break;
             }
@@ -203,11 +234,29 @@ mod tests {
     #[test]
     fn required_members_and_enums_are_checked() {
         let s = store();
-        let e = call(&s, "444455556666", "RejectDataShare", &QueryRequest::parse(b"")).unwrap_err();
+        let e = call(
+            &s,
+            "444455556666",
+            "RejectDataShare",
+            &QueryRequest::parse(b""),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "MissingParameter");
-        let e = call(&s, "444455556666", "DescribeDataSharesForConsumer", &QueryRequest::parse(b"Status=REJECTED")).unwrap_err();
+        let e = call(
+            &s,
+            "444455556666",
+            "DescribeDataSharesForConsumer",
+            &QueryRequest::parse(b"Status=REJECTED"),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidParameterValue");
-        let e = call(&s, "444455556666", "CreateCluster", &QueryRequest::parse(b"")).unwrap_err();
+        let e = call(
+            &s,
+            "444455556666",
+            "CreateCluster",
+            &QueryRequest::parse(b""),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidAction");
     }
 }

@@ -178,9 +178,8 @@ impl Xml {
 
 /// `YYYY-MM-DDTHH:MM:SS.sssZ` in UTC.
 pub(crate) fn format_timestamp(value: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     // Formatting a UTC date with a fixed, valid description only fails for years beyond 9999.
     value
         .to_offset(time::UtcOffset::UTC)
@@ -232,7 +231,9 @@ mod tests {
 
     #[test]
     fn plus_and_percent_20_both_decode_to_space() {
-        let a = QueryRequest::parse(b"Action=DescribeDataShares&Version=2012-12-01&DataShareArn=a+b%20c%2Fd");
+        let a = QueryRequest::parse(
+            b"Action=DescribeDataShares&Version=2012-12-01&DataShareArn=a+b%20c%2Fd",
+        );
         assert_eq!(a.action.as_deref(), Some("DescribeDataShares"));
         assert_eq!(a.version.as_deref(), Some("2012-12-01"));
         assert_eq!(a.string("DataShareArn"), Some("a b c/d"));

@@ -179,7 +179,12 @@ impl Share {
 
     /// The producer sees every consumer (api doc §9 transition 7).
     pub(crate) fn producer_view(&self) -> DataShareView {
-        self.view(self.grants.iter().flat_map(|g| g.rows(AUTHORIZED)).collect())
+        self.view(
+            self.grants
+                .iter()
+                .flat_map(|g| g.rows(AUTHORIZED))
+                .collect(),
+        )
     }
 
     /// A consumer sees only its own rows (api doc §9 transition 7).
@@ -319,8 +324,10 @@ impl Store {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             for ns in &fixtures.namespaces {
-                let account = AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
-                let guid = NamespaceId::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
+                let account = AccountId::parse(&ns.account)
+                    .map_err(|e| invalid("account", &ns.account, e))?;
+                let guid =
+                    NamespaceId::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
                 let kind = match ns.kind {
                     NamespaceKindFixture::Provisioned => NamespaceKind::Provisioned,
                     NamespaceKindFixture::Serverless => NamespaceKind::Serverless,
@@ -345,7 +352,11 @@ impl Store {
         Ok(())
     }
 
-    fn build_share(&self, f: &DataShareFixture, now: OffsetDateTime) -> Result<Share, EmulatorError> {
+    fn build_share(
+        &self,
+        f: &DataShareFixture,
+        now: OffsetDateTime,
+    ) -> Result<Share, EmulatorError> {
         let guid = NamespaceId::parse(&f.producer_namespace)
             .map_err(|e| invalid("producer_namespace", &f.producer_namespace, e))?;
         let ns = self
@@ -359,7 +370,8 @@ impl Store {
                 value: f.producer_namespace.clone(),
                 rule: "must name a namespace listed in namespaces".into(),
             })?;
-        let account = AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
+        let account =
+            AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
         let arn = DataShareArn {
             partition: Partition::of_region(&self.region),
             region: self.region.clone(),
@@ -371,7 +383,11 @@ impl Store {
         let arn = DataShareArn::parse(&arn.to_string())
             .map_err(|e| invalid("datashares.name", &f.name, e))?
             .to_string();
-        let grants = f.grants.iter().map(|g| self.build_grant(g, now)).collect::<Result<_, _>>()?;
+        let grants = f
+            .grants
+            .iter()
+            .map(|g| self.build_grant(g, now))
+            .collect::<Result<_, _>>()?;
         Ok(Share {
             arn,
             producer_arn: ns.arn,
@@ -438,7 +454,10 @@ impl Store {
             ))
         };
         let parsed = NamespaceArn::parse(arn).map_err(|_| bad())?;
-        let namespaces = self.namespaces.read().unwrap_or_else(PoisonError::into_inner);
+        let namespaces = self
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         match namespaces.get(parsed.namespace.as_str()) {
             Some(ns) if ns.arn == parsed.to_string() && ns.account == account => Ok(ns.arn.clone()),
             _ => Err(bad()),
@@ -506,7 +525,12 @@ impl Store {
     }
 
     /// DeauthorizeDataShare (model: "removes authorization from the specified datashare").
-    pub(crate) fn deauthorize(&self, caller: &str, arn: &str, consumer: &str) -> Result<DataShareView, AwsError> {
+    pub(crate) fn deauthorize(
+        &self,
+        caller: &str,
+        arn: &str,
+        consumer: &str,
+    ) -> Result<DataShareView, AwsError> {
         let share = self.share(arn)?;
         let mut share = lock(&share);
         if share.producer_account != caller {
@@ -615,7 +639,11 @@ impl Store {
 
     /// DescribeDataShares (model: "Shows the status of any inbound or outbound datashares
     /// available in the specified account").
-    pub(crate) fn describe(&self, caller: &str, arn: Option<&str>) -> Result<Vec<DataShareView>, AwsError> {
+    pub(crate) fn describe(
+        &self,
+        caller: &str,
+        arn: Option<&str>,
+    ) -> Result<Vec<DataShareView>, AwsError> {
         let shares = match arn {
             Some(arn) => vec![self.share(arn)?],
             None => self.all_shares(),
@@ -644,7 +672,9 @@ impl Store {
         producer_arn: Option<&str>,
         status: Option<&str>,
     ) -> Result<Vec<DataShareView>, AwsError> {
-        let producer = producer_arn.map(|a| self.own_namespace(a, caller)).transpose()?;
+        let producer = producer_arn
+            .map(|a| self.own_namespace(a, caller))
+            .transpose()?;
         let mut out = Vec::new();
         for share in self.all_shares() {
             let share = lock(&share);
@@ -671,7 +701,9 @@ impl Store {
         consumer_arn: Option<&str>,
         status: Option<&str>,
     ) -> Result<Vec<DataShareView>, AwsError> {
-        let namespace = consumer_arn.map(|a| self.own_namespace(a, caller)).transpose()?;
+        let namespace = consumer_arn
+            .map(|a| self.own_namespace(a, caller))
+            .transpose()?;
         let mut out = Vec::new();
         for share in self.all_shares() {
             let share = lock(&share);
@@ -686,8 +718,9 @@ impl Store {
                     || grant.associations.iter().any(|a| match &a.target {
                         Target::EntireAccount => true,
                         Target::Namespace(arn) => arn == ns,
-                        Target::Region(r) => NamespaceArn::parse(ns)
-                            .is_ok_and(|n| n.region.as_str() == r),
+                        Target::Region(r) => {
+                            NamespaceArn::parse(ns).is_ok_and(|n| n.region.as_str() == r)
+                        }
                     });
                 if !covers {
                     continue;
@@ -748,15 +781,23 @@ mod tests {
     const CONSUMER: &str = "444455556666";
     const SALES: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
     const FINANCE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
-    const NS: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+    const NS: &str =
+        "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 
     fn store() -> Store {
-        let f = Fixtures::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml")).unwrap();
+        let f = Fixtures::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        )
+        .unwrap();
         Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
     }
 
     fn account() -> TargetParams<'static> {
-        TargetParams { entire_account: Some(true), consumer_arn: None, consumer_region: None }
+        TargetParams {
+            entire_account: Some(true),
+            consumer_arn: None,
+            consumer_region: None,
+        }
     }
 
     fn statuses(v: &DataShareView) -> Vec<&'static str> {
@@ -769,19 +810,35 @@ mod tests {
         let d = s.describe(CONSUMER, Some(SALES)).unwrap();
         assert_eq!(statuses(&d[0]), [AVAILABLE]);
 
-        let v = s.associate(CONSUMER, SALES, &account(), Some(true)).unwrap();
+        let v = s
+            .associate(CONSUMER, SALES, &account(), Some(true))
+            .unwrap();
         assert_eq!(statuses(&v), [ACTIVE]);
         assert_eq!(v.associations[0].consumer_accepted_writes, Some(true));
-        assert_eq!(statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]), [ACTIVE]);
+        assert_eq!(
+            statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]),
+            [ACTIVE]
+        );
 
         let v = s.disassociate(CONSUMER, SALES, &account()).unwrap();
         assert_eq!(statuses(&v), [AVAILABLE]);
-        assert_eq!(statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]), [AUTHORIZED]);
+        assert_eq!(
+            statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]),
+            [AUTHORIZED]
+        );
 
         let v = s.reject(CONSUMER, SALES).unwrap();
         assert_eq!(statuses(&v), [REJECTED]);
-        assert!(s.describe_for_consumer(CONSUMER, None, None).unwrap().iter().all(|d| d.arn != SALES));
-        assert_eq!(s.reject(CONSUMER, SALES).unwrap_err().code, "InvalidDataShareFault");
+        assert!(
+            s.describe_for_consumer(CONSUMER, None, None)
+                .unwrap()
+                .iter()
+                .all(|d| d.arn != SALES)
+        );
+        assert_eq!(
+            s.reject(CONSUMER, SALES).unwrap_err().code,
+            "InvalidDataShareFault"
+        );
 
         let v = s.authorize(PRODUCER, SALES, CONSUMER, Some(false)).unwrap();
         assert_eq!(statuses(&v), [AUTHORIZED]);
@@ -791,18 +848,46 @@ mod tests {
     #[test]
     fn associating_needs_authorization_and_exactly_one_target() {
         let s = store();
-        assert_eq!(s.associate(CONSUMER, FINANCE, &account(), None).unwrap_err().code, "InvalidDataShareFault");
-        let none = TargetParams { entire_account: None, consumer_arn: None, consumer_region: None };
-        assert_eq!(s.associate(CONSUMER, SALES, &none, None).unwrap_err().code, "InvalidParameterCombination");
-        let two = TargetParams { entire_account: Some(true), consumer_arn: Some(NS), consumer_region: None };
-        assert_eq!(s.associate(CONSUMER, SALES, &two, None).unwrap_err().code, "InvalidParameterCombination");
-        let other = TargetParams {
+        assert_eq!(
+            s.associate(CONSUMER, FINANCE, &account(), None)
+                .unwrap_err()
+                .code,
+            "InvalidDataShareFault"
+        );
+        let none = TargetParams {
             entire_account: None,
-            consumer_arn: Some("arn:aws:redshift:us-east-1:777788889999:namespace:7a7b7c7d-7e7f-4a0b-8c1d-2e3f4a5b6c7d"),
+            consumer_arn: None,
             consumer_region: None,
         };
-        assert_eq!(s.associate(CONSUMER, SALES, &other, None).unwrap_err().code, "InvalidNamespaceFault");
-        let ns = TargetParams { entire_account: None, consumer_arn: Some(NS), consumer_region: None };
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &none, None).unwrap_err().code,
+            "InvalidParameterCombination"
+        );
+        let two = TargetParams {
+            entire_account: Some(true),
+            consumer_arn: Some(NS),
+            consumer_region: None,
+        };
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &two, None).unwrap_err().code,
+            "InvalidParameterCombination"
+        );
+        let other = TargetParams {
+            entire_account: None,
+            consumer_arn: Some(
+                "arn:aws:redshift:us-east-1:777788889999:namespace:7a7b7c7d-7e7f-4a0b-8c1d-2e3f4a5b6c7d",
+            ),
+            consumer_region: None,
+        };
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &other, None).unwrap_err().code,
+            "InvalidNamespaceFault"
+        );
+        let ns = TargetParams {
+            entire_account: None,
+            consumer_arn: Some(NS),
+            consumer_region: None,
+        };
         let v = s.associate(CONSUMER, SALES, &ns, None).unwrap();
         assert_eq!(v.associations[0].consumer_identifier, NS);
     }
@@ -812,21 +897,37 @@ mod tests {
         let s = store();
         s.deauthorize(PRODUCER, SALES, CONSUMER).unwrap();
         let e = s.deauthorize(PRODUCER, SALES, CONSUMER).unwrap_err();
-        assert!(e.message.contains("already removed authorization"), "{}", e.message);
-        assert_eq!(s.associate(CONSUMER, SALES, &account(), None).unwrap_err().code, "InvalidDataShareFault");
+        assert!(
+            e.message.contains("already removed authorization"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            s.associate(CONSUMER, SALES, &account(), None)
+                .unwrap_err()
+                .code,
+            "InvalidDataShareFault"
+        );
         let e = s.authorize(CONSUMER, SALES, CONSUMER, None).unwrap_err();
         assert!(e.message.contains("doesn't exist"));
-        assert_eq!(s.describe(CONSUMER, Some("nonsense")).unwrap_err().code, "InvalidDataShareFault");
+        assert_eq!(
+            s.describe(CONSUMER, Some("nonsense")).unwrap_err().code,
+            "InvalidDataShareFault"
+        );
     }
 
     #[test]
     fn producer_status_filter_matches_any_association() {
         let s = store();
-        let pending = s.describe_for_producer(PRODUCER, None, Some(PENDING_AUTHORIZATION)).unwrap();
+        let pending = s
+            .describe_for_producer(PRODUCER, None, Some(PENDING_AUTHORIZATION))
+            .unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].arn, FINANCE);
         assert_eq!(
-            s.describe_for_producer(PRODUCER, Some(NS), None).unwrap_err().code,
+            s.describe_for_producer(PRODUCER, Some(NS), None)
+                .unwrap_err()
+                .code,
             "InvalidNamespaceFault"
         );
     }
