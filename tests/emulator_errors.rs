@@ -337,3 +337,44 @@ fn a_body_declared_over_one_mebibyte_is_refused_unread() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("<Code>RequestEntityTooLarge</Code>"));
 }
+
+#[tokio::test]
+async fn a_key_that_requires_a_session_token_rejects_requests_without_it() {
+    use aws_sdk_redshift::config::{BehaviorVersion, Credentials, Region};
+    let emu = Emulator::start();
+    emu.seed(serde_json::json!({"keys": [{
+        "access_key_id": "ASIATEMPORARYEXAMPLE",
+        "secret_access_key": "temporary-secret",
+        "account": CONSUMER_ACCOUNT,
+        "session_token": "the-session-token"
+    }]}));
+    let with_token = |token: Option<&str>| {
+        let conf = aws_sdk_redshift::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(emu.endpoint_url())
+            .credentials_provider(Credentials::new(
+                "ASIATEMPORARYEXAMPLE",
+                "temporary-secret",
+                token.map(str::to_owned),
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_redshift::Client::from_conf(conf)
+    };
+    let out = with_token(Some("the-session-token"))
+        .describe_data_shares_for_consumer()
+        .send()
+        .await
+        .unwrap();
+    assert!(!out.data_shares().is_empty());
+    for token in [None, Some("another-token")] {
+        let err = with_token(token)
+            .describe_data_shares_for_consumer()
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("InvalidClientTokenId"), "{token:?}");
+    }
+}
