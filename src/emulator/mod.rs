@@ -264,6 +264,7 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
         fixtures,
         faults: args.faults,
     };
+    let shutdown = shutdown_signal()?;
     let api = TcpListener::bind(args.listen).await?;
     let admin = TcpListener::bind(args.admin).await?;
     let ready = serde_json::json!({
@@ -277,29 +278,29 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
         out.flush()?;
     }
     tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "emulator listening");
-    serve(api, admin, config, shutdown_signal()).await?;
+    serve(api, admin, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives right after the ready
+/// line is not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the emulator");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
