@@ -164,10 +164,11 @@ pub(crate) fn verify(
             "Credential should be scoped to a valid region: '{region}'."
         )));
     }
-    let skew = now
-        .duration_since(signed_at)
-        .or_else(|e| Ok::<_, ()>(e.duration()))
-        .unwrap_or_default();
+    // Either direction counts: a clock ahead of ours is as stale as one behind.
+    let skew = match now.duration_since(signed_at) {
+        Ok(behind) => behind,
+        Err(ahead) => ahead.duration(),
+    };
     if skew > MAX_SKEW {
         return Err(AwsError::new(
             StatusCode::BAD_REQUEST,
@@ -395,6 +396,9 @@ mod tests {
         let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| None).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (403, "InvalidClientTokenId"));
 
+        let early = now() - Duration::from_secs(16 * 60);
+        let e = verify("POST", "/", &h, BODY, "us-east-1", early, |_| key(None)).unwrap_err();
+        assert_eq!(e.code, "RequestExpired");
         let late = now() + Duration::from_secs(16 * 60);
         let e = verify("POST", "/", &h, BODY, "us-east-1", late, |_| key(None)).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (400, "RequestExpired"));
