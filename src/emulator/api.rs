@@ -79,7 +79,14 @@ pub(crate) async fn handle(
         // other methods are read as having no Action.
         QueryRequest::default()
     };
-    let operation = query.action.clone().unwrap_or_else(|| "-".to_owned());
+    // Counters and faults are keyed by the eight known operations only ("-" for anything
+    // else), so random Action values cannot grow the counter map without bound.
+    let operation = query
+        .action
+        .as_deref()
+        .and_then(ops::known)
+        .unwrap_or("-")
+        .to_owned();
     let (attempt, max_attempts) = parts
         .headers
         .get("amz-sdk-request")

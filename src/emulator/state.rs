@@ -352,6 +352,34 @@ impl Store {
         Ok(())
     }
 
+    /// Adds or replaces the grant to `grant.consumer` on an existing datashare.
+    pub(crate) fn seed_grant(&self, arn: &str, grant: &GrantFixture) -> Result<(), EmulatorError> {
+        let share = self.share(arn).map_err(|_| EmulatorError::InvalidFixture {
+            key: "datashare_arn".into(),
+            value: arn.to_owned(),
+            rule: "must be the ARN of a datashare the emulator holds".into(),
+        })?;
+        if grant.consumer.is_empty() {
+            return Err(EmulatorError::InvalidFixture {
+                key: "consumer".into(),
+                value: String::new(),
+                rule: "must be an account id or a keyword such as ADX".into(),
+            });
+        }
+        for assoc in &grant.associations {
+            if let Some(ns) = &assoc.consumer_arn {
+                NamespaceArn::parse(ns).map_err(|e| invalid("associations.consumer_arn", ns, e))?;
+            }
+        }
+        let built = self.build_grant(grant, OffsetDateTime::now_utc())?;
+        let mut share = lock(&share);
+        match share.grant_mut(&grant.consumer) {
+            Some(existing) => *existing = built,
+            None => share.grants.push(built),
+        }
+        Ok(())
+    }
+
     fn build_share(
         &self,
         f: &DataShareFixture,

@@ -215,6 +215,12 @@ impl Emulator {
         self.admin_ok("POST", "/seed", Some(&fixtures))
     }
 
+    /// Adds or replaces one grant on an existing datashare, e.g.
+    /// `json!({"datashare_arn": FINANCE_SHARE, "consumer": CONSUMER_ACCOUNT, "status": "AUTHORIZED"})`.
+    pub fn seed_grant(&self, grant: Value) -> Value {
+        self.admin_ok("POST", "/grants", Some(&grant))
+    }
+
     /// Back to the fixtures; faults and counters cleared.
     pub fn reset(&self) {
         self.admin_ok("POST", "/reset", None);
