@@ -18,6 +18,9 @@ use super::sigv4;
 /// The largest request body accepted. Datashare requests are a few hundred bytes.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
+/// The highest `amz-sdk-request` attempt number counted.
+const MAX_RECORDED_ATTEMPT: u32 = 100;
+
 /// Returned to hyper to close the connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed on purpose")]
@@ -95,7 +98,9 @@ pub(crate) async fn handle(
         .unwrap_or_default();
     shared.counters.update(&operation, |c| {
         c.received += 1;
-        if let Some(a) = attempt {
+        // SDKs make a handful of attempts; a larger number is noise and is not recorded, which
+        // keeps the map bounded.
+        if let Some(a) = attempt.filter(|a| (1..=MAX_RECORDED_ATTEMPT).contains(a)) {
             *c.attempts.entry(a).or_default() += 1;
         }
     });
