@@ -38,7 +38,12 @@ async fn unknown_and_malformed_share_arns_are_invalid_datashare_fault() {
             .send()
             .await
             .unwrap_err();
-        assert!(err.as_service_error().unwrap().is_invalid_data_share_fault(), "{arn}");
+        assert!(
+            err.as_service_error()
+                .unwrap()
+                .is_invalid_data_share_fault(),
+            "{arn}"
+        );
     }
     let err = emu
         .producer()
@@ -48,7 +53,11 @@ async fn unknown_and_malformed_share_arns_are_invalid_datashare_fault() {
         .send()
         .await
         .unwrap_err();
-    assert!(err.as_service_error().unwrap().is_invalid_data_share_fault());
+    assert!(
+        err.as_service_error()
+            .unwrap()
+            .is_invalid_data_share_fault()
+    );
 }
 
 #[tokio::test]
@@ -84,7 +93,11 @@ async fn deauthorizing_twice_says_authorization_was_already_removed() {
         .send()
         .await
         .unwrap_err();
-    assert!(err.as_service_error().unwrap().is_invalid_data_share_fault());
+    assert!(
+        err.as_service_error()
+            .unwrap()
+            .is_invalid_data_share_fault()
+    );
 }
 
 #[tokio::test]
@@ -229,9 +242,20 @@ fn an_unsigned_request_is_missing_authentication_token() {
     );
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 403);
-    assert!(body.contains("<Code>MissingAuthenticationToken</Code>"), "{body}");
-    assert!(headers.iter().any(|(k, v)| k == "x-amzn-requestid" && !v.is_empty()));
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "text/xml"));
+    assert!(
+        body.contains("<Code>MissingAuthenticationToken</Code>"),
+        "{body}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "x-amzn-requestid" && !v.is_empty())
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "text/xml")
+    );
 }
 
 #[test]
@@ -242,7 +266,10 @@ fn a_malformed_authorization_header_is_incomplete_signature() {
         "POST",
         "/",
         &[
-            ("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE",
+            ),
             ("x-amz-date", "20260101T000000Z"),
         ],
         b"Action=DescribeDataShares&Version=2012-12-01",
@@ -257,13 +284,19 @@ fn missing_or_unknown_action_and_wrong_version_are_aws_errors() {
     let cases = [
         ("Version=2012-12-01", "MissingAction"),
         ("Action=CreateCluster&Version=2012-12-01", "InvalidAction"),
-        ("Action=DescribeDataShares&Version=2099-01-01", "InvalidAction"),
+        (
+            "Action=DescribeDataShares&Version=2099-01-01",
+            "InvalidAction",
+        ),
         ("Action=DescribeDataShares", "MissingParameter"),
     ];
     for (body, code) in cases {
         let (status, _, xml) = signed_post(emu.api_addr(), body, CONSUMER_KEY);
         assert_eq!(status, 400, "{body}");
-        assert!(xml.contains(&format!("<Code>{code}</Code>")), "{body}: {xml}");
+        assert!(
+            xml.contains(&format!("<Code>{code}</Code>")),
+            "{body}: {xml}"
+        );
         assert!(xml.contains("<Type>Sender</Type>"));
         assert!(!xml.contains("<Errors>"));
     }
@@ -303,4 +336,45 @@ fn a_body_declared_over_one_mebibyte_is_refused_unread() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("<Code>RequestEntityTooLarge</Code>"));
+}
+
+#[tokio::test]
+async fn a_key_that_requires_a_session_token_rejects_requests_without_it() {
+    use aws_sdk_redshift::config::{BehaviorVersion, Credentials, Region};
+    let emu = Emulator::start();
+    emu.seed(serde_json::json!({"keys": [{
+        "access_key_id": "ASIATEMPORARYEXAMPLE",
+        "secret_access_key": "temporary-secret",
+        "account": CONSUMER_ACCOUNT,
+        "session_token": "the-session-token"
+    }]}));
+    let with_token = |token: Option<&str>| {
+        let conf = aws_sdk_redshift::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(emu.endpoint_url())
+            .credentials_provider(Credentials::new(
+                "ASIATEMPORARYEXAMPLE",
+                "temporary-secret",
+                token.map(str::to_owned),
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_redshift::Client::from_conf(conf)
+    };
+    let out = with_token(Some("the-session-token"))
+        .describe_data_shares_for_consumer()
+        .send()
+        .await
+        .unwrap();
+    assert!(!out.data_shares().is_empty());
+    for token in [None, Some("another-token")] {
+        let err = with_token(token)
+            .describe_data_shares_for_consumer()
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("InvalidClientTokenId"), "{token:?}");
+    }
 }

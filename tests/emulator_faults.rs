@@ -27,7 +27,12 @@ async fn two_throttles_then_success_takes_three_sdk_attempts() {
 async fn three_throttles_exhaust_the_retries_with_code_throttling() {
     let emu = Emulator::start();
     emu.inject_fault(json!({"kind": "throttling", "operation": OP, "count": 3}));
-    let err = emu.consumer().describe_data_shares().send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("Throttling"));
     assert_eq!(err.message(), Some("Rate exceeded"));
     assert_eq!(emu.counter(OP, "received"), 3);
@@ -52,7 +57,12 @@ async fn internal_failure_and_service_unavailable_are_retried() {
 
     emu.reset_counters();
     emu.inject_fault(json!({"kind": "service_unavailable", "operation": OP}));
-    let err = emu.consumer().describe_data_shares().send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("ServiceUnavailable"));
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
     assert_eq!(emu.counter(OP, "received"), 3);
@@ -62,7 +72,12 @@ async fn internal_failure_and_service_unavailable_are_retried() {
 async fn a_bare_429_is_not_retried_by_the_rust_sdk() {
     let emu = Emulator::start();
     emu.inject_fault(json!({"kind": "bare_429", "operation": OP, "count": 1}));
-    let err = emu.consumer().describe_data_shares().send().await.unwrap_err();
+    let err = emu
+        .consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(429));
     assert_eq!(emu.attempts(OP), BTreeMap::from([(1, 1)]));
     assert_eq!(emu.counter(OP, "forwarded"), 0);
@@ -71,7 +86,9 @@ async fn a_bare_429_is_not_retried_by_the_rust_sdk() {
 #[tokio::test]
 async fn latency_delays_but_does_not_fail_the_call() {
     let emu = Emulator::start();
-    emu.inject_fault(json!({"kind": "latency", "operation": OP, "count": 1, "latency_ms": 50, "jitter_ms": 20}));
+    emu.inject_fault(
+        json!({"kind": "latency", "operation": OP, "count": 1, "latency_ms": 50, "jitter_ms": 20}),
+    );
     emu.consumer().describe_data_shares().send().await.unwrap();
     assert_eq!(emu.counter(OP, "forwarded"), 1);
     assert_eq!(emu.counters()["operations"][OP]["faults"], json!({}));
@@ -125,7 +142,10 @@ async fn a_malformed_body_is_a_response_error() {
         matches!(err, SdkError::ResponseError(_) | SdkError::ServiceError(_)),
         "{err:?}"
     );
-    assert!(err.as_service_error().is_none_or(|e| e.code().is_none()), "{err:?}");
+    assert!(
+        err.as_service_error().is_none_or(|e| e.code().is_none()),
+        "{err:?}"
+    );
     assert_eq!(emu.counter(OP, "answered"), 1);
 }
 

@@ -46,7 +46,10 @@ fn a_fixtures_file_with_an_unknown_key_is_refused() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "no ready line");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("colour"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("colour"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +57,11 @@ async fn a_thousand_idle_connections_do_not_block_requests() {
     let emu = Emulator::start();
     let mut idle = Vec::new();
     for _ in 0..1000 {
-        idle.push(tokio::net::TcpStream::connect(emu.api_addr()).await.unwrap());
+        idle.push(
+            tokio::net::TcpStream::connect(emu.api_addr())
+                .await
+                .unwrap(),
+        );
     }
     let c = emu.consumer();
     let calls = (0..200).map(|_| {
@@ -66,4 +73,29 @@ async fn a_thousand_idle_connections_do_not_block_requests() {
     }
     assert_eq!(emu.counter("DescribeDataShares", "answered"), 200);
     drop(idle);
+}
+
+#[tokio::test]
+async fn serve_in_process_answers_until_its_shutdown_future_resolves() {
+    use datashare_gateway::emulator::{EmulatorConfig, Fixtures, serve};
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", api.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = EmulatorConfig::new("us-east-1", Fixtures::dev().unwrap());
+    let server = tokio::spawn(serve(api, admin, config, async move {
+        let _ = stopped.await;
+    }));
+    let out = client(&endpoint, CONSUMER_KEY.0, CONSUMER_KEY.1, 1)
+        .describe_data_shares_for_consumer()
+        .send()
+        .await
+        .unwrap();
+    assert!(!out.data_shares().is_empty());
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
 }

@@ -2,14 +2,21 @@
 
 mod support;
 
-use aws_sdk_redshift::types::{DataShareStatus, DataShareStatusForConsumer, DataShareStatusForProducer};
+use aws_sdk_redshift::types::{
+    DataShareStatus, DataShareStatusForConsumer, DataShareStatusForProducer,
+};
 use serde_json::json;
 use support::emulator::*;
 
 #[tokio::test]
 async fn consumer_sees_sales_share_available_and_not_finance_share() {
     let emu = Emulator::start();
-    let out = emu.consumer().describe_data_shares_for_consumer().send().await.unwrap();
+    let out = emu
+        .consumer()
+        .describe_data_shares_for_consumer()
+        .send()
+        .await
+        .unwrap();
     let shares = out.data_shares();
     let sales = shares
         .iter()
@@ -21,8 +28,16 @@ async fn consumer_sees_sales_share_available_and_not_finance_share() {
     assert_eq!(assoc.consumer_identifier(), Some(CONSUMER_ACCOUNT));
     assert_eq!(assoc.status(), Some(&DataShareStatus::Available));
     assert!(assoc.created_date().is_some() && assoc.status_change_date().is_some());
-    assert!(shares.iter().any(|s| s.data_share_arn() == Some(LEGAL_HOLD_SHARE)));
-    assert!(shares.iter().all(|s| s.data_share_arn() != Some(FINANCE_SHARE)));
+    assert!(
+        shares
+            .iter()
+            .any(|s| s.data_share_arn() == Some(LEGAL_HOLD_SHARE))
+    );
+    assert!(
+        shares
+            .iter()
+            .all(|s| s.data_share_arn() != Some(FINANCE_SHARE))
+    );
     assert_eq!(out.marker(), None);
 }
 
@@ -118,7 +133,10 @@ async fn producer_authorizes_and_deauthorizes_a_pending_grant() {
         .await
         .unwrap();
     assert_eq!(pending.data_shares().len(), 1);
-    assert_eq!(pending.data_shares()[0].data_share_arn(), Some(FINANCE_SHARE));
+    assert_eq!(
+        pending.data_shares()[0].data_share_arn(),
+        Some(FINANCE_SHARE)
+    );
 
     let out = p
         .authorize_data_share()
@@ -150,7 +168,12 @@ async fn producer_authorizes_and_deauthorizes_a_pending_grant() {
 async fn consumer_rejects_and_the_share_disappears_from_its_list() {
     let emu = Emulator::start();
     let c = emu.consumer();
-    let out = c.reject_data_share().data_share_arn(SALES_SHARE).send().await.unwrap();
+    let out = c
+        .reject_data_share()
+        .data_share_arn(SALES_SHARE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         out.data_share_associations()[0].status(),
         Some(&DataShareStatus::Rejected)
@@ -168,7 +191,10 @@ async fn consumer_rejects_and_the_share_disappears_from_its_list() {
         .send()
         .await
         .unwrap();
-    assert_eq!(producer.data_shares()[0].data_share_arn(), Some(SALES_SHARE));
+    assert_eq!(
+        producer.data_shares()[0].data_share_arn(),
+        Some(SALES_SHARE)
+    );
 }
 
 #[tokio::test]
@@ -187,7 +213,11 @@ async fn consumer_status_filter_separates_active_from_available() {
         .send()
         .await
         .unwrap();
-    let arns: Vec<_> = active.data_shares().iter().filter_map(|s| s.data_share_arn()).collect();
+    let arns: Vec<_> = active
+        .data_shares()
+        .iter()
+        .filter_map(|s| s.data_share_arn())
+        .collect();
     assert_eq!(arns, [LEGAL_HOLD_SHARE]);
     let available = c
         .describe_data_shares_for_consumer()
@@ -229,7 +259,12 @@ async fn paginators_walk_every_page_with_max_records_and_marker() {
     assert_eq!(arns.len(), 8, "no share is returned twice");
     assert_eq!(emu.counter("DescribeDataSharesForProducer", "forwarded"), 3);
 
-    let first = p.describe_data_shares().max_records(2).send().await.unwrap();
+    let first = p
+        .describe_data_shares()
+        .max_records(2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.data_shares().len(), 2);
     let marker = first.marker().expect("a marker while more records remain");
     let second = p

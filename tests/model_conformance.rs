@@ -92,7 +92,8 @@ fn parse_el(s: &str) -> (El, &str) {
 fn is_timestamp_with_z(v: &str) -> bool {
     // YYYY-MM-DDTHH:MM:SS(.fff)Z
     let b = v.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
     b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -121,23 +122,50 @@ fn check(model: &Value, el: &El, shape_name: &str, seen: &mut BTreeSet<(String, 
                 let (member_name, member) = members
                     .iter()
                     .find(|(n, m)| m["locationName"].as_str().unwrap_or(n) == child.name)
-                    .unwrap_or_else(|| panic!("{at}: <{}> is not a member in the model", child.name));
+                    .unwrap_or_else(|| {
+                        panic!("{at}: <{}> is not a member in the model", child.name)
+                    });
                 seen.insert((shape_name.to_owned(), member_name.clone()));
-                check(model, child, member["shape"].as_str().expect("member shape"), seen);
+                check(
+                    model,
+                    child,
+                    member["shape"].as_str().expect("member shape"),
+                    seen,
+                );
             }
         }
         "list" => {
             let member = &shape["member"];
-            assert!(shape["flattened"].as_bool() != Some(true), "model lists are wrapped");
+            assert!(
+                shape["flattened"].as_bool() != Some(true),
+                "model lists are wrapped"
+            );
             let item = member["locationName"].as_str().unwrap_or("member");
             for child in &el.children {
                 assert_eq!(child.name, item, "{at}: list items are <{item}>");
-                check(model, child, member["shape"].as_str().expect("list member shape"), seen);
+                check(
+                    model,
+                    child,
+                    member["shape"].as_str().expect("list member shape"),
+                    seen,
+                );
             }
         }
-        "boolean" => assert!(el.text == "true" || el.text == "false", "{at}: boolean {:?}", el.text),
-        "timestamp" => assert!(is_timestamp_with_z(&el.text), "{at}: timestamp {:?}", el.text),
-        "integer" | "long" => assert!(el.text.parse::<i64>().is_ok(), "{at}: integer {:?}", el.text),
+        "boolean" => assert!(
+            el.text == "true" || el.text == "false",
+            "{at}: boolean {:?}",
+            el.text
+        ),
+        "timestamp" => assert!(
+            is_timestamp_with_z(&el.text),
+            "{at}: timestamp {:?}",
+            el.text
+        ),
+        "integer" | "long" => assert!(
+            el.text.parse::<i64>().is_ok(),
+            "{at}: integer {:?}",
+            el.text
+        ),
         "string" => {
             assert!(el.children.is_empty(), "{at}: a string has no children");
             if let Some(values) = shape["enum"].as_array() {
@@ -157,7 +185,9 @@ fn check_success(model: &Value, op: &str, xml: &str, seen: &mut BTreeSet<(String
     let operation = &model["operations"][op];
     let root = parse_xml(xml);
     assert_eq!(root.name, format!("{op}Response"));
-    let wrapper = operation["output"]["resultWrapper"].as_str().expect("resultWrapper");
+    let wrapper = operation["output"]["resultWrapper"]
+        .as_str()
+        .expect("resultWrapper");
     assert_eq!(root.children.len(), 2, "{op}: result and metadata only");
     assert_eq!(root.children[0].name, wrapper, "{op}: result first");
     assert_eq!(root.children[1].name, "ResponseMetadata");
@@ -174,8 +204,18 @@ fn check_success(model: &Value, op: &str, xml: &str, seen: &mut BTreeSet<(String
 fn check_error(model: &Value, op: &str, status: u16, xml: &str, want: &str) {
     let root = parse_xml(xml);
     assert_eq!(root.name, "ErrorResponse", "{op}: {xml}");
-    let error = root.children.iter().find(|c| c.name == "Error").expect("<Error>");
-    let field = |n: &str| error.children.iter().find(|c| c.name == n).map(|c| c.text.clone());
+    let error = root
+        .children
+        .iter()
+        .find(|c| c.name == "Error")
+        .expect("<Error>");
+    let field = |n: &str| {
+        error
+            .children
+            .iter()
+            .find(|c| c.name == n)
+            .map(|c| c.text.clone())
+    };
     let code = field("Code").expect("<Code>");
     assert_eq!(code, want, "{op}: {xml}");
     assert!(root.children.iter().any(|c| c.name == "RequestId"));
@@ -204,7 +244,9 @@ fn operation_errors(model: &Value, op: &str) -> BTreeMap<String, String> {
         .flatten()
         .filter_map(|e| e["shape"].as_str())
         .map(|shape| {
-            let code = model["shapes"][shape]["error"]["code"].as_str().unwrap_or(shape);
+            let code = model["shapes"][shape]["error"]["code"]
+                .as_str()
+                .unwrap_or(shape);
             (code.to_owned(), shape.to_owned())
         })
         .collect()
@@ -218,10 +260,13 @@ fn form(pairs: &[(&str, &str)]) -> String {
     s.finish()
 }
 
-const FULL_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/full_share";
-const NO_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/no_such_share";
+/// An access key id and secret.
+type Key = (&'static str, &'static str);
+/// Form members besides Action and Version.
+type Params = Vec<(&'static str, &'static str)>;
+
+const FULL_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/full_share";
+const NO_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/no_such_share";
 
 #[test]
 fn every_output_member_has_the_models_name_type_and_wrapper() {
@@ -242,11 +287,27 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
     }]}));
     let api = emu.api_addr();
     let v = "2012-12-01";
-    let calls: Vec<(&str, (&str, &str), Vec<(&str, &str)>)> = vec![
-        ("DescribeDataSharesForConsumer", CONSUMER_KEY, vec![("MaxRecords", "1")]),
-        ("DescribeDataSharesForProducer", PRODUCER_KEY, vec![("MaxRecords", "1")]),
-        ("DescribeDataShares", PRODUCER_KEY, vec![("MaxRecords", "1")]),
-        ("DescribeDataShares", CONSUMER_KEY, vec![("DataShareArn", FULL_SHARE)]),
+    let calls: Vec<(&str, Key, Params)> = vec![
+        (
+            "DescribeDataSharesForConsumer",
+            CONSUMER_KEY,
+            vec![("MaxRecords", "1")],
+        ),
+        (
+            "DescribeDataSharesForProducer",
+            PRODUCER_KEY,
+            vec![("MaxRecords", "1")],
+        ),
+        (
+            "DescribeDataShares",
+            PRODUCER_KEY,
+            vec![("MaxRecords", "1")],
+        ),
+        (
+            "DescribeDataShares",
+            CONSUMER_KEY,
+            vec![("DataShareArn", FULL_SHARE)],
+        ),
         (
             "AssociateDataShareConsumer",
             CONSUMER_KEY,
@@ -259,7 +320,10 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
         (
             "DisassociateDataShareConsumer",
             CONSUMER_KEY,
-            vec![("DataShareArn", FULL_SHARE), ("ConsumerArn", CONSUMER_NAMESPACE)],
+            vec![
+                ("DataShareArn", FULL_SHARE),
+                ("ConsumerArn", CONSUMER_NAMESPACE),
+            ],
         ),
         (
             "AuthorizeDataShare",
@@ -273,9 +337,16 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
         (
             "DeauthorizeDataShare",
             PRODUCER_KEY,
-            vec![("DataShareArn", FULL_SHARE), ("ConsumerIdentifier", OTHER_ACCOUNT)],
+            vec![
+                ("DataShareArn", FULL_SHARE),
+                ("ConsumerIdentifier", OTHER_ACCOUNT),
+            ],
         ),
-        ("RejectDataShare", CONSUMER_KEY, vec![("DataShareArn", FULL_SHARE)]),
+        (
+            "RejectDataShare",
+            CONSUMER_KEY,
+            vec![("DataShareArn", FULL_SHARE)],
+        ),
     ];
     let mut seen = BTreeSet::new();
     let mut ops_seen = BTreeSet::new();
@@ -284,7 +355,11 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
         pairs.extend(params);
         let (status, headers, xml) = signed_post(api, &form(&pairs), key);
         assert_eq!(status, 200, "{op}: {xml}");
-        assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "text/xml"));
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v == "text/xml")
+        );
         check_success(&model, op, &xml, &mut seen);
         ops_seen.insert(op);
     }
@@ -293,12 +368,21 @@ fn every_output_member_has_the_models_name_type_and_wrapper() {
     // Every member of every output shape was emitted at least once.
     let mut shapes: BTreeSet<String> = OPERATIONS
         .iter()
-        .map(|op| model["operations"][op]["output"]["shape"].as_str().unwrap().to_owned())
+        .map(|op| {
+            model["operations"][op]["output"]["shape"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     shapes.insert("DataShare".into());
     shapes.insert("DataShareAssociation".into());
     for shape in shapes {
-        for member in model["shapes"][shape.as_str()]["members"].as_object().unwrap().keys() {
+        for member in model["shapes"][shape.as_str()]["members"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
             assert!(
                 seen.contains(&(shape.clone(), member.clone())),
                 "{shape}.{member} never emitted"
@@ -313,29 +397,41 @@ fn every_modeled_error_has_the_models_status_and_type() {
     let emu = Emulator::start();
     let api = emu.api_addr();
     let v = "2012-12-01";
-    let cases: Vec<(&str, (&str, &str), Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(&str, Key, Params, &str)> = vec![
         (
             "AssociateDataShareConsumer",
             CONSUMER_KEY,
-            vec![("DataShareArn", FINANCE_SHARE), ("AssociateEntireAccount", "true")],
+            vec![
+                ("DataShareArn", FINANCE_SHARE),
+                ("AssociateEntireAccount", "true"),
+            ],
             "InvalidDataShareFault",
         ),
         (
             "AssociateDataShareConsumer",
             CONSUMER_KEY,
-            vec![("DataShareArn", SALES_SHARE), ("ConsumerArn", OTHER_NAMESPACE)],
+            vec![
+                ("DataShareArn", SALES_SHARE),
+                ("ConsumerArn", OTHER_NAMESPACE),
+            ],
             "InvalidNamespaceFault",
         ),
         (
             "DisassociateDataShareConsumer",
             CONSUMER_KEY,
-            vec![("DataShareArn", SALES_SHARE), ("DisassociateEntireAccount", "true")],
+            vec![
+                ("DataShareArn", SALES_SHARE),
+                ("DisassociateEntireAccount", "true"),
+            ],
             "InvalidDataShareFault",
         ),
         (
             "DisassociateDataShareConsumer",
             CONSUMER_KEY,
-            vec![("DataShareArn", SALES_SHARE), ("ConsumerArn", OTHER_NAMESPACE)],
+            vec![
+                ("DataShareArn", SALES_SHARE),
+                ("ConsumerArn", OTHER_NAMESPACE),
+            ],
             "InvalidNamespaceFault",
         ),
         (
@@ -359,13 +455,19 @@ fn every_modeled_error_has_the_models_status_and_type() {
         (
             "AuthorizeDataShare",
             PRODUCER_KEY,
-            vec![("DataShareArn", NO_SHARE), ("ConsumerIdentifier", CONSUMER_ACCOUNT)],
+            vec![
+                ("DataShareArn", NO_SHARE),
+                ("ConsumerIdentifier", CONSUMER_ACCOUNT),
+            ],
             "InvalidDataShareFault",
         ),
         (
             "DeauthorizeDataShare",
             PRODUCER_KEY,
-            vec![("DataShareArn", NO_SHARE), ("ConsumerIdentifier", CONSUMER_ACCOUNT)],
+            vec![
+                ("DataShareArn", NO_SHARE),
+                ("ConsumerIdentifier", CONSUMER_ACCOUNT),
+            ],
             "InvalidDataShareFault",
         ),
         (

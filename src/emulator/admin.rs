@@ -7,13 +7,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::Shared;
 use super::api::MAX_BODY;
 use super::faults::FaultSpec;
-use super::fixtures::Fixtures;
+use super::fixtures::{Fixtures, GrantFixture};
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
@@ -24,7 +25,10 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 }
 
 fn bad_request(msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    json_response(StatusCode::BAD_REQUEST, &json!({ "error": msg.to_string() }))
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": msg.to_string() }),
+    )
 }
 
 async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Response<Full<Bytes>>> {
@@ -34,6 +38,17 @@ async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Response<Fu
         .map_err(|e| bad_request(format!("cannot read body: {e}")))?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON: {e}")))
+}
+
+/// `POST /grants`: one grant on an existing datashare.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantSeed {
+    /// The datashare ARN.
+    datashare_arn: String,
+    /// The grant, as in a fixtures file.
+    #[serde(flatten)]
+    grant: GrantFixture,
 }
 
 /// Handles one admin request.
@@ -68,6 +83,13 @@ pub(crate) async fn handle(
         (Method::GET, "/state") => json_response(StatusCode::OK, &shared.store.snapshot()),
         (Method::POST, "/seed") => match read_json::<Fixtures>(req.into_body()).await {
             Ok(f) => match shared.store.seed(&f) {
+                Ok(()) => json_response(StatusCode::OK, &shared.store.snapshot()),
+                Err(e) => bad_request(e),
+            },
+            Err(res) => res,
+        },
+        (Method::POST, "/grants") => match read_json::<GrantSeed>(req.into_body()).await {
+            Ok(g) => match shared.store.seed_grant(&g.datashare_arn, &g.grant) {
                 Ok(()) => json_response(StatusCode::OK, &shared.store.snapshot()),
                 Err(e) => bad_request(e),
             },

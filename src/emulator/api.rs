@@ -18,6 +18,9 @@ use super::sigv4;
 /// The largest request body accepted. Datashare requests are a few hundred bytes.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
+/// The highest `amz-sdk-request` attempt number counted.
+const MAX_RECORDED_ATTEMPT: u32 = 100;
+
 /// Returned to hyper to close the connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed on purpose")]
@@ -27,7 +30,10 @@ fn respond(status: StatusCode, request_id: &str, body: String) -> Response<Full<
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-RequestId", v);
     }
@@ -76,7 +82,14 @@ pub(crate) async fn handle(
         // other methods are read as having no Action.
         QueryRequest::default()
     };
-    let operation = query.action.clone().unwrap_or_else(|| "-".to_owned());
+    // Counters and faults are keyed by the eight known operations only ("-" for anything
+    // else), so random Action values cannot grow the counter map without bound.
+    let operation = query
+        .action
+        .as_deref()
+        .and_then(ops::known)
+        .unwrap_or("-")
+        .to_owned();
     let (attempt, max_attempts) = parts
         .headers
         .get("amz-sdk-request")
@@ -85,7 +98,9 @@ pub(crate) async fn handle(
         .unwrap_or_default();
     shared.counters.update(&operation, |c| {
         c.received += 1;
-        if let Some(a) = attempt {
+        // SDKs make a handful of attempts; a larger number is noise and is not recorded, which
+        // keeps the map bounded.
+        if let Some(a) = attempt.filter(|a| (1..=MAX_RECORDED_ATTEMPT).contains(a)) {
             *c.attempts.entry(a).or_default() += 1;
         }
     });
@@ -108,7 +123,8 @@ pub(crate) async fn handle(
             }
         }
         None => {
-            let (res, account) = authenticated(&shared, &parts, &body, &query, &operation, &request_id);
+            let (res, account) =
+                authenticated(&shared, &parts, &body, &query, &operation, &request_id);
             (res.status(), res, account)
         }
     };
@@ -148,7 +164,14 @@ fn injected(kind: FaultKind, operation: &str, request_id: &str) -> Option<Respon
             "ServiceUnavailable",
             "The request has failed due to a temporary failure of the server.",
         ),
-        FaultKind::Bare429 => Some(respond(StatusCode::TOO_MANY_REQUESTS, request_id, String::new())),
+        // No AWS error code, as a proxy or load balancer would answer: botocore retries it on
+        // the status alone, the Rust SDK does not retry it at all (api doc §5). The body is an
+        // HTML page rather than empty because botocore cannot parse an empty 4xx body.
+        FaultKind::Bare429 => Some(respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            request_id,
+            "<html><body><h1>429 Too Many Requests</h1></body></html>".to_owned(),
+        )),
         // Not XML at all: the SDK's parser is lenient about truncation, never about the root.
         FaultKind::MalformedBody => Some(respond(
             StatusCode::OK,
@@ -193,7 +216,12 @@ fn authenticated(
         return (error(&e, request_id), account);
     };
     match query.version.as_deref() {
-        None => return (error(&AwsError::missing_parameter("Version"), request_id), account),
+        None => {
+            return (
+                error(&AwsError::missing_parameter("Version"), request_id),
+                account,
+            );
+        }
         // A Version the service does not have: AWS answers InvalidAction "Could not find
         // operation X for version Y" (assumption for Redshift specifically).
         Some(v) if v != API_VERSION => {
@@ -211,7 +239,11 @@ fn authenticated(
     };
     shared.counters.update(operation, |c| c.forwarded += 1);
     let res = match ops::call(&shared.store, &principal.account, op, query) {
-        Ok(result) => respond(StatusCode::OK, request_id, success_body(op, &result, request_id)),
+        Ok(result) => respond(
+            StatusCode::OK,
+            request_id,
+            success_body(op, &result, request_id),
+        ),
         Err(e) => error(&e, request_id),
     };
     (res, account)

@@ -17,7 +17,7 @@ pub enum FaultKind {
     InternalFailure,
     /// 503 `ServiceUnavailable` (retried as transient).
     ServiceUnavailable,
-    /// HTTP 429 with an empty body: botocore retries it, the Rust SDK does not.
+    /// HTTP 429 with no AWS error code (an HTML body): botocore retries it, the Rust SDK does not.
     #[serde(rename = "bare_429")]
     Bare429,
     /// Only delay the call (`latency_ms` plus up to `jitter_ms`), then handle it normally.
@@ -143,15 +143,24 @@ impl Faults {
     }
 
     pub(crate) fn add(&self, spec: FaultSpec) {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner).push(spec);
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(spec);
     }
 
     pub(crate) fn clear(&self) {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     pub(crate) fn list(&self) -> Vec<FaultSpec> {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Decides the fate of one call to `operation`. Latency adds up over all matching rules;
@@ -219,11 +228,17 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, OpCounters> {
-        self.ops.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn reset(&self) {
-        self.ops.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -247,10 +262,18 @@ mod tests {
 
     #[test]
     fn next_n_faults_fire_n_times_then_go() {
-        let f = Faults::new(vec!["throttling,op=RejectDataShare,count=2".parse().unwrap()]);
+        let f = Faults::new(vec![
+            "throttling,op=RejectDataShare,count=2".parse().unwrap(),
+        ]);
         assert_eq!(f.decide("DescribeDataShares").fault, None);
-        assert_eq!(f.decide("RejectDataShare").fault, Some(FaultKind::Throttling));
-        assert_eq!(f.decide("RejectDataShare").fault, Some(FaultKind::Throttling));
+        assert_eq!(
+            f.decide("RejectDataShare").fault,
+            Some(FaultKind::Throttling)
+        );
+        assert_eq!(
+            f.decide("RejectDataShare").fault,
+            Some(FaultKind::Throttling)
+        );
         assert_eq!(f.decide("RejectDataShare").fault, None);
         assert!(f.list().is_empty());
     }
@@ -272,7 +295,11 @@ mod tests {
     #[test]
     fn spec_strings_are_checked() {
         assert!("nope".parse::<FaultSpec>().is_err());
-        assert!("throttling,count=1,probability=0.5".parse::<FaultSpec>().is_err());
+        assert!(
+            "throttling,count=1,probability=0.5"
+                .parse::<FaultSpec>()
+                .is_err()
+        );
         assert!("throttling,probability=2".parse::<FaultSpec>().is_err());
         assert!("throttling,colour=red".parse::<FaultSpec>().is_err());
         let s: FaultSpec = "latency,latency_ms=10,jitter_ms=5,op=*".parse().unwrap();

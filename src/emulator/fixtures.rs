@@ -140,7 +140,21 @@ pub struct AssociationFixture {
     pub allow_writes: Option<bool>,
 }
 
+/// `examples/emulator-fixtures.toml`, built into the binary so `dev` works from any directory.
+const DEV_FIXTURES: &str = include_str!("../../examples/emulator-fixtures.toml");
+
 impl Fixtures {
+    /// The dev fixtures (`examples/emulator-fixtures.toml`, embedded at build time).
+    pub fn dev() -> Result<Fixtures, EmulatorError> {
+        let fixtures: Fixtures =
+            toml::from_str(DEV_FIXTURES).map_err(|source| EmulatorError::ParseFixtures {
+                path: "examples/emulator-fixtures.toml".into(),
+                source: Box::new(source),
+            })?;
+        fixtures.validate()?;
+        Ok(fixtures)
+    }
+
     /// Reads and validates a fixtures file.
     pub fn load(path: &Path) -> Result<Fixtures, EmulatorError> {
         let text = std::fs::read_to_string(path).map_err(|source| EmulatorError::ReadFixtures {
@@ -221,8 +235,13 @@ mod tests {
     fn the_example_fixtures_load() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml");
         let f = Fixtures::load(&path).unwrap();
-        assert!(f.keys.iter().any(|k| k.access_key_id == "AKIAIOSFODNN7EXAMPLE"));
+        assert!(
+            f.keys
+                .iter()
+                .any(|k| k.access_key_id == "AKIAIOSFODNN7EXAMPLE")
+        );
         assert!(f.datashares.iter().any(|d| d.name == "legal_hold_share"));
+        assert_eq!(Fixtures::dev().unwrap(), f);
     }
 
     #[test]

@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 pub use faults::{FaultKind, FaultSpec};
 pub use fixtures::{
-    AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture, NamespaceFixture,
-    NamespaceKindFixture,
+    AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture,
+    NamespaceFixture, NamespaceKindFixture,
 };
 
 use crate::arn::Region;
@@ -123,7 +123,8 @@ pub async fn serve(
     config: EmulatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmulatorError> {
-    let region = Region::parse(&config.region).map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
+    let region = Region::parse(&config.region)
+        .map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
     for f in &config.faults {
         f.validate().map_err(|rule| EmulatorError::InvalidFixture {
             key: "fault".into(),
@@ -174,7 +175,12 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
-fn spawn_api(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+fn spawn_api(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let svc = service_fn(move |req| api::handle(shared.clone(), req));
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
@@ -192,7 +198,12 @@ fn spawn_api(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared
     });
 }
 
-fn spawn_admin(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+fn spawn_admin(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let svc = service_fn(move |req| admin::handle(shared.clone(), req));
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
@@ -253,6 +264,7 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
         fixtures,
         faults: args.faults,
     };
+    let shutdown = shutdown_signal()?;
     let api = TcpListener::bind(args.listen).await?;
     let admin = TcpListener::bind(args.admin).await?;
     let ready = serde_json::json!({
@@ -266,29 +278,29 @@ pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
         out.flush()?;
     }
     tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "emulator listening");
-    serve(api, admin, config, shutdown_signal()).await?;
+    serve(api, admin, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives right after the ready
+/// line is not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the emulator");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

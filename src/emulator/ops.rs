@@ -26,7 +26,12 @@ pub(crate) fn known(action: &str) -> Option<&'static str> {
 }
 
 /// Runs `action` for `caller` (an account id) and returns the inner XML of `<ActionResult>`.
-pub(crate) fn call(store: &Store, caller: &str, action: &str, q: &QueryRequest) -> Result<String, AwsError> {
+pub(crate) fn call(
+    store: &Store,
+    caller: &str,
+    action: &str,
+    q: &QueryRequest,
+) -> Result<String, AwsError> {
     let mut x = Xml::new();
     match action {
         "AuthorizeDataShare" => {
@@ -107,7 +112,11 @@ pub(crate) fn invalid_action(action: &str) -> AwsError {
     )
 }
 
-fn enum_member<'a>(q: &'a QueryRequest, name: &str, allowed: &[&str]) -> Result<Option<&'a str>, AwsError> {
+fn enum_member<'a>(
+    q: &'a QueryRequest,
+    name: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a str>, AwsError> {
     match q.string(name) {
         Some(v) if !allowed.contains(&v) => Err(AwsError::invalid_value(name, v)),
         v => Ok(v),
@@ -185,7 +194,10 @@ mod tests {
     use std::path::Path;
 
     fn store() -> Store {
-        let f = Fixtures::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml")).unwrap();
+        let f = Fixtures::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        )
+        .unwrap();
         Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
     }
 
@@ -222,7 +234,13 @@ mod tests {
     #[test]
     fn required_members_and_enums_are_checked() {
         let s = store();
-        let e = call(&s, "444455556666", "RejectDataShare", &QueryRequest::parse(b"")).unwrap_err();
+        let e = call(
+            &s,
+            "444455556666",
+            "RejectDataShare",
+            &QueryRequest::parse(b""),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "MissingParameter");
         let e = call(
             &s,
@@ -232,7 +250,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, "InvalidParameterValue");
-        let e = call(&s, "444455556666", "CreateCluster", &QueryRequest::parse(b"")).unwrap_err();
+        let e = call(
+            &s,
+            "444455556666",
+            "CreateCluster",
+            &QueryRequest::parse(b""),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidAction");
     }
 }

@@ -66,7 +66,10 @@ impl QueryRequest {
     pub(crate) fn integer(&self, name: &str) -> Result<Option<i64>, AwsError> {
         match self.string(name) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| AwsError::invalid_value(name, v)),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| AwsError::invalid_value(name, v)),
         }
     }
 }
@@ -115,7 +118,11 @@ impl AwsError {
     }
 
     pub(crate) fn invalid_combination(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InvalidParameterCombination", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterCombination",
+            message,
+        )
     }
 
     /// `Sender` for 4xx, `Receiver` for 5xx (the convention; neither SDK reads it).
@@ -171,7 +178,8 @@ impl Xml {
 
 /// `YYYY-MM-DDTHH:MM:SS.sssZ` in UTC.
 pub(crate) fn format_timestamp(value: OffsetDateTime) -> String {
-    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     // Formatting a UTC date with a fixed, valid description only fails for years beyond 9999.
     value
         .to_offset(time::UtcOffset::UTC)
@@ -223,7 +231,9 @@ mod tests {
 
     #[test]
     fn plus_and_percent_20_both_decode_to_space() {
-        let a = QueryRequest::parse(b"Action=DescribeDataShares&Version=2012-12-01&DataShareArn=a+b%20c%2Fd");
+        let a = QueryRequest::parse(
+            b"Action=DescribeDataShares&Version=2012-12-01&DataShareArn=a+b%20c%2Fd",
+        );
         assert_eq!(a.action.as_deref(), Some("DescribeDataShares"));
         assert_eq!(a.version.as_deref(), Some("2012-12-01"));
         assert_eq!(a.string("DataShareArn"), Some("a b c/d"));
@@ -243,7 +253,10 @@ mod tests {
 
     #[test]
     fn escape_handles_markup_and_control_characters() {
-        assert_eq!(escape("a<b>&\"c'\u{1}"), "a&lt;b&gt;&amp;&quot;c&apos;\u{FFFD}");
+        assert_eq!(
+            escape("a<b>&\"c'\u{1}"),
+            "a&lt;b&gt;&amp;&quot;c&apos;\u{FFFD}"
+        );
     }
 
     #[test]

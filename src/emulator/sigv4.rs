@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SessionTokenMode, SignableBody, SignableRequest, SigningParams, SigningSettings, sign};
+use aws_sigv4::http_request::{
+    SessionTokenMode, SignableBody, SignableRequest, SigningParams, SigningSettings, sign,
+};
 use aws_sigv4::sign::v4;
 use http::{HeaderMap, StatusCode};
 use time::PrimitiveDateTime;
@@ -62,9 +64,9 @@ fn invalid_token() -> AwsError {
 }
 
 fn parse_authorization(value: &str) -> Result<AuthHeader<'_>, AwsError> {
-    let rest = value
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or_else(|| incomplete("Authorization header requires the AWS4-HMAC-SHA256 algorithm."))?;
+    let rest = value.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
+        incomplete("Authorization header requires the AWS4-HMAC-SHA256 algorithm.")
+    })?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let part = part.trim();
@@ -139,38 +141,49 @@ pub(crate) fn verify(
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| incomplete("Authorization header requires existence of the X-Amz-Date header."))?;
-    let signed_at =
-        parse_amz_date(amz_date).ok_or_else(|| incomplete("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'."))?;
+        .ok_or_else(|| {
+            incomplete("Authorization header requires existence of the X-Amz-Date header.")
+        })?;
+    let signed_at = parse_amz_date(amz_date)
+        .ok_or_else(|| incomplete("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'."))?;
 
     let key = lookup(auth.access_key_id).ok_or_else(invalid_token)?;
 
     if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
-        return Err(mismatch("Date in Credential scope does not match X-Amz-Date."));
+        return Err(mismatch(
+            "Date in Credential scope does not match X-Amz-Date.",
+        ));
     }
     if auth.service != SERVICE {
-        return Err(mismatch("Credential should be scoped to correct service: 'redshift'."));
+        return Err(mismatch(
+            "Credential should be scoped to correct service: 'redshift'.",
+        ));
     }
     if auth.region != region {
         return Err(mismatch(&format!(
             "Credential should be scoped to a valid region: '{region}'."
         )));
     }
-    let skew = now
-        .duration_since(signed_at)
-        .or_else(|e| Ok::<_, ()>(e.duration()))
-        .unwrap_or_default();
+    // Either direction counts: a clock ahead of ours is as stale as one behind.
+    let skew = match now.duration_since(signed_at) {
+        Ok(behind) => behind,
+        Err(ahead) => ahead.duration(),
+    };
     if skew > MAX_SKEW {
         return Err(AwsError::new(
             StatusCode::BAD_REQUEST,
             "RequestExpired",
-            format!("Request has expired. X-Amz-Date {amz_date} is more than 15 minutes from the server time."),
+            format!(
+                "Request has expired. X-Amz-Date {amz_date} is more than 15 minutes from the server time."
+            ),
         ));
     }
 
     // A key configured with a session token only accepts requests carrying that token; a
     // token on a key configured without one is unknown to the emulator.
-    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    let token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok());
     match (&key.session_token, token) {
         (None, None) => {}
         (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => {}
@@ -184,9 +197,15 @@ pub(crate) fn verify(
         if *name == "x-amz-date" || *name == "x-amz-security-token" {
             continue;
         }
-        let values: Vec<&str> = headers.get_all(*name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let values: Vec<&str> = headers
+            .get_all(*name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         if values.is_empty() {
-            return Err(mismatch(&format!("Signed header '{name}' is not in the request.")));
+            return Err(mismatch(&format!(
+                "Signed header '{name}' is not in the request."
+            )));
         }
         signable.push((name, values.join(",")));
     }
@@ -221,7 +240,8 @@ pub(crate) fn verify(
         SignableBody::Bytes(body),
     )
     .map_err(|_| mismatch("The request signature could not be computed."))?;
-    let output = sign(request, &params).map_err(|_| mismatch("The request signature could not be computed."))?;
+    let output = sign(request, &params)
+        .map_err(|_| mismatch("The request signature could not be computed."))?;
     if !constant_time_eq(output.signature().as_bytes(), auth.signature.as_bytes()) {
         return Err(mismatch(
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
@@ -251,7 +271,12 @@ mod tests {
 
     /// Signs a request the way the Rust SDK does (aws-sigv4, default settings) and returns its
     /// headers: the golden signature.
-    fn signed_headers(secret: &str, token: Option<&str>, at: SystemTime, region: &str) -> HeaderMap {
+    fn signed_headers(
+        secret: &str,
+        token: Option<&str>,
+        at: SystemTime,
+        region: &str,
+    ) -> HeaderMap {
         let identity = Credentials::new(AKID, secret, token.map(str::to_owned), None, "t").into();
         let params: SigningParams<'_> = v4::SigningParams::builder()
             .identity(&identity)
@@ -282,7 +307,10 @@ mod tests {
             headers.insert(k, v.parse().unwrap());
         }
         for (k, v) in out.output().headers() {
-            headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            headers.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         headers
     }
@@ -305,7 +333,10 @@ mod tests {
         let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (403, "SignatureDoesNotMatch"));
         let h = signed_headers(SECRET, None, now(), "us-east-1");
-        let e = verify("POST", "/", &h, b"Action=X", "us-east-1", now(), |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, b"Action=X", "us-east-1", now(), |_| {
+            key(None)
+        })
+        .unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
     }
 
@@ -322,14 +353,22 @@ mod tests {
             .unwrap()
             .into();
         let base = [
-            ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
             ("host", "localhost:1"),
         ];
-        let req = SignableRequest::new("POST", "/", base.iter().copied(), SignableBody::Bytes(BODY)).unwrap();
+        let req =
+            SignableRequest::new("POST", "/", base.iter().copied(), SignableBody::Bytes(BODY))
+                .unwrap();
         let out = sign(req, &params).unwrap();
         let mut h = HeaderMap::new();
         for (k, v) in base.iter().copied().chain(out.output().headers()) {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         // Unsigned headers added after signing do not matter.
         h.insert("amz-sdk-request", "attempt=1; max=3".parse().unwrap());
@@ -340,10 +379,16 @@ mod tests {
     fn each_rejection_has_its_aws_code() {
         let h = HeaderMap::new();
         let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code), (403, "MissingAuthenticationToken"));
+        assert_eq!(
+            (e.status.as_u16(), e.code),
+            (403, "MissingAuthenticationToken")
+        );
 
         let mut h = signed_headers(SECRET, None, now(), "us-east-1");
-        h.insert("authorization", "AWS4-HMAC-SHA256 Credential=x".parse().unwrap());
+        h.insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=x".parse().unwrap(),
+        );
         let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (400, "IncompleteSignature"));
 
@@ -351,6 +396,9 @@ mod tests {
         let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| None).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (403, "InvalidClientTokenId"));
 
+        let early = now() - Duration::from_secs(16 * 60);
+        let e = verify("POST", "/", &h, BODY, "us-east-1", early, |_| key(None)).unwrap_err();
+        assert_eq!(e.code, "RequestExpired");
         let late = now() + Duration::from_secs(16 * 60);
         let e = verify("POST", "/", &h, BODY, "us-east-1", late, |_| key(None)).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (400, "RequestExpired"));
@@ -363,11 +411,22 @@ mod tests {
     #[test]
     fn session_tokens_are_signed_and_required_when_configured() {
         let h = signed_headers(SECRET, Some("tok"), now(), "us-east-1");
-        assert!(verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(Some("tok"))).is_ok());
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(Some("other"))).unwrap_err();
+        assert!(
+            verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(Some(
+                "tok"
+            )))
+            .is_ok()
+        );
+        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| {
+            key(Some("other"))
+        })
+        .unwrap_err();
         assert_eq!(e.code, "InvalidClientTokenId");
         let h = signed_headers(SECRET, None, now(), "us-east-1");
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(Some("tok"))).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| {
+            key(Some("tok"))
+        })
+        .unwrap_err();
         assert_eq!(e.code, "InvalidClientTokenId");
     }
 }

@@ -18,7 +18,9 @@ use super::fixtures::{
 };
 use super::protocol::AwsError;
 use super::sigv4::KeyInfo;
-use crate::arn::{AccountId, DataShareArn, NamespaceArn, NamespaceId, NamespaceKind, Partition, Region};
+use crate::arn::{
+    AccountId, DataShareArn, NamespaceArn, NamespaceId, NamespaceKind, Partition, Region,
+};
 
 /// `DataShareStatus` values (model enum).
 pub(crate) const ACTIVE: &str = "ACTIVE";
@@ -177,7 +179,12 @@ impl Share {
 
     /// The producer sees every consumer (api doc §9 transition 7).
     pub(crate) fn producer_view(&self) -> DataShareView {
-        self.view(self.grants.iter().flat_map(|g| g.rows(AUTHORIZED)).collect())
+        self.view(
+            self.grants
+                .iter()
+                .flat_map(|g| g.rows(AUTHORIZED))
+                .collect(),
+        )
     }
 
     /// A consumer sees only its own rows (api doc §9 transition 7).
@@ -259,9 +266,18 @@ impl Store {
 
     /// Replaces everything with `fixtures`.
     pub(crate) fn reset(&self, fixtures: &Fixtures) -> Result<(), EmulatorError> {
-        self.keys.write().unwrap_or_else(PoisonError::into_inner).clear();
-        self.namespaces.write().unwrap_or_else(PoisonError::into_inner).clear();
-        self.shares.write().unwrap_or_else(PoisonError::into_inner).clear();
+        self.keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.shares
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.seed(fixtures)
     }
 
@@ -303,10 +319,15 @@ impl Store {
             }
         }
         {
-            let mut namespaces = self.namespaces.write().unwrap_or_else(PoisonError::into_inner);
+            let mut namespaces = self
+                .namespaces
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             for ns in &fixtures.namespaces {
-                let account = AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
-                let guid = NamespaceId::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
+                let account = AccountId::parse(&ns.account)
+                    .map_err(|e| invalid("account", &ns.account, e))?;
+                let guid =
+                    NamespaceId::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
                 let kind = match ns.kind {
                     NamespaceKindFixture::Provisioned => NamespaceKind::Provisioned,
                     NamespaceKindFixture::Serverless => NamespaceKind::Serverless,
@@ -331,7 +352,39 @@ impl Store {
         Ok(())
     }
 
-    fn build_share(&self, f: &DataShareFixture, now: OffsetDateTime) -> Result<Share, EmulatorError> {
+    /// Adds or replaces the grant to `grant.consumer` on an existing datashare.
+    pub(crate) fn seed_grant(&self, arn: &str, grant: &GrantFixture) -> Result<(), EmulatorError> {
+        let share = self.share(arn).map_err(|_| EmulatorError::InvalidFixture {
+            key: "datashare_arn".into(),
+            value: arn.to_owned(),
+            rule: "must be the ARN of a datashare the emulator holds".into(),
+        })?;
+        if grant.consumer.is_empty() {
+            return Err(EmulatorError::InvalidFixture {
+                key: "consumer".into(),
+                value: String::new(),
+                rule: "must be an account id or a keyword such as ADX".into(),
+            });
+        }
+        for assoc in &grant.associations {
+            if let Some(ns) = &assoc.consumer_arn {
+                NamespaceArn::parse(ns).map_err(|e| invalid("associations.consumer_arn", ns, e))?;
+            }
+        }
+        let built = self.build_grant(grant, OffsetDateTime::now_utc())?;
+        let mut share = lock(&share);
+        match share.grant_mut(&grant.consumer) {
+            Some(existing) => *existing = built,
+            None => share.grants.push(built),
+        }
+        Ok(())
+    }
+
+    fn build_share(
+        &self,
+        f: &DataShareFixture,
+        now: OffsetDateTime,
+    ) -> Result<Share, EmulatorError> {
         let guid = NamespaceId::parse(&f.producer_namespace)
             .map_err(|e| invalid("producer_namespace", &f.producer_namespace, e))?;
         let ns = self
@@ -345,7 +398,8 @@ impl Store {
                 value: f.producer_namespace.clone(),
                 rule: "must name a namespace listed in namespaces".into(),
             })?;
-        let account = AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
+        let account =
+            AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
         let arn = DataShareArn {
             partition: Partition::of_region(&self.region),
             region: self.region.clone(),
@@ -428,7 +482,10 @@ impl Store {
             ))
         };
         let parsed = NamespaceArn::parse(arn).map_err(|_| bad())?;
-        let namespaces = self.namespaces.read().unwrap_or_else(PoisonError::into_inner);
+        let namespaces = self
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         match namespaces.get(parsed.namespace.as_str()) {
             Some(ns) if ns.arn == parsed.to_string() && ns.account == account => Ok(ns.arn.clone()),
             _ => Err(bad()),
@@ -496,7 +553,12 @@ impl Store {
     }
 
     /// DeauthorizeDataShare (model: "removes authorization from the specified datashare").
-    pub(crate) fn deauthorize(&self, caller: &str, arn: &str, consumer: &str) -> Result<DataShareView, AwsError> {
+    pub(crate) fn deauthorize(
+        &self,
+        caller: &str,
+        arn: &str,
+        consumer: &str,
+    ) -> Result<DataShareView, AwsError> {
         let share = self.share(arn)?;
         let mut share = lock(&share);
         if share.producer_account != caller {
@@ -567,7 +629,10 @@ impl Store {
         let target = self.target(target, caller, "Disassociate")?;
         let share = self.share(arn)?;
         let mut share = lock(&share);
-        let Some(grant) = share.grant_mut(caller).filter(|g| g.status == GrantStatus::Authorized) else {
+        let Some(grant) = share
+            .grant_mut(caller)
+            .filter(|g| g.status == GrantStatus::Authorized)
+        else {
             return Err(not_associated(arn));
         };
         let Some(pos) = grant.associations.iter().position(|a| a.target == target) else {
@@ -587,7 +652,10 @@ impl Store {
         let mut share = lock(&share);
         let now = OffsetDateTime::now_utc();
         // Allowed from AVAILABLE or ACTIVE only (api doc §9 transition 5).
-        let Some(grant) = share.grant_mut(caller).filter(|g| g.status == GrantStatus::Authorized) else {
+        let Some(grant) = share
+            .grant_mut(caller)
+            .filter(|g| g.status == GrantStatus::Authorized)
+        else {
             return Err(AwsError::invalid_datashare(format!(
                 "The datashare {arn} can't be rejected because it isn't available to this data consumer."
             )));
@@ -599,7 +667,11 @@ impl Store {
 
     /// DescribeDataShares (model: "Shows the status of any inbound or outbound datashares
     /// available in the specified account").
-    pub(crate) fn describe(&self, caller: &str, arn: Option<&str>) -> Result<Vec<DataShareView>, AwsError> {
+    pub(crate) fn describe(
+        &self,
+        caller: &str,
+        arn: Option<&str>,
+    ) -> Result<Vec<DataShareView>, AwsError> {
         let shares = match arn {
             Some(arn) => vec![self.share(arn)?],
             None => self.all_shares(),
@@ -628,11 +700,15 @@ impl Store {
         producer_arn: Option<&str>,
         status: Option<&str>,
     ) -> Result<Vec<DataShareView>, AwsError> {
-        let producer = producer_arn.map(|a| self.own_namespace(a, caller)).transpose()?;
+        let producer = producer_arn
+            .map(|a| self.own_namespace(a, caller))
+            .transpose()?;
         let mut out = Vec::new();
         for share in self.all_shares() {
             let share = lock(&share);
-            if share.producer_account != caller || producer.as_ref().is_some_and(|p| *p != share.producer_arn) {
+            if share.producer_account != caller
+                || producer.as_ref().is_some_and(|p| *p != share.producer_arn)
+            {
                 continue;
             }
             let view = share.producer_view();
@@ -653,7 +729,9 @@ impl Store {
         consumer_arn: Option<&str>,
         status: Option<&str>,
     ) -> Result<Vec<DataShareView>, AwsError> {
-        let namespace = consumer_arn.map(|a| self.own_namespace(a, caller)).transpose()?;
+        let namespace = consumer_arn
+            .map(|a| self.own_namespace(a, caller))
+            .transpose()?;
         let mut out = Vec::new();
         for share in self.all_shares() {
             let share = lock(&share);
@@ -668,7 +746,9 @@ impl Store {
                     || grant.associations.iter().any(|a| match &a.target {
                         Target::EntireAccount => true,
                         Target::Namespace(arn) => arn == ns,
-                        Target::Region(r) => NamespaceArn::parse(ns).is_ok_and(|n| n.region.as_str() == r),
+                        Target::Region(r) => {
+                            NamespaceArn::parse(ns).is_ok_and(|n| n.region.as_str() == r)
+                        }
                     });
                 if !covers {
                     continue;
@@ -727,14 +807,16 @@ mod tests {
 
     const PRODUCER: &str = "111122223333";
     const CONSUMER: &str = "444455556666";
-    const SALES: &str =
-        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-    const FINANCE: &str =
-        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
-    const NS: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+    const SALES: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+    const FINANCE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+    const NS: &str =
+        "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 
     fn store() -> Store {
-        let f = Fixtures::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml")).unwrap();
+        let f = Fixtures::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        )
+        .unwrap();
         Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
     }
 
@@ -756,14 +838,22 @@ mod tests {
         let d = s.describe(CONSUMER, Some(SALES)).unwrap();
         assert_eq!(statuses(&d[0]), [AVAILABLE]);
 
-        let v = s.associate(CONSUMER, SALES, &account(), Some(true)).unwrap();
+        let v = s
+            .associate(CONSUMER, SALES, &account(), Some(true))
+            .unwrap();
         assert_eq!(statuses(&v), [ACTIVE]);
         assert_eq!(v.associations[0].consumer_accepted_writes, Some(true));
-        assert_eq!(statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]), [ACTIVE]);
+        assert_eq!(
+            statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]),
+            [ACTIVE]
+        );
 
         let v = s.disassociate(CONSUMER, SALES, &account()).unwrap();
         assert_eq!(statuses(&v), [AVAILABLE]);
-        assert_eq!(statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]), [AUTHORIZED]);
+        assert_eq!(
+            statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]),
+            [AUTHORIZED]
+        );
 
         let v = s.reject(CONSUMER, SALES).unwrap();
         assert_eq!(statuses(&v), [REJECTED]);
@@ -773,7 +863,10 @@ mod tests {
                 .iter()
                 .all(|d| d.arn != SALES)
         );
-        assert_eq!(s.reject(CONSUMER, SALES).unwrap_err().code, "InvalidDataShareFault");
+        assert_eq!(
+            s.reject(CONSUMER, SALES).unwrap_err().code,
+            "InvalidDataShareFault"
+        );
 
         let v = s.authorize(PRODUCER, SALES, CONSUMER, Some(false)).unwrap();
         assert_eq!(statuses(&v), [AUTHORIZED]);
@@ -784,7 +877,9 @@ mod tests {
     fn associating_needs_authorization_and_exactly_one_target() {
         let s = store();
         assert_eq!(
-            s.associate(CONSUMER, FINANCE, &account(), None).unwrap_err().code,
+            s.associate(CONSUMER, FINANCE, &account(), None)
+                .unwrap_err()
+                .code,
             "InvalidDataShareFault"
         );
         let none = TargetParams {
@@ -830,9 +925,15 @@ mod tests {
         let s = store();
         s.deauthorize(PRODUCER, SALES, CONSUMER).unwrap();
         let e = s.deauthorize(PRODUCER, SALES, CONSUMER).unwrap_err();
-        assert!(e.message.contains("already removed authorization"), "{}", e.message);
+        assert!(
+            e.message.contains("already removed authorization"),
+            "{}",
+            e.message
+        );
         assert_eq!(
-            s.associate(CONSUMER, SALES, &account(), None).unwrap_err().code,
+            s.associate(CONSUMER, SALES, &account(), None)
+                .unwrap_err()
+                .code,
             "InvalidDataShareFault"
         );
         let e = s.authorize(CONSUMER, SALES, CONSUMER, None).unwrap_err();
@@ -852,7 +953,9 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].arn, FINANCE);
         assert_eq!(
-            s.describe_for_producer(PRODUCER, Some(NS), None).unwrap_err().code,
+            s.describe_for_producer(PRODUCER, Some(NS), None)
+                .unwrap_err()
+                .code,
             "InvalidNamespaceFault"
         );
     }

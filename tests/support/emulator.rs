@@ -211,6 +211,12 @@ impl Emulator {
         self.admin_ok("POST", "/seed", Some(&fixtures))
     }
 
+    /// Adds or replaces one grant on an existing datashare, e.g.
+    /// `json!({"datashare_arn": FINANCE_SHARE, "consumer": CONSUMER_ACCOUNT, "status": "AUTHORIZED"})`.
+    pub fn seed_grant(&self, grant: Value) -> Value {
+        self.admin_ok("POST", "/grants", Some(&grant))
+    }
+
     /// Back to the fixtures; faults and counters cleared.
     pub fn reset(&self) {
         self.admin_ok("POST", "/reset", None);
@@ -240,7 +246,12 @@ impl Drop for Emulator {
 
 /// An aws-sdk-redshift client for `endpoint` with static keys, `max_attempts` attempts and a
 /// short backoff so retries are quick.
-pub fn client(endpoint: &str, akid: &str, secret: &str, max_attempts: u32) -> aws_sdk_redshift::Client {
+pub fn client(
+    endpoint: &str,
+    akid: &str,
+    secret: &str,
+    max_attempts: u32,
+) -> aws_sdk_redshift::Client {
     let creds = Credentials::new(akid, secret, None, None, "emulator-test");
     let conf = aws_sdk_redshift::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -322,7 +333,8 @@ pub fn raw_http_full(
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -369,7 +381,8 @@ pub fn signed_post(addr: SocketAddr, body: &str, (akid, secret): (&str, &str)) -
         .headers()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/x-www-form-urlencoded")];
+    let mut headers: Vec<(&str, &str)> =
+        vec![("content-type", "application/x-www-form-urlencoded")];
     headers.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let (status, headers, body) = raw_http_full(addr, "POST", "/", &headers, body.as_bytes());
     (status, headers, String::from_utf8_lossy(&body).into_owned())
