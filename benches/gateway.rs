@@ -38,7 +38,12 @@ fn cpu_time(pid: u32) -> Duration {
     // Fields after the command name (which is in parentheses and may contain spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the ')'.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
@@ -76,12 +81,16 @@ async fn latency(emulator: &Emulator, gateway: &Gateway) {
     for _ in 0..LATENCY_CALLS {
         let t = Instant::now();
         call_sdk().await.expect("direct call");
-        direct.record(t.elapsed().as_micros() as u64).expect("record");
+        direct
+            .record(t.elapsed().as_micros() as u64)
+            .expect("record");
         let t = Instant::now();
         grpc.associate_consumer(support::gateway::as_caller(REPORTING, message()))
             .await
             .expect("gateway call");
-        through.record(t.elapsed().as_micros() as u64).expect("record");
+        through
+            .record(t.elapsed().as_micros() as u64)
+            .expect("record");
     }
     let cpu = cpu_time(gateway.pid()).saturating_sub(cpu_before);
     println!("latency, 1 caller, {LATENCY_CALLS} calls each (microseconds):");
@@ -153,6 +162,9 @@ fn main() {
         );
         println!("  audit durable (fsync)       {durable:>10.0}");
         println!("  audit not durable (no fsync){not_durable:>10.0}");
-        println!("  durable / not durable       {:>10.3}", durable / not_durable);
+        println!(
+            "  durable / not durable       {:>10.3}",
+            durable / not_durable
+        );
     });
 }

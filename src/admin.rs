@@ -17,21 +17,38 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     response
 }
 
-fn route(request: &Request<Incoming>, metrics: &Metrics, ready: &watch::Receiver<bool>) -> Response<Full<Bytes>> {
+fn route(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    ready: &watch::Receiver<bool>,
+) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            text(StatusCode::OK, metrics.render(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
-        }
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            metrics.render(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
         (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n", "text/plain"),
         (&Method::GET, "/readyz") if *ready.borrow() => text(StatusCode::OK, "ok\n", "text/plain"),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not serving\n", "text/plain"),
+        (&Method::GET, "/readyz") => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not serving\n",
+            "text/plain",
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }
 }
@@ -57,7 +74,9 @@ pub async fn serve(
                 let response = route(&request, &metrics, &ready);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -92,8 +92,13 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     } else {
         crate::emulator::Fixtures::dev()
     };
-    let principals = std::fs::read_to_string(args.policies.join("principals.toml"))
-        .map_err(|e| format!("cannot read {}: {e}", args.policies.join("principals.toml").display()))?;
+    let principals =
+        std::fs::read_to_string(args.policies.join("principals.toml")).map_err(|e| {
+            format!(
+                "cannot read {}: {e}",
+                args.policies.join("principals.toml").display()
+            )
+        })?;
     let bind = |addr: std::net::SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -102,7 +107,8 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let api = bind(args.emulator_listen).await?;
     let admin = bind(args.emulator_admin).await?;
     let grpc = bind(args.listen).await?;
-    let (api_addr, admin_addr, grpc_addr) = (api.local_addr()?, admin.local_addr()?, grpc.local_addr()?);
+    let (api_addr, admin_addr, grpc_addr) =
+        (api.local_addr()?, admin.local_addr()?, grpc.local_addr()?);
 
     // The same path as `serve`: a config file's text, parsed and validated.
     let text = format!(
@@ -143,11 +149,17 @@ otlp_endpoint = {otlp:?}
 
     let (stop_emulator, stopped) = tokio::sync::oneshot::channel::<()>();
     let emulator_config = crate::emulator::EmulatorConfig::new(region, fixtures);
-    let emulator = tokio::spawn(crate::emulator::serve(api, admin, emulator_config, async move {
-        let _ = stopped.await;
-    }));
+    let emulator = tokio::spawn(crate::emulator::serve(
+        api,
+        admin,
+        emulator_config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
-    let credentials = aws_credential_types::Credentials::new(DEV_ACCESS_KEY, DEV_SECRET_KEY, None, None, "dev");
+    let credentials =
+        aws_credential_types::Credentials::new(DEV_ACCESS_KEY, DEV_SECRET_KEY, None, None, "dev");
     let app = App::build(
         config,
         BuildOptions {

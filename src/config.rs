@@ -213,9 +213,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        for p in [&mut self.auth.cert, &mut self.auth.key, &mut self.auth.client_ca]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.auth.cert,
+            &mut self.auth.key,
+            &mut self.auth.client_ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             resolve(p);
         }
@@ -255,7 +259,10 @@ impl Config {
             return Err("server.concurrency_limit = 0: must be positive".into());
         }
         if s.keepalive_interval_secs == 0 || s.keepalive_timeout_secs == 0 {
-            return Err("server.keepalive_interval_secs and server.keepalive_timeout_secs must be positive".into());
+            return Err(
+                "server.keepalive_interval_secs and server.keepalive_timeout_secs must be positive"
+                    .into(),
+            );
         }
         if self.auth.mode == AuthMode::Mtls {
             for (key, value) in [
@@ -265,7 +272,9 @@ impl Config {
             ] {
                 match value {
                     None => return Err(format!("{key}: required when auth.mode = \"mtls\"")),
-                    Some(p) if !p.is_file() => return Err(format!("{key} = {}: no such file", p.display())),
+                    Some(p) if !p.is_file() => {
+                        return Err(format!("{key} = {}: no such file", p.display()));
+                    }
                     Some(_) => {}
                 }
             }
@@ -275,7 +284,9 @@ impl Config {
                 return Err("principals: a principal id must not be empty".into());
             }
             if entry.groups.iter().any(|g| g.is_empty()) {
-                return Err(format!("principals.{id:?}.groups: group names must not be empty"));
+                return Err(format!(
+                    "principals.{id:?}.groups: group names must not be empty"
+                ));
             }
         }
         self.policy.validate().map_err(|e| e.to_string())?;

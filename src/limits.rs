@@ -52,7 +52,10 @@ pub struct Limit<S> {
 
 impl<S> Service<AssociateCall> for Limit<S>
 where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError> + Clone + Send + 'static,
+    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = AssociateReply;

@@ -87,7 +87,11 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("datashare_gateway");
         let calls = Family::<CallLabels, Counter>::default();
-        registry.register("calls", "gRPC calls by method and status code", calls.clone());
+        registry.register(
+            "calls",
+            "gRPC calls by method and status code",
+            calls.clone(),
+        );
         let call_duration = latency_buckets();
         registry.register_with_unit(
             "call_duration",
@@ -96,7 +100,11 @@ impl Metrics {
             call_duration.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight_calls", "gRPC calls in progress", in_flight.clone());
+        registry.register(
+            "in_flight_calls",
+            "gRPC calls in progress",
+            in_flight.clone(),
+        );
         let policy_decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "policy_decisions",
@@ -131,7 +139,11 @@ impl Metrics {
             audit_queue_depth.clone(),
         );
         let audit_records = Counter::default();
-        registry.register("audit_records", "Audit records made durable", audit_records.clone());
+        registry.register(
+            "audit_records",
+            "Audit records made durable",
+            audit_records.clone(),
+        );
         let audit_fsyncs = Counter::default();
         registry.register("audit_fsyncs", "Audit batch fsyncs", audit_fsyncs.clone());
         let audit_fsync_seconds = Counter::<f64, AtomicU64>::default();
@@ -167,12 +179,19 @@ impl Metrics {
 
     /// Adds a source refreshed at every scrape.
     pub fn add_source(&self, source: Arc<dyn ScrapeSource>) {
-        self.sources.lock().unwrap_or_else(|p| p.into_inner()).push(source);
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for source in sources {
             source.refresh(self);
         }
@@ -183,7 +202,12 @@ impl Metrics {
     }
 
     /// Counts one upstream call and its latency.
-    pub fn upstream_call(&self, operation: &'static str, aws_error_code: Option<&str>, started: Instant) {
+    pub fn upstream_call(
+        &self,
+        operation: &'static str,
+        aws_error_code: Option<&str>,
+        started: Instant,
+    ) {
         let code = aws_error_code.map_or_else(|| "none".to_owned(), bounded_code);
         self.upstream_calls
             .get_or_create(&UpstreamLabels {
@@ -206,7 +230,10 @@ impl Metrics {
 
 /// AWS error codes are short identifiers; anything else is folded so labels stay bounded.
 fn bounded_code(code: &str) -> String {
-    if !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+    if !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    {
         code.to_owned()
     } else {
         "other".to_owned()
@@ -246,7 +273,10 @@ pub struct Measured<S> {
 
 impl<S> Service<AssociateCall> for Measured<S>
 where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError> + Clone + Send + 'static,
+    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = AssociateReply;
@@ -302,7 +332,11 @@ mod tests {
     #[test]
     fn renders_prometheus_text_with_bounded_labels() {
         let metrics = Metrics::new();
-        metrics.upstream_call("AssociateDataShareConsumer", Some("Throttling"), Instant::now());
+        metrics.upstream_call(
+            "AssociateDataShareConsumer",
+            Some("Throttling"),
+            Instant::now(),
+        );
         metrics.upstream_call(
             "AssociateDataShareConsumer",
             Some("arn:aws:redshift:us-east-1:1:x"),
@@ -315,7 +349,9 @@ mod tests {
         ));
         assert!(text.contains("aws_error_code=\"other\""), "{text}");
         assert!(!text.contains("arn:aws"), "no ARN reaches a label");
-        assert!(text.contains("datashare_gateway_upstream_retries_total{operation=\"AssociateDataShareConsumer\"} 1"));
+        assert!(text.contains(
+            "datashare_gateway_upstream_retries_total{operation=\"AssociateDataShareConsumer\"} 1"
+        ));
         assert!(text.contains("# TYPE datashare_gateway_call_duration_seconds histogram"));
     }
 }

@@ -14,21 +14,23 @@ use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::call::{AssociateCall, AssociateParams, AssociateReply, CallContext, CallerCredential, Method, Trail};
+use crate::arn::AccountId;
+use crate::audit::{AuditLayer, AuditLog, IntentLayer};
+use crate::call::{
+    AssociateCall, AssociateParams, AssociateReply, CallContext, CallerCredential, Method, Trail,
+};
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::identity::AuthMode;
-use crate::arn::AccountId;
-use crate::audit::{AuditLayer, AuditLog, IntentLayer};
 use crate::identity::{IdentityLayer, PrincipalDirectory};
 use crate::limits::LimitLayer;
 use crate::metrics::{Metrics, MetricsLayer, ScrapeSource};
 use crate::policy::{Policies, PolicyLayer};
-use crate::telemetry::{StageLayer, Telemetry};
 use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
-use crate::upstream::{self, RedshiftService};
 use crate::telemetry;
+use crate::telemetry::{StageLayer, Telemetry};
+use crate::upstream::{self, RedshiftService};
 use crate::validation::ValidateLayer;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -121,7 +123,10 @@ pub fn build_stack(parts: StackParts) -> CallService {
         .layer(StageLayer::new("policy"))
         .layer(PolicyLayer::new(parts.policies))
         // Limits outside the write-ahead intent: a shed call leaves no intent behind.
-        .layer(LimitLayer::new(parts.concurrency_limit, parts.queue_timeout))
+        .layer(LimitLayer::new(
+            parts.concurrency_limit,
+            parts.queue_timeout,
+        ))
         // Write-ahead: the intent is durable before Redshift sees the call (fail closed).
         .layer(StageLayer::new("audit.intent"))
         .layer(IntentLayer::new(parts.audit))
@@ -151,15 +156,24 @@ impl Gateway {
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         // In mtls mode the certificate was verified in the handshake and x-caller-id is ignored.
-        let leaf = request.peer_certs().and_then(|certs| certs.first().cloned());
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned());
         let caller_id = metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok());
-        let credential = crate::identity::credential_for(self.auth_mode, leaf.as_ref().map(|c| c.as_ref()), caller_id)
-            .unwrap_or_else(|err| {
-                tracing::warn!(%request_id, error = %err, "client certificate names no principal");
-                CallerCredential::None
-            });
+        let credential = crate::identity::credential_for(
+            self.auth_mode,
+            leaf.as_ref().map(|c| c.as_ref()),
+            caller_id,
+        )
+        .unwrap_or_else(|err| {
+            tracing::warn!(%request_id, error = %err, "client certificate names no principal");
+            CallerCredential::None
+        });
         // Deadlines count from the moment tonic's own grpc-timeout timer started: see `Arrival`.
-        let arrived = request.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
+        let arrived = request
+            .extensions()
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |a| a.0);
         let started = Instant::now();
         CallContext {
             method: Method::AssociateConsumer,
@@ -243,7 +257,10 @@ where
     type Error = S::Error;
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -292,7 +309,8 @@ impl DataSharing for Gateway {
             policy.decision = tracing::field::Empty,
         );
         let _ = span.set_parent(parent.clone());
-        ctx.trace_id = telemetry::trace_id_of(&span.context()).or_else(|| telemetry::trace_id_of(&parent));
+        ctx.trace_id =
+            telemetry::trace_id_of(&span.context()).or_else(|| telemetry::trace_id_of(&parent));
         if let Some(trace_id) = &ctx.trace_id {
             span.record("trace_id", trace_id.as_str());
         }
@@ -316,7 +334,9 @@ impl DataSharing for Gateway {
         // The stack runs in its own task, so a caller that cancels or times out does not cut a
         // forwarded call short: it runs to its own end and its outcome is recorded.
         let task = tokio::spawn(self.stack.clone().oneshot(call).instrument(span.clone()));
-        let mut gone = CallerGone { trail: Some(trail.clone()) };
+        let mut gone = CallerGone {
+            trail: Some(trail.clone()),
+        };
         let joined = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
             None => Some(task.await),
@@ -334,11 +354,19 @@ impl DataSharing for Gateway {
         let (principal, decision) = {
             let t = trail.lock();
             (
-                t.principal.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
-                t.decision.as_ref().map(|d| if d.allowed { "allow" } else { "deny" }),
+                t.principal
+                    .as_ref()
+                    .map(|p| p.id.clone())
+                    .unwrap_or_default(),
+                t.decision
+                    .as_ref()
+                    .map(|d| if d.allowed { "allow" } else { "deny" }),
             )
         };
-        let code = result.as_ref().err().map_or(tonic::Code::Ok, GatewayError::code);
+        let code = result
+            .as_ref()
+            .err()
+            .map_or(tonic::Code::Ok, GatewayError::code);
         span.record("rpc.grpc.status_code", code as i32);
         span.record("principal", principal.as_str());
         if let Some(decision) = decision {
@@ -367,7 +395,11 @@ impl DataSharing for Gateway {
     }
 }
 
-fn insert_ids(metadata: &mut tonic::metadata::MetadataMap, request_id: &str, trace_id: Option<&str>) {
+fn insert_ids(
+    metadata: &mut tonic::metadata::MetadataMap,
+    request_id: &str,
+    trace_id: Option<&str>,
+) {
     if let Ok(value) = MetadataValue::try_from(request_id) {
         metadata.insert(REQUEST_ID_HEADER, value);
     }
@@ -387,7 +419,9 @@ fn response_from(reply: AssociateReply) -> pb::AssociateConsumerResponse {
         AssociateReply::Associated(share) => pb::AssociateConsumerResponse {
             data_share_arn: share.data_share_arn.unwrap_or_default(),
             producer_arn: share.producer_arn.unwrap_or_default(),
-            allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers.unwrap_or(false),
+            allow_publicly_accessible_consumers: share
+                .allow_publicly_accessible_consumers
+                .unwrap_or(false),
             associations: share
                 .associations
                 .into_iter()
@@ -461,11 +495,22 @@ impl ScrapeSource for ScrapeCounters {
         let dropped = self.spans_dropped.load(Ordering::Relaxed);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         // Prometheus counters only go up: add what happened since the last scrape.
-        metrics.audit_records.inc_by(stats.records_written.saturating_sub(seen.0));
-        metrics.audit_fsyncs.inc_by(stats.fsyncs.saturating_sub(seen.1));
-        metrics.audit_fsync_seconds.inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
+        metrics
+            .audit_records
+            .inc_by(stats.records_written.saturating_sub(seen.0));
+        metrics
+            .audit_fsyncs
+            .inc_by(stats.fsyncs.saturating_sub(seen.1));
+        metrics
+            .audit_fsync_seconds
+            .inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
         metrics.spans_dropped.inc_by(dropped.saturating_sub(seen.3));
-        *seen = (stats.records_written, stats.fsyncs, stats.fsync_micros_total, dropped);
+        *seen = (
+            stats.records_written,
+            stats.fsyncs,
+            stats.fsync_micros_total,
+            dropped,
+        );
     }
 }
 
@@ -475,10 +520,11 @@ impl App {
     pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
         let metrics = Metrics::new();
         let audit = AuditLog::open(&config.audit).await?;
-        let consumer_account =
-            AccountId::parse(&config.upstream.consumer_account).map_err(|e| ServerError::Config(e.to_string()))?;
+        let consumer_account = AccountId::parse(&config.upstream.consumer_account)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
         let policies = Policies::load(config.policy.clone(), consumer_account)?;
-        let client = upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
+        let client =
+            upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
         let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
         let stack = build_stack(StackParts {
             metrics: metrics.clone(),
@@ -495,7 +541,9 @@ impl App {
             seen: std::sync::Mutex::new((0, 0, 0, 0)),
         }));
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
         };
         let admin = bind(config.server.admin_listen).await?;
         let health_listener = match config.server.health_listen {
@@ -503,7 +551,16 @@ impl App {
             None => None,
         };
         let gateway = Gateway::new(stack, config.auth.mode);
-        Ok(App { config, gateway, audit, policies, metrics, admin, health_listener, telemetry: options.telemetry })
+        Ok(App {
+            config,
+            gateway,
+            audit,
+            policies,
+            metrics,
+            admin,
+            health_listener,
+            telemetry: options.telemetry,
+        })
     }
 
     /// The admin listener's address (`/metrics`, `/livez`, `/readyz`).
@@ -518,7 +575,16 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let App { config, gateway, audit, policies, metrics, admin, health_listener, telemetry } = self;
+        let App {
+            config,
+            gateway,
+            audit,
+            policies,
+            metrics,
+            admin,
+            health_listener,
+            telemetry,
+        } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         // One readiness verdict for grpc.health.v1 and /readyz: serving, and the audit trail can
         // write (the gateway fails closed without it).
@@ -531,9 +597,15 @@ impl App {
             tokio::spawn(async move {
                 loop {
                     let serving = *audit_ok.borrow_and_update() && !*stopping.borrow_and_update();
-                    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    let status = if serving {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
                     if !serving {
-                        tracing::warn!("health: NOT_SERVING (audit trail unwritable or shutting down)");
+                        tracing::warn!(
+                            "health: NOT_SERVING (audit trail unwritable or shutting down)"
+                        );
                     }
                     health.set_service_status(SERVICE_NAME, status).await;
                     health.set_service_status("", status).await;
@@ -573,8 +645,12 @@ impl App {
 
         let mut builder = Server::builder()
             .layer(ArrivalLayer)
-            .http2_keepalive_interval(Some(Duration::from_secs(config.server.keepalive_interval_secs)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(config.server.keepalive_timeout_secs)))
+            .http2_keepalive_interval(Some(Duration::from_secs(
+                config.server.keepalive_interval_secs,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs(
+                config.server.keepalive_timeout_secs,
+            )))
             .tcp_nodelay(true);
         if config.auth.mode == AuthMode::Mtls {
             builder = builder.tls_config(tls_config(&config)?)?;
@@ -587,11 +663,12 @@ impl App {
         if let Some(listener) = health_listener {
             let mut stop = stop_rx.clone();
             let probes = Server::builder().add_service(health_service.clone());
-            tokio::spawn(
-                probes.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            tokio::spawn(probes.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async move {
                     let _ = stop.wait_for(|s| *s).await;
-                }),
-            );
+                },
+            ));
         }
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let router = builder
@@ -600,11 +677,12 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(data_sharing);
         let mut stop = stop_rx;
-        let serving = tokio::spawn(
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        let serving = tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
                 let _ = stop.wait_for(|s| *s).await;
-            }),
-        );
+            },
+        ));
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             done = &mut serving => {
@@ -633,7 +711,9 @@ impl App {
     }
 }
 
-fn flatten(done: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) -> Result<(), ServerError> {
+fn flatten(
+    done: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), ServerError> {
     match done {
         Ok(result) => Ok(result?),
         Err(join) if join.is_cancelled() => Ok(()),

@@ -52,8 +52,12 @@ impl Telemetry {
     /// Flushes the spans still queued, within `timeout`.
     pub async fn shutdown(self, timeout: Duration) {
         if let Some(provider) = self.provider {
-            let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
-            if !matches!(tokio::time::timeout(timeout + Duration::from_secs(1), flushed).await, Ok(Ok(Ok(())))) {
+            let flushed =
+                tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
+            if !matches!(
+                tokio::time::timeout(timeout + Duration::from_secs(1), flushed).await,
+                Ok(Ok(Ok(())))
+            ) {
                 tracing::warn!("trace export did not flush within the grace period");
             }
         }
@@ -74,7 +78,8 @@ fn otlp_endpoint(config: &TelemetryConfig) -> Option<String> {
 /// records) and, when an OTLP endpoint is configured, the trace pipeline. Must run inside the
 /// tokio runtime. Installing twice keeps the first subscriber.
 pub fn init(config: &TelemetryConfig) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -90,11 +95,17 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
             .with_filter(filter)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     };
 
     let dropped = Arc::new(AtomicU64::new(0));
-    let mut telemetry = Telemetry { provider: None, dropped: dropped.clone() };
+    let mut telemetry = Telemetry {
+        provider: None,
+        dropped: dropped.clone(),
+    };
     let traces = otlp_endpoint(config).and_then(|endpoint| {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -104,7 +115,9 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         let exporter = match exporter {
             Ok(exporter) => exporter,
             Err(err) => {
-                eprintln!("warning: traces disabled: cannot build the OTLP exporter for {endpoint}: {err}");
+                eprintln!(
+                    "warning: traces disabled: cannot build the OTLP exporter for {endpoint}: {err}"
+                );
                 return None;
             }
         };
@@ -123,25 +136,45 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         // The gateway's spans, and the SDK's per-attempt spans (debug level in aws-smithy-runtime).
         let targets = Targets::new()
             .with_target("datashare_gateway", LevelFilter::INFO)
-            .with_target("aws_smithy_runtime::client::orchestrator", LevelFilter::DEBUG);
-        Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(targets))
+            .with_target(
+                "aws_smithy_runtime::client::orchestrator",
+                LevelFilter::DEBUG,
+            );
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(targets),
+        )
     });
-    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
     telemetry
 }
 
 /// Installs logging only (for commands that export no traces).
 pub fn init_logging(config: &TelemetryConfig) {
-    let config = TelemetryConfig { otlp_endpoint: None, ..config.clone() };
+    let config = TelemetryConfig {
+        otlp_endpoint: None,
+        ..config.clone()
+    };
     // No endpoint in this copy, but the environment may name one: logs only, whatever it says.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Reads W3C trace context from gRPC metadata.
@@ -211,7 +244,9 @@ impl QueueProcessor {
                 if batch.len() >= EXPORT_BATCH || (flush.is_some() && !batch.is_empty()) {
                     for chunk in std::mem::take(&mut batch).chunks(EXPORT_BATCH) {
                         let n = chunk.len() as u64;
-                        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec())).await {
+                        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
+                            .await
+                        {
                             Ok(Ok(())) => {}
                             _ => {
                                 counter.fetch_add(n, Ordering::Relaxed);
@@ -227,7 +262,11 @@ impl QueueProcessor {
                 }
             }
         });
-        QueueProcessor { spans, control, dropped }
+        QueueProcessor {
+            spans,
+            control,
+            dropped,
+        }
     }
 }
 
@@ -263,7 +302,10 @@ impl SpanProcessor for QueueProcessor {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -295,7 +337,10 @@ impl<S> tower::Layer<S> for StageLayer {
     type Service = Stage<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Stage { inner, name: self.name }
+        Stage {
+            inner,
+            name: self.name,
+        }
     }
 }
 
@@ -314,7 +359,10 @@ where
     type Error = S::Error;
     type Future = tracing::instrument::Instrumented<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 

@@ -29,10 +29,10 @@ use aws_sdk_redshift::config::timeout::TimeoutConfig;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::operation::RequestId;
 use aws_sdk_redshift::operation::associate_data_share_consumer::AssociateDataShareConsumerOutput;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -43,7 +43,9 @@ use tracing::Instrument;
 
 use crate::metrics::Metrics;
 
-use crate::call::{AssociateCall, AssociateReply, ConsumerTarget, DataShare, DataShareAssociation, UpstreamNote};
+use crate::call::{
+    AssociateCall, AssociateReply, ConsumerTarget, DataShare, DataShareAssociation, UpstreamNote,
+};
 use crate::errors::{GatewayError, UpstreamFault};
 
 /// `[upstream]`: how the gateway reaches Redshift.
@@ -119,10 +121,15 @@ impl UpstreamConfig {
 
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        crate::arn::AccountId::parse(&self.consumer_account)
-            .map_err(|e| format!("upstream.consumer_account = {:?}: {e}", self.consumer_account))?;
+        crate::arn::AccountId::parse(&self.consumer_account).map_err(|e| {
+            format!(
+                "upstream.consumer_account = {:?}: {e}",
+                self.consumer_account
+            )
+        })?;
         if let Some(region) = &self.region {
-            crate::arn::Region::parse(region).map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
+            crate::arn::Region::parse(region)
+                .map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
         }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -190,7 +197,9 @@ pub async fn build_client(
         loader = loader.credentials_provider(credentials);
     }
     let shared = loader.load().await;
-    let conf = aws_sdk_redshift::config::Builder::from(&shared).interceptor(RetryCounter { metrics }).build();
+    let conf = aws_sdk_redshift::config::Builder::from(&shared)
+        .interceptor(RetryCounter { metrics })
+        .build();
     aws_sdk_redshift::Client::from_conf(conf)
 }
 
@@ -211,7 +220,10 @@ impl Intercept for RetryCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if cfg.load::<RequestAttempts>().is_some_and(|a| a.attempts() > 1) {
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
             self.metrics.upstream_retry(ASSOCIATE);
         }
         Ok(())
@@ -231,8 +243,16 @@ pub struct RedshiftService {
 
 impl RedshiftService {
     /// A service over the shared client.
-    pub fn new(client: aws_sdk_redshift::Client, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
-        RedshiftService { client, throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms), metrics }
+    pub fn new(
+        client: aws_sdk_redshift::Client,
+        config: &UpstreamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        RedshiftService {
+            client,
+            throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms),
+            metrics,
+        }
     }
 }
 
@@ -261,10 +281,9 @@ impl Service<AssociateCall> for RedshiftService {
         );
         let record_span = span.clone();
         let call_future = async move {
-            let request = call
-                .request
-                .as_ref()
-                .ok_or_else(|| GatewayError::Internal("upstream reached without a validated request".into()))?;
+            let request = call.request.as_ref().ok_or_else(|| {
+                GatewayError::Internal("upstream reached without a validated request".into())
+            })?;
             let mut op = client
                 .associate_data_share_consumer()
                 .data_share_arn(request.data_share.to_string())
@@ -282,7 +301,11 @@ impl Service<AssociateCall> for RedshiftService {
                     Ok(out) => out.request_id().map(str::to_owned),
                     Err(err) => err.request_id().map(str::to_owned),
                 },
-                aws_error_code: result.as_ref().err().and_then(|e| e.code()).map(str::to_owned),
+                aws_error_code: result
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.code())
+                    .map(str::to_owned),
             };
             metrics.upstream_call(ASSOCIATE, note.aws_error_code.as_deref(), started);
             if let Some(id) = &note.aws_request_id {
@@ -314,7 +337,9 @@ fn data_share_from(out: &AssociateDataShareConsumerOutput) -> DataShare {
                 status: a.status().map(|s| s.as_str().to_owned()),
                 consumer_region: a.consumer_region().map(str::to_owned),
                 created_date: a.created_date().and_then(|d| SystemTime::try_from(*d).ok()),
-                status_change_date: a.status_change_date().and_then(|d| SystemTime::try_from(*d).ok()),
+                status_change_date: a
+                    .status_change_date()
+                    .and_then(|d| SystemTime::try_from(*d).ok()),
                 producer_allowed_writes: a.producer_allowed_writes(),
                 consumer_accepted_writes: a.consumer_accepted_writes(),
             })
@@ -370,13 +395,21 @@ where
         SdkError::ResponseError(_) => UpstreamFault::Unknown { aws_code: None },
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            classify_service(service.err().code(), service.err().message(), status, retry_after)
+            classify_service(
+                service.err().code(),
+                service.err().message(),
+                status,
+                retry_after,
+            )
         }
         // Request construction fails before anything is sent: missing credentials or region.
         SdkError::ConstructionFailure(_) => UpstreamFault::CredentialsRejected { aws_code: None },
         _ => UpstreamFault::Unknown { aws_code: None },
     };
-    GatewayError::Upstream { fault, aws_request_id }
+    GatewayError::Upstream {
+        fault,
+        aws_request_id,
+    }
 }
 
 /// The fault table for errors Redshift answered with.
@@ -394,16 +427,20 @@ pub fn classify_service(
     };
     match code {
         Some(c) if c == "InvalidDataShareFault" => service(Code::FailedPrecondition, c),
-        Some(c) if c == "InvalidNamespaceFault" || c == "ResourceNotFoundFault" => service(Code::NotFound, c),
+        Some(c) if c == "InvalidNamespaceFault" || c == "ResourceNotFoundFault" => {
+            service(Code::NotFound, c)
+        }
         Some(c) if PARAMETER_ERRORS.contains(&c) => service(Code::InvalidArgument, c),
         Some(c) if c == "UnauthorizedOperation" => service(Code::PermissionDenied, c),
         Some(c) if c == "UnsupportedOperation" || c == "UnsupportedOperationFault" => {
             service(Code::FailedPrecondition, c)
         }
-        Some(c) if aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&c) => UpstreamFault::Throttled {
-            aws_code: c.to_owned(),
-            retry_after,
-        },
+        Some(c) if aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&c) => {
+            UpstreamFault::Throttled {
+                aws_code: c.to_owned(),
+                retry_after,
+            }
+        }
         Some(c) if CREDENTIAL_ERRORS.contains(&c) => UpstreamFault::CredentialsRejected {
             aws_code: Some(c.to_owned()),
         },
@@ -436,7 +473,11 @@ mod tests {
         let rows = [
             (Some("InvalidDataShareFault"), 400, Code::FailedPrecondition),
             (Some("InvalidNamespaceFault"), 400, Code::NotFound),
-            (Some("InvalidParameterCombination"), 400, Code::InvalidArgument),
+            (
+                Some("InvalidParameterCombination"),
+                400,
+                Code::InvalidArgument,
+            ),
             (Some("MissingParameter"), 400, Code::InvalidArgument),
             (Some("Throttling"), 400, Code::ResourceExhausted),
             (Some("ThrottlingException"), 400, Code::ResourceExhausted),
@@ -460,7 +501,12 @@ mod tests {
         let mut config = UpstreamConfig::for_account("444455556666");
         assert!(config.validate().is_ok());
         config.consumer_account = "12".into();
-        assert!(config.validate().unwrap_err().starts_with("upstream.consumer_account"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("upstream.consumer_account")
+        );
         let mut config = UpstreamConfig::for_account("444455556666");
         config.attempt_timeout_ms = 20_000;
         assert!(

@@ -5,7 +5,9 @@ mod support;
 
 use datashare_gateway::proto::datasharing::v1::{AssociateConsumerRequest, DataShareStatus};
 use support::emulator::Emulator;
-use support::gateway::{self, Gateway, GatewayOptions, PROVISIONED_NS, REPORTING, SALES_SHARE, SERVERLESS_NS};
+use support::gateway::{
+    self, Gateway, GatewayOptions, PROVISIONED_NS, REPORTING, SALES_SHARE, SERVERLESS_NS,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -27,9 +29,21 @@ async fn associates_each_consumer_kind_and_returns_the_datashare_as_redshift_des
     let mut client = gw.client().await;
 
     let cases = [
-        (request(|r| r.associate_entire_account = true), "444455556666", ""),
-        (request(|r| r.consumer_arn = PROVISIONED_NS.into()), PROVISIONED_NS, ""),
-        (request(|r| r.consumer_arn = SERVERLESS_NS.into()), SERVERLESS_NS, ""),
+        (
+            request(|r| r.associate_entire_account = true),
+            "444455556666",
+            "",
+        ),
+        (
+            request(|r| r.consumer_arn = PROVISIONED_NS.into()),
+            PROVISIONED_NS,
+            "",
+        ),
+        (
+            request(|r| r.consumer_arn = SERVERLESS_NS.into()),
+            SERVERLESS_NS,
+            "",
+        ),
         (
             request(|r| r.consumer_region = "us-west-2".into()),
             "444455556666",
@@ -40,7 +54,9 @@ async fn associates_each_consumer_kind_and_returns_the_datashare_as_redshift_des
         let response = client
             .associate_consumer(gateway::as_caller(REPORTING, message.clone()))
             .await;
-        let response = response.unwrap_or_else(|s| panic!("{message:?}: {s:?}")).into_inner();
+        let response = response
+            .unwrap_or_else(|s| panic!("{message:?}: {s:?}"))
+            .into_inner();
         assert_eq!(response.data_share_arn, SALES_SHARE);
         assert_eq!(
             response.producer_arn,
@@ -50,7 +66,12 @@ async fn associates_each_consumer_kind_and_returns_the_datashare_as_redshift_des
             .associations
             .iter()
             .find(|a| a.consumer_identifier == identifier && a.consumer_region == region)
-            .unwrap_or_else(|| panic!("no association for {identifier} {region}: {:?}", response.associations));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no association for {identifier} {region}: {:?}",
+                    response.associations
+                )
+            });
         assert_eq!(association.status(), DataShareStatus::Active);
         let created = association.created_date.expect("created_date");
         let changed = association.status_change_date.expect("status_change_date");
@@ -97,7 +118,9 @@ async fn validate_only_checks_everything_but_does_not_call_redshift() {
         .await
         .unwrap()
         .into_inner();
-    let validation = response.validation.expect("validate_only returns the decision");
+    let validation = response
+        .validation
+        .expect("validate_only returns the decision");
     assert!(
         !validation.determining_policies.is_empty(),
         "the permitting policies are named"
@@ -125,7 +148,11 @@ async fn invalid_requests_name_each_field_and_never_reach_redshift() {
             vec!["data_share_arn"],
             "required",
         ),
-        (request(|_| {}), vec!["associate_entire_account"], "exactly one"),
+        (
+            request(|_| {}),
+            vec!["associate_entire_account"],
+            "exactly one",
+        ),
         (
             request(|r| {
                 r.associate_entire_account = true;
@@ -140,7 +167,9 @@ async fn invalid_requests_name_each_field_and_never_reach_redshift() {
             "region",
         ),
         (
-            request(|r| r.consumer_arn = "arn:aws:redshift:us-east-1:444455556666:cluster:x".into()),
+            request(|r| {
+                r.consumer_arn = "arn:aws:redshift:us-east-1:444455556666:cluster:x".into()
+            }),
             vec!["consumer_arn"],
             "namespace",
         ),
@@ -171,15 +200,28 @@ async fn invalid_requests_name_each_field_and_never_reach_redshift() {
         assert_eq!(status.code(), Code::InvalidArgument, "{message:?}");
         let details = status.get_error_details();
         let bad = details.bad_request().expect("BadRequest");
-        let got: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        let got: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(got, fields, "{message:?}");
         assert!(
-            bad.field_violations.iter().any(|v| v.description.contains(rule)),
+            bad.field_violations
+                .iter()
+                .any(|v| v.description.contains(rule)),
             "{rule} in {bad:?}"
         );
-        assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("INVALID_REQUEST"));
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("INVALID_REQUEST")
+        );
     }
-    assert_eq!(emulator.counter(OP, "received"), 0, "nothing invalid reaches Redshift");
+    assert_eq!(
+        emulator.counter(OP, "received"),
+        0,
+        "nothing invalid reaches Redshift"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +234,10 @@ async fn the_request_id_is_echoed_or_generated() {
     req.metadata_mut()
         .insert("x-request-id", "caller-chosen-42".parse().unwrap());
     let response = client.associate_consumer(req).await.unwrap();
-    assert_eq!(response.metadata().get("x-request-id").unwrap(), "caller-chosen-42");
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "caller-chosen-42"
+    );
 
     let status = client
         .associate_consumer(gateway::as_caller(REPORTING, request(|_| {})))
@@ -208,7 +253,10 @@ async fn the_request_id_is_echoed_or_generated() {
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
     let info = status.get_error_details().error_info().cloned().unwrap();
     assert_eq!(info.metadata.get("request_id"), Some(&generated));
-    assert!(gw.logs().contains(&generated), "the request id is in the logs");
+    assert!(
+        gw.logs().contains(&generated),
+        "the request id is in the logs"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +288,9 @@ async fn health_reports_serving() {
 async fn sigterm_lets_an_in_flight_call_finish_then_exits_cleanly() {
     let emulator = Emulator::start();
     let mut gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-    emulator.inject_fault(serde_json::json!({"kind": "latency", "latency_ms": 700, "operation": OP, "count": 1}));
+    emulator.inject_fault(
+        serde_json::json!({"kind": "latency", "latency_ms": 700, "operation": OP, "count": 1}),
+    );
     let mut client = gw.client().await;
     let in_flight = tokio::spawn(async move {
         client

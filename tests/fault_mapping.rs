@@ -38,7 +38,11 @@ fn error_info(status: &tonic::Status) -> (String, std::collections::HashMap<Stri
         .error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.domain, "datashare-gateway");
-    assert!(info.metadata.contains_key("request_id"), "{:?}", info.metadata);
+    assert!(
+        info.metadata.contains_key("request_id"),
+        "{:?}",
+        info.metadata
+    );
     (info.reason.clone(), info.metadata.clone())
 }
 
@@ -51,7 +55,9 @@ async fn invalid_datashare_fault_is_failed_precondition() {
     let (reason, metadata) = error_info(&status);
     assert_eq!(reason, "InvalidDataShareFault");
     assert!(
-        metadata.get("aws_request_id").is_some_and(|id| !id.is_empty()),
+        metadata
+            .get("aws_request_id")
+            .is_some_and(|id| !id.is_empty()),
         "{metadata:?}"
     );
     assert_eq!(
@@ -65,7 +71,8 @@ async fn invalid_namespace_fault_is_not_found() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
     // Well-formed, in the consumer account, but no such namespace.
-    let unknown = "arn:aws:redshift:us-east-1:444455556666:namespace:00000000-0000-4000-8000-000000000000";
+    let unknown =
+        "arn:aws:redshift:us-east-1:444455556666:namespace:00000000-0000-4000-8000-000000000000";
     let status = call_err(&gw, gateway::namespace_request(SALES_SHARE, unknown)).await;
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert_eq!(error_info(&status).0, "InvalidNamespaceFault");
@@ -80,7 +87,9 @@ async fn parameter_errors_from_redshift_are_invalid_argument() {
         "InvalidParameterCombination",
         "MissingParameter",
     ] {
-        emulator.inject_fault(json!({"kind": "error", "code": code, "status": 400, "operation": OP, "count": 1}));
+        emulator.inject_fault(
+            json!({"kind": "error", "code": code, "status": 400, "operation": OP, "count": 1}),
+        );
         let status = call_err(&gw, entire_account(SALES_SHARE)).await;
         assert_eq!(status.code(), Code::InvalidArgument, "{code}: {status:?}");
         assert_eq!(error_info(&status).0, code);
@@ -95,7 +104,10 @@ async fn throttling_after_the_sdk_retries_is_resource_exhausted_with_retry_info(
     let status = call_err(&gw, entire_account(SALES_SHARE)).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(error_info(&status).0, "Throttling");
-    let retry = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay);
     assert_eq!(retry, Some(Duration::from_millis(1500)));
     // The SDK made its three attempts before giving up.
     let attempts = emulator.attempts(OP);
@@ -209,7 +221,13 @@ async fn raw_call_with_grpc_timeout(
     let collected = body.collect().await.unwrap();
     // A status without a body comes in the headers ("trailers-only"); otherwise in the trailers.
     let trailers = collected.trailers().cloned().unwrap_or(parts.headers);
-    let get = |k: &str| trailers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     (get("grpc-status"), get("grpc-message"))
 }
 
@@ -218,7 +236,8 @@ async fn the_callers_own_deadline_is_deadline_exceeded_not_cancelled() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
     emulator.inject_fault(json!({"kind": "latency", "latency_ms": 1500, "operation": OP}));
-    let (status, message) = raw_call_with_grpc_timeout(&gw, entire_account(SALES_SHARE), "300m").await;
+    let (status, message) =
+        raw_call_with_grpc_timeout(&gw, entire_account(SALES_SHARE), "300m").await;
     assert_eq!(
         status,
         (Code::DeadlineExceeded as i32).to_string(),
@@ -256,7 +275,11 @@ async fn a_connection_closed_without_an_answer_is_unavailable() {
 async fn the_gateways_rejected_credentials_are_internal_and_logged() {
     let emulator = Emulator::start();
     for (access_key, secret, code) in [
-        ("AKIAIOSFODNN7EXAMPLE", "not-the-secret", "SignatureDoesNotMatch"),
+        (
+            "AKIAIOSFODNN7EXAMPLE",
+            "not-the-secret",
+            "SignatureDoesNotMatch",
+        ),
         ("AKIAUNKNOWNKEY000000", "whatever", "InvalidClientTokenId"),
     ] {
         let mut options = GatewayOptions::new(emulator.endpoint_url());
@@ -270,7 +293,10 @@ async fn the_gateways_rejected_credentials_are_internal_and_logged() {
             !status.message().contains(secret),
             "the message must not leak the secret"
         );
-        assert!(!gw.logs().contains(secret), "the logs must not leak the secret");
+        assert!(
+            !gw.logs().contains(secret),
+            "the logs must not leak the secret"
+        );
     }
 }
 

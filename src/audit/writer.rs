@@ -105,7 +105,10 @@ type Reply = oneshot::Sender<Result<u64, AuditError>>;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Msg {
-    Append { body: RecordBody, reply: Reply },
+    Append {
+        body: RecordBody,
+        reply: Reply,
+    },
     /// While unhealthy: try to write (a new file, pending recovery records) without a call.
     Probe,
     Shutdown(oneshot::Sender<()>),

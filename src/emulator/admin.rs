@@ -19,8 +19,10 @@ use super::fixtures::{Fixtures, GrantFixture};
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -101,7 +103,10 @@ pub(crate) async fn handle(
                 shared.counters.reset();
                 json_response(StatusCode::OK, &shared.store.snapshot())
             }
-            Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e.to_string() })),
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({ "error": e.to_string() }),
+            ),
         },
         _ => json_response(
             StatusCode::NOT_FOUND,
@@ -113,7 +118,10 @@ pub(crate) async fn handle(
 }
 
 fn counters(shared: &Shared) -> Response<Full<Bytes>> {
-    json_response(StatusCode::OK, &json!({ "operations": shared.counters.snapshot() }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "operations": shared.counters.snapshot() }),
+    )
 }
 
 fn faults(shared: &Shared) -> Response<Full<Bytes>> {

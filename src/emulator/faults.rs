@@ -169,7 +169,10 @@ impl Faults {
         let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         let mut decision = Decision::default();
         for rule in rules.iter_mut() {
-            let applies = rule.operation.as_deref().is_none_or(|op| op == "*" || op == operation);
+            let applies = rule
+                .operation
+                .as_deref()
+                .is_none_or(|op| op == "*" || op == operation);
             if !applies || (decision.fault.is_some() && rule.kind != FaultKind::Latency) {
                 continue;
             }

@@ -161,10 +161,11 @@ impl Fixtures {
             path: path.to_owned(),
             source,
         })?;
-        let fixtures: Fixtures = toml::from_str(&text).map_err(|source| EmulatorError::ParseFixtures {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
+        let fixtures: Fixtures =
+            toml::from_str(&text).map_err(|source| EmulatorError::ParseFixtures {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
         fixtures.validate()?;
         Ok(fixtures)
     }
@@ -177,7 +178,8 @@ impl Fixtures {
             rule: rule.to_owned(),
         };
         for key in &self.keys {
-            AccountId::parse(&key.account).map_err(|e| invalid("keys.account", &key.account, &e.to_string()))?;
+            AccountId::parse(&key.account)
+                .map_err(|e| invalid("keys.account", &key.account, &e.to_string()))?;
             if key.access_key_id.is_empty() || key.secret_access_key.is_empty() {
                 return Err(invalid(
                     "keys.access_key_id",
@@ -187,8 +189,10 @@ impl Fixtures {
             }
         }
         for ns in &self.namespaces {
-            AccountId::parse(&ns.account).map_err(|e| invalid("namespaces.account", &ns.account, &e.to_string()))?;
-            NamespaceId::parse(&ns.guid).map_err(|e| invalid("namespaces.guid", &ns.guid, &e.to_string()))?;
+            AccountId::parse(&ns.account)
+                .map_err(|e| invalid("namespaces.account", &ns.account, &e.to_string()))?;
+            NamespaceId::parse(&ns.guid)
+                .map_err(|e| invalid("namespaces.guid", &ns.guid, &e.to_string()))?;
         }
         for share in &self.datashares {
             NamespaceId::parse(&share.producer_namespace).map_err(|e| {
@@ -217,8 +221,13 @@ impl Fixtures {
                 }
                 for assoc in &grant.associations {
                     if let Some(arn) = &assoc.consumer_arn {
-                        NamespaceArn::parse(arn)
-                            .map_err(|e| invalid("datashares.grants.associations.consumer_arn", arn, &e.to_string()))?;
+                        NamespaceArn::parse(arn).map_err(|e| {
+                            invalid(
+                                "datashares.grants.associations.consumer_arn",
+                                arn,
+                                &e.to_string(),
+                            )
+                        })?;
                     }
                 }
             }
@@ -254,8 +263,10 @@ mod tests {
 
     #[test]
     fn a_bad_account_names_the_key() {
-        let f: Fixtures =
-            toml::from_str("[[namespaces]]\naccount='12'\nguid='9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f'\n").unwrap();
+        let f: Fixtures = toml::from_str(
+            "[[namespaces]]\naccount='12'\nguid='9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f'\n",
+        )
+        .unwrap();
         let err = f.validate().unwrap_err().to_string();
         assert!(err.contains("namespaces.account"), "{err}");
     }

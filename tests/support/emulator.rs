@@ -16,21 +16,23 @@ use serde_json::Value;
 
 pub const REGION: &str = "us-east-1";
 pub const PRODUCER_ACCOUNT: &str = "111122223333";
-pub const PRODUCER_KEY: (&str, &str) = ("AKIAI44QH8DHBEXAMPLE", "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY");
+pub const PRODUCER_KEY: (&str, &str) = (
+    "AKIAI44QH8DHBEXAMPLE",
+    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+);
 pub const CONSUMER_ACCOUNT: &str = "444455556666";
-pub const CONSUMER_KEY: (&str, &str) = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+pub const CONSUMER_KEY: (&str, &str) = (
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+);
 pub const PRODUCER_NAMESPACE: &str =
     "arn:aws:redshift:us-east-1:111122223333:namespace:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f";
-pub const SALES_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-pub const FINANCE_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
-pub const LEGAL_HOLD_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
+pub const SALES_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+pub const FINANCE_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+pub const LEGAL_HOLD_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
 pub const CONSUMER_NAMESPACE: &str =
     "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
-pub const CONSUMER_SERVERLESS_NAMESPACE: &str =
-    "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+pub const CONSUMER_SERVERLESS_NAMESPACE: &str = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 pub const OTHER_ACCOUNT: &str = "777788889999";
 pub const OTHER_NAMESPACE: &str =
     "arn:aws:redshift:us-east-1:777788889999:namespace:7a7b7c7d-7e7f-4a0b-8c1d-2e3f4a5b6c7d";
@@ -177,7 +179,9 @@ impl Emulator {
 
     /// One counter (`received`, `forwarded` or `answered`) of one operation; 0 when unseen.
     pub fn counter(&self, operation: &str, field: &str) -> u64 {
-        self.counters()["operations"][operation][field].as_u64().unwrap_or(0)
+        self.counters()["operations"][operation][field]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Requests per `amz-sdk-request` attempt number for one operation.
@@ -276,7 +280,13 @@ pub fn client(
 }
 
 /// A minimal HTTP/1.1 request with `Connection: close`; returns the status and the body.
-pub fn raw_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+pub fn raw_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let (status, _, body) = raw_http_full(addr, method, path, headers, body);
     (status, body)
 }
@@ -347,7 +357,11 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// POSTs `body` to the API signed with SigV4 (aws-sigv4, as the Rust SDK signs), so a test can
 /// send requests the SDK never would (no Action, a wrong Version, ...).
-pub fn signed_post(addr: SocketAddr, body: &str, (akid, secret): (&str, &str)) -> (u16, Vec<(String, String)>, String) {
+pub fn signed_post(
+    addr: SocketAddr,
+    body: &str,
+    (akid, secret): (&str, &str),
+) -> (u16, Vec<(String, String)>, String) {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     use aws_sigv4::sign::v4;
 

@@ -31,17 +31,14 @@ pub const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
 pub const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
 
 /// `sales_share`: authorized for the consumer account (AVAILABLE).
-pub const SALES_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+pub const SALES_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
 /// `finance_share`: never granted to the consumer account.
-pub const FINANCE_SHARE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+pub const FINANCE_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
 /// The consumer account's provisioned namespace.
 pub const PROVISIONED_NS: &str =
     "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 /// The consumer account's serverless namespace.
-pub const SERVERLESS_NS: &str =
-    "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+pub const SERVERLESS_NS: &str = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -128,10 +125,19 @@ impl Gateway {
     /// Writes the config and starts the gateway; waits for its ready line.
     pub async fn start(options: GatewayOptions) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let audit_dir = options.audit_dir.clone().unwrap_or_else(|| dir.path().join("audit"));
+        let audit_dir = options
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit"));
         let config_file = dir.path().join("gateway.toml");
         std::fs::write(&config_file, config_text(&options, &audit_dir)).expect("write config");
-        Self::spawn(dir, config_file, audit_dir, (options.access_key, options.secret_key)).await
+        Self::spawn(
+            dir,
+            config_file,
+            audit_dir,
+            (options.access_key, options.secret_key),
+        )
+        .await
     }
 
     /// Starts the gateway again with the same directory and config (after a kill).
@@ -148,7 +154,12 @@ impl Gateway {
         Self::spawn(dir, config_file, audit_dir, credentials).await
     }
 
-    async fn spawn(dir: TempDir, config_file: PathBuf, audit_dir: PathBuf, credentials: (String, String)) -> Gateway {
+    async fn spawn(
+        dir: TempDir,
+        config_file: PathBuf,
+        audit_dir: PathBuf,
+        credentials: (String, String),
+    ) -> Gateway {
         let log_file = dir.path().join(format!("gateway-{}.log", uuid_like()));
         let log = std::fs::File::create(&log_file).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
@@ -161,7 +172,10 @@ impl Gateway {
             .env_remove("AWS_PROFILE")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", dir.path().join("no-aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("no-aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-aws-credentials"),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -250,14 +264,19 @@ fn uuid_like() -> String {
 fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
     let auth = match &o.auth {
         Auth::Insecure => "mode = \"insecure\"\n".to_owned(),
-        Auth::Mtls { cert, key, client_ca } => format!(
+        Auth::Mtls {
+            cert,
+            key,
+            client_ca,
+        } => format!(
             "mode = \"mtls\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
             cert.display().to_string(),
             key.display().to_string(),
             client_ca.display().to_string()
         ),
     };
-    let principals = std::fs::read_to_string(repo_root().join("examples/policies/principals.toml")).unwrap_or_default();
+    let principals = std::fs::read_to_string(repo_root().join("examples/policies/principals.toml"))
+        .unwrap_or_default();
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -298,7 +317,10 @@ throttle_retry_after_ms = 1500
 }
 
 /// A request from `caller` (insecure mode's `x-caller-id`).
-pub fn as_caller(caller: &str, message: AssociateConsumerRequest) -> tonic::Request<AssociateConsumerRequest> {
+pub fn as_caller(
+    caller: &str,
+    message: AssociateConsumerRequest,
+) -> tonic::Request<AssociateConsumerRequest> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
