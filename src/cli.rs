@@ -90,7 +90,7 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let fixtures = if args.fixtures.is_file() {
         crate::emulator::Fixtures::load(&args.fixtures)?
     } else {
-        crate::emulator::Fixtures::dev()
+        crate::emulator::Fixtures::dev()?
     };
     let principals =
         std::fs::read_to_string(args.policies.join("principals.toml")).map_err(|e| {
@@ -164,6 +164,7 @@ otlp_endpoint = {otlp:?}
         config,
         BuildOptions {
             credentials: Some(credentials),
+            telemetry,
         },
     )
     .await?;
@@ -208,13 +209,23 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 async fn serve(path: &std::path::Path) -> Result<ExitCode, CliError> {
     let config = Config::load(path)?;
-    telemetry::init_logging(&config.telemetry);
+    let telemetry = telemetry::init(&config.telemetry);
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let app = App::build(config, BuildOptions::default()).await?;
-    announce(&crate::server::ready_line(listener.local_addr()?));
+    let app = App::build(
+        config,
+        BuildOptions {
+            credentials: None,
+            telemetry,
+        },
+    )
+    .await?;
+    announce(&crate::server::ready_line(
+        listener.local_addr()?,
+        app.admin_addr(),
+    ));
     app.serve(listener, telemetry::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -110,6 +110,8 @@ pub struct Gateway {
     child: Child,
     /// The gRPC address.
     pub addr: SocketAddr,
+    /// The admin HTTP address (`/metrics`, `/livez`, `/readyz`).
+    pub admin: SocketAddr,
     /// The audit directory.
     pub audit_dir: PathBuf,
     /// The file the gateway's stderr (its logs) goes to.
@@ -190,14 +192,17 @@ impl Gateway {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["event"] == "gateway_listening"
                 {
-                    return v["grpc"].as_str().map(str::to_owned);
+                    return Some((v["grpc"].as_str()?.to_owned(), v["admin"].as_str()?.to_owned()));
                 }
             }
             None
         })
         .await;
-        let addr = match ready {
-            Ok(Some(addr)) => addr.parse().expect("ready line address"),
+        let (addr, admin) = match ready {
+            Ok(Some((grpc, admin))) => (
+                grpc.parse().expect("ready line grpc address"),
+                admin.parse().expect("ready line admin address"),
+            ),
             _ => {
                 let _ = child.kill().await;
                 panic!(
@@ -211,6 +216,7 @@ impl Gateway {
         Gateway {
             child,
             addr,
+            admin,
             audit_dir,
             log_file,
             config_file,
@@ -280,6 +286,7 @@ fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 shutdown_grace_secs = 5
 
 [auth]
