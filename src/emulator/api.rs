@@ -114,7 +114,7 @@ pub(crate) async fn handle(
             shared.counters.update(&operation, |c| {
                 *c.faults.entry(fault_name(kind)).or_default() += 1;
             });
-            match injected(kind, &operation, &request_id) {
+            match injected(kind, decision.error.as_ref(), &operation, &request_id) {
                 Some(res) => (res.status(), res, None),
                 None => {
                     tracing::info!(%request_id, action = %operation, ?attempt, ?max_attempts, fault = ?kind, "closing connection without a response");
@@ -149,8 +149,15 @@ fn fault_name(kind: FaultKind) -> String {
 }
 
 /// The response for an injected fault, or `None` to close the connection.
-fn injected(kind: FaultKind, operation: &str, request_id: &str) -> Option<Response<Full<Bytes>>> {
-    let err = |status, code, msg: &str| Some(error(&AwsError::new(status, code, msg), request_id));
+fn injected(
+    kind: FaultKind,
+    error_rule: Option<&(u16, String)>,
+    operation: &str,
+    request_id: &str,
+) -> Option<Response<Full<Bytes>>> {
+    let err = |status, code: &'static str, msg: &str| {
+        Some(error(&AwsError::new(status, code, msg), request_id))
+    };
     match kind {
         // The usual awsQuery throttle; in both SDKs' throttling lists (api doc §5).
         FaultKind::Throttling => err(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
@@ -178,6 +185,18 @@ fn injected(kind: FaultKind, operation: &str, request_id: &str) -> Option<Respon
             request_id,
             format!("this is not XML: {operation} <<<"),
         )),
+        FaultKind::Error => {
+            let (status, code) = error_rule?;
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+            Some(error(
+                &AwsError::new(
+                    status,
+                    code.clone(),
+                    "Injected by the emulator's fault rules.",
+                ),
+                request_id,
+            ))
+        }
         FaultKind::CloseConnection => None,
         // Latency alone never becomes the outcome (see `Faults::decide`).
         FaultKind::Latency => None,

@@ -26,6 +26,9 @@ pub enum FaultKind {
     CloseConnection,
     /// Answer 200 with a body that is not valid XML.
     MalformedBody,
+    /// Answer with any AWS error: `code` and `status` (default 400) from the rule. For the
+    /// errors the state machine never produces, such as parameter or credential errors.
+    Error,
 }
 
 impl FromStr for FaultKind {
@@ -34,7 +37,7 @@ impl FromStr for FaultKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
             format!(
-                "unknown fault kind '{s}': expected throttling, internal_failure, service_unavailable, bare_429, latency, close_connection or malformed_body"
+                "unknown fault kind '{s}': expected throttling, internal_failure, service_unavailable, bare_429, latency, close_connection, malformed_body or error"
             )
         })
     }
@@ -62,11 +65,25 @@ pub struct FaultSpec {
     /// Up to this much further random delay.
     #[serde(default)]
     pub jitter_ms: u64,
+    /// For kind `error`: the AWS error code to answer with.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// For kind `error`: the HTTP status (default 400).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 impl FaultSpec {
     /// Checks the rule: `count` and `probability` exclude each other; probability in 0..=1.
     pub fn validate(&self) -> Result<(), String> {
+        if self.kind == FaultKind::Error && self.code.as_deref().is_none_or(str::is_empty) {
+            return Err("kind error needs a code (the AWS error code to answer with)".into());
+        }
+        if let Some(status) = self.status
+            && !(400..=599).contains(&status)
+        {
+            return Err(format!("status must be 400 to 599, got {status}"));
+        }
         if self.count.is_some() && self.probability.is_some() {
             return Err("give either count or probability, not both".into());
         }
@@ -94,6 +111,8 @@ impl FromStr for FaultSpec {
             probability: None,
             latency_ms: 0,
             jitter_ms: 0,
+            code: None,
+            status: None,
         };
         for part in parts {
             let (k, v) = part
@@ -127,6 +146,8 @@ impl FromStr for FaultSpec {
 pub(crate) struct Decision {
     pub(crate) delay: Duration,
     pub(crate) fault: Option<FaultKind>,
+    /// For [`FaultKind::Error`]: the HTTP status and the AWS error code.
+    pub(crate) error: Option<(u16, String)>,
 }
 
 /// The active fault rules.
@@ -196,6 +217,12 @@ impl Faults {
             decision.delay += Duration::from_millis(rule.latency_ms + jitter);
             if rule.kind != FaultKind::Latency {
                 decision.fault = Some(rule.kind);
+                if rule.kind == FaultKind::Error {
+                    decision.error = Some((
+                        rule.status.unwrap_or(400),
+                        rule.code.clone().unwrap_or_default(),
+                    ));
+                }
             }
         }
         rules.retain(|r| r.count != Some(0));

@@ -78,15 +78,19 @@ impl QueryRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AwsError {
     pub(crate) status: StatusCode,
-    pub(crate) code: &'static str,
+    pub(crate) code: std::borrow::Cow<'static, str>,
     pub(crate) message: String,
 }
 
 impl AwsError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         AwsError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
         }
     }

@@ -192,7 +192,10 @@ impl Gateway {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["event"] == "gateway_listening"
                 {
-                    return Some((v["grpc"].as_str()?.to_owned(), v["admin"].as_str()?.to_owned()));
+                    return Some((
+                        v["grpc"].as_str()?.to_owned(),
+                        v["admin"].as_str()?.to_owned(),
+                    ));
                 }
             }
             None
