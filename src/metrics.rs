@@ -352,6 +352,6 @@ mod tests {
         assert!(text.contains(
             "datashare_gateway_upstream_retries_total{operation=\"AssociateDataShareConsumer\"} 1"
         ));
-        assert!(text.contains("# TYPE datashare_gateway_call_duration_seconds histogram"));
+        assert!(text.contains("# TYPE datashare_gateway_upstream_duration_seconds histogram"));
     }
 }
