@@ -22,7 +22,7 @@ use crate::call::{
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::identity::AuthMode;
-use crate::identity::{IdentityLayer, PrincipalDirectory};
+use crate::identity::{CALLER_ID_HEADER, IdentityLayer, PrincipalDirectory};
 use crate::limits::LimitLayer;
 use crate::metrics::{Metrics, MetricsLayer, ScrapeSource};
 use crate::policy::{Policies, PolicyLayer};
@@ -42,8 +42,6 @@ pub type CallService = BoxCloneSyncService<AssociateCall, AssociateReply, Gatewa
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The response metadata key carrying the call's trace id.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
-/// The metadata key naming the caller in insecure mode.
-pub const CALLER_ID_HEADER: &str = "x-caller-id";
 /// The name health checks use for the gateway's service.
 pub const SERVICE_NAME: &str = "datasharing.v1.DataSharing";
 

@@ -153,30 +153,6 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
     telemetry
 }
 
-/// Installs logging only (for commands that export no traces).
-pub fn init_logging(config: &TelemetryConfig) {
-    let config = TelemetryConfig {
-        otlp_endpoint: None,
-        ..config.clone()
-    };
-    // No endpoint in this copy, but the environment may name one: logs only, whatever it says.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let json = match config.log_format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// Reads W3C trace context from gRPC metadata.
 struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
 
@@ -225,39 +201,42 @@ impl QueueProcessor {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(EXPORT_BATCH);
             loop {
-                let mut flush = None;
+                // Why this turn ends: a full batch, a quiet period, a flush request, or the end.
+                let mut ack = None;
+                let mut closed = false;
+                let mut send_now = false;
                 tokio::select! {
                     span = queue.recv() => match span {
-                        Some(span) => batch.push(span),
-                        None => flush = Some(None),
+                        Some(span) => {
+                            batch.push(span);
+                            send_now = batch.len() >= EXPORT_BATCH;
+                        }
+                        None => closed = true,
                     },
-                    ack = flushes.recv() => flush = Some(ack),
-                    () = tokio::time::sleep(EXPORT_DELAY), if !batch.is_empty() => flush = Some(None),
+                    Some(flush) = flushes.recv() => ack = Some(flush),
+                    () = tokio::time::sleep(EXPORT_DELAY), if !batch.is_empty() => send_now = true,
                 }
-                if let Some(ack) = &flush {
-                    // Take everything already queued before answering a flush.
+                if ack.is_some() || closed {
+                    // Take everything already queued before answering a flush or stopping.
                     while let Ok(span) = queue.try_recv() {
                         batch.push(span);
                     }
-                    let _ = ack;
+                    send_now = true;
                 }
-                if batch.len() >= EXPORT_BATCH || (flush.is_some() && !batch.is_empty()) {
+                if send_now && !batch.is_empty() {
                     for chunk in std::mem::take(&mut batch).chunks(EXPORT_BATCH) {
-                        let n = chunk.len() as u64;
-                        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
-                            .await
-                        {
-                            Ok(Ok(())) => {}
-                            _ => {
-                                counter.fetch_add(n, Ordering::Relaxed);
-                            }
+                        let exported =
+                            tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
+                                .await;
+                        if !matches!(exported, Ok(Ok(()))) {
+                            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         }
                     }
                 }
-                if let Some(Some(ack)) = flush {
+                if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
-                if queue.is_closed() && queue.is_empty() && batch.is_empty() {
+                if closed {
                     break;
                 }
             }
