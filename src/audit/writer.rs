@@ -39,6 +39,15 @@ pub enum AuditError {
         #[source]
         source: io::Error,
     },
+    /// A new audit file could not be created at start.
+    #[error("cannot create an audit file in {path}")]
+    CreateFile {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// An existing audit file could not be read at start.
     #[error("cannot read the audit file or directory {path}")]
     Read {
@@ -423,7 +432,7 @@ impl Writer {
         // with the directory show now rather than on the first call.
         let segment = writer
             .open_segment()
-            .map_err(|source| AuditError::CreateDir {
+            .map_err(|source| AuditError::CreateFile {
                 path: writer.dir.clone(),
                 source,
             })?;
