@@ -52,7 +52,7 @@ fn body(i: usize) -> RecordBody {
         }),
         truncated: Vec::new(),
     };
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         RecordBody::Intent(call)
     } else {
         RecordBody::Call {
@@ -130,7 +130,11 @@ async fn group_commit(dir: &std::path::Path, sync: bool) -> Result<f64, BenchErr
         caller.await??;
     }
     let elapsed = started.elapsed();
-    let name = if sync { "group commit" } else { "no fsync (cpu)" };
+    let name = if sync {
+        "group commit"
+    } else {
+        "no fsync (cpu)"
+    };
     let rate = print_stats(name, GROUP_RECORDS, elapsed, &log.stats());
     log.close().await;
     Ok(rate)

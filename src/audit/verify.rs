@@ -178,8 +178,8 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
         intents: BTreeMap::new(),
     };
     for path in &files {
-        let checked = read(path)
-            .and_then(|bytes| verify_file(path, &bytes, &acks, &mut state, &mut report));
+        let checked =
+            read(path).and_then(|bytes| verify_file(path, &bytes, &acks, &mut state, &mut report));
         if let Err(failure) = checked {
             report.failure = Some(failure);
             break;
