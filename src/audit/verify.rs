@@ -204,25 +204,23 @@ fn verify_file(
         seq,
         problem,
     };
+    let mut ack_problem = None;
     let limit = match acks.get(&file_name(path)) {
         Some(ack) => {
             // The acknowledged bytes must be exactly the file's tail (or less, if a crash lost
-            // some of what a failed write had put there).
+            // some of what a failed write had put there). When they are not, the records before
+            // them are still checked first: an edit there is the more useful report.
             if ack.offset > len || len > ack.offset.saturating_add(ack.length) {
-                return Err(fail(
-                    0,
-                    0,
-                    None,
-                    format!(
-                        "recovery record seq {} acknowledges {} torn bytes at offset {}, but the \
-                         file is {len} bytes long",
-                        ack.by_seq, ack.length, ack.offset
-                    ),
+                ack_problem = Some(format!(
+                    "recovery record seq {} acknowledges {} torn bytes at offset {}, but the \
+                     file is {len} bytes long",
+                    ack.by_seq, ack.length, ack.offset
                 ));
+            } else {
+                report.acknowledged.push(ack.clone());
             }
-            report.acknowledged.push(ack.clone());
-            // `ack.offset <= len`, which is a usize.
-            usize::try_from(ack.offset).unwrap_or(bytes.len())
+            // At most `len`, which is a usize.
+            usize::try_from(ack.offset.min(len)).unwrap_or(bytes.len())
         }
         None => bytes.len(),
     };
@@ -248,7 +246,10 @@ fn verify_file(
         pos += nl + 1;
         line_no += 1;
     }
-    Ok(())
+    match ack_problem {
+        Some(problem) => Err(fail(line_no, pos, None, problem)),
+        None => Ok(()),
+    }
 }
 
 fn claimed_seq(line: &[u8]) -> Option<u64> {
