@@ -222,6 +222,14 @@ async fn a_torn_tail_fails_until_a_restart_acknowledges_it() {
     );
     assert!(out.contains("(recovery record seq 11)"), "{out}");
     assert!(out.contains("13 record(s) verified"), "{out}");
+
+    // Deleting a record from the torn file is reported at that record's place.
+    let text = std::fs::read(last).expect("read");
+    let first_nl = text.iter().position(|b| *b == b'\n').expect("a line");
+    std::fs::write(last, &text[first_nl + 1..]).expect("write");
+    let (ok, out) = verify_dir(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("{name} line 1 (byte 0)")), "{out}");
 }
 
 #[tokio::test]

@@ -150,15 +150,23 @@ pub(crate) struct RecoveryNote {
     pub(crate) cause: String,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a, B> {
-    v: u32,
-    seq: u64,
-    ts: &'a str,
-    #[serde(flatten)]
-    body: &'a B,
-    alg: &'static str,
-    prev: &'a str,
+/// A record body serialised by the caller (so that the writer thread, which must number and
+/// chain records one at a time, only splices and hashes): the members of a JSON object, without
+/// its braces, starting with `"kind"`.
+#[derive(Clone, Debug)]
+pub(crate) struct EncodedBody(Vec<u8>);
+
+/// Serialises a record body (a struct or internally tagged enum: a JSON object).
+pub(crate) fn encode_body<B: Serialize>(body: &B) -> Result<EncodedBody, serde_json::Error> {
+    let mut json = serde_json::to_vec(body)?;
+    if json.len() <= 2 || json.first() != Some(&b'{') || json.last() != Some(&b'}') {
+        return Err(<serde_json::Error as serde::ser::Error>::custom(
+            "a record body must be a non-empty JSON object",
+        ));
+    }
+    json.pop();
+    json.remove(0);
+    Ok(EncodedBody(json))
 }
 
 /// The fields `verify` and recovery read back from a line; other fields are hashed, not parsed.
@@ -297,35 +305,40 @@ impl Chain {
         }
     }
 
-    /// Appends one record line to `out` and returns its hash. On error `out` is unchanged.
-    pub(crate) fn encode_line<B: Serialize>(
+    /// Appends one record line to `out` and returns its hash: `v`, `seq`, `ts`, the body's
+    /// members, `alg`, `prev`, then `hash` over everything before it (closed with `}`).
+    pub(crate) fn encode_line(
         &self,
         out: &mut Vec<u8>,
         seq: u64,
         ts: &str,
-        body: &B,
+        body: &EncodedBody,
         prev: &str,
-    ) -> Result<String, serde_json::Error> {
+    ) -> String {
         let start = out.len();
-        let envelope = Envelope {
-            v: SCHEMA_VERSION,
-            seq,
-            ts,
-            body,
-            alg: self.alg(),
-            prev,
-        };
-        if let Err(err) = serde_json::to_writer(&mut *out, &envelope) {
-            out.truncate(start);
-            return Err(err);
-        }
+        out.extend_from_slice(format!("{{\"v\":{SCHEMA_VERSION},\"seq\":{seq},\"ts\":").as_bytes());
+        push_json_str(out, ts);
+        out.push(b',');
+        out.extend_from_slice(&body.0);
+        out.extend_from_slice(b",\"alg\":");
+        push_json_str(out, self.alg());
+        out.extend_from_slice(b",\"prev\":");
+        push_json_str(out, prev);
+        out.push(b'}');
         let hash = self.digest(&out[start..]);
         // Replace the closing brace with the hash member.
         out.pop();
         out.extend_from_slice(b",\"hash\":\"");
         out.extend_from_slice(hash.as_bytes());
         out.extend_from_slice(b"\"}\n");
-        Ok(hash)
+        hash
+    }
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a `str` into a `Vec` cannot fail; the fallback keeps the line valid anyway.
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
     }
 }
 
@@ -518,9 +531,8 @@ mod tests {
     fn a_line_verifies_by_cutting_off_its_hash() {
         let chain = Chain::new(None);
         let mut out = Vec::new();
-        let hash = chain
-            .encode_line(&mut out, 1, "2026-01-01T00:00:00Z", &body(), GENESIS)
-            .expect("encode");
+        let body = encode_body(&body()).expect("encode");
+        let hash = chain.encode_line(&mut out, 1, "2026-01-01T00:00:00Z", &body, GENESIS);
         assert_eq!(out.last(), Some(&b'\n'));
         let line = &out[..out.len() - 1];
         let split = split_line(line).expect("split");

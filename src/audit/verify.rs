@@ -127,28 +127,29 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
         });
         return report;
     }
-    let mut contents = Vec::with_capacity(files.len());
-    for file in &files {
-        match std::fs::read(file) {
-            Ok(bytes) => contents.push(bytes),
-            Err(err) => {
-                report.failure = Some(Failure {
-                    file: file.clone(),
-                    line: 0,
-                    offset: 0,
-                    seq: None,
-                    problem: format!("cannot read: {err}"),
-                });
-                return report;
-            }
-        }
-    }
+    let read = |file: &PathBuf| {
+        std::fs::read(file).map_err(|err| Failure {
+            file: file.clone(),
+            line: 0,
+            offset: 0,
+            seq: None,
+            problem: format!("cannot read: {err}"),
+        })
+    };
 
     // Recovery records come after the torn bytes they acknowledge, so find them first. They
     // are verified like any other record when the second pass reaches them.
+    // Files are read twice rather than held, so memory stays bounded by one file.
     let mut acks: HashMap<String, Ack> = HashMap::new();
-    for bytes in &contents {
-        for (start, end) in complete_lines(bytes) {
+    for file in &files {
+        let bytes = match read(file) {
+            Ok(bytes) => bytes,
+            Err(failure) => {
+                report.failure = Some(failure);
+                return report;
+            }
+        };
+        for (start, end) in complete_lines(&bytes) {
             let line = &bytes[start..end];
             if !contains(line, b"\"kind\":\"recovery\"") {
                 continue;
@@ -176,8 +177,10 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
         prev: GENESIS.to_owned(),
         intents: BTreeMap::new(),
     };
-    for (path, bytes) in files.iter().zip(&contents) {
-        if let Err(failure) = verify_file(path, bytes, &acks, &mut state, &mut report) {
+    for path in &files {
+        let checked =
+            read(path).and_then(|bytes| verify_file(path, &bytes, &acks, &mut state, &mut report));
+        if let Err(failure) = checked {
             report.failure = Some(failure);
             break;
         }
@@ -201,25 +204,23 @@ fn verify_file(
         seq,
         problem,
     };
+    let mut ack_problem = None;
     let limit = match acks.get(&file_name(path)) {
         Some(ack) => {
             // The acknowledged bytes must be exactly the file's tail (or less, if a crash lost
-            // some of what a failed write had put there).
+            // some of what a failed write had put there). When they are not, the records before
+            // them are still checked first: an edit there is the more useful report.
             if ack.offset > len || len > ack.offset.saturating_add(ack.length) {
-                return Err(fail(
-                    0,
-                    0,
-                    None,
-                    format!(
-                        "recovery record seq {} acknowledges {} torn bytes at offset {}, but the \
-                         file is {len} bytes long",
-                        ack.by_seq, ack.length, ack.offset
-                    ),
+                ack_problem = Some(format!(
+                    "recovery record seq {} acknowledges {} torn bytes at offset {}, but the \
+                     file is {len} bytes long",
+                    ack.by_seq, ack.length, ack.offset
                 ));
+            } else {
+                report.acknowledged.push(ack.clone());
             }
-            report.acknowledged.push(ack.clone());
-            // `ack.offset <= len`, which is a usize.
-            usize::try_from(ack.offset).unwrap_or(bytes.len())
+            // At most `len`, which is a usize.
+            usize::try_from(ack.offset.min(len)).unwrap_or(bytes.len())
         }
         None => bytes.len(),
     };
@@ -245,7 +246,10 @@ fn verify_file(
         pos += nl + 1;
         line_no += 1;
     }
-    Ok(())
+    match ack_problem {
+        Some(problem) => Err(fail(line_no, pos, None, problem)),
+        None => Ok(()),
+    }
 }
 
 fn claimed_seq(line: &[u8]) -> Option<u64> {

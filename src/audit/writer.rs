@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::AuditConfig;
 use super::record::{
-    Chain, GENESIS, HmacKey, KeyError, RawRecord, RecordBody, RecoveryNote, SCHEMA_VERSION,
-    rfc3339, split_line,
+    Chain, EncodedBody, GENESIS, HmacKey, KeyError, RawRecord, RecordBody, RecoveryNote,
+    SCHEMA_VERSION, encode_body, rfc3339, split_line,
 };
 
 /// Why the audit log cannot start or cannot make a record durable.
@@ -33,6 +33,15 @@ pub enum AuditError {
     /// The audit directory could not be made.
     #[error("cannot create the audit directory {path}")]
     CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A new audit file could not be created at start.
+    #[error("cannot create an audit file in {path}")]
+    CreateFile {
         /// The directory.
         path: PathBuf,
         /// Why.
@@ -61,6 +70,9 @@ pub enum AuditError {
     /// A record could not be written and synced.
     #[error("cannot make the audit record durable")]
     Write(#[source] Arc<io::Error>),
+    /// A record could not be serialised.
+    #[error("cannot encode the audit record")]
+    Encode(#[source] serde_json::Error),
     /// The writer has stopped (closed, or the log was shut down).
     #[error("the audit writer has stopped")]
     Closed,
@@ -100,13 +112,10 @@ struct Counters {
 
 type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
-// Nearly every message is an `Append`; boxing its body would cost an allocation per record to
-// shrink a variant that is sent once.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Msg {
     Append {
-        body: RecordBody,
+        body: EncodedBody,
         reply: Reply,
     },
     /// While unhealthy: try to write (a new file, pending recovery records) without a call.
@@ -171,6 +180,9 @@ impl AuditLog {
     /// Queues a record and resolves with its seq once it is durable. Waits while the queue is
     /// full; the caller's deadline bounds the wait.
     pub async fn append(&self, body: RecordBody) -> Result<u64, AuditError> {
+        // Serialised here, on the caller's task, so that the single writer thread only numbers,
+        // chains and hashes.
+        let body = encode_body(&body).map_err(AuditError::Encode)?;
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Append { body, reply })
@@ -426,7 +438,7 @@ impl Writer {
         // with the directory show now rather than on the first call.
         let segment = writer
             .open_segment()
-            .map_err(|source| AuditError::CreateDir {
+            .map_err(|source| AuditError::CreateFile {
                 path: writer.dir.clone(),
                 source,
             })?;
@@ -470,25 +482,23 @@ impl Writer {
     /// Numbers, chains, writes and syncs the pending recovery notes and `batch`, then answers
     /// each waiter. On failure the sequence and chain are rolled back, so the next batch reuses
     /// them in a new file.
-    fn commit(&mut self, batch: Vec<(RecordBody, Reply)>) -> Result<(), Arc<io::Error>> {
+    fn commit(&mut self, batch: Vec<(EncodedBody, Reply)>) -> Result<(), Arc<io::Error>> {
         let ts = rfc3339(SystemTime::now());
         let (seq0, prev0) = (self.next_seq, self.prev.clone());
         let notes = std::mem::take(&mut self.pending);
         let mut buf = Vec::with_capacity(256 + batch.len() * 1024);
         let mut outcome = Ok(());
         for note in &notes {
-            if let Err(err) = self.encode(&mut buf, &ts, note) {
-                outcome = Err(err);
+            match encode_body(note) {
+                Ok(body) => {
+                    self.encode(&mut buf, &ts, &body);
+                }
+                Err(err) => outcome = Err(io::Error::other(err)),
             }
         }
         let mut waiters = Vec::with_capacity(batch.len());
         for (body, reply) in batch {
-            match self.encode(&mut buf, &ts, &body) {
-                Ok(seq) => waiters.push((seq, reply)),
-                Err(err) => {
-                    let _ = reply.send(Err(AuditError::Write(Arc::new(err))));
-                }
-            }
+            waiters.push((self.encode(&mut buf, &ts, &body), reply));
         }
         if outcome.is_ok() {
             outcome = self.write_durable(&buf);
@@ -539,20 +549,11 @@ impl Writer {
         }
     }
 
-    fn encode<B: serde::Serialize>(
-        &mut self,
-        buf: &mut Vec<u8>,
-        ts: &str,
-        body: &B,
-    ) -> io::Result<u64> {
+    fn encode(&mut self, buf: &mut Vec<u8>, ts: &str, body: &EncodedBody) -> u64 {
         let seq = self.next_seq;
-        let hash = self
-            .chain
-            .encode_line(buf, seq, ts, body, &self.prev)
-            .map_err(io::Error::other)?;
-        self.prev = hash;
+        self.prev = self.chain.encode_line(buf, seq, ts, body, &self.prev);
         self.next_seq += 1;
-        Ok(seq)
+        seq
     }
 
     fn write_durable(&mut self, buf: &[u8]) -> io::Result<()> {
