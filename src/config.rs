@@ -295,3 +295,55 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[auth]
+mode = "insecure"
+[policy]
+dir = "examples/policies"
+[audit]
+dir = "/tmp/audit"
+[upstream]
+consumer_account = "444455556666"
+"#;
+
+    #[test]
+    fn the_production_example_parses_with_safe_defaults() {
+        let config = Config::parse(include_str!("../examples/gateway.toml")).unwrap();
+        assert_eq!(config.auth.mode, AuthMode::Mtls);
+        assert_eq!(config.upstream.consumer_account, "444455556666");
+        assert!(config.server.health_listen.is_some());
+        assert_eq!(config.audit.hmac_key_env.as_deref(), Some("DATASHARE_GATEWAY_AUDIT_KEY"));
+    }
+
+    #[test]
+    fn mtls_is_the_default_and_needs_its_files() {
+        let text = MINIMAL.replace("mode = \"insecure\"", "");
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.auth.mode, AuthMode::Mtls);
+        let err = config.validate().unwrap_err();
+        assert!(err.starts_with("auth.cert"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse(&format!("{MINIMAL}\n[server]\nlisten_port = 1\n")).unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_value_and_rule() {
+        let mut config = Config::parse(MINIMAL).unwrap();
+        config.server.max_message_bytes = 10;
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("server.max_message_bytes = 10") && err.contains("1024"), "{err}");
+        let mut config = Config::parse(MINIMAL).unwrap();
+        config.upstream.endpoint_url = Some("localhost:4566".into());
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("upstream.endpoint_url"), "{err}");
+    }
+}
