@@ -7,7 +7,7 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -579,6 +579,11 @@ impl Writer {
             c.fsync_micros_total.fetch_add(micros, Ordering::Relaxed);
             c.fsync_micros_max.fetch_max(micros, Ordering::Relaxed);
             Ok(())
+        });
+        // Writes to a file whose directory was deleted succeed, and the records go with it.
+        let result = result.and_then(|()| match segment.file.metadata()?.nlink() {
+            0 => Err(io::Error::other("the audit file was deleted")),
+            _ => Ok(()),
         });
         match result {
             Ok(()) => {
