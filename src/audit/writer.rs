@@ -802,6 +802,27 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_record_written_to_a_deleted_file_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        let log = AuditLog::open(&AuditConfig::new(&dir)).await.expect("open");
+        log.append(intent("before")).await.expect("append");
+        std::fs::remove_dir_all(&dir).expect("delete the directory");
+        assert!(matches!(
+            log.append(intent("lost")).await,
+            Err(AuditError::Write(_))
+        ));
+        assert!(!*log.health().borrow());
+        // The next batch goes to a new file in a new directory, led by the recovery record.
+        assert_eq!(log.append(intent("after")).await.expect("append"), 3);
+        log.close().await;
+        let recs = lines_of(&dir);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0]["kind"], "recovery");
+        assert_eq!(recs[1]["request_id"], "after");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_share_fsyncs() {
         let tmp = tempfile::tempdir().expect("tempdir");
