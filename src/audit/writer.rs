@@ -7,7 +7,7 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -581,6 +581,11 @@ impl Writer {
             c.fsync_micros_max.fetch_max(micros, Ordering::Relaxed);
             Ok(())
         });
+        // Writes to a file whose directory was deleted succeed, and the records go with it.
+        let result = result.and_then(|()| match segment.file.metadata()?.nlink() {
+            0 => Err(io::Error::other("the audit file was deleted")),
+            _ => Ok(()),
+        });
         match result {
             Ok(()) => {
                 segment.len += buf.len() as u64;
@@ -796,6 +801,27 @@ mod tests {
             err.to_string().contains(&dir.display().to_string()),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_written_to_a_deleted_file_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        let log = AuditLog::open(&AuditConfig::new(&dir)).await.expect("open");
+        log.append(intent("before")).await.expect("append");
+        std::fs::remove_dir_all(&dir).expect("delete the directory");
+        assert!(matches!(
+            log.append(intent("lost")).await,
+            Err(AuditError::Write(_))
+        ));
+        assert!(!*log.health().borrow());
+        // The next batch goes to a new file in a new directory, led by the recovery record.
+        assert_eq!(log.append(intent("after")).await.expect("append"), 3);
+        log.close().await;
+        let recs = lines_of(&dir);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0]["kind"], "recovery");
+        assert_eq!(recs[1]["request_id"], "after");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

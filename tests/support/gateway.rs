@@ -79,6 +79,8 @@ pub struct GatewayOptions {
     pub extra_toml: String,
     /// `audit.sync`: fsync each batch (the default) or not (benchmarks only).
     pub audit_sync: bool,
+    /// `audit.max_file_bytes`; `None` keeps the gateway's default.
+    pub audit_max_file_bytes: Option<u64>,
     /// AWS credentials the gateway signs with.
     pub access_key: String,
     /// Its secret.
@@ -98,6 +100,7 @@ impl GatewayOptions {
             audit_dir: None,
             extra_toml: String::new(),
             audit_sync: true,
+            audit_max_file_bytes: None,
             access_key: CONSUMER_ACCESS_KEY.into(),
             secret_key: CONSUMER_SECRET_KEY.into(),
         }
@@ -270,7 +273,8 @@ fn uuid_like() -> String {
         .unwrap_or_default()
 }
 
-fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
+/// The config file [`Gateway::start`] writes for `o`, with its audit trail in `audit_dir`.
+pub fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
     let auth = match &o.auth {
         Auth::Insecure => "mode = \"insecure\"\n".to_owned(),
         Auth::Mtls {
@@ -300,7 +304,7 @@ dir = {policy_dir:?}
 [audit]
 dir = {audit_dir:?}
 sync = {audit_sync}
-
+{audit_max_file_bytes}
 [upstream]
 consumer_account = "{CONSUMER_ACCOUNT}"
 region = "us-east-1"
@@ -323,6 +327,10 @@ throttle_retry_after_ms = 1500
         operation = o.operation_timeout_ms,
         extra = o.extra_toml,
         audit_sync = o.audit_sync,
+        audit_max_file_bytes = o
+            .audit_max_file_bytes
+            .map(|n| format!("max_file_bytes = {n}\n"))
+            .unwrap_or_default(),
     )
 }
 
