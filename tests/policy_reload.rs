@@ -378,3 +378,22 @@ async fn a_policy_file_with_a_syntax_error_is_refused_and_named_in_the_log() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_change_and_sighup_right_after_the_ready_line_are_reloaded() {
+    let emulator = Emulator::start();
+    let dir = policy_dir();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.policy_dir = dir.path().to_owned();
+    let gw = Gateway::start(options).await;
+    // No pause after the ready line: the reloader must already be listening.
+    write_atomically(dir.path(), "analytics-account.cedar", ANALYTICS_ACCOUNT);
+    sighup(&gw);
+    let mut client = gw.client().await;
+    wait_for_decision(&mut client, Seen::Allowed).await;
+    assert!(
+        gw.logs().contains("\"trigger\":\"SIGHUP\""),
+        "{}",
+        gw.logs()
+    );
+}
