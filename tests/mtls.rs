@@ -303,11 +303,18 @@ async fn the_principal_is_the_uri_san_else_the_dns_san_else_the_cn() {
     ];
     for (request_id, leaf, principal) in cases {
         let mut client = pki.client(&gw, Some(pki.ca.issue(leaf)));
-        // Only the URI SAN is a configured principal; the others have no groups and are denied,
-        // which is an answer from the service all the same.
-        let _ = client
+        // Only the URI SAN is a configured principal (data-platform); the others have no groups.
+        let result = client
             .associate_consumer(with_request_id(entire_account(true), request_id))
             .await;
+        match result {
+            Ok(_) => assert_eq!(principal, REPORTING, "{request_id}"),
+            Err(status) => assert_eq!(
+                (status.code(), principal == REPORTING),
+                (Code::PermissionDenied, false),
+                "{request_id}: {status:?}"
+            ),
+        }
         assert_eq!(
             audited_principal(&gw, request_id).as_deref(),
             Some(principal),
@@ -363,6 +370,31 @@ async fn a_certificate_without_client_auth_usage_is_refused() {
     let mut client = pki.client(&gw, Some(pki.ca.issue(leaf)));
     assert_refused_at_transport(&mut client, &gw, &emulator, "serverAuth-only certificate").await;
     assert_a_valid_certificate_is_served(&pki, &gw).await;
+}
+
+#[tokio::test]
+async fn a_trusted_certificate_naming_no_principal_is_unauthenticated() {
+    let pki = Pki::new();
+    let emulator = Emulator::start();
+    let gw = start(&pki, &emulator).await;
+    let mut client = pki.client(&gw, Some(pki.ca.issue(Leaf::client(vec![], None))));
+    let mut request = with_request_id(entire_account(false), "nobody");
+    request
+        .metadata_mut()
+        .insert("x-caller-id", REPORTING.parse().expect("ascii"));
+    let status = client
+        .associate_consumer(request)
+        .await
+        .expect_err("no URI SAN, DNS SAN or CN");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.as_str()),
+        Some("UNAUTHENTICATED")
+    );
+    assert_eq!(emulator.counter(OP, "received"), 0);
 }
 
 #[tokio::test]
