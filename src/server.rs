@@ -461,7 +461,6 @@ pub struct App {
     config: Config,
     gateway: Gateway,
     audit: AuditLog,
-    policies: Policies,
     metrics: Arc<Metrics>,
     admin: TcpListener,
     health_listener: Option<TcpListener>,
@@ -521,6 +520,12 @@ impl App {
         let consumer_account = AccountId::parse(&config.upstream.consumer_account)
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let policies = Policies::load(config.policy.clone(), consumer_account)?;
+        // Before the gateway announces itself: a SIGHUP after the ready line must reload, not kill
+        // the process (SIGHUP's default action), and a file changed then must not go unseen.
+        match policies.spawn_reloader() {
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "policy hot reload is off"),
+        }
         let client =
             upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
         let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
@@ -553,7 +558,6 @@ impl App {
             config,
             gateway,
             audit,
-            policies,
             metrics,
             admin,
             health_listener,
@@ -577,7 +581,6 @@ impl App {
             config,
             gateway,
             audit,
-            policies,
             metrics,
             admin,
             health_listener,
@@ -614,10 +617,6 @@ impl App {
                     }
                 }
             });
-        }
-        match policies.spawn_reloader() {
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "policy hot reload is off"),
         }
         {
             let mut stop = stop_rx.clone();
