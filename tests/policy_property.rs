@@ -13,7 +13,7 @@ use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use datashare_gateway::validation;
 use proptest::prelude::*;
 use proptest::sample::select;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use support::emulator::{Emulator, LEGAL_HOLD_SHARE, OTHER_NAMESPACE};
 use support::gateway::{
     self, FINANCE_SHARE, FRONTEND, Gateway, GatewayOptions, LOADER, NOTEBOOK, PROVISIONED_NS,
@@ -190,11 +190,16 @@ async fn no_request_reaches_redshift_without_an_allow() {
     let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
     let seen = std::sync::Mutex::new(&mut seen);
 
-    let mut runner = TestRunner::new(Config {
-        cases: 128,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    // A fixed seed: CI explores the same 128 generated cases every run, so the coverage check
+    // below can never flake; change the seed locally to explore others.
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 128,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     // One emulator and one gateway for the whole run: proptest drives the cases synchronously,
     // each blocking on its gRPC call.
     let result = tokio::task::block_in_place(|| {
