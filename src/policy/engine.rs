@@ -32,6 +32,8 @@ pub(super) struct Snapshot {
     #[cfg(test)]
     full: PolicySet,
     schema: Schema,
+    /// The schema's action entities (and their groups), added to every request's entities.
+    actions: Vec<Entity>,
     authorizer: Authorizer,
     ids: Vec<String>,
     consumer_account: AccountId,
@@ -102,6 +104,7 @@ impl Snapshot {
             by_principal,
             #[cfg(test)]
             full: set,
+            actions: schema.action_entities()?.into_iter().collect(),
             schema,
             authorizer: Authorizer::new(),
             ids,
@@ -137,7 +140,7 @@ impl Snapshot {
     }
 
     fn evaluate_against(&self, set: &PolicySet, principal: &Principal, request: &AssociateRequest) -> Evaluation {
-        let (cedar_request, entities) = match self.build(principal, request) {
+        let (cedar_request, entities) = match self.build(principal, request, Checks::Trusted) {
             Ok(built) => built,
             Err(err) => {
                 // Fail closed: a call the schema cannot describe is denied, and the operator told.
@@ -172,7 +175,12 @@ impl Snapshot {
         &self,
         principal: &Principal,
         request: &AssociateRequest,
+        checks: Checks,
     ) -> Result<(Request, Entities), BuildError> {
+        let schema = match checks {
+            Checks::AgainstSchema => Some(&self.schema),
+            Checks::Trusted => None,
+        };
         let principal_uid = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id));
         let share = &request.data_share;
         let resource_uid =
@@ -197,7 +205,14 @@ impl Snapshot {
             ]),
             HashSet::new(),
         )?;
-        let entities = Entities::from_entities([principal_entity, resource_entity], Some(&self.schema))?;
+        let entities = match schema {
+            // The schema adds its action entities itself.
+            Some(schema) => Entities::from_entities([principal_entity, resource_entity], Some(schema))?,
+            None => Entities::from_entities(
+                self.actions.iter().cloned().chain([principal_entity, resource_entity]),
+                None,
+            )?,
+        };
 
         let facts = ConsumerFacts::of(request, &self.consumer_account);
         let context = Context::from_pairs([
@@ -215,15 +230,20 @@ impl Snapshot {
                 RestrictedExpression::new_bool(request.allow_writes.unwrap_or(false)),
             ),
         ])?;
-        let cedar_request = Request::new(
-            principal_uid,
-            self.action.clone(),
-            resource_uid,
-            context,
-            Some(&self.schema),
-        )?;
+        let cedar_request = Request::new(principal_uid, self.action.clone(), resource_uid, context, schema)?;
         Ok((cedar_request, entities))
     }
+}
+
+/// Whether [`Snapshot::build`] checks the request and entities against the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Checks {
+    /// Check everything: used once at load, on a probe request.
+    AgainstSchema,
+    /// Skip the checks. The request's shape (attribute names and types) is fixed by this code
+    /// and only values vary, so the load-time probe proves every request conforms; the checks
+    /// would cost more than evaluating a small policy set.
+    Trusted,
 }
 
 /// The consumer side of a call, as the policy context describes it.

@@ -10,7 +10,7 @@ use cedar_policy::ffi::DetailedError;
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 
 use crate::arn::AccountId;
-use crate::policy::engine::Snapshot;
+use crate::policy::engine::{Checks, Snapshot};
 use crate::policy::{DEFAULT_SCHEMA, PolicyConfig, PolicyError};
 
 /// The name shown for the embedded schema in diagnostics.
@@ -240,17 +240,20 @@ fn probe(snapshot: &Snapshot, config: &PolicyConfig) -> Result<(), PolicyError> 
         allow_writes: None,
         validate_only: false,
     };
-    snapshot.build(&principal, &request).map(|_| ()).map_err(|err| {
-        let file = config
-            .schema
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(EMBEDDED_SCHEMA_NAME));
-        PolicyError::Invalid(vec![SourceDiagnostic::plain(
-            &file,
-            None,
-            format!("the schema does not describe the gateway's requests: {err}"),
-        )])
-    })
+    snapshot
+        .build(&principal, &request, Checks::AgainstSchema)
+        .map(|_| ())
+        .map_err(|err| {
+            let file = config
+                .schema
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(EMBEDDED_SCHEMA_NAME));
+            PolicyError::Invalid(vec![SourceDiagnostic::plain(
+                &file,
+                None,
+                format!("the schema does not describe the gateway's requests: {err}"),
+            )])
+        })
 }
 
 #[cfg(test)]

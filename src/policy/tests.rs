@@ -623,9 +623,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn slicing_by_principal_never_changes_a_decision(p in arb_principal(), r in arb_request()) {
+    fn slicing_and_trusted_building_never_change_a_decision(p in arb_principal(), r in arb_request()) {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
         let snapshot = POLICIES.shared.current.load();
         prop_assert_eq!(snapshot.evaluate(&p, &r), snapshot.evaluate_unsliced(&p, &r));
+        // Evaluation skips the schema checks; every request it builds passes them.
+        prop_assert!(snapshot.build(&p, &r, engine::Checks::AgainstSchema).is_ok());
     }
 }
