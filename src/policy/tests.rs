@@ -631,3 +631,40 @@ proptest! {
         prop_assert!(snapshot.build(&p, &r, engine::Checks::AgainstSchema).is_ok());
     }
 }
+
+#[test]
+fn action_groups_in_a_custom_schema_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.cedarschema");
+    let grouped = DEFAULT_SCHEMA.replace(
+        "action AssociateConsumer appliesTo",
+        "action ManageConsumers;\naction AssociateConsumer in [ManageConsumers] appliesTo",
+    );
+    assert_ne!(grouped, DEFAULT_SCHEMA);
+    std::fs::write(&schema, grouped).unwrap();
+    let policies_dir = dir.path().join("policies");
+    std::fs::create_dir(&policies_dir).unwrap();
+    std::fs::write(
+        policies_dir.join("managers.cedar"),
+        "@id(\"managers\")\npermit (principal, action in Action::\"ManageConsumers\", resource)\nwhen { principal.groups.contains(\"managers\") };\n",
+    )
+    .unwrap();
+    let config = PolicyConfig {
+        dir: policies_dir,
+        schema: Some(schema),
+        watch: false,
+    };
+    let policies = Policies::load(config, account("444455556666")).unwrap();
+    let manager = Principal {
+        id: "m".into(),
+        groups: vec!["managers".into()],
+    };
+    assert_eq!(
+        policies.evaluate(&manager, &request(SALES, ns(PROVISIONED), None)),
+        decision(true, &["managers"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(STRANGER), &request(SALES, ns(PROVISIONED), None)),
+        decision(false, &[])
+    );
+}
