@@ -13,7 +13,12 @@ use datashare_gateway::call::{AssociateRequest, ConsumerTarget, Principal};
 use datashare_gateway::policy::{Policies, PolicyConfig};
 
 const ORG: [&str; 3] = ["111122223333", "444455556666", "777788889999"];
-const KINDS: [&str; 4] = ["provisioned_namespace", "serverless_namespace", "region", "account"];
+const KINDS: [&str; 4] = [
+    "provisioned_namespace",
+    "serverless_namespace",
+    "region",
+    "account",
+];
 
 /// Writes the example policies plus `teams` generated per-team permits (each names its own
 /// service principal, producer account and allowed consumer kind, as a large org's set would)
@@ -103,7 +108,8 @@ fn main() {
 
     let mut quantiles = Vec::new();
     for (name, (_, policies)) in &sets {
-        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
+        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+            .expect("histogram");
         for _ in 0..1_000 {
             black_box(policies.evaluate(&principal, &request));
         }
@@ -113,7 +119,10 @@ fn main() {
             let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             histogram.saturating_record(nanos.max(1));
         }
-        let (p50, p99) = (histogram.value_at_quantile(0.50), histogram.value_at_quantile(0.99));
+        let (p50, p99) = (
+            histogram.value_at_quantile(0.50),
+            histogram.value_at_quantile(0.99),
+        );
         println!(
             "{name}: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs ({} evaluations)",
             p50 as f64 / 1_000.0,

@@ -91,7 +91,9 @@ pub enum ArnError {
     BadNamespaceResource,
     #[error("namespace id must be a GUID (8-4-4-4-12 hexadecimal digits)")]
     BadGuid,
-    #[error("datashare name must be 1 to {MAX_DATASHARE_NAME_LEN} bytes with no '/', ':' or control characters")]
+    #[error(
+        "datashare name must be 1 to {MAX_DATASHARE_NAME_LEN} bytes with no '/', ':' or control characters"
+    )]
     BadDatashareName,
 }
 
@@ -142,9 +144,9 @@ impl Region {
             && parts[1..parts.len() - 1]
                 .iter()
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-            && parts
-                .last()
-                .is_some_and(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()));
+            && parts.last().is_some_and(|p| {
+                !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit())
+            });
         if well_formed {
             Ok(Region(s.to_owned()))
         } else {
@@ -214,9 +216,14 @@ fn split_arn(s: &str) -> Result<ArnParts<'_>, ArnError> {
         return Err(ArnError::TooLong);
     }
     let mut it = s.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) =
-        (it.next(), it.next(), it.next(), it.next(), it.next(), it.next())
-    else {
+    let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+    ) else {
         return Err(ArnError::NotAnArn);
     };
     let partition = Partition::parse(partition)?;
@@ -376,8 +383,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SHARE: &str =
-        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+    const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
 
     #[test]
     fn parses_a_datashare_arn_and_prints_it_back() {
@@ -385,7 +391,10 @@ mod tests {
         assert_eq!(arn.partition, Partition::Aws);
         assert_eq!(arn.region.as_str(), "us-east-1");
         assert_eq!(arn.account.as_str(), "111122223333");
-        assert_eq!(arn.namespace.as_str(), "9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f");
+        assert_eq!(
+            arn.namespace.as_str(),
+            "9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f"
+        );
         assert_eq!(arn.name, "sales_share");
         assert_eq!(arn.to_string(), SHARE);
         assert_eq!(
@@ -399,7 +408,10 @@ mod tests {
         let cases = [
             ("", ArnError::Empty),
             ("not-an-arn", ArnError::NotAnArn),
-            ("arn:aws:redshift:us-east-1:111122223333", ArnError::NotAnArn),
+            (
+                "arn:aws:redshift:us-east-1:111122223333",
+                ArnError::NotAnArn,
+            ),
             (
                 "arn:azure:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/s",
                 ArnError::UnknownPartition,

@@ -160,7 +160,9 @@ pub struct TrailState {
 impl Trail {
     /// Locks the trail. A poisoned lock still yields the data: the trail only holds notes.
     pub fn lock(&self) -> MutexGuard<'_, TrailState> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A copy of what is known so far.

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::server::{App, BuildOptions};
+use crate::telemetry;
 
 /// Errors from a command, printed by `main` with their causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,6 +36,8 @@ pub enum Command {
         /// The TOML configuration file.
         config: PathBuf,
     },
+    /// Start the emulator and a gateway wired to it: try everything with no AWS account.
+    Dev(DevArgs),
     /// Run the Redshift emulator (AWS Query protocol, SigV4 checked).
     Emulator(crate::emulator::EmulatorArgs),
     /// Audit trail tools.
@@ -41,12 +48,192 @@ pub enum Command {
     Policy(crate::policy::PolicyCommand),
 }
 
+/// `datashare-gateway dev`: the emulator with the dev fixtures, and the gateway in insecure mode
+/// as the consumer account 444455556666 with the example policies.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// The gateway's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: std::net::SocketAddr,
+    /// The emulator's Redshift API address.
+    #[arg(long, default_value = "127.0.0.1:4566")]
+    pub emulator_listen: std::net::SocketAddr,
+    /// The emulator's admin API address.
+    #[arg(long, default_value = "127.0.0.1:4567")]
+    pub emulator_admin: std::net::SocketAddr,
+    /// Where the audit trail goes (made if missing).
+    #[arg(long, default_value = "dev-audit")]
+    pub audit_dir: PathBuf,
+    /// The emulator's fixtures.
+    #[arg(long, default_value = "examples/emulator-fixtures.toml")]
+    pub fixtures: PathBuf,
+    /// The Cedar policies (and their principals.toml).
+    #[arg(long, default_value = "examples/policies")]
+    pub policies: PathBuf,
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Export traces to this OTLP/gRPC collector (or set OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The consumer account `dev` acts as, and its key in the dev fixtures (public example values).
+const DEV_ACCOUNT: &str = "444455556666";
+const DEV_ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const DEV_SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
+    let region = "us-east-1";
+    // The dev fixtures are built in, so `dev` works from any directory; a file given explicitly
+    // (or present at the default path) is used instead.
+    let fixtures = if args.fixtures.is_file() {
+        crate::emulator::Fixtures::load(&args.fixtures)?
+    } else {
+        crate::emulator::Fixtures::dev()?
+    };
+    let principals =
+        std::fs::read_to_string(args.policies.join("principals.toml")).map_err(|e| {
+            format!(
+                "cannot read {}: {e}",
+                args.policies.join("principals.toml").display()
+            )
+        })?;
+    let bind = |addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let api = bind(args.emulator_listen).await?;
+    let admin = bind(args.emulator_admin).await?;
+    let grpc = bind(args.listen).await?;
+    let (api_addr, admin_addr, grpc_addr) =
+        (api.local_addr()?, admin.local_addr()?, grpc.local_addr()?);
+
+    // The same path as `serve`: a config file's text, parsed and validated.
+    let text = format!(
+        r#"[server]
+listen = "{grpc_addr}"
+admin_listen = "{admin_listen}"
+shutdown_grace_secs = 5
+
+[auth]
+mode = "insecure"
+
+[policy]
+dir = {policies:?}
+
+[audit]
+dir = {audit:?}
+
+[upstream]
+consumer_account = "{DEV_ACCOUNT}"
+region = "{region}"
+endpoint_url = "http://{api_addr}"
+initial_backoff_ms = 100
+
+[telemetry]
+log_format = "text"
+otlp_endpoint = {otlp:?}
+
+{principals}
+"#,
+        admin_listen = args.admin_listen,
+        policies = args.policies.display().to_string(),
+        audit = args.audit_dir.display().to_string(),
+        otlp = args.otlp_endpoint.clone().unwrap_or_default(),
+    );
+    let config = Config::parse(&text)?;
+    config.validate()?;
+    let telemetry = telemetry::init(&config.telemetry);
+
+    let (stop_emulator, stopped) = tokio::sync::oneshot::channel::<()>();
+    let emulator_config = crate::emulator::EmulatorConfig::new(region, fixtures);
+    let emulator = tokio::spawn(crate::emulator::serve(
+        api,
+        admin,
+        emulator_config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let credentials =
+        aws_credential_types::Credentials::new(DEV_ACCESS_KEY, DEV_SECRET_KEY, None, None, "dev");
+    let app = App::build(
+        config,
+        BuildOptions {
+            credentials: Some(credentials),
+            telemetry,
+        },
+    )
+    .await?;
+    let audit_dir = std::fs::canonicalize(&args.audit_dir).unwrap_or(args.audit_dir.clone());
+    eprintln!(
+        "\ndatashare-gateway dev\n  gRPC (insecure, x-caller-id): {grpc_addr}\n  Redshift emulator:            http://{api_addr} (admin http://{admin_addr})\n  audit trail:                  {}\n  policies:                     {}\n\nTry:\n  grpcurl -plaintext -H 'x-caller-id: spiffe://example.internal/ns/data/sa/reporting' -d '{{\"data_share_arn\": \"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share\", \"consumer_arn\": \"arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9\"}}' {grpc_addr} datasharing.v1.DataSharing/AssociateConsumer\n",
+        audit_dir.display(),
+        args.policies.display(),
+    );
+    announce(
+        &serde_json::json!({
+            "event": "gateway_listening",
+            "grpc": grpc_addr.to_string(),
+            "emulator_api": api_addr.to_string(),
+            "emulator_admin": admin_addr.to_string(),
+            "admin": app.admin_addr().map(|a| a.to_string()),
+        })
+        .to_string(),
+    );
+    let served = app.serve(grpc, telemetry::shutdown_signal()).await;
+    let _ = stop_emulator.send(());
+    let _ = emulator.await;
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Serve { config: _ } | Command::CheckConfig { config: _ } => Err("not implemented yet".into()),
+        Command::Serve { config } => serve(&config).await,
+        Command::CheckConfig { config } => {
+            Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => dev(args).await,
         Command::Emulator(args) => crate::emulator::run(args).await,
         Command::Audit(cmd) => crate::audit::run_command(cmd).await,
         Command::Policy(cmd) => crate::policy::run_command(cmd).await,
     }
+}
+
+async fn serve(path: &std::path::Path) -> Result<ExitCode, CliError> {
+    let config = Config::load(path)?;
+    let telemetry = telemetry::init(&config.telemetry);
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let app = App::build(
+        config,
+        BuildOptions {
+            credentials: None,
+            telemetry,
+        },
+    )
+    .await?;
+    announce(&crate::server::ready_line(
+        listener.local_addr()?,
+        app.admin_addr(),
+    ));
+    app.serve(listener, telemetry::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a line on stdout and flushes it, for scripts and tests that wait for it.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

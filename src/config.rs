@@ -1,1 +1,297 @@
-//! config.
+//! The gateway's TOML configuration: serde structs that refuse unknown keys, validated once at
+//! start with messages that name the key, the value and the rule. Defaults are the safe ones:
+//! mTLS on, fail closed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::audit::AuditConfig;
+use crate::identity::{AuthMode, PrincipalDirectory};
+use crate::policy::PolicyConfig;
+use crate::upstream::UpstreamConfig;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: listeners and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[auth]`: how callers are identified.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[principals."<id>"]`: each known principal's groups, for policies.
+    #[serde(default)]
+    pub principals: PrincipalDirectory,
+    /// `[policy]`: where the Cedar policies live.
+    pub policy: PolicyConfig,
+    /// `[audit]`: the durable audit trail.
+    pub audit: AuditConfig,
+    /// `[upstream]`: how Redshift is reached.
+    pub upstream: UpstreamConfig,
+    /// `[telemetry]`: logs.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The gRPC listen address. Overridden by `DATASHARE_GATEWAY_LISTEN`.
+    pub listen: SocketAddr,
+    /// A plaintext listener serving only `grpc.health.v1`, for probes that cannot present a
+    /// client certificate (the kubelet's gRPC probe). Unset: no such listener.
+    pub health_listen: Option<SocketAddr>,
+    /// The admin HTTP listener: Prometheus `/metrics`, `/livez` and `/readyz`. Keep it off the
+    /// public network.
+    pub admin_listen: SocketAddr,
+    /// The largest request or response message, in bytes. Requests are small; a tight bound
+    /// keeps a misbehaving caller from making the gateway buffer megabytes.
+    pub max_message_bytes: usize,
+    /// Calls forwarded to Redshift at once; more wait up to `queue_timeout_ms`, then get
+    /// `RESOURCE_EXHAUSTED`.
+    pub concurrency_limit: usize,
+    /// How long a call may wait for a free upstream slot, in milliseconds.
+    pub queue_timeout_ms: u64,
+    /// HTTP/2 keepalive ping interval, in seconds.
+    pub keepalive_interval_secs: u64,
+    /// How long to wait for a keepalive ping's answer, in seconds.
+    pub keepalive_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            health_listen: None,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_message_bytes: 64 * 1024,
+            concurrency_limit: 256,
+            queue_timeout_ms: 1000,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `mtls` (the default): callers present client certificates signed by `client_ca`.
+    /// `insecure`: plaintext, the caller names itself in `x-caller-id`; for development only.
+    #[serde(default = "default_auth_mode")]
+    pub mode: AuthMode,
+    /// The server certificate chain (PEM). Required in mtls mode.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The server private key (PEM). Required in mtls mode.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The CA bundle that client certificates must chain to (PEM). Required in mtls mode.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+fn default_auth_mode() -> AuthMode {
+    AuthMode::Mtls
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Mtls,
+            cert: None,
+            key: None,
+            client_ca: None,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// `[telemetry]`
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `datashare_gateway=debug`, ...); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// OTLP/gRPC collector for traces (`http://collector:4317`). Unset: the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`; neither: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// The service name on exported spans, unless `OTEL_SERVICE_NAME` is set.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+            service_name: "datashare-gateway".into(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, missing section).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and shows the line.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, the value and the rule.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses, applies environment overrides and validates a configuration file.
+    /// Relative paths in the file are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.into(),
+            message,
+        })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.apply_env();
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            &mut self.auth.cert,
+            &mut self.auth.key,
+            &mut self.auth.client_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        resolve(&mut self.policy.dir);
+        if let Some(schema) = &mut self.policy.schema {
+            resolve(schema);
+        }
+        resolve(&mut self.audit.dir);
+        if let Some(key) = &mut self.audit.hmac_key_file {
+            resolve(key);
+        }
+    }
+
+    /// Environment overrides for endpoints (secrets come from the environment already: AWS
+    /// credentials through the default chain, the audit HMAC key through `audit.hmac_key_env`).
+    fn apply_env(&mut self) {
+        if let Ok(listen) = std::env::var("DATASHARE_GATEWAY_LISTEN")
+            && let Ok(addr) = listen.parse()
+        {
+            self.server.listen = addr;
+        }
+        if let Ok(url) = std::env::var("DATASHARE_GATEWAY_ENDPOINT_URL") {
+            self.upstream.endpoint_url = Some(url);
+        }
+    }
+
+    /// Checks every rule; the message names the key, the value and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.server;
+        if !(1024..=4 * 1024 * 1024).contains(&s.max_message_bytes) {
+            return Err(format!(
+                "server.max_message_bytes = {}: must be 1024 to 4194304",
+                s.max_message_bytes
+            ));
+        }
+        if s.concurrency_limit == 0 {
+            return Err("server.concurrency_limit = 0: must be positive".into());
+        }
+        if s.keepalive_interval_secs == 0 || s.keepalive_timeout_secs == 0 {
+            return Err(
+                "server.keepalive_interval_secs and server.keepalive_timeout_secs must be positive"
+                    .into(),
+            );
+        }
+        if self.auth.mode == AuthMode::Mtls {
+            for (key, value) in [
+                ("auth.cert", &self.auth.cert),
+                ("auth.key", &self.auth.key),
+                ("auth.client_ca", &self.auth.client_ca),
+            ] {
+                match value {
+                    None => return Err(format!("{key}: required when auth.mode = \"mtls\"")),
+                    Some(p) if !p.is_file() => {
+                        return Err(format!("{key} = {}: no such file", p.display()));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (id, entry) in &self.principals {
+            if id.is_empty() {
+                return Err("principals: a principal id must not be empty".into());
+            }
+            if entry.groups.iter().any(|g| g.is_empty()) {
+                return Err(format!(
+                    "principals.{id:?}.groups: group names must not be empty"
+                ));
+            }
+        }
+        self.policy.validate().map_err(|e| e.to_string())?;
+        self.audit.validate()?;
+        self.upstream.validate()?;
+        Ok(())
+    }
+}

@@ -117,13 +117,17 @@ fn describe_upstream(fault: &UpstreamFault) -> String {
             message: None,
             ..
         } => format!("Redshift: {aws_code}"),
-        UpstreamFault::Throttled { .. } => "Redshift is throttling requests; retry after the suggested delay".into(),
+        UpstreamFault::Throttled { .. } => {
+            "Redshift is throttling requests; retry after the suggested delay".into()
+        }
         UpstreamFault::CredentialsRejected { .. } => {
             "the gateway's own AWS credentials were rejected; this is not the caller's fault".into()
         }
         UpstreamFault::Timeout => "Redshift did not answer in time".into(),
         UpstreamFault::Unreachable => "Redshift could not be reached".into(),
-        UpstreamFault::Unknown { .. } => "Redshift's answer could not be understood; the outcome is unknown".into(),
+        UpstreamFault::Unknown { .. } => {
+            "Redshift's answer could not be understood; the outcome is unknown".into()
+        }
     }
 }
 
@@ -159,13 +163,16 @@ impl GatewayError {
             GatewayError::Overloaded => "OVERLOADED".into(),
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
             GatewayError::Upstream { fault, .. } => match fault {
-                UpstreamFault::Service { aws_code, .. } | UpstreamFault::Throttled { aws_code, .. } => aws_code.clone(),
-                UpstreamFault::CredentialsRejected { aws_code } => {
-                    aws_code.clone().unwrap_or_else(|| "UPSTREAM_CREDENTIALS".into())
-                }
+                UpstreamFault::Service { aws_code, .. }
+                | UpstreamFault::Throttled { aws_code, .. } => aws_code.clone(),
+                UpstreamFault::CredentialsRejected { aws_code } => aws_code
+                    .clone()
+                    .unwrap_or_else(|| "UPSTREAM_CREDENTIALS".into()),
                 UpstreamFault::Timeout => "UPSTREAM_TIMEOUT".into(),
                 UpstreamFault::Unreachable => "UPSTREAM_UNREACHABLE".into(),
-                UpstreamFault::Unknown { aws_code } => aws_code.clone().unwrap_or_else(|| "UPSTREAM_UNKNOWN".into()),
+                UpstreamFault::Unknown { aws_code } => aws_code
+                    .clone()
+                    .unwrap_or_else(|| "UPSTREAM_UNKNOWN".into()),
             },
             GatewayError::Internal(_) => "INTERNAL".into(),
         }
@@ -175,10 +182,10 @@ impl GatewayError {
     pub fn aws_error_code(&self) -> Option<&str> {
         match self {
             GatewayError::Upstream { fault, .. } => match fault {
-                UpstreamFault::Service { aws_code, .. } | UpstreamFault::Throttled { aws_code, .. } => Some(aws_code),
-                UpstreamFault::CredentialsRejected { aws_code } | UpstreamFault::Unknown { aws_code } => {
-                    aws_code.as_deref()
-                }
+                UpstreamFault::Service { aws_code, .. }
+                | UpstreamFault::Throttled { aws_code, .. } => Some(aws_code),
+                UpstreamFault::CredentialsRejected { aws_code }
+                | UpstreamFault::Unknown { aws_code } => aws_code.as_deref(),
                 _ => None,
             },
             _ => None,
@@ -195,13 +202,21 @@ impl GatewayError {
                     details.add_bad_request_violation(v.field, v.description.clone());
                 }
             }
-            GatewayError::PolicyDenied { determining_policies } => {
-                metadata.insert("determining_policies".into(), determining_policies.join(","));
+            GatewayError::PolicyDenied {
+                determining_policies,
+            } => {
+                metadata.insert(
+                    "determining_policies".into(),
+                    determining_policies.join(","),
+                );
             }
             GatewayError::Overloaded => {
                 details.set_retry_info(Some(Duration::from_millis(100)));
             }
-            GatewayError::Upstream { fault, aws_request_id } => {
+            GatewayError::Upstream {
+                fault,
+                aws_request_id,
+            } => {
                 if let Some(id) = aws_request_id {
                     metadata.insert("aws_request_id".into(), id.clone());
                 }
@@ -240,15 +255,26 @@ mod tests {
         ]);
         let status = err.to_status("req-1");
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("data_share_arn: must not be empty"));
+        assert!(
+            status
+                .message()
+                .contains("data_share_arn: must not be empty")
+        );
         let details = status.get_error_details();
         let bad = details.bad_request().expect("BadRequest detail");
-        let fields: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        let fields: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(fields, ["data_share_arn", "consumer_region"]);
         let info = details.error_info().expect("ErrorInfo detail");
         assert_eq!(info.reason, "INVALID_REQUEST");
         assert_eq!(info.domain, ERROR_DOMAIN);
-        assert_eq!(info.metadata.get("request_id").map(String::as_str), Some("req-1"));
+        assert_eq!(
+            info.metadata.get("request_id").map(String::as_str),
+            Some("req-1")
+        );
     }
 
     #[test]
@@ -269,7 +295,10 @@ mod tests {
         );
         let info = details.error_info().expect("ErrorInfo");
         assert_eq!(info.reason, "Throttling");
-        assert_eq!(info.metadata.get("aws_request_id").map(String::as_str), Some("aws-req"));
+        assert_eq!(
+            info.metadata.get("aws_request_id").map(String::as_str),
+            Some("aws-req")
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub enum IdentityError {
 /// `spiffe://example.internal/ns/data/sa/reporting`), else its first DNS SAN, else its subject
 /// CN. The certificate must already have been verified by the TLS stack.
 pub fn principal_from_certificate(der: &[u8]) -> Result<String, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(IdentityError::BadCertificate)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(IdentityError::BadCertificate)?;
     let sans = cert
         .subject_alternative_name()
         .map_err(IdentityError::BadSubjectAltName)?
@@ -144,7 +145,9 @@ pub struct Identity<S> {
 impl<S> Identity<S> {
     fn principal(&self, credential: &CallerCredential) -> Result<Principal, GatewayError> {
         let id = match credential {
-            CallerCredential::Certificate(id) | CallerCredential::Header(id) if !id.is_empty() => id,
+            CallerCredential::Certificate(id) | CallerCredential::Header(id) if !id.is_empty() => {
+                id
+            }
             CallerCredential::Certificate(_) => {
                 return Err(GatewayError::Unauthenticated(
                     "no caller identity: the client certificate names no principal".into(),
@@ -156,14 +159,24 @@ impl<S> Identity<S> {
                 ));
             }
         };
-        let groups = self.directory.get(id).map(|e| e.groups.clone()).unwrap_or_default();
-        Ok(Principal { id: id.clone(), groups })
+        let groups = self
+            .directory
+            .get(id)
+            .map(|e| e.groups.clone())
+            .unwrap_or_default();
+        Ok(Principal {
+            id: id.clone(),
+            groups,
+        })
     }
 }
 
 impl<S> Service<AssociateCall> for Identity<S>
 where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError> + Clone + Send + 'static,
+    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = AssociateReply;
@@ -210,7 +223,9 @@ pub(crate) mod tests {
                 .push(SanType::DnsName((*d).try_into().unwrap()));
         }
         for u in uris {
-            params.subject_alt_names.push(SanType::URI((*u).try_into().unwrap()));
+            params
+                .subject_alt_names
+                .push(SanType::URI((*u).try_into().unwrap()));
         }
         let key = KeyPair::generate().unwrap();
         params.self_signed(&key).unwrap().der().to_vec()
@@ -226,8 +241,15 @@ pub(crate) mod tests {
 
     #[test]
     fn dns_san_wins_over_cn_when_there_is_no_uri_san() {
-        let der = cert(&[], &["reporting.data.svc", "second.data.svc"], Some("reporting"));
-        assert_eq!(principal_from_certificate(&der).unwrap(), "reporting.data.svc");
+        let der = cert(
+            &[],
+            &["reporting.data.svc", "second.data.svc"],
+            Some("reporting"),
+        );
+        assert_eq!(
+            principal_from_certificate(&der).unwrap(),
+            "reporting.data.svc"
+        );
     }
 
     #[test]
@@ -281,13 +303,18 @@ pub(crate) mod tests {
             mode: AuthMode,
             principals: PrincipalDirectory,
         }
-        let cfg: Cfg =
-            toml::from_str("mode = \"insecure\"\n[principals.\"spiffe://x/a\"]\ngroups = [\"data-platform\"]\n")
-                .unwrap();
+        let cfg: Cfg = toml::from_str(
+            "mode = \"insecure\"\n[principals.\"spiffe://x/a\"]\ngroups = [\"data-platform\"]\n",
+        )
+        .unwrap();
         assert_eq!(cfg.mode, AuthMode::Insecure);
         assert_eq!(cfg.principals["spiffe://x/a"].groups, ["data-platform"]);
-        let bad = toml::from_str::<Cfg>("mode = \"mtls\"\n[principals.a]\ngroups = []\nrole = \"x\"\n");
-        assert!(bad.is_err(), "unknown keys in a principal entry are rejected");
+        let bad =
+            toml::from_str::<Cfg>("mode = \"mtls\"\n[principals.a]\ngroups = []\nrole = \"x\"\n");
+        assert!(
+            bad.is_err(),
+            "unknown keys in a principal entry are rejected"
+        );
     }
 
     /// Builds a call with the given credential, for identity and policy tests.

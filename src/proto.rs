@@ -11,4 +11,5 @@ pub mod datasharing {
 }
 
 /// The encoded `FileDescriptorSet` of the API, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("datasharing_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("datasharing_descriptor");

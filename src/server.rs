@@ -1,1 +1,768 @@
-//! server.
+//! Wiring: the middleware stack, the gRPC handler, health, reflection, and serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::arn::AccountId;
+use crate::audit::{AuditLayer, AuditLog, IntentLayer};
+use crate::call::{
+    AssociateCall, AssociateParams, AssociateReply, CallContext, CallerCredential, Method, Trail,
+};
+use crate::config::Config;
+use crate::errors::GatewayError;
+use crate::identity::AuthMode;
+use crate::identity::{CALLER_ID_HEADER, IdentityLayer, PrincipalDirectory};
+use crate::limits::LimitLayer;
+use crate::metrics::{Metrics, MetricsLayer, ScrapeSource};
+use crate::policy::{Policies, PolicyLayer};
+use crate::proto::datasharing::v1 as pb;
+use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
+use crate::telemetry;
+use crate::telemetry::{StageLayer, Telemetry};
+use crate::upstream::{self, RedshiftService};
+use crate::validation::ValidateLayer;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The full middleware stack over the typed call.
+pub type CallService = BoxCloneSyncService<AssociateCall, AssociateReply, GatewayError>;
+
+/// The metadata key of the request id, read from callers and echoed back.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The response metadata key carrying the call's trace id.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+/// The name health checks use for the gateway's service.
+pub const SERVICE_NAME: &str = "datasharing.v1.DataSharing";
+
+/// Why the gateway could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A TLS file could not be read.
+    #[error("cannot read {key} file {path}")]
+    TlsFile {
+        /// The config key.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// tonic refused the TLS settings or failed while serving.
+    #[error("gRPC transport error")]
+    Transport(#[from] tonic::transport::Error),
+    /// The audit trail could not be opened.
+    #[error("cannot open the audit trail")]
+    Audit(#[from] crate::audit::AuditError),
+    /// The policies could not be loaded.
+    #[error("cannot load the policies")]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A configuration value is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// Reflection could not be built from the descriptor set.
+    #[error("cannot build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// What the stack is built from.
+#[derive(Debug)]
+pub struct StackParts {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The audit trail.
+    pub audit: AuditLog,
+    /// Principals and their groups.
+    pub principals: Arc<PrincipalDirectory>,
+    /// The policy set.
+    pub policies: Policies,
+    /// The Redshift service.
+    pub upstream: RedshiftService,
+    /// Concurrent upstream calls.
+    pub concurrency_limit: usize,
+    /// How long a call may wait for an upstream slot.
+    pub queue_timeout: Duration,
+}
+
+/// Builds the stack, outermost first.
+pub fn build_stack(parts: StackParts) -> CallService {
+    let stack = ServiceBuilder::new()
+        // Metrics outermost: every call is counted, whatever ends it.
+        .layer(MetricsLayer::new(parts.metrics))
+        // Audit outside everything that can refuse a call, so denials and invalid input are recorded.
+        .layer(AuditLayer::new(parts.audit.clone()))
+        // Identity before anything looks at the parameters: no principal, no further.
+        .layer(StageLayer::new("identity"))
+        .layer(IdentityLayer::new(parts.principals))
+        // Validation before policy: policies see only well-formed, parsed requests.
+        .layer(StageLayer::new("validation"))
+        .layer(ValidateLayer)
+        // Policy before any upstream work; validate_only ends here with the decision.
+        .layer(StageLayer::new("policy"))
+        .layer(PolicyLayer::new(parts.policies))
+        // Limits outside the write-ahead intent: a shed call leaves no intent behind.
+        .layer(LimitLayer::new(
+            parts.concurrency_limit,
+            parts.queue_timeout,
+        ))
+        // Write-ahead: the intent is durable before Redshift sees the call (fail closed).
+        .layer(StageLayer::new("audit.intent"))
+        .layer(IntentLayer::new(parts.audit))
+        .service(parts.upstream);
+    BoxCloneSyncService::new(stack)
+}
+
+/// The `datasharing.v1.DataSharing` handler: decodes, hands the typed call to the stack, encodes.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    stack: CallService,
+    auth_mode: AuthMode,
+}
+
+impl Gateway {
+    /// A handler over a stack.
+    pub fn new(stack: CallService, auth_mode: AuthMode) -> Self {
+        Gateway { stack, auth_mode }
+    }
+
+    fn context<T>(&self, request: &Request<T>) -> CallContext {
+        let metadata = request.metadata();
+        let request_id = metadata
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_acceptable_request_id(v))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // In mtls mode the certificate was verified in the handshake and x-caller-id is ignored.
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned());
+        let caller_id = metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok());
+        let credential = crate::identity::credential_for(
+            self.auth_mode,
+            leaf.as_ref().map(|c| c.as_ref()),
+            caller_id,
+        )
+        .unwrap_or_else(|err| {
+            tracing::warn!(%request_id, error = %err, "client certificate names no principal");
+            CallerCredential::None
+        });
+        // Deadlines count from the moment tonic's own grpc-timeout timer started: see `Arrival`.
+        let arrived = request
+            .extensions()
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |a| a.0);
+        let started = Instant::now();
+        CallContext {
+            method: Method::AssociateConsumer,
+            request_id,
+            trace_id: None,
+            peer: request.remote_addr(),
+            credential,
+            principal: None,
+            received_at: SystemTime::now(),
+            started,
+            deadline: metadata
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+                .map(|timeout| arrived + answer_before(timeout)),
+        }
+    }
+}
+
+/// Request ids are echoed into logs and records: accept only short, plain ones.
+fn is_acceptable_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// tonic enforces `grpc-timeout` itself and answers CANCELLED. The handler's own deadline falls a
+/// little earlier, counted from the same instant ([`Arrival`]); tonic polls the handler before its
+/// timer, so the handler's DEADLINE_EXCEEDED always wins.
+fn answer_before(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 20).min(Duration::from_millis(5)))
+}
+
+/// When a request reached the gateway's router, stamped by [`ArrivalLayer`].
+#[derive(Clone, Copy, Debug)]
+struct Arrival(Instant);
+
+/// Stamps each HTTP request with its arrival time, right inside tonic's `grpc-timeout` layer.
+#[derive(Clone, Copy, Debug, Default)]
+struct ArrivalLayer;
+
+impl<S> tower::Layer<S> for ArrivalLayer {
+    type Service = Arrived<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Arrived { inner }
+    }
+}
+
+/// The service made by [`ArrivalLayer`].
+#[derive(Clone, Debug)]
+struct Arrived<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Arrived<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(Arrival(Instant::now()));
+        self.inner.call(request)
+    }
+}
+
+/// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
+struct CallerGone {
+    trail: Option<Arc<Trail>>,
+}
+
+impl Drop for CallerGone {
+    fn drop(&mut self) {
+        if let Some(trail) = self.trail.take() {
+            trail.lock().caller_gone = true;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DataSharing for Gateway {
+    async fn associate_consumer(
+        &self,
+        request: Request<pb::AssociateConsumerRequest>,
+    ) -> Result<Response<pb::AssociateConsumerResponse>, Status> {
+        let mut ctx = self.context(&request);
+        let request_id = ctx.request_id.clone();
+        let deadline = ctx.deadline;
+        let started = ctx.started;
+
+        // The caller's trace continues here (W3C traceparent/tracestate in the metadata).
+        let parent = telemetry::extract_parent(request.metadata());
+        let span = tracing::info_span!(
+            "datasharing.v1.DataSharing/AssociateConsumer",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "datasharing.v1.DataSharing",
+            rpc.method = "AssociateConsumer",
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            policy.decision = tracing::field::Empty,
+        );
+        let _ = span.set_parent(parent.clone());
+        ctx.trace_id =
+            telemetry::trace_id_of(&span.context()).or_else(|| telemetry::trace_id_of(&parent));
+        if let Some(trace_id) = &ctx.trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
+        let trace_id = ctx.trace_id.clone();
+
+        let message = request.into_inner();
+        let call = AssociateCall {
+            ctx,
+            params: AssociateParams {
+                data_share_arn: message.data_share_arn,
+                associate_entire_account: message.associate_entire_account,
+                consumer_arn: message.consumer_arn,
+                consumer_region: message.consumer_region,
+                allow_writes: message.allow_writes,
+                validate_only: message.validate_only,
+            },
+            request: None,
+            trail: Arc::new(Trail::default()),
+        };
+        let trail = call.trail.clone();
+        // The stack runs in its own task, so a caller that cancels or times out does not cut a
+        // forwarded call short: it runs to its own end and its outcome is recorded.
+        let task = tokio::spawn(self.stack.clone().oneshot(call).instrument(span.clone()));
+        let mut gone = CallerGone {
+            trail: Some(trail.clone()),
+        };
+        let joined = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
+            None => Some(task.await),
+        };
+        let result = match joined {
+            Some(Ok(result)) => {
+                gone.trail = None;
+                result
+            }
+            Some(Err(join_error)) => Err(GatewayError::Internal(Box::new(join_error))),
+            None => Err(GatewayError::DeadlineExceeded),
+        };
+        drop(gone);
+
+        let (principal, decision) = {
+            let t = trail.lock();
+            (
+                t.principal
+                    .as_ref()
+                    .map(|p| p.id.clone())
+                    .unwrap_or_default(),
+                t.decision
+                    .as_ref()
+                    .map(|d| if d.allowed { "allow" } else { "deny" }),
+            )
+        };
+        let code = result
+            .as_ref()
+            .err()
+            .map_or(tonic::Code::Ok, GatewayError::code);
+        span.record("rpc.grpc.status_code", code as i32);
+        span.record("principal", principal.as_str());
+        if let Some(decision) = decision {
+            span.record("policy.decision", decision);
+        }
+        let _entered = span.enter();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(reply) => {
+                tracing::info!(%principal, code = "OK", latency_ms, "AssociateConsumer");
+                let mut response = Response::new(response_from(reply));
+                insert_ids(response.metadata_mut(), &request_id, trace_id.as_deref());
+                Ok(response)
+            }
+            Err(err) => {
+                if code == tonic::Code::Internal {
+                    tracing::error!(%principal, error = %err, cause = ?std::error::Error::source(&err), "AssociateConsumer failed inside the gateway");
+                } else {
+                    tracing::info!(%principal, code = ?code, reason = %err.reason(), latency_ms, "AssociateConsumer");
+                }
+                let mut status = err.to_status(&request_id);
+                insert_ids(status.metadata_mut(), &request_id, trace_id.as_deref());
+                Err(status)
+            }
+        }
+    }
+}
+
+fn insert_ids(
+    metadata: &mut tonic::metadata::MetadataMap,
+    request_id: &str,
+    trace_id: Option<&str>,
+) {
+    if let Ok(value) = MetadataValue::try_from(request_id) {
+        metadata.insert(REQUEST_ID_HEADER, value);
+    }
+    if let Some(Ok(value)) = trace_id.map(MetadataValue::try_from) {
+        metadata.insert(TRACE_ID_HEADER, value);
+    }
+}
+
+fn response_from(reply: AssociateReply) -> pb::AssociateConsumerResponse {
+    match reply {
+        AssociateReply::Validated(decision) => pb::AssociateConsumerResponse {
+            validation: Some(pb::ValidationResult {
+                determining_policies: decision.determining_policies,
+            }),
+            ..Default::default()
+        },
+        AssociateReply::Associated(share) => pb::AssociateConsumerResponse {
+            data_share_arn: share.data_share_arn.unwrap_or_default(),
+            producer_arn: share.producer_arn.unwrap_or_default(),
+            allow_publicly_accessible_consumers: share
+                .allow_publicly_accessible_consumers
+                .unwrap_or(false),
+            associations: share
+                .associations
+                .into_iter()
+                .map(|a| pb::DataShareAssociation {
+                    consumer_identifier: a.consumer_identifier.unwrap_or_default(),
+                    status: status_from(a.status.as_deref()) as i32,
+                    consumer_region: a.consumer_region.unwrap_or_default(),
+                    created_date: a.created_date.map(prost_types::Timestamp::from),
+                    status_change_date: a.status_change_date.map(prost_types::Timestamp::from),
+                    producer_allowed_writes: a.producer_allowed_writes,
+                    consumer_accepted_writes: a.consumer_accepted_writes,
+                })
+                .collect(),
+            managed_by: share.managed_by.unwrap_or_default(),
+            data_share_type: match share.data_share_type.as_deref() {
+                Some("INTERNAL") => pb::DataShareType::Internal,
+                _ => pb::DataShareType::Unspecified,
+            } as i32,
+            validation: None,
+        },
+    }
+}
+
+fn status_from(status: Option<&str>) -> pb::DataShareStatus {
+    match status {
+        Some("ACTIVE") => pb::DataShareStatus::Active,
+        Some("PENDING_AUTHORIZATION") => pb::DataShareStatus::PendingAuthorization,
+        Some("AUTHORIZED") => pb::DataShareStatus::Authorized,
+        Some("DEAUTHORIZED") => pb::DataShareStatus::Deauthorized,
+        Some("REJECTED") => pb::DataShareStatus::Rejected,
+        Some("AVAILABLE") => pb::DataShareStatus::Available,
+        _ => pb::DataShareStatus::Unspecified,
+    }
+}
+
+/// Everything needed to serve, built from the configuration.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    gateway: Gateway,
+    audit: AuditLog,
+    policies: Policies,
+    metrics: Arc<Metrics>,
+    admin: TcpListener,
+    health_listener: Option<TcpListener>,
+    telemetry: Telemetry,
+}
+
+/// Options for [`App::build`] that are not in the configuration file.
+#[derive(Debug, Default)]
+pub struct BuildOptions {
+    /// Replace the default AWS credential chain (used by `dev`).
+    pub credentials: Option<aws_credential_types::Credentials>,
+    /// The trace pipeline, flushed at shutdown.
+    pub telemetry: Telemetry,
+}
+
+/// Reads the audit writer's and the span exporter's counters at scrape time.
+#[derive(Debug)]
+struct ScrapeCounters {
+    audit: AuditLog,
+    spans_dropped: Arc<std::sync::atomic::AtomicU64>,
+    seen: std::sync::Mutex<(u64, u64, u64, u64)>,
+}
+
+impl ScrapeSource for ScrapeCounters {
+    fn refresh(&self, metrics: &Metrics) {
+        use std::sync::atomic::Ordering;
+        let stats = self.audit.stats();
+        metrics.audit_queue_depth.set(stats.queue_depth as i64);
+        let dropped = self.spans_dropped.load(Ordering::Relaxed);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Prometheus counters only go up: add what happened since the last scrape.
+        metrics
+            .audit_records
+            .inc_by(stats.records_written.saturating_sub(seen.0));
+        metrics
+            .audit_fsyncs
+            .inc_by(stats.fsyncs.saturating_sub(seen.1));
+        metrics
+            .audit_fsync_seconds
+            .inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
+        metrics.spans_dropped.inc_by(dropped.saturating_sub(seen.3));
+        *seen = (
+            stats.records_written,
+            stats.fsyncs,
+            stats.fsync_micros_total,
+            dropped,
+        );
+    }
+}
+
+impl App {
+    /// Opens the audit trail, loads the policies, builds the Redshift client and the stack, and
+    /// binds the admin and health listeners. Every failure here is a clear error at start.
+    pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
+        let metrics = Metrics::new();
+        let audit = AuditLog::open(&config.audit).await?;
+        let consumer_account = AccountId::parse(&config.upstream.consumer_account)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let policies = Policies::load(config.policy.clone(), consumer_account)?;
+        let client =
+            upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
+        let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
+        let stack = build_stack(StackParts {
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+            principals: Arc::new(config.principals.clone()),
+            policies: policies.clone(),
+            upstream,
+            concurrency_limit: config.server.concurrency_limit,
+            queue_timeout: Duration::from_millis(config.server.queue_timeout_ms),
+        });
+        metrics.add_source(Arc::new(ScrapeCounters {
+            audit: audit.clone(),
+            spans_dropped: options.telemetry.dropped_spans(),
+            seen: std::sync::Mutex::new((0, 0, 0, 0)),
+        }));
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let admin = bind(config.server.admin_listen).await?;
+        let health_listener = match config.server.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let gateway = Gateway::new(stack, config.auth.mode);
+        Ok(App {
+            config,
+            gateway,
+            audit,
+            policies,
+            metrics,
+            admin,
+            health_listener,
+            telemetry: options.telemetry,
+        })
+    }
+
+    /// The admin listener's address (`/metrics`, `/livez`, `/readyz`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets in-flight calls finish within
+    /// the grace period, flushes the audit trail and the spans.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let App {
+            config,
+            gateway,
+            audit,
+            policies,
+            metrics,
+            admin,
+            health_listener,
+            telemetry,
+        } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // One readiness verdict for grpc.health.v1 and /readyz: serving, and the audit trail can
+        // write (the gateway fails closed without it).
+        let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        {
+            let mut audit_ok = audit.health();
+            let mut stopping = stop_rx.clone();
+            let health = health.clone();
+            tokio::spawn(async move {
+                loop {
+                    let serving = *audit_ok.borrow_and_update() && !*stopping.borrow_and_update();
+                    let status = if serving {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    if !serving {
+                        tracing::warn!(
+                            "health: NOT_SERVING (audit trail unwritable or shutting down)"
+                        );
+                    }
+                    health.set_service_status(SERVICE_NAME, status).await;
+                    health.set_service_status("", status).await;
+                    let _ = ready_tx.send(serving);
+                    tokio::select! {
+                        changed = audit_ok.changed() => if changed.is_err() { break },
+                        changed = stopping.changed() => if changed.is_err() { break },
+                    }
+                }
+            });
+        }
+        match policies.spawn_reloader() {
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "policy hot reload is off"),
+        }
+        {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(crate::admin::serve(admin, metrics, ready_rx, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc error details, so grpcurl can print ErrorInfo and BadRequest.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let max = config.server.max_message_bytes;
+        let data_sharing = DataSharingServer::new(gateway)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+
+        let mut builder = Server::builder()
+            .layer(ArrivalLayer)
+            .http2_keepalive_interval(Some(Duration::from_secs(
+                config.server.keepalive_interval_secs,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs(
+                config.server.keepalive_timeout_secs,
+            )))
+            .tcp_nodelay(true);
+        if config.auth.mode == AuthMode::Mtls {
+            builder = builder.tls_config(tls_config(&config)?)?;
+        } else {
+            tracing::warn!(
+                "auth.mode = \"insecure\": plaintext, callers name themselves in x-caller-id; never use this in production"
+            );
+        }
+
+        if let Some(listener) = health_listener {
+            let mut stop = stop_rx.clone();
+            let probes = Server::builder().add_service(health_service.clone());
+            tokio::spawn(probes.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+        }
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let router = builder
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(data_sharing);
+        let mut stop = stop_rx;
+        let serving = tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+        let mut serving = std::pin::pin!(serving);
+        tokio::select! {
+            done = &mut serving => {
+                audit.close().await;
+                return flatten(done);
+            }
+            () = shutdown => {}
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new calls; finishing in-flight calls"
+        );
+        let _ = stop_tx.send(true);
+        let served = match tokio::time::timeout(grace, &mut serving).await {
+            Ok(done) => flatten(done),
+            Err(_) => {
+                tracing::warn!("grace period over; dropping the calls still in flight");
+                serving.abort();
+                Ok(())
+            }
+        };
+        // Calls that outlived their callers are still recorded: the writer drains its queue.
+        audit.close().await;
+        telemetry.shutdown(Duration::from_secs(2)).await;
+        served
+    }
+}
+
+fn flatten(
+    done: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), ServerError> {
+    match done {
+        Ok(result) => Ok(result?),
+        Err(join) if join.is_cancelled() => Ok(()),
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+fn tls_config(config: &Config) -> Result<ServerTlsConfig, ServerError> {
+    let read = |key: &'static str, path: &Option<std::path::PathBuf>| {
+        let path = path.clone().unwrap_or_default();
+        std::fs::read(&path).map_err(|source| ServerError::TlsFile { key, path, source })
+    };
+    let cert = read("auth.cert", &config.auth.cert)?;
+    let key = read("auth.key", &config.auth.key)?;
+    let ca = read("auth.client_ca", &config.auth.client_ca)?;
+    // A client CA makes client certificates required; rustls checks chain, validity and usage.
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .client_ca_root(Certificate::from_pem(ca)))
+}
+
+/// The line printed on stdout once the gateway listens, for scripts and tests using port 0.
+pub fn ready_line(grpc: SocketAddr, admin: Option<SocketAddr>) -> String {
+    serde_json::json!({
+        "event": "gateway_listening",
+        "grpc": grpc.to_string(),
+        "admin": admin.map(|a| a.to_string()),
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        assert!(is_acceptable_request_id("req-123_abc.def:9"));
+        assert!(!is_acceptable_request_id(""));
+        assert!(!is_acceptable_request_id("has space"));
+        assert!(!is_acceptable_request_id(&"x".repeat(129)));
+    }
+}

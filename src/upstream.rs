@@ -29,11 +29,23 @@ use aws_sdk_redshift::config::timeout::TimeoutConfig;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::operation::RequestId;
 use aws_sdk_redshift::operation::associate_data_share_consumer::AssociateDataShareConsumerOutput;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::sync::Arc;
 use tonic::Code;
 use tower::Service;
+use tracing::Instrument;
 
-use crate::call::{AssociateCall, AssociateReply, ConsumerTarget, DataShare, DataShareAssociation, UpstreamNote};
+use crate::metrics::Metrics;
+
+use crate::call::{
+    AssociateCall, AssociateReply, ConsumerTarget, DataShare, DataShareAssociation, UpstreamNote,
+};
 use crate::errors::{GatewayError, UpstreamFault};
 
 /// `[upstream]`: how the gateway reaches Redshift.
@@ -109,10 +121,15 @@ impl UpstreamConfig {
 
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        crate::arn::AccountId::parse(&self.consumer_account)
-            .map_err(|e| format!("upstream.consumer_account = {:?}: {e}", self.consumer_account))?;
+        crate::arn::AccountId::parse(&self.consumer_account).map_err(|e| {
+            format!(
+                "upstream.consumer_account = {:?}: {e}",
+                self.consumer_account
+            )
+        })?;
         if let Some(region) = &self.region {
-            crate::arn::Region::parse(region).map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
+            crate::arn::Region::parse(region)
+                .map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
         }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -152,6 +169,7 @@ impl UpstreamConfig {
 pub async fn build_client(
     config: &UpstreamConfig,
     credentials: Option<aws_credential_types::Credentials>,
+    metrics: Arc<Metrics>,
 ) -> aws_sdk_redshift::Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
@@ -178,22 +196,62 @@ pub async fn build_client(
     if let Some(credentials) = credentials {
         loader = loader.credentials_provider(credentials);
     }
-    aws_sdk_redshift::Client::new(&loader.load().await)
+    let shared = loader.load().await;
+    let conf = aws_sdk_redshift::config::Builder::from(&shared)
+        .interceptor(RetryCounter { metrics })
+        .build();
+    aws_sdk_redshift::Client::from_conf(conf)
 }
+
+/// Counts the SDK's retries (attempts after the first) for the metrics.
+#[derive(Debug)]
+struct RetryCounter {
+    metrics: Arc<Metrics>,
+}
+
+impl Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "RetryCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            self.metrics.upstream_retry(ASSOCIATE);
+        }
+        Ok(())
+    }
+}
+
+/// The Redshift operation the gateway forwards.
+const ASSOCIATE: &str = "AssociateDataShareConsumer";
 
 /// Forwards validated calls to Redshift's `AssociateDataShareConsumer`.
 #[derive(Clone, Debug)]
 pub struct RedshiftService {
     client: aws_sdk_redshift::Client,
     throttle_retry_after: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl RedshiftService {
     /// A service over the shared client.
-    pub fn new(client: aws_sdk_redshift::Client, config: &UpstreamConfig) -> Self {
+    pub fn new(
+        client: aws_sdk_redshift::Client,
+        config: &UpstreamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         RedshiftService {
             client,
             throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms),
+            metrics,
         }
     }
 }
@@ -211,11 +269,21 @@ impl Service<AssociateCall> for RedshiftService {
     fn call(&mut self, call: AssociateCall) -> Self::Future {
         let client = self.client.clone();
         let retry_after = self.throttle_retry_after;
-        Box::pin(async move {
-            let request = call
-                .request
-                .as_ref()
-                .ok_or_else(|| GatewayError::Internal("upstream reached without a validated request".into()))?;
+        let metrics = self.metrics.clone();
+        let span = tracing::info_span!(
+            "Redshift/AssociateDataShareConsumer",
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "Redshift",
+            rpc.method = ASSOCIATE,
+            aws.request_id = tracing::field::Empty,
+            aws.error_code = tracing::field::Empty,
+        );
+        let record_span = span.clone();
+        let call_future = async move {
+            let request = call.request.as_ref().ok_or_else(|| {
+                GatewayError::Internal("upstream reached without a validated request".into())
+            })?;
             let mut op = client
                 .associate_data_share_consumer()
                 .data_share_arn(request.data_share.to_string())
@@ -226,20 +294,33 @@ impl Service<AssociateCall> for RedshiftService {
                 ConsumerTarget::Region(region) => op.consumer_region(region.as_str()),
             };
             call.trail.lock().forwarded = true;
+            let started = std::time::Instant::now();
             let result = op.send().await;
             let note = UpstreamNote {
                 aws_request_id: match &result {
                     Ok(out) => out.request_id().map(str::to_owned),
                     Err(err) => err.request_id().map(str::to_owned),
                 },
-                aws_error_code: result.as_ref().err().and_then(|e| e.code()).map(str::to_owned),
+                aws_error_code: result
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.code())
+                    .map(str::to_owned),
             };
+            metrics.upstream_call(ASSOCIATE, note.aws_error_code.as_deref(), started);
+            if let Some(id) = &note.aws_request_id {
+                record_span.record("aws.request_id", id.as_str());
+            }
+            if let Some(code) = &note.aws_error_code {
+                record_span.record("aws.error_code", code.as_str());
+            }
             call.trail.lock().upstream = note.clone();
             match result {
                 Ok(out) => Ok(AssociateReply::Associated(data_share_from(&out))),
                 Err(err) => Err(classify(err, note.aws_request_id, retry_after)),
             }
-        })
+        };
+        Box::pin(call_future.instrument(span))
     }
 }
 
@@ -256,7 +337,9 @@ fn data_share_from(out: &AssociateDataShareConsumerOutput) -> DataShare {
                 status: a.status().map(|s| s.as_str().to_owned()),
                 consumer_region: a.consumer_region().map(str::to_owned),
                 created_date: a.created_date().and_then(|d| SystemTime::try_from(*d).ok()),
-                status_change_date: a.status_change_date().and_then(|d| SystemTime::try_from(*d).ok()),
+                status_change_date: a
+                    .status_change_date()
+                    .and_then(|d| SystemTime::try_from(*d).ok()),
                 producer_allowed_writes: a.producer_allowed_writes(),
                 consumer_accepted_writes: a.consumer_accepted_writes(),
             })
@@ -312,13 +395,21 @@ where
         SdkError::ResponseError(_) => UpstreamFault::Unknown { aws_code: None },
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            classify_service(service.err().code(), service.err().message(), status, retry_after)
+            classify_service(
+                service.err().code(),
+                service.err().message(),
+                status,
+                retry_after,
+            )
         }
         // Request construction fails before anything is sent: missing credentials or region.
         SdkError::ConstructionFailure(_) => UpstreamFault::CredentialsRejected { aws_code: None },
         _ => UpstreamFault::Unknown { aws_code: None },
     };
-    GatewayError::Upstream { fault, aws_request_id }
+    GatewayError::Upstream {
+        fault,
+        aws_request_id,
+    }
 }
 
 /// The fault table for errors Redshift answered with.
@@ -336,16 +427,20 @@ pub fn classify_service(
     };
     match code {
         Some(c) if c == "InvalidDataShareFault" => service(Code::FailedPrecondition, c),
-        Some(c) if c == "InvalidNamespaceFault" || c == "ResourceNotFoundFault" => service(Code::NotFound, c),
+        Some(c) if c == "InvalidNamespaceFault" || c == "ResourceNotFoundFault" => {
+            service(Code::NotFound, c)
+        }
         Some(c) if PARAMETER_ERRORS.contains(&c) => service(Code::InvalidArgument, c),
         Some(c) if c == "UnauthorizedOperation" => service(Code::PermissionDenied, c),
         Some(c) if c == "UnsupportedOperation" || c == "UnsupportedOperationFault" => {
             service(Code::FailedPrecondition, c)
         }
-        Some(c) if aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&c) => UpstreamFault::Throttled {
-            aws_code: c.to_owned(),
-            retry_after,
-        },
+        Some(c) if aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&c) => {
+            UpstreamFault::Throttled {
+                aws_code: c.to_owned(),
+                retry_after,
+            }
+        }
         Some(c) if CREDENTIAL_ERRORS.contains(&c) => UpstreamFault::CredentialsRejected {
             aws_code: Some(c.to_owned()),
         },
@@ -378,7 +473,11 @@ mod tests {
         let rows = [
             (Some("InvalidDataShareFault"), 400, Code::FailedPrecondition),
             (Some("InvalidNamespaceFault"), 400, Code::NotFound),
-            (Some("InvalidParameterCombination"), 400, Code::InvalidArgument),
+            (
+                Some("InvalidParameterCombination"),
+                400,
+                Code::InvalidArgument,
+            ),
             (Some("MissingParameter"), 400, Code::InvalidArgument),
             (Some("Throttling"), 400, Code::ResourceExhausted),
             (Some("ThrottlingException"), 400, Code::ResourceExhausted),
@@ -402,7 +501,12 @@ mod tests {
         let mut config = UpstreamConfig::for_account("444455556666");
         assert!(config.validate().is_ok());
         config.consumer_account = "12".into();
-        assert!(config.validate().unwrap_err().starts_with("upstream.consumer_account"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("upstream.consumer_account")
+        );
         let mut config = UpstreamConfig::for_account("444455556666");
         config.attempt_timeout_ms = 20_000;
         assert!(

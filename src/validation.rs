@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 use crate::arn::{DataShareArn, NamespaceArn, Region};
-use crate::call::{AssociateCall, AssociateParams, AssociateReply, AssociateRequest, ConsumerTarget};
+use crate::call::{
+    AssociateCall, AssociateParams, AssociateReply, AssociateRequest, ConsumerTarget,
+};
 use crate::errors::{FieldViolation, GatewayError};
 
 /// Validates the request's fields and combination.
@@ -108,7 +110,10 @@ pub struct Validate<S> {
 
 impl<S> Service<AssociateCall> for Validate<S>
 where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError> + Clone + Send + 'static,
+    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = AssociateReply;
@@ -128,7 +133,9 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 Box::pin(async move { inner.call(call).await })
             }
-            Err(violations) => Box::pin(async move { Err(GatewayError::InvalidArgument(violations)) }),
+            Err(violations) => {
+                Box::pin(async move { Err(GatewayError::InvalidArgument(violations)) })
+            }
         }
     }
 }
@@ -137,9 +144,9 @@ where
 mod tests {
     use super::*;
 
-    const SHARE: &str =
-        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-    const NAMESPACE: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+    const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+    const NAMESPACE: &str =
+        "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 
     fn params() -> AssociateParams {
         AssociateParams {
@@ -200,9 +207,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.len(), 2);
         assert_eq!(err[0].field, "data_share_arn");
-        assert!(err[0].description.contains("12 digits"), "{}", err[0].description);
+        assert!(
+            err[0].description.contains("12 digits"),
+            "{}",
+            err[0].description
+        );
         assert_eq!(err[1].field, "consumer_arn");
-        assert!(err[1].description.contains("namespace"), "{}", err[1].description);
+        assert!(
+            err[1].description.contains("namespace"),
+            "{}",
+            err[1].description
+        );
     }
 
     #[test]

@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SALES: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-const LEGAL_HOLD: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
-const PROVISIONED: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+const SALES: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+const LEGAL_HOLD: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
+const PROVISIONED: &str =
+    "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
 
 fn examples() -> PathBuf {
@@ -94,13 +93,17 @@ fn check_allows_a_permitted_request_with_exit_0_and_the_permit_id() {
     let output = text(&out);
     assert_eq!(out.status.code(), Some(0), "{output}");
     assert!(output.contains("decision: ALLOW"), "{output}");
-    assert!(output.contains("analytics-associate-namespaces-in-org"), "{output}");
+    assert!(
+        output.contains("analytics-associate-namespaces-in-org"),
+        "{output}"
+    );
 }
 
 #[test]
 fn check_denies_with_exit_1_and_the_forbid_ids() {
-    let request =
-        format!(r#"{{"data_share_arn": "{LEGAL_HOLD}", "consumer_arn": "{PROVISIONED}", "allow_writes": true}}"#);
+    let request = format!(
+        r#"{{"data_share_arn": "{LEGAL_HOLD}", "consumer_arn": "{PROVISIONED}", "allow_writes": true}}"#
+    );
     let out = check(NOTEBOOK, &[], &request);
     let output = text(&out);
     assert_eq!(out.status.code(), Some(1), "{output}");
@@ -116,16 +119,33 @@ fn check_denies_when_nothing_permits_and_groups_can_be_given_on_the_command_line
     let request = format!(r#"{{"data_share_arn": "{SALES}", "associate_entire_account": true}}"#);
     let out = check(NOTEBOOK, &[], &request);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("nothing permits this request"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing permits this request"),
+        "{}",
+        text(&out)
+    );
 
-    let out = check("cli-user", &["--groups", "data-platform,data-writers"], &request);
+    let out = check(
+        "cli-user",
+        &["--groups", "data-platform,data-writers"],
+        &request,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("data-platform-associate-in-org"), "{}", text(&out));
+    assert!(
+        text(&out).contains("data-platform-associate-in-org"),
+        "{}",
+        text(&out)
+    );
 
     // Outside the org, the gateway's own account may not receive an entire-account association.
     let out = check(
         "cli-user",
-        &["--groups", "data-platform", "--consumer-account", "999999999999"],
+        &[
+            "--groups",
+            "data-platform",
+            "--consumer-account",
+            "999999999999",
+        ],
         &request,
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

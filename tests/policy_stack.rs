@@ -17,10 +17,8 @@ use datashare_gateway::validation::ValidateLayer;
 use tonic::Code;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-const SALES: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-const SERVERLESS: &str =
-    "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+const SALES: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+const SERVERLESS: &str = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies")
@@ -60,7 +58,11 @@ fn cert(id: &str) -> CallerCredential {
 
 #[tokio::test]
 async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
-    let policies = Policies::load(PolicyConfig::new(examples()), AccountId::parse("444455556666").unwrap()).unwrap();
+    let policies = Policies::load(
+        PolicyConfig::new(examples()),
+        AccountId::parse("444455556666").unwrap(),
+    )
+    .unwrap();
     let forwarded = Arc::new(AtomicUsize::new(0));
     let upstream = {
         let forwarded = forwarded.clone();
@@ -86,7 +88,11 @@ async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
         ..Default::default()
     };
     let cases = [
-        (CallerCredential::None, namespace.clone(), Err(Code::Unauthenticated)),
+        (
+            CallerCredential::None,
+            namespace.clone(),
+            Err(Code::Unauthenticated),
+        ),
         (
             cert("spiffe://example.internal/ns/analytics/sa/notebook"),
             namespace.clone(),
@@ -135,7 +141,12 @@ async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
     let mut expected_forwards = 0;
     for (credential, params, expected) in cases {
         let description = format!("{credential:?} {params:?}");
-        let result = stack.ready().await.unwrap().call(call(credential, params)).await;
+        let result = stack
+            .ready()
+            .await
+            .unwrap()
+            .call(call(credential, params))
+            .await;
         match expected {
             Ok(()) => {
                 expected_forwards += 1;
@@ -146,7 +157,11 @@ async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
             }
             Err(code) => assert_eq!(result.unwrap_err().code(), code, "{description}"),
         }
-        assert_eq!(forwarded.load(Ordering::SeqCst), expected_forwards, "{description}");
+        assert_eq!(
+            forwarded.load(Ordering::SeqCst),
+            expected_forwards,
+            "{description}"
+        );
     }
 
     // validate_only: the decision comes back and nothing is forwarded.
@@ -167,6 +182,9 @@ async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
         panic!("expected Validated, got {result:?}");
     };
     assert!(decision.allowed);
-    assert_eq!(decision.determining_policies, ["data-platform-associate-in-org"]);
+    assert_eq!(
+        decision.determining_policies,
+        ["data-platform-associate-in-org"]
+    );
     assert_eq!(forwarded.load(Ordering::SeqCst), expected_forwards);
 }

@@ -1,9 +1,306 @@
-//! emulator (stub).
+//! A Redshift emulator for the datashare operations: the AWS Query protocol over HTTP/1.1,
+//! SigV4 checked against configured keys, state kept as Redshift keeps it, and an admin API
+//! for fault injection, counters and seeding. See `docs/emulator.md`.
+//!
+//! - `protocol`: form decoding, XML writing, the Query error envelope.
+//! - `sigv4`: signature verification (aws-sigv4 does the math).
+//! - `state`: namespaces, datashares, grants, associations and their transitions.
+//! - `ops`: the eight operations, member decoding and result XML.
+//! - `faults`: fault rules and per-operation counters.
+//! - `fixtures`: the fixtures file and the seed body.
+//! - `api` / `admin`: the two HTTP listeners.
 
+mod admin;
+mod api;
+mod faults;
+mod fixtures;
+mod ops;
+mod protocol;
+mod sigv4;
+mod state;
+
+use std::future::Future;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use faults::{FaultKind, FaultSpec};
+pub use fixtures::{
+    AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture,
+    NamespaceFixture, NamespaceKindFixture,
+};
+
+use crate::arn::Region;
+
+/// How long an open connection may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests get to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the emulator could not start or a fixture was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The fixtures file could not be read.
+    #[error("cannot read fixtures file {path}")]
+    ReadFixtures {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fixtures file is not valid TOML for [`Fixtures`].
+    #[error("cannot parse fixtures file {path}")]
+    ParseFixtures {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A fixture value breaks a rule.
+    #[error("invalid fixture {key} = {value:?}: {rule}")]
+    InvalidFixture {
+        /// The key, e.g. `namespaces.guid`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// The configured region is not a region name.
+    #[error("invalid region {0:?}")]
+    InvalidRegion(String),
+    /// A listener could not be bound or read.
+    #[error("listener error")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the emulator serves.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// The region requests must be signed for; every ARN is in it.
+    pub region: String,
+    /// The initial state, also what `POST /reset` returns to.
+    pub fixtures: Fixtures,
+    /// Fault rules active from the start.
+    pub faults: Vec<FaultSpec>,
+}
+
+impl EmulatorConfig {
+    /// A config with no initial faults.
+    pub fn new(region: impl Into<String>, fixtures: Fixtures) -> Self {
+        EmulatorConfig {
+            region: region.into(),
+            fixtures,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// State shared by every connection of both listeners.
+#[derive(Debug)]
+struct Shared {
+    store: state::Store,
+    fixtures: Fixtures,
+    faults: faults::Faults,
+    counters: faults::Counters,
+}
+
+/// Serves the API on `api` and the admin API on `admin` until `shutdown` resolves, then lets
+/// in-flight requests finish (up to a few seconds).
+pub async fn serve(
+    api: TcpListener,
+    admin: TcpListener,
+    config: EmulatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EmulatorError> {
+    let region = Region::parse(&config.region)
+        .map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
+    for f in &config.faults {
+        f.validate().map_err(|rule| EmulatorError::InvalidFixture {
+            key: "fault".into(),
+            value: format!("{f:?}"),
+            rule,
+        })?;
+    }
+    let shared = Arc::new(Shared {
+        store: state::Store::new(region, &config.fixtures)?,
+        fixtures: config.fixtures,
+        faults: faults::Faults::new(config.faults),
+        counters: faults::Counters::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = api.accept() => match accepted {
+                Ok((stream, peer)) => spawn_api(stream, peer, shared.clone(), stop_rx.clone()),
+                Err(e) => accept_failed(e).await,
+            },
+            accepted = admin.accept() => match accepted {
+                Ok((stream, peer)) => spawn_admin(stream, peer, shared.clone(), stop_rx.clone()),
+                Err(e) => accept_failed(e).await,
+            },
+        }
+    }
+    tracing::info!("emulator shutting down");
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    // Connection tasks hold receivers; wait (bounded) until they have all finished.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), stop_tx.closed()).await;
+    Ok(())
+}
+
+async fn accept_failed(e: std::io::Error) {
+    // Typically EMFILE under load: back off briefly rather than spin, and keep serving.
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    b
+}
+
+fn spawn_api(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| api::handle(shared.clone(), req));
+        let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "api connection ended");
+                }
+            }
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+            }
+        }
+    });
+}
+
+fn spawn_admin(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| admin::handle(shared.clone(), req));
+        let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "admin connection ended");
+                }
+            }
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+            }
+        }
+    });
+}
+
+/// `datashare-gateway emulator`.
 #[derive(Debug, clap::Args)]
-pub struct EmulatorArgs {}
+pub struct EmulatorArgs {
+    /// Address of the Redshift API listener (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:4566")]
+    pub listen: SocketAddr,
+    /// Address of the admin API listener (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:4567")]
+    pub admin: SocketAddr,
+    /// The fixtures file (TOML). Without it the emulator starts empty.
+    #[arg(long)]
+    pub fixtures: Option<PathBuf>,
+    /// The region requests must be signed for.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// A fault rule active from the start, repeatable:
+    /// KIND[,op=Action][,count=N][,probability=P][,latency_ms=N][,jitter_ms=N], where KIND is
+    /// throttling, internal_failure, service_unavailable, bare_429, latency, close_connection
+    /// or malformed_body.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<FaultSpec>,
+}
 
 /// Runs the emulator until SIGTERM or SIGINT.
-pub async fn run(_args: EmulatorArgs) -> Result<std::process::ExitCode, crate::cli::CliError> {
-    Err("not implemented yet".into())
+pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
+    // The binary sets no subscriber; one may already exist when embedded, which is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let fixtures = match &args.fixtures {
+        Some(path) => Fixtures::load(path)?,
+        None => Fixtures::default(),
+    };
+    let config = EmulatorConfig {
+        region: args.region,
+        fixtures,
+        faults: args.faults,
+    };
+    let shutdown = shutdown_signal()?;
+    let api = TcpListener::bind(args.listen).await?;
+    let admin = TcpListener::bind(args.admin).await?;
+    let ready = serde_json::json!({
+        "event": "emulator_listening",
+        "api": api.local_addr()?.to_string(),
+        "admin": admin.local_addr()?.to_string(),
+    });
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+    }
+    tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "emulator listening");
+    serve(api, admin, config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives right after the ready
+/// line is not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }

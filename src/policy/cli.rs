@@ -150,7 +150,12 @@ struct CheckArgs {
 fn check(args: CheckArgs) -> ExitCode {
     let consumer_account = match AccountId::parse(&args.consumer_account) {
         Ok(a) => a,
-        Err(err) => return cannot_decide(format!("--consumer-account {:?}: {err}", args.consumer_account)),
+        Err(err) => {
+            return cannot_decide(format!(
+                "--consumer-account {:?}: {err}",
+                args.consumer_account
+            ));
+        }
     };
     let mut groups: Vec<String> = args.groups.into_iter().filter(|g| !g.is_empty()).collect();
     if let Some(file) = &args.principals {
@@ -207,7 +212,10 @@ fn check(args: CheckArgs) -> ExitCode {
     };
     let evaluation = policies.explain(&principal, &request);
     let decision = &evaluation.decision;
-    println!("decision: {}", if decision.allowed { "ALLOW" } else { "DENY" });
+    println!(
+        "decision: {}",
+        if decision.allowed { "ALLOW" } else { "DENY" }
+    );
     println!("principal: {}", principal.id);
     println!("groups: {}", principal.groups.join(","));
     if decision.determining_policies.is_empty() {
@@ -220,7 +228,10 @@ fn check(args: CheckArgs) -> ExitCode {
             }
         );
     } else {
-        println!("determining policies: {}", decision.determining_policies.join(", "));
+        println!(
+            "determining policies: {}",
+            decision.determining_policies.join(", ")
+        );
     }
     for err in &evaluation.errors {
         println!("error: {err}");
@@ -233,7 +244,8 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn principals_from(file: &Path) -> Result<PrincipalDirectory, String> {
-    let text = std::fs::read_to_string(file).map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
     toml::from_str::<PrincipalsFile>(&text)
         .map(|f| f.principals)
         .map_err(|err| format!("{}: {err}", file.display()))

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    Request, RestrictedExpression, Schema,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicySet,
+    PrincipalConstraint, Request, RestrictedExpression, Schema,
 };
 
 use crate::arn::{AccountId, Partition};
@@ -83,7 +83,11 @@ boxed_from!(
 );
 
 impl Snapshot {
-    pub(super) fn new(set: PolicySet, schema: Schema, consumer_account: AccountId) -> Result<Self, BuildError> {
+    pub(super) fn new(
+        set: PolicySet,
+        schema: Schema,
+        consumer_account: AccountId,
+    ) -> Result<Self, BuildError> {
         let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
         ids.sort();
         let mut general = PolicySet::new();
@@ -134,7 +138,11 @@ impl Snapshot {
 
     /// Evaluation against the whole, unsliced set: the reference the slicing is tested against.
     #[cfg(test)]
-    pub(super) fn evaluate_unsliced(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+    pub(super) fn evaluate_unsliced(
+        &self,
+        principal: &Principal,
+        request: &AssociateRequest,
+    ) -> Evaluation {
         self.evaluate_against(&self.full, principal, request)
     }
 
@@ -142,7 +150,12 @@ impl Snapshot {
         EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id))
     }
 
-    fn evaluate_against(&self, set: &PolicySet, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+    fn evaluate_against(
+        &self,
+        set: &PolicySet,
+        principal: &Principal,
+        request: &AssociateRequest,
+    ) -> Evaluation {
         let (cedar_request, entities) = match self.build(principal, request, Checks::Trusted) {
             Ok(built) => built,
             Err(err) => {
@@ -157,10 +170,20 @@ impl Snapshot {
                 };
             }
         };
-        let response = self.authorizer.is_authorized(&cedar_request, set, &entities);
-        let mut determining_policies: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, set, &entities);
+        let mut determining_policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
         determining_policies.sort();
-        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
         if !errors.is_empty() {
             tracing::warn!(errors = ?errors, "policies failed to evaluate and count as not satisfied");
         }
@@ -184,13 +207,23 @@ impl Snapshot {
             Checks::AgainstSchema => Some(&self.schema),
             Checks::Trusted => None,
         };
-        let principal_uid = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id));
+        let principal_uid = EntityUid::from_type_name_and_id(
+            self.principal_type.clone(),
+            EntityId::new(&principal.id),
+        );
         let share = &request.data_share;
-        let resource_uid =
-            EntityUid::from_type_name_and_id(self.resource_type.clone(), EntityId::new(share.to_string()));
+        let resource_uid = EntityUid::from_type_name_and_id(
+            self.resource_type.clone(),
+            EntityId::new(share.to_string()),
+        );
 
-        let groups =
-            RestrictedExpression::new_set(principal.groups.iter().cloned().map(RestrictedExpression::new_string));
+        let groups = RestrictedExpression::new_set(
+            principal
+                .groups
+                .iter()
+                .cloned()
+                .map(RestrictedExpression::new_string),
+        );
         let principal_entity = Entity::new(
             principal_uid.clone(),
             HashMap::from([("groups".to_owned(), groups)]),
@@ -202,17 +235,28 @@ impl Snapshot {
             HashMap::from([
                 ("partition".to_owned(), string(share.partition.as_str())),
                 ("region".to_owned(), string(share.region.as_str())),
-                ("producer_account".to_owned(), string(share.account.as_str())),
-                ("producer_namespace".to_owned(), string(share.namespace.as_str())),
+                (
+                    "producer_account".to_owned(),
+                    string(share.account.as_str()),
+                ),
+                (
+                    "producer_namespace".to_owned(),
+                    string(share.namespace.as_str()),
+                ),
                 ("name".to_owned(), string(&share.name)),
             ]),
             HashSet::new(),
         )?;
         let entities = match schema {
             // The schema adds its action entities itself.
-            Some(schema) => Entities::from_entities([principal_entity, resource_entity], Some(schema))?,
+            Some(schema) => {
+                Entities::from_entities([principal_entity, resource_entity], Some(schema))?
+            }
             None => Entities::from_entities(
-                self.actions.iter().cloned().chain([principal_entity, resource_entity]),
+                self.actions
+                    .iter()
+                    .cloned()
+                    .chain([principal_entity, resource_entity]),
                 None,
             )?,
         };
@@ -223,17 +267,29 @@ impl Snapshot {
             ("consumer_account".to_owned(), string(&facts.account)),
             ("consumer_arn".to_owned(), string(&facts.arn)),
             ("consumer_region".to_owned(), string(&facts.region)),
-            ("consumer_partition".to_owned(), string(facts.partition.as_str())),
+            (
+                "consumer_partition".to_owned(),
+                string(facts.partition.as_str()),
+            ),
             (
                 "entire_account".to_owned(),
-                RestrictedExpression::new_bool(matches!(request.consumer, ConsumerTarget::EntireAccount)),
+                RestrictedExpression::new_bool(matches!(
+                    request.consumer,
+                    ConsumerTarget::EntireAccount
+                )),
             ),
             (
                 "allow_writes".to_owned(),
                 RestrictedExpression::new_bool(request.allow_writes.unwrap_or(false)),
             ),
         ])?;
-        let cedar_request = Request::new(principal_uid, self.action.clone(), resource_uid, context, schema)?;
+        let cedar_request = Request::new(
+            principal_uid,
+            self.action.clone(),
+            resource_uid,
+            context,
+            schema,
+        )?;
         Ok((cedar_request, entities))
     }
 }

@@ -46,7 +46,10 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError
 
 impl<S> Service<AssociateCall> for PolicyService<S>
 where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError> + Clone + Send + 'static,
+    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = AssociateReply;
@@ -58,7 +61,8 @@ where
     }
 
     fn call(&mut self, call: AssociateCall) -> Self::Future {
-        let (Some(principal), Some(request)) = (call.ctx.principal.as_ref(), call.request.as_ref()) else {
+        let (Some(principal), Some(request)) = (call.ctx.principal.as_ref(), call.request.as_ref())
+        else {
             // The stack is mis-built: identity and validation must run before policy.
             let missing = if call.ctx.principal.is_none() {
                 "policy layer reached without a principal"

@@ -46,7 +46,10 @@ impl fmt::Display for SourceDiagnostic {
 
 impl SourceDiagnostic {
     fn new(file: &Path, text: &str, policy: Option<String>, err: DetailedError) -> Self {
-        let position = err.source_locations.first().map(|l| line_column(text, l.loc.start));
+        let position = err
+            .source_locations
+            .first()
+            .map(|l| line_column(text, l.loc.start));
         let mut message = err.message;
         if let Some(help) = err.help {
             message.push_str(" (help: ");
@@ -89,7 +92,10 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 pub(super) fn load_schema(config: &PolicyConfig) -> Result<Schema, PolicyError> {
     let (path, text) = match &config.schema {
         Some(path) => (path.clone(), read(path)?),
-        None => (PathBuf::from(EMBEDDED_SCHEMA_NAME), DEFAULT_SCHEMA.to_owned()),
+        None => (
+            PathBuf::from(EMBEDDED_SCHEMA_NAME),
+            DEFAULT_SCHEMA.to_owned(),
+        ),
     };
     match Schema::from_cedarschema_str(&text) {
         Ok((schema, warnings)) => {
@@ -129,13 +135,18 @@ pub(super) fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(PolicyError::NoPolicies { dir: dir.to_owned() });
+        return Err(PolicyError::NoPolicies {
+            dir: dir.to_owned(),
+        });
     }
     Ok(files)
 }
 
 /// Loads, names and validates the set in `config.dir`.
-pub(super) fn load(config: &PolicyConfig, consumer_account: &AccountId) -> Result<Snapshot, PolicyError> {
+pub(super) fn load(
+    config: &PolicyConfig,
+    consumer_account: &AccountId,
+) -> Result<Snapshot, PolicyError> {
     let schema = load_schema(config)?;
     let mut diagnostics = Vec::new();
     let mut set = PolicySet::new();
@@ -148,7 +159,12 @@ pub(super) fn load(config: &PolicyConfig, consumer_account: &AccountId) -> Resul
             Ok(parsed) => parsed,
             Err(errs) => {
                 for err in errs.iter() {
-                    diagnostics.push(SourceDiagnostic::new(&file, &text, None, DetailedError::from(err)));
+                    diagnostics.push(SourceDiagnostic::new(
+                        &file,
+                        &text,
+                        None,
+                        DetailedError::from(err),
+                    ));
                 }
                 continue;
             }
@@ -165,7 +181,13 @@ pub(super) fn load(config: &PolicyConfig, consumer_account: &AccountId) -> Resul
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let mut policies: Vec<_> = parsed.policies().collect();
         // Cedar names the policies of a text policy0, policy1, ... in source order.
-        policies.sort_by_key(|p| p.id().to_string().trim_start_matches("policy").parse::<usize>().ok());
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .ok()
+        });
         for (index, policy) in policies.into_iter().enumerate() {
             let id = policy
                 .annotation("id")

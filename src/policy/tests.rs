@@ -18,17 +18,13 @@ const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
 const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
 const STRANGER: &str = "spiffe://elsewhere.example/ns/x/sa/y";
 
-const SALES: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-const FINANCE: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
-const LEGAL_HOLD: &str =
-    "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
-const FOREIGN_SHARE: &str =
-    "arn:aws:redshift:us-east-1:123456789012:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-const PROVISIONED: &str = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
-const SERVERLESS: &str =
-    "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+const SALES: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+const FINANCE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+const LEGAL_HOLD: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share";
+const FOREIGN_SHARE: &str = "arn:aws:redshift:us-east-1:123456789012:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+const PROVISIONED: &str =
+    "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+const SERVERLESS: &str = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 const FOREIGN_NAMESPACE: &str =
     "arn:aws:redshift:us-east-1:999999999999:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 const CHINA_NAMESPACE: &str =
@@ -62,7 +58,11 @@ fn principal(id: &str) -> Principal {
     let file: File = toml::from_str(&text).unwrap();
     Principal {
         id: id.into(),
-        groups: file.principals.get(id).map(|e| e.groups.clone()).unwrap_or_default(),
+        groups: file
+            .principals
+            .get(id)
+            .map(|e| e.groups.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -132,7 +132,11 @@ fn every_example_rule_allows_and_denies_as_documented() {
     for (name, who, req, expected) in cases {
         let evaluation = policies.explain(&principal(who), &req);
         assert_eq!(evaluation.decision, expected, "{name}");
-        assert!(evaluation.errors.is_empty(), "{name}: {:?}", evaluation.errors);
+        assert!(
+            evaluation.errors.is_empty(),
+            "{name}: {:?}",
+            evaluation.errors
+        );
     }
 }
 
@@ -140,7 +144,8 @@ fn every_example_rule_allows_and_denies_as_documented() {
 fn entire_account_and_region_targets_use_the_gateway_account() {
     // A gateway whose own account is outside the org may not receive entire-account or region
     // associations, while a named org namespace is still fine.
-    let policies = Policies::load(PolicyConfig::new(examples_dir()), account("999999999999")).unwrap();
+    let policies =
+        Policies::load(PolicyConfig::new(examples_dir()), account("999999999999")).unwrap();
     let reporting = principal(REPORTING);
     let entire = request(SALES, ConsumerTarget::EntireAccount, None);
     assert_eq!(policies.evaluate(&reporting, &entire), decision(false, &[]));
@@ -240,7 +245,11 @@ fn syntax_errors_duplicates_and_empty_directories_are_refused() {
     .unwrap();
     let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
     assert!(err.to_string().contains("duplicate policy id"), "{err}");
-    std::fs::write(dir.path().join("b.cedar"), "\n\npermit (principal action, resource);").unwrap();
+    std::fs::write(
+        dir.path().join("b.cedar"),
+        "\n\npermit (principal action, resource);",
+    )
+    .unwrap();
     let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
     assert!(err.to_string().contains("b.cedar:3:"), "{err}");
 }
@@ -250,9 +259,12 @@ fn config_rejects_unknown_keys_and_missing_directories() {
     let config: PolicyConfig = toml::from_str("dir = \"examples/policies\"").unwrap();
     assert_eq!(config, PolicyConfig::new("examples/policies"));
     assert!(toml::from_str::<PolicyConfig>("dir = \"x\"\nwatched = true").is_err());
-    let err = PolicyConfig::new("/nonexistent/policies").validate().unwrap_err();
+    let err = PolicyConfig::new("/nonexistent/policies")
+        .validate()
+        .unwrap_err();
     assert!(
-        err.to_string().starts_with("policy.dir = \"/nonexistent/policies\""),
+        err.to_string()
+            .starts_with("policy.dir = \"/nonexistent/policies\""),
         "{err}"
     );
 }
@@ -271,7 +283,8 @@ fn a_custom_schema_that_does_not_describe_the_gateway_is_refused() {
     };
     let err = Policies::load(config, account("444455556666")).unwrap_err();
     assert!(
-        err.to_string().contains("does not describe the gateway's requests"),
+        err.to_string()
+            .contains("does not describe the gateway's requests"),
         "{err}"
     );
 }
@@ -292,12 +305,21 @@ async fn validate_only_answers_validated_without_calling_the_inner_service() {
     let call = layer_call(principal(REPORTING), Some(req.clone()));
     let trail = call.trail.clone();
     let reply = svc.call(call).await.unwrap();
-    assert_eq!(reply, AssociateReply::Validated(decision(true, &[DATA_PLATFORM])));
+    assert_eq!(
+        reply,
+        AssociateReply::Validated(decision(true, &[DATA_PLATFORM]))
+    );
     assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
-    assert_eq!(trail.snapshot().decision, Some(decision(true, &[DATA_PLATFORM])));
+    assert_eq!(
+        trail.snapshot().decision,
+        Some(decision(true, &[DATA_PLATFORM]))
+    );
 
     req.validate_only = false;
-    let reply = svc.call(layer_call(principal(REPORTING), Some(req))).await.unwrap();
+    let reply = svc
+        .call(layer_call(principal(REPORTING), Some(req)))
+        .await
+        .unwrap();
     assert!(matches!(reply, AssociateReply::Associated(_)));
     assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
 }
@@ -306,24 +328,38 @@ async fn validate_only_answers_validated_without_calling_the_inner_service() {
 async fn a_denial_is_permission_denied_recorded_and_not_forwarded() {
     let inner = Counting::default();
     let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
-    let call = layer_call(principal(REPORTING), Some(request(LEGAL_HOLD, ns(PROVISIONED), None)));
+    let call = layer_call(
+        principal(REPORTING),
+        Some(request(LEGAL_HOLD, ns(PROVISIONED), None)),
+    );
     let trail = call.trail.clone();
     let err = svc.call(call).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(matches!(&err, GatewayError::PolicyDenied { determining_policies } if determining_policies == &[LEGAL]));
+    assert!(
+        matches!(&err, GatewayError::PolicyDenied { determining_policies } if determining_policies == &[LEGAL])
+    );
     assert_eq!(trail.snapshot().decision, Some(decision(false, &[LEGAL])));
     assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
     let status = err.to_status("req-1");
-    assert!(!status.message().contains("forbid"), "no policy text in errors");
+    assert!(
+        !status.message().contains("forbid"),
+        "no policy text in errors"
+    );
 }
 
 #[tokio::test]
 async fn a_call_without_a_validated_request_or_principal_is_internal() {
     let inner = Counting::default();
     let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
-    let err = svc.call(layer_call(principal(REPORTING), None)).await.unwrap_err();
+    let err = svc
+        .call(layer_call(principal(REPORTING), None))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    let mut call = layer_call(principal(REPORTING), Some(request(SALES, ns(PROVISIONED), None)));
+    let mut call = layer_call(
+        principal(REPORTING),
+        Some(request(SALES, ns(PROVISIONED), None)),
+    );
     call.ctx.principal = None;
     assert_eq!(svc.call(call).await.unwrap_err().code(), Code::Internal);
     assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
@@ -384,11 +420,16 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
     .unwrap();
     let err = policies.reload().unwrap_err();
     assert!(matches!(err, PolicyError::Invalid(_)));
-    let last = policies.last_reload_error().expect("last_reload_error is set");
+    let last = policies
+        .last_reload_error()
+        .expect("last_reload_error is set");
     assert!(last.contains("lockdown.cedar:3:"), "{last}");
     assert_eq!(policies.len(), 5);
     assert_eq!(
-        policies.evaluate(&principal(REPORTING), &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate(
+            &principal(REPORTING),
+            &request(SALES, ns(PROVISIONED), None)
+        ),
         old
     );
 
@@ -403,7 +444,10 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
     assert_eq!(policies.reload().unwrap(), 6);
     assert_eq!(policies.last_reload_error(), None);
     assert_eq!(
-        policies.evaluate(&principal(REPORTING), &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate(
+            &principal(REPORTING),
+            &request(SALES, ns(PROVISIONED), None)
+        ),
         new
     );
 }
@@ -411,7 +455,11 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
 /// Waits (bounded) for the reloader to pick a change up; the bound only limits a failing test.
 async fn eventually(policies: &Policies, expected: &Decision) -> bool {
     for _ in 0..200 {
-        if &policies.evaluate(&principal(REPORTING), &request(SALES, ns(PROVISIONED), None)) == expected {
+        if &policies.evaluate(
+            &principal(REPORTING),
+            &request(SALES, ns(PROVISIONED), None),
+        ) == expected
+        {
             return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -434,7 +482,11 @@ async fn the_reloader_picks_up_file_changes_and_sighup() {
     );
 
     // A broken edit is refused and reported; the lockdown set keeps serving.
-    std::fs::write(dir.path().join("lockdown.cedar"), "forbid (principal, action, resource").unwrap();
+    std::fs::write(
+        dir.path().join("lockdown.cedar"),
+        "forbid (principal, action, resource",
+    )
+    .unwrap();
     for _ in 0..200 {
         if policies.last_reload_error().is_some() {
             break;
@@ -480,7 +532,11 @@ fn oracle(p: &Principal, r: &AssociateRequest) -> bool {
     let share = &r.data_share;
     let (consumer_account, partition, is_namespace) = match &r.consumer {
         ConsumerTarget::Namespace(n) => (n.account.to_string(), n.partition, true),
-        ConsumerTarget::Region(region) => ("444455556666".to_owned(), Partition::of_region(region), false),
+        ConsumerTarget::Region(region) => (
+            "444455556666".to_owned(),
+            Partition::of_region(region),
+            false,
+        ),
         ConsumerTarget::EntireAccount => ("444455556666".to_owned(), share.partition, false),
     };
     let in_org = ORG.contains(&share.account.as_str()) && ORG.contains(&consumer_account.as_str());
@@ -501,7 +557,10 @@ fn arb_principal() -> impl Strategy<Value = Principal> {
         "",
         "Service::\"x\"",
     ]);
-    let groups = prop::sample::subsequence(vec!["data-platform", "analytics", "data-writers", "other", ""], 0..=5);
+    let groups = prop::sample::subsequence(
+        vec!["data-platform", "analytics", "data-writers", "other", ""],
+        0..=5,
+    );
     (ids, groups).prop_map(|(id, groups)| Principal {
         id: id.to_owned(),
         groups: groups.into_iter().map(str::to_owned).collect(),
@@ -529,17 +588,19 @@ fn arb_request() -> impl Strategy<Value = AssociateRequest> {
         "arn:aws:redshift:us-west-2:777788889999:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
     ]);
     let writes = prop::option::of(any::<bool>());
-    (shares, consumers, writes, any::<bool>()).prop_map(|(share, consumer, allow_writes, validate_only)| {
-        let consumer = match consumer {
-            "entire" => ConsumerTarget::EntireAccount,
-            c if c.starts_with("region:") => region(&c["region:".len()..]),
-            c => ns(c),
-        };
-        AssociateRequest {
-            validate_only,
-            ..request(share, consumer, allow_writes)
-        }
-    })
+    (shares, consumers, writes, any::<bool>()).prop_map(
+        |(share, consumer, allow_writes, validate_only)| {
+            let consumer = match consumer {
+                "entire" => ConsumerTarget::EntireAccount,
+                c if c.starts_with("region:") => region(&c["region:".len()..]),
+                c => ns(c),
+            };
+            AssociateRequest {
+                validate_only,
+                ..request(share, consumer, allow_writes)
+            }
+        },
+    )
 }
 
 proptest! {
@@ -606,15 +667,24 @@ fn pinned_policies_apply_to_their_principal_only() {
         decision(false, &["notebook-no-serverless"])
     );
     assert_eq!(
-        policies.evaluate(&principal(FRONTEND), &request(SALES, ns(FOREIGN_NAMESPACE), None)),
+        policies.evaluate(
+            &principal(FRONTEND),
+            &request(SALES, ns(FOREIGN_NAMESPACE), None)
+        ),
         decision(true, &["frontend-sales"])
     );
     assert_eq!(
-        policies.evaluate(&principal(FRONTEND), &request(FINANCE, ns(PROVISIONED), None)),
+        policies.evaluate(
+            &principal(FRONTEND),
+            &request(FINANCE, ns(PROVISIONED), None)
+        ),
         decision(false, &[])
     );
     assert_eq!(
-        policies.evaluate(&principal(STRANGER), &request(FINANCE, ns(PROVISIONED), None)),
+        policies.evaluate(
+            &principal(STRANGER),
+            &request(FINANCE, ns(PROVISIONED), None)
+        ),
         decision(true, &["in-stranger"])
     );
 }

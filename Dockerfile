@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+
+# Build stage: the release binary. protoc is not needed (build.rs compiles the protos with protox).
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+COPY src ./src
+COPY benches ./benches
+# The Cedar schema is compiled into the binary as the default.
+COPY policy ./policy
+RUN cargo build --release --locked --bin datashare-gateway
+
+# Runtime stage: glibc and CA certificates only, no shell, running as a non-root user.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/datashare-gateway /usr/local/bin/datashare-gateway
+# 65532 is distroless's nonroot user.
+USER 65532:65532
+# 50051: gRPC (mTLS). 50052: plaintext grpc.health.v1 only, for kubelet gRPC probes.
+EXPOSE 50051 50052
+ENTRYPOINT ["/usr/local/bin/datashare-gateway"]
+CMD ["serve", "--config", "/etc/datashare-gateway/gateway.toml"]

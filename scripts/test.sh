@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: formatting, lints, the Rust tests (unit, integration,
+# end to end through the emulator), the Python tests (boto3 against the emulator; grpcio and
+# grpcurl against the gateway), buf lint and hadolint. It installs the Python and Node tools it
+# needs into the checkout (.venv/, tools/node_modules/); Rust and Python 3 must be on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing Python tools into .venv"
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tools/requirements.txt
+
+step "installing buf into tools/node_modules"
+(cd tools && npm ci --no-audit --no-fund --loglevel=error)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --locked --no-fail-fast
+
+step "buf lint"
+tools/node_modules/.bin/buf lint
+
+step "hadolint"
+.venv/bin/hadolint Dockerfile
+
+step "pytest (boto3 against the emulator; grpcio and grpcurl against the gateway)"
+# The binary under test is the one cargo test just built.
+export DATASHARE_GATEWAY_BIN="$PWD/target/debug/datashare-gateway"
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/python

@@ -1,0 +1,385 @@
+//! `audit verify`: checks the chain and the sequence and finds the first bad record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::record::{Chain, GENESIS, RawRecord, SCHEMA_VERSION, split_line};
+use super::writer::{complete_lines, list_segments, segment_number};
+
+/// Torn bytes that a `recovery` record acknowledges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ack {
+    /// The file's name.
+    pub(crate) file: String,
+    pub(crate) offset: u64,
+    pub(crate) length: u64,
+    /// The seq of the recovery record.
+    pub(crate) by_seq: u64,
+}
+
+/// The first thing that does not verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) file: PathBuf,
+    /// 1-based line, 0 when the problem is not a line's.
+    pub(crate) line: usize,
+    /// Byte offset of the line in the file.
+    pub(crate) offset: u64,
+    /// The seq the line claims, when it can be read.
+    pub(crate) seq: Option<u64>,
+    pub(crate) problem: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, " line {} (byte {})", self.line, self.offset)?;
+        }
+        match self.seq {
+            Some(seq) => write!(f, " seq {seq}: {}", self.problem),
+            None => write!(f, ": {}", self.problem),
+        }
+    }
+}
+
+/// An intent with no outcome: a call whose end was never recorded (a crash, or still running).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OpenIntent {
+    pub(crate) seq: u64,
+    pub(crate) request_id: String,
+    pub(crate) ts: String,
+    pub(crate) file: PathBuf,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) files: usize,
+    /// Records that verified.
+    pub(crate) records: u64,
+    /// The seq of the last record that verified (0: none).
+    pub(crate) last_seq: u64,
+    pub(crate) acknowledged: Vec<Ack>,
+    pub(crate) open_intents: Vec<OpenIntent>,
+    pub(crate) failure: Option<Failure>,
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The audit files named by `paths` (files, or directories of audit files), oldest first.
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let segments = list_segments(path).map_err(|err| Failure {
+                file: path.clone(),
+                line: 0,
+                offset: 0,
+                seq: None,
+                problem: format!("cannot list the directory: {err}"),
+            })?;
+            files.extend(segments.into_iter().map(|(_, p)| p));
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files.sort_by_key(|p| segment_number(&file_name(p)).unwrap_or(u64::MAX));
+    files.dedup();
+    Ok(files)
+}
+
+struct State<'a> {
+    chain: &'a Chain,
+    expected_seq: u64,
+    prev: String,
+    intents: BTreeMap<u64, OpenIntent>,
+}
+
+/// Verifies the files named by `paths` as one chain starting at seq 1.
+pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
+    let mut report = Report::default();
+    let files = match collect_files(paths) {
+        Ok(files) => files,
+        Err(failure) => {
+            report.failure = Some(failure);
+            return report;
+        }
+    };
+    report.files = files.len();
+    if files.is_empty() {
+        report.failure = Some(Failure {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: 0,
+            offset: 0,
+            seq: None,
+            problem: "no audit files (audit-<number>.jsonl) found".into(),
+        });
+        return report;
+    }
+    let mut contents = Vec::with_capacity(files.len());
+    for file in &files {
+        match std::fs::read(file) {
+            Ok(bytes) => contents.push(bytes),
+            Err(err) => {
+                report.failure = Some(Failure {
+                    file: file.clone(),
+                    line: 0,
+                    offset: 0,
+                    seq: None,
+                    problem: format!("cannot read: {err}"),
+                });
+                return report;
+            }
+        }
+    }
+
+    // Recovery records come after the torn bytes they acknowledge, so find them first. They
+    // are verified like any other record when the second pass reaches them.
+    let mut acks: HashMap<String, Ack> = HashMap::new();
+    for bytes in &contents {
+        for (start, end) in complete_lines(bytes) {
+            let line = &bytes[start..end];
+            if !contains(line, b"\"kind\":\"recovery\"") {
+                continue;
+            }
+            let Ok(raw) = serde_json::from_slice::<RawRecord>(line) else {
+                continue;
+            };
+            if let (Some(file), Some(offset), Some(length)) = (raw.file, raw.offset, raw.length) {
+                acks.insert(
+                    file.clone(),
+                    Ack {
+                        file,
+                        offset,
+                        length,
+                        by_seq: raw.seq,
+                    },
+                );
+            }
+        }
+    }
+
+    let mut state = State {
+        chain,
+        expected_seq: 1,
+        prev: GENESIS.to_owned(),
+        intents: BTreeMap::new(),
+    };
+    for (path, bytes) in files.iter().zip(&contents) {
+        if let Err(failure) = verify_file(path, bytes, &acks, &mut state, &mut report) {
+            report.failure = Some(failure);
+            break;
+        }
+    }
+    report.open_intents = state.intents.into_values().collect();
+    report
+}
+
+fn verify_file(
+    path: &Path,
+    bytes: &[u8],
+    acks: &HashMap<String, Ack>,
+    state: &mut State<'_>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let len = bytes.len() as u64;
+    let fail = |line: usize, offset: usize, seq: Option<u64>, problem: String| Failure {
+        file: path.to_owned(),
+        line,
+        offset: offset as u64,
+        seq,
+        problem,
+    };
+    let limit = match acks.get(&file_name(path)) {
+        Some(ack) => {
+            // The acknowledged bytes must be exactly the file's tail (or less, if a crash lost
+            // some of what a failed write had put there).
+            if ack.offset > len || len > ack.offset.saturating_add(ack.length) {
+                return Err(fail(
+                    0,
+                    0,
+                    None,
+                    format!(
+                        "recovery record seq {} acknowledges {} torn bytes at offset {}, but the \
+                         file is {len} bytes long",
+                        ack.by_seq, ack.length, ack.offset
+                    ),
+                ));
+            }
+            report.acknowledged.push(ack.clone());
+            // `ack.offset <= len`, which is a usize.
+            usize::try_from(ack.offset).unwrap_or(bytes.len())
+        }
+        None => bytes.len(),
+    };
+    let mut pos = 0;
+    let mut line_no = 1;
+    while pos < limit {
+        let Some(nl) = bytes[pos..limit].iter().position(|b| *b == b'\n') else {
+            return Err(fail(
+                line_no,
+                pos,
+                None,
+                format!(
+                    "the last {} bytes are not a complete record (no newline): the file was \
+                     torn or truncated here, and no recovery record acknowledges it",
+                    limit - pos
+                ),
+            ));
+        };
+        let line = &bytes[pos..pos + nl];
+        check_line(line, path, state).map_err(|(seq, problem)| fail(line_no, pos, seq, problem))?;
+        report.records += 1;
+        report.last_seq = state.expected_seq - 1;
+        pos += nl + 1;
+        line_no += 1;
+    }
+    Ok(())
+}
+
+fn claimed_seq(line: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    value.get("seq")?.as_u64()
+}
+
+fn check_line(
+    line: &[u8],
+    path: &Path,
+    state: &mut State<'_>,
+) -> Result<(), (Option<u64>, String)> {
+    let Some(split) = split_line(line) else {
+        return Err((
+            claimed_seq(line),
+            "not a record: malformed, or its hash member is missing or damaged".into(),
+        ));
+    };
+    let raw: RawRecord = serde_json::from_slice(&split.hashed)
+        .map_err(|err| (claimed_seq(line), format!("not a valid record: {err}")))?;
+    let seq = Some(raw.seq);
+    if raw.v != SCHEMA_VERSION {
+        return Err((seq, format!("unknown schema version {}", raw.v)));
+    }
+    if raw.alg != state.chain.alg() {
+        let problem = if raw.alg == "hmac-sha256" {
+            "the record is keyed (hmac-sha256): give --hmac-key-file or --hmac-key-env".into()
+        } else {
+            format!(
+                "the record is hashed with {} but a key was given: it was not written with \
+                 this key (rewritten?)",
+                raw.alg
+            )
+        };
+        return Err((seq, problem));
+    }
+    if state.chain.digest(&split.hashed) != split.hash {
+        return Err((
+            seq,
+            "the hash does not match the record's contents: the record was edited (or the \
+             HMAC key is wrong)"
+                .into(),
+        ));
+    }
+    let expected = state.expected_seq;
+    if raw.seq != expected {
+        let problem = if raw.seq > expected {
+            format!(
+                "expected seq {expected}: records {expected}..{} are missing (deleted or \
+                 truncated)",
+                raw.seq - 1
+            )
+        } else {
+            format!("expected seq {expected}: the records are out of order or duplicated")
+        };
+        return Err((seq, problem));
+    }
+    if raw.prev != state.prev {
+        return Err((
+            seq,
+            "prev does not match the hash of the record before it: that record was changed, \
+             removed or reordered"
+                .into(),
+        ));
+    }
+    match raw.kind.as_str() {
+        "intent" => {
+            state.intents.insert(
+                raw.seq,
+                OpenIntent {
+                    seq: raw.seq,
+                    request_id: raw.request_id.unwrap_or_default(),
+                    ts: raw.ts.unwrap_or_default(),
+                    file: path.to_owned(),
+                },
+            );
+        }
+        "outcome" => {
+            let Some(intent) = raw.intent_seq else {
+                return Err((seq, "an outcome record without intent_seq".into()));
+            };
+            if state.intents.remove(&intent).is_none() {
+                return Err((
+                    seq,
+                    format!(
+                        "the outcome refers to intent seq {intent}, which is not an open intent"
+                    ),
+                ));
+            }
+        }
+        "call" | "recovery" => {}
+        other => return Err((seq, format!("unknown record kind {other:?}"))),
+    }
+    state.prev = split.hash.to_owned();
+    state.expected_seq += 1;
+    Ok(())
+}
+
+/// Prints the human report of `audit verify`.
+pub(crate) fn print_report(report: &Report, chain: &Chain) {
+    println!(
+        "audit verify: {} file(s), {} record(s) verified (seq 1..{}), {} chain",
+        report.files,
+        report.records,
+        report.last_seq,
+        chain.alg()
+    );
+    for ack in &report.acknowledged {
+        println!(
+            "acknowledged torn bytes: {} offset {} length {} (recovery record seq {})",
+            ack.file, ack.offset, ack.length, ack.by_seq
+        );
+    }
+    if !report.open_intents.is_empty() {
+        println!(
+            "intents without an outcome ({}): forwarded calls whose end was not recorded \
+             (a crash, or still running)",
+            report.open_intents.len()
+        );
+        for intent in &report.open_intents {
+            println!(
+                "  seq {} request_id {} at {} in {}",
+                intent.seq,
+                intent.request_id,
+                intent.ts,
+                intent.file.display()
+            );
+        }
+    }
+    match &report.failure {
+        Some(failure) => {
+            println!("FAILED: {failure}");
+            println!("records before it verify; nothing from this record on can be trusted");
+        }
+        None => println!("OK: chain and sequence verify"),
+    }
+}

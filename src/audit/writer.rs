@@ -1,0 +1,871 @@
+//! The log handle and its writer thread.
+//!
+//! One thread owns the file, the sequence number and the chain, so the hot path takes no lock:
+//! callers queue a record with a oneshot and wait; the thread takes everything queued (up to
+//! `max_batch`), numbers and chains it, writes it with one `write` and one `fsync`, and answers.
+//! File I/O blocks that thread only, never a tokio worker.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::config::AuditConfig;
+use super::record::{
+    Chain, GENESIS, HmacKey, KeyError, RawRecord, RecordBody, RecoveryNote, SCHEMA_VERSION,
+    rfc3339, split_line,
+};
+
+/// Why the audit log cannot start or cannot make a record durable.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The `[audit]` configuration breaks a rule.
+    #[error("invalid audit configuration: {0}")]
+    Config(String),
+    /// The HMAC key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The audit directory could not be made.
+    #[error("cannot create the audit directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An existing audit file could not be read at start.
+    #[error("cannot read the audit file or directory {path}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The last record on disk does not verify, so the chain cannot be continued.
+    #[error("{path} line {line}: {problem}; refusing to continue this chain")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A record could not be written and synced.
+    #[error("cannot make the audit record durable")]
+    Write(#[source] Arc<io::Error>),
+    /// The writer has stopped (closed, or the log was shut down).
+    #[error("the audit writer has stopped")]
+    Closed,
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer thread")]
+    Spawn(#[source] io::Error),
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records queued and not yet taken by the writer.
+    pub queue_depth: usize,
+    /// Records made durable (recovery records included).
+    pub records_written: u64,
+    /// Batches written.
+    pub batches: u64,
+    /// `fsync` calls on audit files (directory syncs not counted).
+    pub fsyncs: u64,
+    /// Total microseconds spent in those `fsync` calls.
+    pub fsync_micros_total: u64,
+    /// The longest of them, in microseconds.
+    pub fsync_micros_max: u64,
+    /// Batches that failed to become durable.
+    pub write_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records_written: AtomicU64,
+    batches: AtomicU64,
+    fsyncs: AtomicU64,
+    fsync_micros_total: AtomicU64,
+    fsync_micros_max: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+// Nearly every message is an `Append`; boxing its body would cost an allocation per record to
+// shrink a variant that is sent once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Msg {
+    Append {
+        body: RecordBody,
+        reply: Reply,
+    },
+    /// While unhealthy: try to write (a new file, pending recovery records) without a call.
+    Probe,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// How often an unhealthy writer retries on its own, so that health can come back while no
+/// calls arrive (callers stop sending to a NOT_SERVING gateway).
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A cloneable handle on the audit log. [`AuditLog::open`] makes the directory, recovers the
+/// chain and starts the writer thread.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    health: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+}
+
+impl AuditLog {
+    /// Makes the directory (0700), continues the chain found there (writing a `recovery` record
+    /// for a torn tail) and starts the writer. Fails when any of that fails.
+    #[tracing::instrument(skip(config), fields(dir = %config.dir.display()))]
+    pub async fn open(config: &AuditConfig) -> Result<AuditLog, AuditError> {
+        config.validate().map_err(AuditError::Config)?;
+        let key = HmacKey::load(
+            config.hmac_key_file.as_deref(),
+            config.hmac_key_env.as_deref(),
+        )?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (health_tx, health) = watch::channel(true);
+        let counters = Arc::new(Counters::default());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let config = config.clone();
+        let thread_counters = Arc::clone(&counters);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                match Writer::start(&config, key, health_tx, thread_counters) {
+                    Ok(writer) => {
+                        // The receiver only goes away if `open` was cancelled; the writer then
+                        // stops when the queue's senders are dropped.
+                        let _ = ready_tx.send(Ok(()));
+                        writer.run(rx);
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                    }
+                }
+            })
+            .map_err(AuditError::Spawn)?;
+        ready_rx.await.map_err(|_| AuditError::Closed)??;
+        tokio::spawn(probe_while_unhealthy(tx.downgrade(), health.clone()));
+        Ok(AuditLog {
+            tx,
+            health,
+            counters,
+        })
+    }
+
+    /// Queues a record and resolves with its seq once it is durable. Waits while the queue is
+    /// full; the caller's deadline bounds the wait.
+    pub async fn append(&self, body: RecordBody) -> Result<u64, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Append { body, reply })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// True while audit writes succeed: false from a failed write until the next good one.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.health.clone()
+    }
+
+    /// The writer's counters and the queue depth, for metrics.
+    pub fn stats(&self) -> AuditStats {
+        let c = &self.counters;
+        AuditStats {
+            queue_depth: self.tx.max_capacity() - self.tx.capacity(),
+            records_written: c.records_written.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            fsync_micros_total: c.fsync_micros_total.load(Ordering::Relaxed),
+            fsync_micros_max: c.fsync_micros_max.load(Ordering::Relaxed),
+            write_errors: c.write_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes everything already queued durable, then stops the writer. Appends through other
+    /// handles after this fail with [`AuditError::Closed`].
+    pub async fn close(self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            // An error means the writer already stopped, which is what was asked.
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// Asks the writer to retry every [`PROBE_INTERVAL`] while it is unhealthy. Holds only a weak
+/// sender, so it never keeps the writer alive; ends with it.
+async fn probe_while_unhealthy(tx: mpsc::WeakSender<Msg>, mut health: watch::Receiver<bool>) {
+    loop {
+        if health.wait_for(|healthy| !*healthy).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(tx) = tx.upgrade() else {
+            return;
+        };
+        // A full queue holds records, and writing them is a retry too.
+        let _ = tx.try_send(Msg::Probe);
+    }
+}
+
+/// `audit-` + the file's number, 20 digits, so that names sort in write order.
+pub(crate) fn segment_name(number: u64) -> String {
+    format!("audit-{number:020}.jsonl")
+}
+
+/// The number of an audit file's name, or `None` for other names.
+pub(crate) fn segment_number(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The audit files of `dir`, oldest first.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(number) = entry.file_name().to_str().and_then(segment_number) {
+            found.push((number, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn make_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The byte ranges of the complete (newline-terminated) lines of `bytes`, without newlines.
+pub(crate) fn complete_lines(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\n' {
+            lines.push((start, i));
+            start = i + 1;
+        }
+    }
+    lines
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    name: String,
+    /// Bytes known durable (or at least written) in the file.
+    len: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    dir: PathBuf,
+    chain: Chain,
+    max_file_bytes: u64,
+    max_batch: usize,
+    sync: bool,
+    mirror_stdout: bool,
+    next_seq: u64,
+    prev: String,
+    segment: Option<Segment>,
+    next_segment: u64,
+    /// Torn bytes not yet acknowledged by a durable `recovery` record.
+    pending: Vec<RecoveryNote>,
+    health: watch::Sender<bool>,
+    counters: Arc<Counters>,
+}
+
+/// Where the chain ends in the existing files, and which bytes after it are torn.
+#[derive(Debug)]
+struct Recovered {
+    last_seq: u64,
+    last_hash: String,
+    torn: Vec<RecoveryNote>,
+}
+
+fn recover(
+    dir: &Path,
+    segments: &[(u64, PathBuf)],
+    chain: &Chain,
+) -> Result<Recovered, AuditError> {
+    let mut torn = Vec::new();
+    for (_, path) in segments.iter().rev() {
+        let bytes = std::fs::read(path).map_err(|source| AuditError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if bytes.is_empty() {
+            continue;
+        }
+        let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+        let lines = complete_lines(&bytes);
+        let mut last = None;
+        for (index, &(start, end)) in lines.iter().enumerate().rev() {
+            let Some(split) = split_line(&bytes[start..end]) else {
+                continue;
+            };
+            let Ok(raw) = serde_json::from_slice::<RawRecord>(&split.hashed) else {
+                continue;
+            };
+            let corrupt = |problem: String| AuditError::Corrupt {
+                path: path.clone(),
+                line: index + 1,
+                problem,
+            };
+            if raw.v != SCHEMA_VERSION {
+                return Err(corrupt(format!(
+                    "schema version {} is not {SCHEMA_VERSION}",
+                    raw.v
+                )));
+            }
+            if raw.alg != chain.alg() {
+                return Err(corrupt(format!(
+                    "the record is hashed with {} but the configuration gives {}",
+                    raw.alg,
+                    chain.alg()
+                )));
+            }
+            if chain.digest(&split.hashed) != split.hash {
+                return Err(corrupt(
+                    "the last record's hash does not verify (edited, or a different HMAC key)"
+                        .into(),
+                ));
+            }
+            last = Some((raw.seq, split.hash.to_owned(), end + 1));
+            break;
+        }
+        let good_end = last.as_ref().map_or(0, |l| l.2);
+        if good_end < bytes.len() {
+            torn.push(RecoveryNote {
+                file: name,
+                offset: good_end as u64,
+                length: (bytes.len() - good_end) as u64,
+                cause: "torn tail found at start".into(),
+            });
+        }
+        if let Some((last_seq, last_hash, _)) = last {
+            // Older notes first: the order in which the bytes were written.
+            torn.reverse();
+            return Ok(Recovered {
+                last_seq,
+                last_hash,
+                torn,
+            });
+        }
+    }
+    torn.reverse();
+    Ok(Recovered {
+        last_seq: 0,
+        last_hash: GENESIS.to_owned(),
+        torn,
+    })
+}
+
+impl Writer {
+    fn start(
+        config: &AuditConfig,
+        key: Option<HmacKey>,
+        health: watch::Sender<bool>,
+        counters: Arc<Counters>,
+    ) -> Result<Writer, AuditError> {
+        let dir = config.dir.clone();
+        make_dir(&dir).map_err(|source| AuditError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let segments = list_segments(&dir).map_err(|source| AuditError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let chain = Chain::new(key);
+        let recovered = recover(&dir, &segments, &chain)?;
+        for note in &recovered.torn {
+            tracing::warn!(
+                file = %note.file,
+                offset = note.offset,
+                length = note.length,
+                "audit: torn bytes found at start; left in place and acknowledged by a recovery record"
+            );
+        }
+        let mut writer = Writer {
+            dir,
+            chain,
+            max_file_bytes: config.max_file_bytes,
+            max_batch: config.max_batch,
+            sync: config.sync,
+            mirror_stdout: config.mirror_stdout,
+            next_seq: recovered.last_seq + 1,
+            prev: recovered.last_hash,
+            segment: None,
+            next_segment: segments.last().map_or(1, |(n, _)| n + 1),
+            pending: recovered.torn,
+            health,
+            counters,
+        };
+        // A new file at every start: a file with a torn tail is never appended to, and problems
+        // with the directory show now rather than on the first call.
+        let segment = writer
+            .open_segment()
+            .map_err(|source| AuditError::CreateDir {
+                path: writer.dir.clone(),
+                source,
+            })?;
+        writer.segment = Some(segment);
+        if !writer.pending.is_empty() {
+            writer.commit(Vec::new()).map_err(AuditError::Write)?;
+        }
+        Ok(writer)
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut stoppers = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Vec::new();
+            let mut probe = false;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append { body, reply } => batch.push((body, reply)),
+                    Msg::Probe => probe = true,
+                    Msg::Shutdown(done) => {
+                        // Refuse new records; those already queued are still written below.
+                        rx.close();
+                        stoppers.push(done);
+                    }
+                }
+                if batch.len() < self.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() || (probe && !*self.health.borrow()) {
+                // Failures are answered to each waiter inside `commit`.
+                let _ = self.commit(batch);
+            }
+        }
+        for done in stoppers {
+            let _ = done.send(());
+        }
+    }
+
+    /// Numbers, chains, writes and syncs the pending recovery notes and `batch`, then answers
+    /// each waiter. On failure the sequence and chain are rolled back, so the next batch reuses
+    /// them in a new file.
+    fn commit(&mut self, batch: Vec<(RecordBody, Reply)>) -> Result<(), Arc<io::Error>> {
+        let ts = rfc3339(SystemTime::now());
+        let (seq0, prev0) = (self.next_seq, self.prev.clone());
+        let notes = std::mem::take(&mut self.pending);
+        let mut buf = Vec::with_capacity(256 + batch.len() * 1024);
+        let mut outcome = Ok(());
+        for note in &notes {
+            if let Err(err) = self.encode(&mut buf, &ts, note) {
+                outcome = Err(err);
+            }
+        }
+        let mut waiters = Vec::with_capacity(batch.len());
+        for (body, reply) in batch {
+            match self.encode(&mut buf, &ts, &body) {
+                Ok(seq) => waiters.push((seq, reply)),
+                Err(err) => {
+                    let _ = reply.send(Err(AuditError::Write(Arc::new(err))));
+                }
+            }
+        }
+        if outcome.is_ok() {
+            outcome = self.write_durable(&buf);
+        }
+        match outcome {
+            Ok(()) => {
+                let written = (notes.len() + waiters.len()) as u64;
+                self.counters
+                    .records_written
+                    .fetch_add(written, Ordering::Relaxed);
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                if !*self.health.borrow() {
+                    tracing::info!("audit: writes succeed again");
+                }
+                self.health
+                    .send_if_modified(|healthy| !std::mem::replace(healthy, true));
+                if self.mirror_stdout {
+                    let mut out = io::stdout().lock();
+                    if let Err(err) = out.write_all(&buf).and_then(|()| out.flush()) {
+                        tracing::warn!(error = %err, "audit: cannot mirror records to stdout");
+                    }
+                }
+                for (seq, reply) in waiters {
+                    // A waiter that went away still had its record written.
+                    let _ = reply.send(Ok(seq));
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                self.next_seq = seq0;
+                self.prev = prev0;
+                let mut restored = notes;
+                restored.append(&mut self.pending);
+                self.pending = restored;
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.health.send_replace(false);
+                tracing::error!(
+                    error = %err,
+                    records = waiters.len(),
+                    "audit: cannot make records durable; calls are refused until writes succeed"
+                );
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(AuditError::Write(Arc::clone(&err))));
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn encode<B: serde::Serialize>(
+        &mut self,
+        buf: &mut Vec<u8>,
+        ts: &str,
+        body: &B,
+    ) -> io::Result<u64> {
+        let seq = self.next_seq;
+        let hash = self
+            .chain
+            .encode_line(buf, seq, ts, body, &self.prev)
+            .map_err(io::Error::other)?;
+        self.prev = hash;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    fn write_durable(&mut self, buf: &[u8]) -> io::Result<()> {
+        let rotate = match &self.segment {
+            None => true,
+            Some(s) => s.len > 0 && s.len + buf.len() as u64 > self.max_file_bytes,
+        };
+        if rotate {
+            self.segment = None;
+            self.segment = Some(self.open_segment()?);
+        }
+        let Some(segment) = self.segment.as_mut() else {
+            return Err(io::Error::other("no audit file is open"));
+        };
+        let result = segment.file.write_all(buf).and_then(|()| {
+            if !self.sync {
+                return Ok(());
+            }
+            let started = Instant::now();
+            segment.file.sync_data()?;
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let c = &self.counters;
+            c.fsyncs.fetch_add(1, Ordering::Relaxed);
+            c.fsync_micros_total.fetch_add(micros, Ordering::Relaxed);
+            c.fsync_micros_max.fetch_max(micros, Ordering::Relaxed);
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                segment.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(err) => {
+                self.abandon_segment(buf.len() as u64, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// After a failed write or sync the file's state is unknown (and after a failed fsync the
+    /// kernel may have dropped the pages), so it is never written again; bytes past the last
+    /// good batch are acknowledged by a `recovery` record in the next file.
+    fn abandon_segment(&mut self, attempted: u64, err: &io::Error) {
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        let on_disk = segment
+            .file
+            .metadata()
+            .map_or(segment.len + attempted, |m| m.len());
+        if on_disk > segment.len {
+            self.pending.push(RecoveryNote {
+                file: segment.name,
+                offset: segment.len,
+                length: on_disk - segment.len,
+                cause: format!("write failed: {err}"),
+            });
+        }
+    }
+
+    fn open_segment(&mut self) -> io::Result<Segment> {
+        // The directory may have been removed while running; making it again is cheap.
+        make_dir(&self.dir)?;
+        let name = segment_name(self.next_segment);
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.dir.join(&name))?;
+        self.next_segment += 1;
+        if self.sync {
+            // The new name must survive a crash along with the records in it.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(Segment { file, name, len: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::audit::record::CallFacts;
+    use crate::audit::verify::verify;
+
+    fn intent(id: &str) -> RecordBody {
+        RecordBody::Intent(CallFacts {
+            request_id: id.into(),
+            method: "AssociateConsumer".into(),
+            ..CallFacts::default()
+        })
+    }
+
+    fn lines_of(dir: &Path) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        for (_, path) in list_segments(dir).expect("list") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            for line in text.lines() {
+                if let Ok(v) = serde_json::from_str(line) {
+                    all.push(v);
+                }
+            }
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn records_chain_and_verify_plain_and_keyed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key_file = tmp.path().join("key");
+        std::fs::write(&key_file, "an audit key of enough bytes\n").expect("key");
+        for key in [None, Some(key_file.clone())] {
+            let dir = tmp
+                .path()
+                .join(if key.is_some() { "keyed" } else { "plain" });
+            let mut config = AuditConfig::new(&dir);
+            config.hmac_key_file = key.clone();
+            let log = AuditLog::open(&config).await.expect("open");
+            for i in 0..5 {
+                assert_eq!(
+                    log.append(intent(&format!("r{i}"))).await.expect("append"),
+                    i + 1
+                );
+            }
+            log.close().await;
+            let chain = Chain::new(HmacKey::load(key.as_deref(), None).expect("key"));
+            let report = verify(std::slice::from_ref(&dir), &chain);
+            assert!(report.failure.is_none(), "{report:?}");
+            assert_eq!(report.records, 5);
+            let recs = lines_of(&dir);
+            assert_eq!(recs[0]["prev"], GENESIS);
+            assert_eq!(recs[1]["prev"], recs[0]["hash"]);
+            assert_eq!(recs[0]["alg"], chain.alg());
+        }
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_chain_across_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut config = AuditConfig::new(tmp.path());
+        config.max_file_bytes = 2000;
+        let log = AuditLog::open(&config).await.expect("open");
+        for i in 0..30 {
+            log.append(intent(&format!("r{i}"))).await.expect("append");
+        }
+        log.close().await;
+        let files = list_segments(tmp.path()).expect("list");
+        assert!(files.len() >= 3, "{files:?}");
+        let report = verify(&[tmp.path().to_owned()], &Chain::default());
+        assert!(report.failure.is_none(), "{report:?}");
+        assert_eq!(report.records, 30);
+    }
+
+    #[tokio::test]
+    async fn a_restart_continues_the_sequence_and_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = AuditConfig::new(tmp.path());
+        let log = AuditLog::open(&config).await.expect("open");
+        for i in 0..3 {
+            log.append(intent(&format!("r{i}"))).await.expect("append");
+        }
+        log.close().await;
+        let log = AuditLog::open(&config).await.expect("reopen");
+        assert_eq!(log.append(intent("after")).await.expect("append"), 4);
+        log.close().await;
+        let report = verify(&[tmp.path().to_owned()], &Chain::default());
+        assert!(report.failure.is_none(), "{report:?}");
+        assert_eq!(report.records, 4);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_kept_acknowledged_and_the_chain_continues() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = AuditConfig::new(tmp.path());
+        let log = AuditLog::open(&config).await.expect("open");
+        for i in 0..3 {
+            log.append(intent(&format!("r{i}"))).await.expect("append");
+        }
+        log.close().await;
+        let (_, first) = list_segments(tmp.path()).expect("list").remove(0);
+        let good_len = std::fs::metadata(&first).expect("meta").len();
+        let torn = b"{\"v\":1,\"seq\":4,\"ts\":\"2026-";
+        let mut f = OpenOptions::new().append(true).open(&first).expect("open");
+        f.write_all(torn).expect("tear");
+        drop(f);
+
+        // Before recovery, verify refuses the unacknowledged torn tail.
+        let before = verify(&[tmp.path().to_owned()], &Chain::default());
+        assert!(before.failure.is_some());
+
+        let log = AuditLog::open(&config).await.expect("reopen");
+        assert_eq!(log.append(intent("after")).await.expect("append"), 5);
+        log.close().await;
+
+        let recs = lines_of(tmp.path());
+        let recovery = recs
+            .iter()
+            .find(|r| r["kind"] == "recovery")
+            .expect("recovery record");
+        assert_eq!(recovery["seq"], 4);
+        assert_eq!(recovery["file"], segment_name(1));
+        assert_eq!(recovery["offset"], good_len);
+        assert_eq!(recovery["length"], torn.len());
+        // The evidence is still there.
+        assert_eq!(
+            std::fs::metadata(&first).expect("meta").len(),
+            good_len + torn.len() as u64
+        );
+        let report = verify(&[tmp.path().to_owned()], &Chain::default());
+        assert!(report.failure.is_none(), "{report:?}");
+        assert_eq!(report.acknowledged.len(), 1);
+        assert_eq!(report.records, 5);
+    }
+
+    #[tokio::test]
+    async fn files_are_0600_and_the_directory_0700() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("nested").join("audit");
+        let log = AuditLog::open(&AuditConfig::new(&dir)).await.expect("open");
+        log.append(intent("r")).await.expect("append");
+        log.close().await;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for (_, file) in list_segments(&dir).expect("list") {
+            assert_eq!(mode(&file), 0o600);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_made_is_named_at_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let blocker = tmp.path().join("regular-file");
+        std::fs::write(&blocker, "x").expect("write");
+        let dir = blocker.join("audit");
+        let err = AuditLog::open(&AuditConfig::new(&dir))
+            .await
+            .expect_err("a directory under a file");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_fsyncs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()))
+            .await
+            .expect("open");
+        let tasks: Vec<_> = (0..2000)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(intent(&format!("r{i}"))).await })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.expect("join").expect("append"));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=2000).collect::<Vec<_>>());
+        let stats = log.stats();
+        assert_eq!(stats.records_written, 2000);
+        assert!(stats.fsyncs < 2000, "{stats:?}");
+        assert_eq!(stats.fsyncs, stats.batches);
+        log.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tiny_queue_makes_callers_wait_and_drops_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut config = AuditConfig::new(tmp.path());
+        config.queue_capacity = 1;
+        config.max_batch = 1;
+        let log = AuditLog::open(&config).await.expect("open");
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(intent(&format!("r{i}"))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("append");
+        }
+        log.close().await;
+        let recs = lines_of(tmp.path());
+        assert_eq!(recs.len(), 300);
+        let mut ids: Vec<_> = recs
+            .iter()
+            .map(|r| r["request_id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 300);
+    }
+
+    #[tokio::test]
+    async fn close_flushes_what_was_queued_then_refuses() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()))
+            .await
+            .expect("open");
+        let other = log.clone();
+        let queued = tokio::spawn({
+            let log = log.clone();
+            async move { log.append(intent("queued")).await }
+        });
+        assert_eq!(queued.await.expect("join").expect("append"), 1);
+        log.close().await;
+        assert!(matches!(
+            other.append(intent("late")).await,
+            Err(AuditError::Closed)
+        ));
+    }
+}

@@ -1,0 +1,129 @@
+//! The admin API (JSON over HTTP, its own port): counters, faults, state, seeding, reset.
+//! Every endpoint is documented, with curl examples, in `docs/emulator.md`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::api::MAX_BODY;
+use super::faults::FaultSpec;
+use super::fixtures::{Fixtures, GrantFixture};
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn bad_request(msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": msg.to_string() }),
+    )
+}
+
+async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Response<Full<Bytes>>> {
+    let bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| bad_request(format!("cannot read body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON: {e}")))
+}
+
+/// `POST /grants`: one grant on an existing datashare.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantSeed {
+    /// The datashare ARN.
+    datashare_arn: String,
+    /// The grant, as in a fixtures file.
+    #[serde(flatten)]
+    grant: GrantFixture,
+}
+
+/// Handles one admin request.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = match (method.clone(), path.as_str()) {
+        (Method::GET, "/health") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        (Method::GET, "/counters") => counters(&shared),
+        (Method::POST, "/counters/reset") => {
+            shared.counters.reset();
+            counters(&shared)
+        }
+        (Method::GET, "/faults") => faults(&shared),
+        (Method::POST, "/faults") => match read_json::<FaultSpec>(req.into_body()).await {
+            Ok(spec) => match spec.validate() {
+                Ok(()) => {
+                    shared.faults.add(spec);
+                    faults(&shared)
+                }
+                Err(e) => bad_request(e),
+            },
+            Err(res) => res,
+        },
+        (Method::DELETE, "/faults") => {
+            shared.faults.clear();
+            faults(&shared)
+        }
+        (Method::GET, "/state") => json_response(StatusCode::OK, &shared.store.snapshot()),
+        (Method::POST, "/seed") => match read_json::<Fixtures>(req.into_body()).await {
+            Ok(f) => match shared.store.seed(&f) {
+                Ok(()) => json_response(StatusCode::OK, &shared.store.snapshot()),
+                Err(e) => bad_request(e),
+            },
+            Err(res) => res,
+        },
+        (Method::POST, "/grants") => match read_json::<GrantSeed>(req.into_body()).await {
+            Ok(g) => match shared.store.seed_grant(&g.datashare_arn, &g.grant) {
+                Ok(()) => json_response(StatusCode::OK, &shared.store.snapshot()),
+                Err(e) => bad_request(e),
+            },
+            Err(res) => res,
+        },
+        (Method::POST, "/reset") => match shared.store.reset(&shared.fixtures) {
+            Ok(()) => {
+                shared.faults.clear();
+                shared.counters.reset();
+                json_response(StatusCode::OK, &shared.store.snapshot())
+            }
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({ "error": e.to_string() }),
+            ),
+        },
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("no admin endpoint {method} {path}") }),
+        ),
+    };
+    tracing::debug!(%method, %path, status = res.status().as_u16(), "admin request");
+    Ok(res)
+}
+
+fn counters(shared: &Shared) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::OK,
+        &json!({ "operations": shared.counters.snapshot() }),
+    )
+}
+
+fn faults(shared: &Shared) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &json!({ "faults": shared.faults.list() }))
+}

@@ -1,0 +1,357 @@
+//! Prometheus metrics: calls, latency, policy decisions, upstream calls and retries, audit writer
+//! and trace export. Label values are bounded: methods, gRPC codes, decisions, operation names and
+//! AWS error codes, never ARNs or principals.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tower::{Layer, Service};
+
+use crate::call::{AssociateCall, AssociateReply};
+use crate::errors::GatewayError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    operation: &'static str,
+    aws_error_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+/// Values read from other parts of the gateway when Prometheus scrapes.
+pub trait ScrapeSource: Send + Sync + std::fmt::Debug {
+    /// Brings gauges and counters owned elsewhere (the audit writer, the span exporter) up to date.
+    fn refresh(&self, metrics: &Metrics);
+}
+
+/// The gateway's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_duration: Family<MethodLabels, Histogram>,
+    in_flight: Gauge,
+    policy_decisions: Family<DecisionLabels, Counter>,
+    upstream_calls: Family<UpstreamLabels, Counter>,
+    upstream_duration: Family<OperationLabels, Histogram>,
+    upstream_retries: Family<OperationLabels, Counter>,
+    /// Records waiting in the audit writer's queue.
+    pub audit_queue_depth: Gauge,
+    /// Audit records made durable.
+    pub audit_records: Counter,
+    /// Audit fsyncs.
+    pub audit_fsyncs: Counter,
+    /// Total time spent in audit fsyncs, in seconds.
+    pub audit_fsync_seconds: Counter<f64, AtomicU64>,
+    /// Trace spans dropped because the export queue was full.
+    pub spans_dropped: Counter,
+    sources: std::sync::Mutex<Vec<Arc<dyn ScrapeSource>>>,
+}
+
+fn latency_buckets() -> Family<MethodLabels, Histogram> {
+    // 100 µs to ~26 s.
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 19)))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("datashare_gateway");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "calls",
+            "gRPC calls by method and status code",
+            calls.clone(),
+        );
+        let call_duration = latency_buckets();
+        registry.register_with_unit(
+            "call_duration",
+            "gRPC call latency",
+            Unit::Seconds,
+            call_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_calls",
+            "gRPC calls in progress",
+            in_flight.clone(),
+        );
+        let policy_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Policy decisions by outcome",
+            policy_decisions.clone(),
+        );
+        let upstream_calls = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_calls",
+            "Redshift calls by operation and AWS error code (none on success)",
+            upstream_calls.clone(),
+        );
+        let upstream_duration = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+        });
+        registry.register_with_unit(
+            "upstream_duration",
+            "Redshift call latency, retries included",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let upstream_retries = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Redshift attempts beyond the first",
+            upstream_retries.clone(),
+        );
+        let audit_queue_depth = Gauge::default();
+        registry.register(
+            "audit_queue_depth",
+            "Audit records waiting to be written",
+            audit_queue_depth.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit records made durable",
+            audit_records.clone(),
+        );
+        let audit_fsyncs = Counter::default();
+        registry.register("audit_fsyncs", "Audit batch fsyncs", audit_fsyncs.clone());
+        let audit_fsync_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "audit_fsync",
+            "Time spent in audit fsyncs",
+            Unit::Seconds,
+            audit_fsync_seconds.clone(),
+        );
+        let spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped: the export queue was full",
+            spans_dropped.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            calls,
+            call_duration,
+            in_flight,
+            policy_decisions,
+            upstream_calls,
+            upstream_duration,
+            upstream_retries,
+            audit_queue_depth,
+            audit_records,
+            audit_fsyncs,
+            audit_fsync_seconds,
+            spans_dropped,
+            sources: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Adds a source refreshed at every scrape.
+    pub fn add_source(&self, source: Arc<dyn ScrapeSource>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for source in sources {
+            source.refresh(self);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one upstream call and its latency.
+    pub fn upstream_call(
+        &self,
+        operation: &'static str,
+        aws_error_code: Option<&str>,
+        started: Instant,
+    ) {
+        let code = aws_error_code.map_or_else(|| "none".to_owned(), bounded_code);
+        self.upstream_calls
+            .get_or_create(&UpstreamLabels {
+                operation,
+                aws_error_code: code,
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts one retry of an upstream operation.
+    pub fn upstream_retry(&self, operation: &'static str) {
+        self.upstream_retries
+            .get_or_create(&OperationLabels { operation })
+            .inc();
+    }
+}
+
+/// AWS error codes are short identifiers; anything else is folded so labels stay bounded.
+fn bounded_code(code: &str) -> String {
+    if !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    {
+        code.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// Counts calls, latency, in-flight calls and policy decisions. Outermost, so it sees every call.
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Measured<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Measured {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service made by [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct Measured<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<AssociateCall> for Measured<S>
+where
+    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = AssociateReply;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: AssociateCall) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let method = call.ctx.method.as_str();
+            let trail = call.trail.clone();
+            let started = Instant::now();
+            metrics.in_flight.inc();
+            let result = inner.call(call).await;
+            metrics.in_flight.dec();
+            let code = match &result {
+                Ok(_) => tonic::Code::Ok,
+                Err(err) => err.code(),
+            };
+            metrics
+                .calls
+                .get_or_create(&CallLabels {
+                    method,
+                    code: format!("{code:?}"),
+                })
+                .inc();
+            metrics
+                .call_duration
+                .get_or_create(&MethodLabels { method })
+                .observe(started.elapsed().as_secs_f64());
+            if let Some(decision) = &trail.lock().decision {
+                let decision = if decision.allowed { "allow" } else { "deny" };
+                metrics
+                    .policy_decisions
+                    .get_or_create(&DecisionLabels { decision })
+                    .inc();
+            }
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.upstream_call(
+            "AssociateDataShareConsumer",
+            Some("Throttling"),
+            Instant::now(),
+        );
+        metrics.upstream_call(
+            "AssociateDataShareConsumer",
+            Some("arn:aws:redshift:us-east-1:1:x"),
+            Instant::now(),
+        );
+        metrics.upstream_retry("AssociateDataShareConsumer");
+        let text = metrics.render();
+        assert!(text.contains(
+            "datashare_gateway_upstream_calls_total{operation=\"AssociateDataShareConsumer\",aws_error_code=\"Throttling\"} 1"
+        ));
+        assert!(text.contains("aws_error_code=\"other\""), "{text}");
+        assert!(!text.contains("arn:aws"), "no ARN reaches a label");
+        assert!(text.contains(
+            "datashare_gateway_upstream_retries_total{operation=\"AssociateDataShareConsumer\"} 1"
+        ));
+        assert!(text.contains("# TYPE datashare_gateway_upstream_duration_seconds histogram"));
+    }
+}

@@ -1,0 +1,354 @@
+//! Logs and traces: structured logs through `tracing-subscriber` (human-readable on a terminal,
+//! JSON otherwise), and OpenTelemetry traces exported over OTLP/gRPC when an endpoint is
+//! configured. An unreachable collector never slows a call: spans go through a bounded queue
+//! and are dropped (and counted) when it is full.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
+use tokio::sync::mpsc;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Spans waiting for export; beyond this they are dropped and counted.
+const SPAN_QUEUE: usize = 4096;
+/// Spans per export request.
+const EXPORT_BATCH: usize = 512;
+/// How long a partial batch waits before it is sent.
+const EXPORT_DELAY: Duration = Duration::from_millis(500);
+/// How long one export may take before it is abandoned (its spans counted as dropped).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn tracing_enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Spans dropped so far (queue full, or export failed or timed out).
+    pub fn dropped_spans(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
+    /// Flushes the spans still queued, within `timeout`.
+    pub async fn shutdown(self, timeout: Duration) {
+        if let Some(provider) = self.provider {
+            let flushed =
+                tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
+            if !matches!(
+                tokio::time::timeout(timeout + Duration::from_secs(1), flushed).await,
+                Ok(Ok(Ok(())))
+            ) {
+                tracing::warn!("trace export did not flush within the grace period");
+            }
+        }
+    }
+}
+
+/// The OTLP endpoint: the config's, else the standard environment variables'.
+fn otlp_endpoint(config: &TelemetryConfig) -> Option<String> {
+    config
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|e| !e.is_empty())
+}
+
+/// Installs the global subscriber (logs to stderr; stdout carries ready lines and mirrored audit
+/// records) and, when an OTLP endpoint is configured, the trace pipeline. Must run inside the
+/// tokio runtime. Installing twice keeps the first subscriber.
+pub fn init(config: &TelemetryConfig) -> Telemetry {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let json = match config.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
+
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut telemetry = Telemetry {
+        provider: None,
+        dropped: dropped.clone(),
+    };
+    let traces = otlp_endpoint(config).and_then(|endpoint| {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build();
+        let exporter = match exporter {
+            Ok(exporter) => exporter,
+            Err(err) => {
+                eprintln!(
+                    "warning: traces disabled: cannot build the OTLP exporter for {endpoint}: {err}"
+                );
+                return None;
+            }
+        };
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name(config.service_name.clone());
+        }
+        // The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (parent-based
+        // always-on by default), read by the SDK.
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor::start(exporter, dropped.clone()))
+            .with_resource(resource.build())
+            .build();
+        let tracer = provider.tracer("datashare-gateway");
+        telemetry.provider = Some(provider);
+        // The gateway's spans, and the SDK's per-attempt spans (debug level in aws-smithy-runtime).
+        let targets = Targets::new()
+            .with_target("datashare_gateway", LevelFilter::INFO)
+            .with_target(
+                "aws_smithy_runtime::client::orchestrator",
+                LevelFilter::DEBUG,
+            );
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(targets),
+        )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
+    telemetry
+}
+
+/// Reads W3C trace context from gRPC metadata.
+struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// The caller's trace context (`traceparent`, `tracestate`), if it sent one.
+pub fn extract_parent(metadata: &tonic::metadata::MetadataMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&MetadataExtractor(metadata))
+}
+
+/// The trace id of a context, as 32 hex digits, when it has a valid span context.
+pub fn trace_id_of(cx: &opentelemetry::Context) -> Option<String> {
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// A batch span processor with a bounded queue that counts what it drops. (The SDK's own batch
+/// processor drops silently apart from a log line at shutdown.)
+#[derive(Debug)]
+struct QueueProcessor {
+    spans: mpsc::Sender<SpanData>,
+    control: mpsc::UnboundedSender<std::sync::mpsc::Sender<()>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl QueueProcessor {
+    fn start<E: SpanExporter + 'static>(exporter: E, dropped: Arc<AtomicU64>) -> Self {
+        let (spans, mut queue) = mpsc::channel::<SpanData>(SPAN_QUEUE);
+        let (control, mut flushes) = mpsc::unbounded_channel::<std::sync::mpsc::Sender<()>>();
+        let counter = dropped.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(EXPORT_BATCH);
+            loop {
+                // Why this turn ends: a full batch, a quiet period, a flush request, or the end.
+                let mut ack = None;
+                let mut closed = false;
+                let mut send_now = false;
+                tokio::select! {
+                    span = queue.recv() => match span {
+                        Some(span) => {
+                            batch.push(span);
+                            send_now = batch.len() >= EXPORT_BATCH;
+                        }
+                        None => closed = true,
+                    },
+                    Some(flush) = flushes.recv() => ack = Some(flush),
+                    () = tokio::time::sleep(EXPORT_DELAY), if !batch.is_empty() => send_now = true,
+                }
+                if ack.is_some() || closed {
+                    // Take everything already queued before answering a flush or stopping.
+                    while let Ok(span) = queue.try_recv() {
+                        batch.push(span);
+                    }
+                    send_now = true;
+                }
+                if send_now && !batch.is_empty() {
+                    for chunk in std::mem::take(&mut batch).chunks(EXPORT_BATCH) {
+                        let exported =
+                            tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
+                                .await;
+                        if !matches!(exported, Ok(Ok(()))) {
+                            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+                if closed {
+                    break;
+                }
+            }
+        });
+        QueueProcessor {
+            spans,
+            control,
+            dropped,
+        }
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.spans.try_send(span).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.control.send(ack).is_ok() {
+            let _ = done.recv_timeout(EXPORT_TIMEOUT + Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.control.send(ack).is_ok() {
+            let _ = done.recv_timeout(timeout);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers the process can still be stopped; wait on Ctrl-C instead.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Wraps the next layer (and what it calls) in a span named for its stage, so a trace shows how
+/// far a call went and where its time went: identity, validation, policy, audit intent, upstream.
+#[derive(Clone, Copy, Debug)]
+pub struct StageLayer {
+    name: &'static str,
+}
+
+impl StageLayer {
+    /// A stage called `name`.
+    pub fn new(name: &'static str) -> Self {
+        StageLayer { name }
+    }
+}
+
+impl<S> tower::Layer<S> for StageLayer {
+    type Service = Stage<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stage {
+            inner,
+            name: self.name,
+        }
+    }
+}
+
+/// The service made by [`StageLayer`].
+#[derive(Clone, Debug)]
+pub struct Stage<S> {
+    inner: S,
+    name: &'static str,
+}
+
+impl<S, R> tower::Service<R> for Stage<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        use tracing::Instrument;
+        let span = tracing::info_span!("stage", otel.name = self.name);
+        let _entered = span.enter();
+        self.inner.call(request).instrument(span.clone())
+    }
+}

