@@ -20,9 +20,10 @@ const KINDS: [&str; 4] = [
     "account",
 ];
 
-/// Writes the example policies plus `teams` generated per-team permits: each names its own
-/// service principal, producer account and allowed consumer kind, as a large org's set would.
-fn policy_dir(teams: usize) -> tempfile::TempDir {
+/// Writes the example policies plus `teams` generated per-team permits (each names its own
+/// service principal, producer account and allowed consumer kind, as a large org's set would)
+/// and `retired` forbids that apply to every principal (one retired datashare each).
+fn policy_dir(teams: usize, retired: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
     for file in ["data-platform.cedar", "analytics.cedar", "guardrails.cedar"] {
@@ -41,19 +42,19 @@ fn policy_dir(teams: usize) -> tempfile::TempDir {
              context.consumer_account == \"{consumer}\" && context.consumer_kind == \"{kind}\" && \
              !context.allow_writes }};\n"
         ));
-        if i % 10 == 9 {
-            text.push_str(&format!(
-                "@id(\"team-{i}-no-share-{i}\")\n\
-                 forbid (principal, action, resource) when {{ resource.name == \"retired_share_{i}\" }};\n"
-            ));
-        }
+    }
+    for i in 0..retired {
+        text.push_str(&format!(
+            "@id(\"retired-share-{i}\")\n\
+             forbid (principal, action, resource) when {{ resource.name == \"retired_share_{i}\" }};\n"
+        ));
     }
     std::fs::write(dir.path().join("teams.cedar"), text).expect("write policies");
     dir
 }
 
-fn load(teams: usize) -> (tempfile::TempDir, Policies) {
-    let dir = policy_dir(teams);
+fn load(teams: usize, retired: usize) -> (tempfile::TempDir, Policies) {
+    let dir = policy_dir(teams, retired);
     let account = AccountId::parse("444455556666").expect("account");
     let policies = Policies::load(PolicyConfig::new(dir.path()), account).expect("valid policies");
     (dir, policies)
@@ -82,28 +83,31 @@ fn call() -> (Principal, AssociateRequest) {
 }
 
 fn main() {
-    // 5 example policies + 5 team permits = 10; 5 + 905 team permits + 90 team forbids = 1,000.
-    let small = load(5);
-    let large = load(905);
-    assert_eq!(small.1.len(), 10);
-    assert_eq!(large.1.len(), 1_000);
+    // 5 example policies (2 permits, 3 forbids) + generated ones.
+    let sets = [
+        // 5 + 5 team permits.
+        ("10 policies", load(5, 0)),
+        // 5 + 995 team permits, each pinned to its principal.
+        ("1000 policies", load(995, 0)),
+        // 5 + 905 team permits + 90 forbids for every principal (95 unpinned policies).
+        ("1000 policies, 95 unpinned", load(905, 90)),
+    ];
     let (principal, request) = call();
-    assert!(small.1.evaluate(&principal, &request).allowed);
-    assert!(large.1.evaluate(&principal, &request).allowed);
+    for (name, (_, policies)) in &sets {
+        println!("{name}: {} policies loaded", policies.len());
+        assert!(policies.evaluate(&principal, &request).allowed);
+    }
 
     let mut criterion = Criterion::default().configure_from_args();
-    for (name, policies) in [
-        ("evaluate/10_policies", &small.1),
-        ("evaluate/1000_policies", &large.1),
-    ] {
-        criterion.bench_function(name, |b| {
+    for (name, (_, policies)) in &sets {
+        criterion.bench_function(&format!("evaluate/{name}"), |b| {
             b.iter(|| policies.evaluate(black_box(&principal), black_box(&request)))
         });
     }
     criterion.final_summary();
 
-    let mut p99s = Vec::new();
-    for (name, policies) in [("10 policies", &small.1), ("1000 policies", &large.1)] {
+    let mut quantiles = Vec::new();
+    for (name, (_, policies)) in &sets {
         let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
             .expect("histogram");
         for _ in 0..1_000 {
@@ -126,11 +130,13 @@ fn main() {
             histogram.max() as f64 / 1_000.0,
             histogram.len()
         );
-        p99s.push((p50, p99));
+        quantiles.push((p50, p99));
     }
-    println!(
-        "ratio 1000/10: p50 {:.1}x, p99 {:.1}x",
-        p99s[1].0 as f64 / p99s[0].0 as f64,
-        p99s[1].1 as f64 / p99s[0].1 as f64
-    );
+    for (i, (name, _)) in sets.iter().enumerate().skip(1) {
+        println!(
+            "ratio {name} / 10 policies: p50 {:.1}x, p99 {:.1}x",
+            quantiles[i].0 as f64 / quantiles[0].0 as f64,
+            quantiles[i].1 as f64 / quantiles[0].1 as f64
+        );
+    }
 }

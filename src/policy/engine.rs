@@ -32,6 +32,11 @@ pub(super) struct Snapshot {
     #[cfg(test)]
     full: PolicySet,
     schema: Schema,
+    /// The schema's action entities, added to every request's entities when some action belongs
+    /// to an action group; empty otherwise. Without groups they change nothing (`action in A`
+    /// is then `action == A`, which Cedar decides without the entity) and cost a third of an
+    /// evaluation.
+    actions: Vec<Entity>,
     authorizer: Authorizer,
     ids: Vec<String>,
     consumer_account: AccountId,
@@ -106,6 +111,7 @@ impl Snapshot {
             by_principal,
             #[cfg(test)]
             full: set,
+            actions: grouped_actions(&schema)?,
             schema,
             authorizer: Authorizer::new(),
             ids,
@@ -150,7 +156,7 @@ impl Snapshot {
         principal: &Principal,
         request: &AssociateRequest,
     ) -> Evaluation {
-        let (cedar_request, entities) = match self.build(principal, request) {
+        let (cedar_request, entities) = match self.build(principal, request, Checks::Trusted) {
             Ok(built) => built,
             Err(err) => {
                 // Fail closed: a call the schema cannot describe is denied, and the operator told.
@@ -195,7 +201,12 @@ impl Snapshot {
         &self,
         principal: &Principal,
         request: &AssociateRequest,
+        checks: Checks,
     ) -> Result<(Request, Entities), BuildError> {
+        let schema = match checks {
+            Checks::AgainstSchema => Some(&self.schema),
+            Checks::Trusted => None,
+        };
         let principal_uid = EntityUid::from_type_name_and_id(
             self.principal_type.clone(),
             EntityId::new(&principal.id),
@@ -236,8 +247,19 @@ impl Snapshot {
             ]),
             HashSet::new(),
         )?;
-        let entities =
-            Entities::from_entities([principal_entity, resource_entity], Some(&self.schema))?;
+        let entities = match schema {
+            // The schema adds its action entities itself.
+            Some(schema) => {
+                Entities::from_entities([principal_entity, resource_entity], Some(schema))?
+            }
+            None => Entities::from_entities(
+                self.actions
+                    .iter()
+                    .cloned()
+                    .chain([principal_entity, resource_entity]),
+                None,
+            )?,
+        };
 
         let facts = ConsumerFacts::of(request, &self.consumer_account);
         let context = Context::from_pairs([
@@ -266,10 +288,35 @@ impl Snapshot {
             self.action.clone(),
             resource_uid,
             context,
-            Some(&self.schema),
+            schema,
         )?;
         Ok((cedar_request, entities))
     }
+}
+
+fn grouped_actions(schema: &Schema) -> Result<Vec<Entity>, BuildError> {
+    let actions = schema.action_entities()?;
+    let grouped = actions.iter().any(|a| {
+        actions
+            .ancestors(&a.uid())
+            .is_some_and(|mut parents| parents.next().is_some())
+    });
+    Ok(if grouped {
+        actions.into_iter().collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// Whether [`Snapshot::build`] checks the request and entities against the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Checks {
+    /// Check everything: used once at load, on a probe request.
+    AgainstSchema,
+    /// Skip the checks. The request's shape (attribute names and types) is fixed by this code
+    /// and only values vary, so the load-time probe proves every request conforms; the checks
+    /// would cost more than evaluating a small policy set.
+    Trusted,
 }
 
 /// The consumer side of a call, as the policy context describes it.

@@ -10,7 +10,7 @@ use cedar_policy::ffi::DetailedError;
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 
 use crate::arn::AccountId;
-use crate::policy::engine::Snapshot;
+use crate::policy::engine::{Checks, Snapshot};
 use crate::policy::{DEFAULT_SCHEMA, PolicyConfig, PolicyError};
 
 /// The name shown for the embedded schema in diagnostics.
@@ -263,7 +263,7 @@ fn probe(snapshot: &Snapshot, config: &PolicyConfig) -> Result<(), PolicyError> 
         validate_only: false,
     };
     snapshot
-        .build(&principal, &request)
+        .build(&principal, &request, Checks::AgainstSchema)
         .map(|_| ())
         .map_err(|err| {
             let file = config

@@ -693,9 +693,48 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn slicing_by_principal_never_changes_a_decision(p in arb_principal(), r in arb_request()) {
+    fn slicing_and_trusted_building_never_change_a_decision(p in arb_principal(), r in arb_request()) {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
         let snapshot = POLICIES.shared.current.load();
         prop_assert_eq!(snapshot.evaluate(&p, &r), snapshot.evaluate_unsliced(&p, &r));
+        // Evaluation skips the schema checks; every request it builds passes them.
+        prop_assert!(snapshot.build(&p, &r, engine::Checks::AgainstSchema).is_ok());
     }
+}
+
+#[test]
+fn action_groups_in_a_custom_schema_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.cedarschema");
+    let grouped = DEFAULT_SCHEMA.replace(
+        "action AssociateConsumer appliesTo",
+        "action ManageConsumers;\naction AssociateConsumer in [ManageConsumers] appliesTo",
+    );
+    assert_ne!(grouped, DEFAULT_SCHEMA);
+    std::fs::write(&schema, grouped).unwrap();
+    let policies_dir = dir.path().join("policies");
+    std::fs::create_dir(&policies_dir).unwrap();
+    std::fs::write(
+        policies_dir.join("managers.cedar"),
+        "@id(\"managers\")\npermit (principal, action in Action::\"ManageConsumers\", resource)\nwhen { principal.groups.contains(\"managers\") };\n",
+    )
+    .unwrap();
+    let config = PolicyConfig {
+        dir: policies_dir,
+        schema: Some(schema),
+        watch: false,
+    };
+    let policies = Policies::load(config, account("444455556666")).unwrap();
+    let manager = Principal {
+        id: "m".into(),
+        groups: vec!["managers".into()],
+    };
+    assert_eq!(
+        policies.evaluate(&manager, &request(SALES, ns(PROVISIONED), None)),
+        decision(true, &["managers"])
+    );
+    assert_eq!(
+        policies.evaluate(&principal(STRANGER), &request(SALES, ns(PROVISIONED), None)),
+        decision(false, &[])
+    );
 }
