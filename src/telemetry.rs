@@ -15,7 +15,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::mpsc;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -112,7 +112,7 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
             .with_endpoint(endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build();
-        let exporter = match exporter {
+        let mut exporter = match exporter {
             Ok(exporter) => exporter,
             Err(err) => {
                 eprintln!(
@@ -125,25 +125,23 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         if std::env::var("OTEL_SERVICE_NAME").is_err() {
             resource = resource.with_service_name(config.service_name.clone());
         }
+        let resource = resource.build();
+        // The provider hands its resource to processors, not exporters; this processor owns its
+        // exporter inside a task, so the exporter is told here (else spans go out with no
+        // service.name).
+        exporter.set_resource(&resource);
         // The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (parent-based
         // always-on by default), read by the SDK.
         let provider = SdkTracerProvider::builder()
             .with_span_processor(QueueProcessor::start(exporter, dropped.clone()))
-            .with_resource(resource.build())
+            .with_resource(resource)
             .build();
         let tracer = provider.tracer("datashare-gateway");
         telemetry.provider = Some(provider);
-        // The gateway's spans, and the SDK's per-attempt spans (debug level in aws-smithy-runtime).
-        let targets = Targets::new()
-            .with_target("datashare_gateway", LevelFilter::INFO)
-            .with_target(
-                "aws_smithy_runtime::client::orchestrator",
-                LevelFilter::DEBUG,
-            );
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(targets),
+                .with_filter(filter_fn(exported)),
         )
     });
     let _ = tracing_subscriber::registry()
@@ -151,6 +149,22 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         .with(traces)
         .try_init();
     telemetry
+}
+
+/// What becomes part of a trace: the gateway's spans and events at info and above, and of the
+/// SDK only its per-attempt span (debug level in aws-smithy-runtime). Its other internal spans
+/// and debug events would multiply the spans per call and carry its configuration (the
+/// credential's key id among it); with them filtered out, each attempt is a child of the
+/// gateway's Redshift span.
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    if target == "datashare_gateway" || target.starts_with("datashare_gateway::") {
+        *meta.level() <= tracing::Level::INFO
+    } else {
+        meta.is_span()
+            && meta.name() == "try_attempt"
+            && target == "aws_smithy_runtime::client::orchestrator"
+    }
 }
 
 /// Installs logging only (for commands that export no traces).

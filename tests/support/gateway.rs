@@ -83,6 +83,12 @@ pub struct GatewayOptions {
     pub access_key: String,
     /// Its secret.
     pub secret_key: String,
+    /// Keys of the `[telemetry]` table (`otlp_endpoint = "..."`, ...); empty writes no table.
+    pub telemetry_toml: String,
+    /// Extra environment variables for the gateway process (they win over the defaults, so
+    /// `RUST_LOG` can be overridden). `OTEL_*` variables of the test's own environment are not
+    /// passed on.
+    pub env: Vec<(String, String)>,
 }
 
 impl GatewayOptions {
@@ -100,6 +106,8 @@ impl GatewayOptions {
             audit_sync: true,
             access_key: CONSUMER_ACCESS_KEY.into(),
             secret_key: CONSUMER_SECRET_KEY.into(),
+            telemetry_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -119,6 +127,7 @@ pub struct Gateway {
     /// The config file.
     pub config_file: PathBuf,
     credentials: (String, String),
+    env: Vec<(String, String)>,
     /// Removed on drop.
     pub dir: TempDir,
 }
@@ -138,6 +147,7 @@ impl Gateway {
             config_file,
             audit_dir,
             (options.access_key, options.secret_key),
+            options.env,
         )
         .await
     }
@@ -150,10 +160,11 @@ impl Gateway {
             config_file,
             audit_dir,
             credentials,
+            env,
             ..
         } = self;
         let _ = child.kill().await;
-        Self::spawn(dir, config_file, audit_dir, credentials).await
+        Self::spawn(dir, config_file, audit_dir, credentials, env).await
     }
 
     async fn spawn(
@@ -161,6 +172,7 @@ impl Gateway {
         config_file: PathBuf,
         audit_dir: PathBuf,
         credentials: (String, String),
+        env: Vec<(String, String)>,
     ) -> Gateway {
         let log_file = dir.path().join(format!("gateway-{}.log", uuid_like()));
         let log = std::fs::File::create(&log_file).expect("log file");
@@ -179,6 +191,10 @@ impl Gateway {
                 dir.path().join("no-aws-credentials"),
             )
             .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SERVICE_NAME")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -224,6 +240,7 @@ impl Gateway {
             log_file,
             config_file,
             credentials,
+            env,
             dir,
         }
     }
@@ -313,6 +330,7 @@ operation_timeout_ms = {operation}
 throttle_retry_after_ms = 1500
 
 {principals}
+{telemetry}
 {extra}
 "#,
         policy_dir = o.policy_dir.display().to_string(),
@@ -321,6 +339,11 @@ throttle_retry_after_ms = 1500
         max_attempts = o.max_attempts,
         attempt = o.attempt_timeout_ms,
         operation = o.operation_timeout_ms,
+        telemetry = if o.telemetry_toml.is_empty() {
+            String::new()
+        } else {
+            format!("[telemetry]\n{}\n", o.telemetry_toml)
+        },
         extra = o.extra_toml,
         audit_sync = o.audit_sync,
     )
