@@ -83,6 +83,8 @@ pub struct GatewayOptions {
     pub access_key: String,
     /// Its secret.
     pub secret_key: String,
+    /// More keys of the `[audit]` table (`max_file_bytes = 1`, ...).
+    pub audit_toml: String,
     /// Keys of the `[telemetry]` table (`otlp_endpoint = "..."`, ...); empty writes no table.
     pub telemetry_toml: String,
     /// Extra environment variables for the gateway process (they win over the defaults, so
@@ -106,6 +108,7 @@ impl GatewayOptions {
             audit_sync: true,
             access_key: CONSUMER_ACCESS_KEY.into(),
             secret_key: CONSUMER_SECRET_KEY.into(),
+            audit_toml: String::new(),
             telemetry_toml: String::new(),
             env: Vec::new(),
         }
@@ -317,6 +320,7 @@ dir = {policy_dir:?}
 [audit]
 dir = {audit_dir:?}
 sync = {audit_sync}
+{audit_extra}
 
 [upstream]
 consumer_account = "{CONSUMER_ACCOUNT}"
@@ -346,6 +350,7 @@ throttle_retry_after_ms = 1500
         },
         extra = o.extra_toml,
         audit_sync = o.audit_sync,
+        audit_extra = o.audit_toml,
     )
 }
 
