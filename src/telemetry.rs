@@ -15,8 +15,15 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::mpsc;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -86,13 +93,19 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let logs = if json {
-        tracing_subscriber::fmt::layer()
+        let format = tracing_subscriber::fmt::format()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(false);
+        tracing_subscriber::fmt::layer()
+            .json()
+            .event_format(WithCallIds(format))
             .with_writer(std::io::stderr)
             .with_filter(filter)
+            .and_then(CallIdsLayer.with_filter(filter_fn(|meta| {
+                meta.is_span() && meta.target().starts_with("datashare_gateway")
+            })))
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
@@ -189,6 +202,126 @@ pub fn init_logging(config: &TelemetryConfig) {
     } else {
         builder.try_init()
     };
+}
+
+/// The request id and trace id of the call a span belongs to, kept in the span's extensions by
+/// [`CallIdsLayer`] from the span's `request_id` and `trace_id` fields.
+#[derive(Clone, Debug, Default)]
+struct CallIds {
+    request_id: Option<String>,
+    trace_id: Option<String>,
+}
+
+impl Visit for CallIds {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "request_id" => self.request_id = Some(value.to_owned()),
+            "trace_id" => self.trace_id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        // `%value` fields arrive here, printing their Display.
+        match field.name() {
+            "request_id" => self.request_id = Some(format!("{value:?}")),
+            "trace_id" => self.trace_id = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+}
+
+/// Remembers each call span's request id and trace id (the trace id is recorded after the span
+/// is made) so that [`WithCallIds`] can put them on every log line of the call.
+#[derive(Clone, Copy, Debug)]
+struct CallIdsLayer;
+
+impl<S> Layer<S> for CallIdsLayer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let mut ids = CallIds::default();
+        attrs.record(&mut ids);
+        if (ids.request_id.is_some() || ids.trace_id.is_some())
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(ids);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(ids) = span.extensions_mut().get_mut::<CallIds>()
+        {
+            values.record(ids);
+        }
+    }
+}
+
+/// Which of the call id fields an event carries itself.
+#[derive(Default)]
+struct OwnFields {
+    request_id: bool,
+    trace_id: bool,
+}
+
+impl Visit for OwnFields {
+    fn record_debug(&mut self, field: &Field, _value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "request_id" => self.request_id = true,
+            "trace_id" => self.trace_id = true,
+            _ => {}
+        }
+    }
+}
+
+/// The JSON event format, with the enclosing call's `request_id` and `trace_id` as top-level
+/// fields of every line logged inside a call, so log pipelines can join a call's lines (and its
+/// trace) without digging into span objects.
+#[derive(Debug)]
+struct WithCallIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithCallIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.event_scope().and_then(|scope| {
+            scope
+                .from_root()
+                .find_map(|span| span.extensions().get::<CallIds>().cloned())
+        });
+        let Some(ids) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut own = OwnFields::default();
+        event.record(&mut own);
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let Some(rest) = line.strip_prefix('{') else {
+            return writer.write_str(&line);
+        };
+        writer.write_char('{')?;
+        for (key, value, own) in [
+            ("request_id", &ids.request_id, own.request_id),
+            ("trace_id", &ids.trace_id, own.trace_id),
+        ] {
+            if let (Some(value), false) = (value, own) {
+                // Serializing a string cannot fail.
+                let value = serde_json::to_string(value).unwrap_or_default();
+                write!(writer, "\"{key}\":{value},")?;
+            }
+        }
+        writer.write_str(rest)
+    }
 }
 
 /// Reads W3C trace context from gRPC metadata.
