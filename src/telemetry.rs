@@ -371,15 +371,23 @@ impl QueueProcessor {
         let counter = dropped.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(EXPORT_BATCH);
+            // When the oldest span of a partial batch is due: counted from its arrival, so a
+            // steady trickle of spans cannot keep postponing the export.
+            let mut due = None;
             loop {
                 let mut flush = None;
                 tokio::select! {
                     span = queue.recv() => match span {
-                        Some(span) => batch.push(span),
+                        Some(span) => {
+                            if batch.is_empty() {
+                                due = Some(tokio::time::Instant::now() + EXPORT_DELAY);
+                            }
+                            batch.push(span);
+                        }
                         None => flush = Some(None),
                     },
                     ack = flushes.recv() => flush = Some(ack),
-                    () = tokio::time::sleep(EXPORT_DELAY), if !batch.is_empty() => flush = Some(None),
+                    () = sleep_until(due), if due.is_some() => flush = Some(None),
                 }
                 if let Some(ack) = &flush {
                     // Take everything already queued before answering a flush.
@@ -401,6 +409,9 @@ impl QueueProcessor {
                         }
                     }
                 }
+                if batch.is_empty() {
+                    due = None;
+                }
                 if let Some(Some(ack)) = flush {
                     let _ = ack.send(());
                 }
@@ -414,6 +425,14 @@ impl QueueProcessor {
             control,
             dropped,
         }
+    }
+}
+
+/// Sleeps until `due`; never resolves without one (the branch using it is disabled then).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -518,5 +537,54 @@ where
         let span = tracing::info_span!("stage", otel.name = self.name);
         let _entered = span.enter();
         self.inner.call(request).instrument(span.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    use std::sync::Mutex;
+
+    /// Records the size of each exported batch.
+    #[derive(Clone, Debug, Default)]
+    struct Recording(Arc<Mutex<Vec<usize>>>);
+
+    impl SpanExporter for Recording {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch.len());
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_trickle_of_spans_is_exported_within_the_delay() {
+        let exporter = Recording::default();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor::start(exporter.clone(), dropped.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        // A span every 400 ms: each arrives before the previous one's delay is over.
+        for _ in 0..5 {
+            tracer.start("call").end();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let exported: usize = exporter
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .sum();
+        assert!(
+            exported >= 3,
+            "spans older than the delay were exported: {exported}"
+        );
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        // Shutdown waits for the export task, which needs this thread: wait elsewhere.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     }
 }
