@@ -560,6 +560,36 @@ mod tests {
         }
     }
 
+    /// Never answers, like a black-holed collector.
+    #[derive(Clone, Debug, Default)]
+    struct Hanging;
+
+    impl SpanExporter for Hanging {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spans_beyond_the_queue_and_spans_whose_export_hangs_are_all_counted_as_dropped() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor::start(Hanging, dropped.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        // Ending a span never waits: the export task has not run yet, so the queue fills.
+        let spans = SPAN_QUEUE + 904;
+        for _ in 0..spans {
+            tracer.start("call").end();
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 904);
+        // Each batch's export times out in turn; every span ends up counted, none is lost
+        // silently.
+        tokio::time::sleep(EXPORT_TIMEOUT * (SPAN_QUEUE / EXPORT_BATCH + 2) as u32).await;
+        assert_eq!(dropped.load(Ordering::Relaxed), spans as u64);
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_steady_trickle_of_spans_is_exported_within_the_delay() {
         let exporter = Recording::default();
