@@ -15,7 +15,6 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::mpsc;
-
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::filter::filter_fn;
@@ -260,7 +259,7 @@ where
 }
 
 /// Which of the call id fields an event carries itself.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct OwnFields {
     request_id: bool,
     trace_id: bool,
