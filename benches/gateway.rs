@@ -4,6 +4,9 @@
 //!    aws-sdk-redshift and through the gateway, in the same run; p50/p99 of each, the gateway's
 //!    added latency, and the gateway process's CPU time per call (from /proc).
 //! 2. Throughput with 64 concurrent callers: durable audit (fsync) on vs off, as a ratio.
+//! 3. Throughput with 64 concurrent callers: traces exported over OTLP (to a receiver inside
+//!    this process) vs no trace exporter, as a ratio. Metrics are on in both (they cannot be
+//!    turned off). The runs alternate, off/on twice, so drift hits both alike.
 //!
 //! Run: `cargo bench --bench gateway`. Figures are printed; nothing is asserted.
 
@@ -165,6 +168,47 @@ fn main() {
         println!(
             "  durable / not durable       {:>10.3}",
             durable / not_durable
+        );
+        drop(not_durable_gateway);
+
+        let receiver = support::otlp::Receiver::start().await;
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for _ in 0..2 {
+            let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+            off.push(throughput(&gateway).await);
+            drop(gateway);
+            let mut options = GatewayOptions::new(emulator.endpoint_url());
+            options.telemetry_toml = format!("otlp_endpoint = {:?}", receiver.endpoint());
+            let gateway = Gateway::start(options).await;
+            on.push(throughput(&gateway).await);
+            let dropped = support::prometheus::scrape(gateway.admin)
+                .await
+                .value("datashare_gateway_trace_spans_dropped_total", &[])
+                .unwrap_or_default();
+            println!("  (tracing run: {dropped} spans dropped)");
+            drop(gateway);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let runs = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "throughput, {CALLERS} callers, {}s each, two runs each (calls/s):",
+            THROUGHPUT_WINDOW.as_secs()
+        );
+        println!("  traces off (metrics on)     {}", runs(&off));
+        println!("  traces on  (OTLP export)    {}", runs(&on));
+        println!(
+            "  on / off (means)            {:>10.3}",
+            mean(&on) / mean(&off)
+        );
+        println!(
+            "  spans received              {:>10}",
+            receiver.spans().len()
         );
     });
 }

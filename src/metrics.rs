@@ -72,7 +72,7 @@ pub struct Metrics {
     pub audit_fsyncs: Counter,
     /// Total time spent in audit fsyncs, in seconds.
     pub audit_fsync_seconds: Counter<f64, AtomicU64>,
-    /// Trace spans dropped because the export queue was full.
+    /// Trace spans dropped: the export queue was full, or their export failed or timed out.
     pub spans_dropped: Counter,
     sources: std::sync::Mutex<Vec<Arc<dyn ScrapeSource>>>,
 }
@@ -156,7 +156,7 @@ impl Metrics {
         let spans_dropped = Counter::default();
         registry.register(
             "trace_spans_dropped",
-            "Trace spans dropped: the export queue was full",
+            "Trace spans dropped: the export queue was full, or their export failed or timed out",
             spans_dropped.clone(),
         );
         Arc::new(Metrics {

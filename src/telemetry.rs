@@ -15,8 +15,14 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::mpsc;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -86,13 +92,19 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let logs = if json {
-        tracing_subscriber::fmt::layer()
+        let format = tracing_subscriber::fmt::format()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(false);
+        tracing_subscriber::fmt::layer()
+            .json()
+            .event_format(WithCallIds(format))
             .with_writer(std::io::stderr)
             .with_filter(filter)
+            .and_then(CallIdsLayer.with_filter(filter_fn(|meta| {
+                meta.is_span() && meta.target().starts_with("datashare_gateway")
+            })))
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
@@ -112,7 +124,7 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
             .with_endpoint(endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build();
-        let exporter = match exporter {
+        let mut exporter = match exporter {
             Ok(exporter) => exporter,
             Err(err) => {
                 eprintln!(
@@ -125,25 +137,29 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         if std::env::var("OTEL_SERVICE_NAME").is_err() {
             resource = resource.with_service_name(config.service_name.clone());
         }
+        let resource = resource.build();
+        // The provider hands its resource to processors, not exporters; this processor owns its
+        // exporter inside a task, so the exporter is told here (else spans go out with no
+        // service.name).
+        exporter.set_resource(&resource);
         // The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (parent-based
         // always-on by default), read by the SDK.
         let provider = SdkTracerProvider::builder()
             .with_span_processor(QueueProcessor::start(exporter, dropped.clone()))
-            .with_resource(resource.build())
+            .with_resource(resource)
             .build();
         let tracer = provider.tracer("datashare-gateway");
         telemetry.provider = Some(provider);
-        // The gateway's spans, and the SDK's per-attempt spans (debug level in aws-smithy-runtime).
-        let targets = Targets::new()
-            .with_target("datashare_gateway", LevelFilter::INFO)
-            .with_target(
-                "aws_smithy_runtime::client::orchestrator",
-                LevelFilter::DEBUG,
-            );
+        // No source location, thread or busy/idle-time attributes: seven per span that a trace
+        // does not need (its spans carry their own timing), each costing an allocation on the
+        // call path and bytes on the wire.
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(targets),
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(filter_fn(exported)),
         )
     });
     let _ = tracing_subscriber::registry()
@@ -151,6 +167,166 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         .with(traces)
         .try_init();
     telemetry
+}
+
+/// What becomes part of a trace: the gateway's spans and events at info and above, and of the
+/// SDK only its per-attempt span (debug level in aws-smithy-runtime). Its other internal spans
+/// and debug events would multiply the spans per call and carry its configuration (the
+/// credential's key id among it); with them filtered out, each attempt is a child of the
+/// gateway's Redshift span.
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    if target == "datashare_gateway" || target.starts_with("datashare_gateway::") {
+        *meta.level() <= tracing::Level::INFO
+    } else {
+        meta.is_span()
+            && meta.name() == "try_attempt"
+            && target == "aws_smithy_runtime::client::orchestrator"
+    }
+}
+
+/// Installs logging only (for commands that export no traces).
+pub fn init_logging(config: &TelemetryConfig) {
+    let config = TelemetryConfig {
+        otlp_endpoint: None,
+        ..config.clone()
+    };
+    // No endpoint in this copy, but the environment may name one: logs only, whatever it says.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let json = match config.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The request id and trace id of the call a span belongs to, kept in the span's extensions by
+/// [`CallIdsLayer`] from the span's `request_id` and `trace_id` fields.
+#[derive(Clone, Debug, Default)]
+struct CallIds {
+    request_id: Option<String>,
+    trace_id: Option<String>,
+}
+
+impl Visit for CallIds {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "request_id" => self.request_id = Some(value.to_owned()),
+            "trace_id" => self.trace_id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        // `%value` fields arrive here, printing their Display.
+        match field.name() {
+            "request_id" => self.request_id = Some(format!("{value:?}")),
+            "trace_id" => self.trace_id = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+}
+
+/// Remembers each call span's request id and trace id (the trace id is recorded after the span
+/// is made) so that [`WithCallIds`] can put them on every log line of the call.
+#[derive(Clone, Copy, Debug)]
+struct CallIdsLayer;
+
+impl<S> Layer<S> for CallIdsLayer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let mut ids = CallIds::default();
+        attrs.record(&mut ids);
+        if (ids.request_id.is_some() || ids.trace_id.is_some())
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(ids);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(ids) = span.extensions_mut().get_mut::<CallIds>()
+        {
+            values.record(ids);
+        }
+    }
+}
+
+/// Which of the call id fields an event carries itself.
+#[derive(Debug, Default)]
+struct OwnFields {
+    request_id: bool,
+    trace_id: bool,
+}
+
+impl Visit for OwnFields {
+    fn record_debug(&mut self, field: &Field, _value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "request_id" => self.request_id = true,
+            "trace_id" => self.trace_id = true,
+            _ => {}
+        }
+    }
+}
+
+/// The JSON event format, with the enclosing call's `request_id` and `trace_id` as top-level
+/// fields of every line logged inside a call, so log pipelines can join a call's lines (and its
+/// trace) without digging into span objects.
+#[derive(Debug)]
+struct WithCallIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithCallIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.event_scope().and_then(|scope| {
+            scope
+                .from_root()
+                .find_map(|span| span.extensions().get::<CallIds>().cloned())
+        });
+        let Some(ids) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut own = OwnFields::default();
+        event.record(&mut own);
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let Some(rest) = line.strip_prefix('{') else {
+            return writer.write_str(&line);
+        };
+        writer.write_char('{')?;
+        for (key, value, own) in [
+            ("request_id", &ids.request_id, own.request_id),
+            ("trace_id", &ids.trace_id, own.trace_id),
+        ] {
+            if let (Some(value), false) = (value, own) {
+                // Serializing a string cannot fail.
+                let value = serde_json::to_string(value).unwrap_or_default();
+                write!(writer, "\"{key}\":{value},")?;
+            }
+        }
+        writer.write_str(rest)
+    }
 }
 
 /// Reads W3C trace context from gRPC metadata.
@@ -200,43 +376,51 @@ impl QueueProcessor {
         let counter = dropped.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(EXPORT_BATCH);
+            // When the oldest span of a partial batch is due: counted from its arrival, so a
+            // steady trickle of spans cannot keep postponing the export.
+            let mut due = None;
             loop {
-                // Why this turn ends: a full batch, a quiet period, a flush request, or the end.
-                let mut ack = None;
-                let mut closed = false;
-                let mut send_now = false;
+                let mut flush = None;
                 tokio::select! {
                     span = queue.recv() => match span {
                         Some(span) => {
+                            if batch.is_empty() {
+                                due = Some(tokio::time::Instant::now() + EXPORT_DELAY);
+                            }
                             batch.push(span);
-                            send_now = batch.len() >= EXPORT_BATCH;
                         }
-                        None => closed = true,
+                        None => flush = Some(None),
                     },
-                    Some(flush) = flushes.recv() => ack = Some(flush),
-                    () = tokio::time::sleep(EXPORT_DELAY), if !batch.is_empty() => send_now = true,
+                    ack = flushes.recv() => flush = Some(ack),
+                    () = sleep_until(due), if due.is_some() => flush = Some(None),
                 }
-                if ack.is_some() || closed {
-                    // Take everything already queued before answering a flush or stopping.
+                if let Some(ack) = &flush {
+                    // Take everything already queued before answering a flush.
                     while let Ok(span) = queue.try_recv() {
                         batch.push(span);
                     }
-                    send_now = true;
+                    let _ = ack;
                 }
-                if send_now && !batch.is_empty() {
+                if batch.len() >= EXPORT_BATCH || (flush.is_some() && !batch.is_empty()) {
                     for chunk in std::mem::take(&mut batch).chunks(EXPORT_BATCH) {
-                        let exported =
-                            tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
-                                .await;
-                        if !matches!(exported, Ok(Ok(()))) {
-                            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        let n = chunk.len() as u64;
+                        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
+                            .await
+                        {
+                            Ok(Ok(())) => {}
+                            _ => {
+                                counter.fetch_add(n, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
-                if let Some(ack) = ack {
+                if batch.is_empty() {
+                    due = None;
+                }
+                if let Some(Some(ack)) = flush {
                     let _ = ack.send(());
                 }
-                if closed {
+                if queue.is_closed() && queue.is_empty() && batch.is_empty() {
                     break;
                 }
             }
@@ -246,6 +430,14 @@ impl QueueProcessor {
             control,
             dropped,
         }
+    }
+}
+
+/// Sleeps until `due`; never resolves without one (the branch using it is disabled then).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -350,5 +542,84 @@ where
         let span = tracing::info_span!("stage", otel.name = self.name);
         let _entered = span.enter();
         self.inner.call(request).instrument(span.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    use std::sync::Mutex;
+
+    /// Records the size of each exported batch.
+    #[derive(Clone, Debug, Default)]
+    struct Recording(Arc<Mutex<Vec<usize>>>);
+
+    impl SpanExporter for Recording {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch.len());
+            Ok(())
+        }
+    }
+
+    /// Never answers, like a black-holed collector.
+    #[derive(Clone, Debug, Default)]
+    struct Hanging;
+
+    impl SpanExporter for Hanging {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spans_beyond_the_queue_and_spans_whose_export_hangs_are_all_counted_as_dropped() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor::start(Hanging, dropped.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        // Ending a span never waits: the export task has not run yet, so the queue fills.
+        let spans = SPAN_QUEUE + 904;
+        for _ in 0..spans {
+            tracer.start("call").end();
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 904);
+        // Each batch's export times out in turn; every span ends up counted, none is lost
+        // silently.
+        tokio::time::sleep(EXPORT_TIMEOUT * (SPAN_QUEUE / EXPORT_BATCH + 2) as u32).await;
+        assert_eq!(dropped.load(Ordering::Relaxed), spans as u64);
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_trickle_of_spans_is_exported_within_the_delay() {
+        let exporter = Recording::default();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor::start(exporter.clone(), dropped.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        // A span every 400 ms: each arrives before the previous one's delay is over.
+        for _ in 0..5 {
+            tracer.start("call").end();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let exported: usize = exporter
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .sum();
+        assert!(
+            exported >= 3,
+            "spans older than the delay were exported: {exported}"
+        );
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        // Shutdown waits for the export task, which needs this thread: wait elsewhere.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     }
 }

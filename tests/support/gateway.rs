@@ -85,6 +85,14 @@ pub struct GatewayOptions {
     pub access_key: String,
     /// Its secret.
     pub secret_key: String,
+    /// More keys of the `[audit]` table (`max_file_bytes = 1`, ...).
+    pub audit_toml: String,
+    /// Keys of the `[telemetry]` table (`otlp_endpoint = "..."`, ...); empty writes no table.
+    pub telemetry_toml: String,
+    /// Extra environment variables for the gateway process (they win over the defaults, so
+    /// `RUST_LOG` can be overridden). `OTEL_*` variables of the test's own environment are not
+    /// passed on.
+    pub env: Vec<(String, String)>,
 }
 
 impl GatewayOptions {
@@ -103,6 +111,9 @@ impl GatewayOptions {
             audit_max_file_bytes: None,
             access_key: CONSUMER_ACCESS_KEY.into(),
             secret_key: CONSUMER_SECRET_KEY.into(),
+            audit_toml: String::new(),
+            telemetry_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -122,6 +133,7 @@ pub struct Gateway {
     /// The config file.
     pub config_file: PathBuf,
     credentials: (String, String),
+    env: Vec<(String, String)>,
     /// Removed on drop.
     pub dir: TempDir,
 }
@@ -141,6 +153,7 @@ impl Gateway {
             config_file,
             audit_dir,
             (options.access_key, options.secret_key),
+            options.env,
         )
         .await
     }
@@ -153,10 +166,11 @@ impl Gateway {
             config_file,
             audit_dir,
             credentials,
+            env,
             ..
         } = self;
         let _ = child.kill().await;
-        Self::spawn(dir, config_file, audit_dir, credentials).await
+        Self::spawn(dir, config_file, audit_dir, credentials, env).await
     }
 
     async fn spawn(
@@ -164,6 +178,7 @@ impl Gateway {
         config_file: PathBuf,
         audit_dir: PathBuf,
         credentials: (String, String),
+        env: Vec<(String, String)>,
     ) -> Gateway {
         let log_file = dir.path().join(format!("gateway-{}.log", uuid_like()));
         let log = std::fs::File::create(&log_file).expect("log file");
@@ -182,6 +197,10 @@ impl Gateway {
                 dir.path().join("no-aws-credentials"),
             )
             .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SERVICE_NAME")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -227,6 +246,7 @@ impl Gateway {
             log_file,
             config_file,
             credentials,
+            env,
             dir,
         }
     }
@@ -305,6 +325,8 @@ dir = {policy_dir:?}
 dir = {audit_dir:?}
 sync = {audit_sync}
 {audit_max_file_bytes}
+{audit_extra}
+
 [upstream]
 consumer_account = "{CONSUMER_ACCOUNT}"
 region = "us-east-1"
@@ -317,6 +339,7 @@ operation_timeout_ms = {operation}
 throttle_retry_after_ms = 1500
 
 {principals}
+{telemetry}
 {extra}
 "#,
         policy_dir = o.policy_dir.display().to_string(),
@@ -325,12 +348,18 @@ throttle_retry_after_ms = 1500
         max_attempts = o.max_attempts,
         attempt = o.attempt_timeout_ms,
         operation = o.operation_timeout_ms,
+        telemetry = if o.telemetry_toml.is_empty() {
+            String::new()
+        } else {
+            format!("[telemetry]\n{}\n", o.telemetry_toml)
+        },
         extra = o.extra_toml,
         audit_sync = o.audit_sync,
         audit_max_file_bytes = o
             .audit_max_file_bytes
             .map(|n| format!("max_file_bytes = {n}\n"))
             .unwrap_or_default(),
+        audit_extra = o.audit_toml,
     )
 }
 

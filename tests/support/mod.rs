@@ -4,3 +4,5 @@
 
 pub mod emulator;
 pub mod gateway;
+pub mod otlp;
+pub mod prometheus;
