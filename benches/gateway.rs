@@ -2,7 +2,8 @@
 //!
 //! 1. Latency with one caller: the same AssociateDataShareConsumer call made directly with
 //!    aws-sdk-redshift and through the gateway, in the same run; p50/p99 of each, the gateway's
-//!    added latency, and the gateway process's CPU time per call (from /proc).
+//!    added latency, and the gateway process's CPU time per call (from /proc); with the audit
+//!    trail durable (two fsyncs per call) and not, to tell the gateway's work from the disk's.
 //! 2. Throughput with 64 concurrent callers: durable audit (fsync) on vs off, as a ratio.
 //! 3. Throughput with 64 concurrent callers: traces exported over OTLP (to a receiver inside
 //!    this process) vs no trace exporter, as a ratio. Metrics are on in both (they cannot be
@@ -55,7 +56,7 @@ fn micros(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64
 }
 
-async fn latency(emulator: &Emulator, gateway: &Gateway) {
+async fn latency(emulator: &Emulator, gateway: &Gateway, label: &str) {
     let sdk = emulator::client(
         &emulator.endpoint_url(),
         emulator::CONSUMER_KEY.0,
@@ -96,7 +97,7 @@ async fn latency(emulator: &Emulator, gateway: &Gateway) {
             .expect("record");
     }
     let cpu = cpu_time(gateway.pid()).saturating_sub(cpu_before);
-    println!("latency, 1 caller, {LATENCY_CALLS} calls each (microseconds):");
+    println!("latency, 1 caller, {LATENCY_CALLS} calls each, {label} (microseconds):");
     println!(
         "  direct SDK -> emulator      p50 {:>8.0}  p99 {:>8.0}",
         micros(&direct, 0.5),
@@ -151,13 +152,14 @@ fn main() {
     runtime.block_on(async {
         let emulator = Emulator::start();
         let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-        latency(&emulator, &gateway).await;
+        latency(&emulator, &gateway, "audit durable (fsync)").await;
 
         let durable = throughput(&gateway).await;
         drop(gateway);
         let mut options = GatewayOptions::new(emulator.endpoint_url());
         options.audit_sync = false;
         let not_durable_gateway = Gateway::start(options).await;
+        latency(&emulator, &not_durable_gateway, "audit not durable (no fsync)").await;
         let not_durable = throughput(&not_durable_gateway).await;
         println!(
             "throughput, {CALLERS} callers, {}s each (calls/s):",
