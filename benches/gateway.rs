@@ -159,7 +159,12 @@ fn main() {
         let mut options = GatewayOptions::new(emulator.endpoint_url());
         options.audit_sync = false;
         let not_durable_gateway = Gateway::start(options).await;
-        latency(&emulator, &not_durable_gateway, "audit not durable (no fsync)").await;
+        latency(
+            &emulator,
+            &not_durable_gateway,
+            "audit not durable (no fsync)",
+        )
+        .await;
         let not_durable = throughput(&not_durable_gateway).await;
         println!(
             "throughput, {CALLERS} callers, {}s each (calls/s):",

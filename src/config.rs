@@ -317,7 +317,10 @@ consumer_account = "444455556666"
         assert_eq!(config.auth.mode, AuthMode::Mtls);
         assert_eq!(config.upstream.consumer_account, "444455556666");
         assert!(config.server.health_listen.is_some());
-        assert_eq!(config.audit.hmac_key_env.as_deref(), Some("DATASHARE_GATEWAY_AUDIT_KEY"));
+        assert_eq!(
+            config.audit.hmac_key_env.as_deref(),
+            Some("DATASHARE_GATEWAY_AUDIT_KEY")
+        );
     }
 
     #[test]
@@ -340,7 +343,10 @@ consumer_account = "444455556666"
         let mut config = Config::parse(MINIMAL).unwrap();
         config.server.max_message_bytes = 10;
         let err = config.validate().unwrap_err();
-        assert!(err.contains("server.max_message_bytes = 10") && err.contains("1024"), "{err}");
+        assert!(
+            err.contains("server.max_message_bytes = 10") && err.contains("1024"),
+            "{err}"
+        );
         let mut config = Config::parse(MINIMAL).unwrap();
         config.upstream.endpoint_url = Some("localhost:4566".into());
         let err = config.validate().unwrap_err();
