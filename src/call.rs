@@ -9,6 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use crate::arn::{DataShareArn, NamespaceArn, Region};
+use crate::errors::GatewayError;
+
+/// What every service in the stack returns: the call's result, boxed so layers compose.
+pub type CallFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<AssociateReply, GatewayError>> + Send>,
+>;
 
 /// The gRPC method names the gateway serves, as they appear in audit records and policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

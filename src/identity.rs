@@ -5,8 +5,6 @@
 //! turns it into a [`Principal`] with groups from the [`PrincipalDirectory`], or refuses the call.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,7 +12,7 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 use x509_parser::extensions::GeneralName;
 
-use crate::call::{AssociateCall, AssociateReply, CallerCredential, Principal};
+use crate::call::{AssociateCall, AssociateReply, CallFuture, CallerCredential, Principal};
 use crate::errors::GatewayError;
 
 /// The metadata key that names the caller in insecure mode.
@@ -181,7 +179,7 @@ where
 {
     type Response = AssociateReply;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -347,7 +345,7 @@ pub(crate) mod tests {
     impl Service<AssociateCall> for Counting {
         type Response = AssociateReply;
         type Error = GatewayError;
-        type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+        type Future = CallFuture;
 
         fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             Poll::Ready(Ok(()))

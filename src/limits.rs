@@ -1,8 +1,6 @@
 //! A bound on concurrent upstream calls: callers over the limit wait briefly for a slot, then get
 //! `RESOURCE_EXHAUSTED` with a retry hint instead of queueing without end.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-use crate::call::{AssociateCall, AssociateReply};
+use crate::call::{AssociateCall, AssociateReply, CallFuture};
 use crate::errors::GatewayError;
 
 /// Limits concurrent calls to the inner service.
@@ -60,7 +58,7 @@ where
 {
     type Response = AssociateReply;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -2,8 +2,6 @@
 //! and trace export. Label values are bounded: methods, gRPC codes, decisions, operation names and
 //! AWS error codes, never ARNs or principals.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
@@ -17,7 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tower::{Layer, Service};
 
-use crate::call::{AssociateCall, AssociateReply};
+use crate::call::{AssociateCall, AssociateReply, CallFuture};
 use crate::errors::GatewayError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -281,7 +279,7 @@ where
 {
     type Response = AssociateReply;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -18,8 +18,6 @@
 //! | the gateway's own credentials rejected or missing             | `INTERNAL`           |
 //! | anything else (unknown code, unparseable answer)              | `UNKNOWN`            |
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -44,7 +42,8 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 
 use crate::call::{
-    AssociateCall, AssociateReply, ConsumerTarget, DataShare, DataShareAssociation, UpstreamNote,
+    AssociateCall, AssociateReply, CallFuture, ConsumerTarget, DataShare, DataShareAssociation,
+    UpstreamNote,
 };
 use crate::errors::{GatewayError, UpstreamFault};
 
@@ -259,7 +258,7 @@ impl RedshiftService {
 impl Service<AssociateCall> for RedshiftService {
     type Response = AssociateReply;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The SDK client pools connections itself; it is always ready to take a call.

@@ -4,15 +4,13 @@
 //! The validation layer runs inside the audit layer, so invalid calls are recorded too, and
 //! outside policy and upstream, so nothing invalid is ever evaluated or forwarded.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
 use crate::arn::{DataShareArn, NamespaceArn, Region};
 use crate::call::{
-    AssociateCall, AssociateParams, AssociateReply, AssociateRequest, ConsumerTarget,
+    AssociateCall, AssociateParams, AssociateReply, AssociateRequest, CallFuture, ConsumerTarget,
 };
 use crate::errors::{FieldViolation, GatewayError};
 
@@ -118,7 +116,7 @@ where
 {
     type Response = AssociateReply;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

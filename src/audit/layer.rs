@@ -1,18 +1,16 @@
 //! The two audit layers: [`AuditLayer`] (outermost, one closing record per call) and
 //! [`IntentLayer`] (just outside Redshift, the write-ahead intent).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
 use super::record::{CallFacts, OutcomeFacts, RecordBody};
 use super::writer::AuditLog;
-use crate::call::{AssociateCall, AssociateReply};
+use crate::call::{AssociateCall, AssociateReply, CallFuture};
 use crate::errors::GatewayError;
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+type BoxFuture = CallFuture;
 
 /// Outermost layer: after the inner stack returns, records one `call` record (the call was never
 /// forwarded) or one `outcome` record (its intent was made durable).

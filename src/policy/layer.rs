@@ -1,12 +1,10 @@
 //! The policy layer: evaluates each validated call and forwards only what policy allows.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use crate::call::{AssociateCall, AssociateReply};
+use crate::call::{AssociateCall, AssociateReply, CallFuture};
 use crate::errors::GatewayError;
 use crate::policy::Policies;
 
@@ -42,7 +40,7 @@ pub struct PolicyService<S> {
     policies: Policies,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<AssociateReply, GatewayError>> + Send>>;
+type BoxFuture = CallFuture;
 
 impl<S> Service<AssociateCall> for PolicyService<S>
 where
