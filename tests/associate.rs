@@ -308,3 +308,29 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_cleanly() {
     let reply = in_flight.await.unwrap();
     assert!(reply.is_ok(), "the in-flight call finished: {reply:?}");
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_before_it_is_decoded() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    let mut client = gw.client().await;
+    // server.max_message_bytes defaults to 64 KiB; requests are a few hundred bytes.
+    let message = request(|r| {
+        r.associate_entire_account = true;
+        r.consumer_region = "x".repeat(100 * 1024);
+    });
+    let status = client
+        .associate_consumer(gateway::as_caller(REPORTING, message))
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(emulator.counter(OP, "received"), 0);
+    // The connection is still usable afterwards.
+    let ok = client
+        .associate_consumer(gateway::as_caller(
+            REPORTING,
+            request(|r| r.associate_entire_account = true),
+        ))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
