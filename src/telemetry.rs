@@ -36,6 +36,8 @@ const EXPORT_BATCH: usize = 512;
 const EXPORT_DELAY: Duration = Duration::from_millis(500);
 /// How long one export may take before it is abandoned (its spans counted as dropped).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Export requests in flight at once: one slow request must not hold up the others.
+const EXPORTS_IN_FLIGHT: usize = 4;
 
 /// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes it.
 #[derive(Debug, Default)]
@@ -374,6 +376,8 @@ impl QueueProcessor {
         let (spans, mut queue) = mpsc::channel::<SpanData>(SPAN_QUEUE);
         let (control, mut flushes) = mpsc::unbounded_channel::<std::sync::mpsc::Sender<()>>();
         let counter = dropped.clone();
+        let exporter = Arc::new(exporter);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(EXPORTS_IN_FLIGHT));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(EXPORT_BATCH);
             // When the oldest span of a partial batch is due: counted from its arrival, so a
@@ -394,30 +398,37 @@ impl QueueProcessor {
                     ack = flushes.recv() => flush = Some(ack),
                     () = sleep_until(due), if due.is_some() => flush = Some(None),
                 }
-                if let Some(ack) = &flush {
+                if flush.is_some() {
                     // Take everything already queued before answering a flush.
                     while let Ok(span) = queue.try_recv() {
                         batch.push(span);
                     }
-                    let _ = ack;
                 }
                 if batch.len() >= EXPORT_BATCH || (flush.is_some() && !batch.is_empty()) {
                     for chunk in std::mem::take(&mut batch).chunks(EXPORT_BATCH) {
-                        let n = chunk.len() as u64;
-                        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk.to_vec()))
-                            .await
-                        {
-                            Ok(Ok(())) => {}
-                            _ => {
+                        // The semaphore is never closed, so acquiring only waits for a slot.
+                        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let (exporter, counter, chunk) =
+                            (exporter.clone(), counter.clone(), chunk.to_vec());
+                        tokio::spawn(async move {
+                            let n = chunk.len() as u64;
+                            let exported =
+                                tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(chunk)).await;
+                            if !matches!(exported, Ok(Ok(()))) {
                                 counter.fetch_add(n, Ordering::Relaxed);
                             }
-                        }
+                            drop(slot);
+                        });
                     }
                 }
                 if batch.is_empty() {
                     due = None;
                 }
                 if let Some(Some(ack)) = flush {
+                    // A flush is answered once every export it started has finished.
+                    let _all = in_flight.acquire_many(EXPORTS_IN_FLIGHT as u32).await;
                     let _ = ack.send(());
                 }
                 if queue.is_closed() && queue.is_empty() && batch.is_empty() {
