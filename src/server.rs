@@ -618,12 +618,11 @@ impl App {
                 }
             });
         }
-        {
-            let mut stop = stop_rx.clone();
-            tokio::spawn(crate::admin::serve(admin, metrics, ready_rx, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }));
-        }
+        // The admin listener outlives the drain, so the last scrape sees the final counts.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready_rx, async move {
+            let _ = admin_stopped.await;
+        }));
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -684,6 +683,8 @@ impl App {
         tokio::select! {
             done = &mut serving => {
                 audit.close().await;
+                let _ = admin_stop.send(());
+                let _ = admin_task.await;
                 return flatten(done);
             }
             () = shutdown => {}
@@ -704,6 +705,8 @@ impl App {
         // Calls that outlived their callers are still recorded: the writer drains its queue.
         audit.close().await;
         telemetry.shutdown(Duration::from_secs(2)).await;
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
         served
     }
 }

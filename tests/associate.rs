@@ -334,3 +334,53 @@ async fn an_oversized_message_is_refused_before_it_is_decoded() {
         .await;
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+#[tokio::test]
+async fn during_the_shutdown_drain_readyz_says_not_ready_and_metrics_still_answer() {
+    let emulator = Emulator::start();
+    let mut gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator.inject_fault(
+        serde_json::json!({"kind": "latency", "latency_ms": 1500, "operation": OP, "count": 1}),
+    );
+    let mut client = gw.client().await;
+    let in_flight = tokio::spawn(async move {
+        client
+            .associate_consumer(gateway::as_caller(
+                REPORTING,
+                request(|r| r.associate_entire_account = true),
+            ))
+            .await
+    });
+    while emulator.counter(OP, "received") == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let pid = gw.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Bounded wait for the drain to begin.
+    let mut ready = 200;
+    for _ in 0..100 {
+        ready = support::prometheus::get(gw.admin, "/readyz").await.0;
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, 503, "not ready while draining");
+    let (status, body) = support::prometheus::get(gw.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("datashare_gateway_in_flight_calls 1"),
+        "{body}"
+    );
+    assert!(
+        in_flight.await.unwrap().is_ok(),
+        "the in-flight call finished"
+    );
+    assert!(gw.terminate().await, "exits 0 after the drain");
+}
