@@ -47,11 +47,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn tracing_enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Spans dropped so far (queue full, or export failed or timed out).
     pub fn dropped_spans(&self) -> Arc<AtomicU64> {
         self.dropped.clone()

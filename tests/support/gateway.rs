@@ -14,14 +14,19 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-/// The consumer account the gateway acts as (the emulator's dev fixture).
-pub const CONSUMER_ACCOUNT: &str = "444455556666";
-/// The consumer account's access key in the emulator's fixtures.
-pub const CONSUMER_ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
-/// Its secret.
-pub const CONSUMER_SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+// The fixture values are the emulator's; the gateway acts as its consumer account.
+/// The consumer account's provisioned namespace.
+pub use super::emulator::CONSUMER_NAMESPACE as PROVISIONED_NS;
+/// The consumer account's serverless namespace.
+pub use super::emulator::CONSUMER_SERVERLESS_NAMESPACE as SERVERLESS_NS;
+pub use super::emulator::{CONSUMER_ACCOUNT, FINANCE_SHARE, SALES_SHARE, repo_root};
 
-/// Dev principals from `examples/policies/principals.toml`.
+/// The consumer account's access key in the emulator's fixtures.
+pub const CONSUMER_ACCESS_KEY: &str = super::emulator::CONSUMER_KEY.0;
+/// Its secret.
+pub const CONSUMER_SECRET_KEY: &str = super::emulator::CONSUMER_KEY.1;
+
+/// Dev principals from `examples/policies/principals.toml`: group `data-platform`.
 pub const REPORTING: &str = "spiffe://example.internal/ns/data/sa/reporting";
 /// Group `analytics`.
 pub const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
@@ -29,21 +34,6 @@ pub const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
 pub const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
 /// Groups `data-platform` and `data-writers`.
 pub const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
-
-/// `sales_share`: authorized for the consumer account (AVAILABLE).
-pub const SALES_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-/// `finance_share`: never granted to the consumer account.
-pub const FINANCE_SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/finance_share";
-/// The consumer account's provisioned namespace.
-pub const PROVISIONED_NS: &str =
-    "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
-/// The consumer account's serverless namespace.
-pub const SERVERLESS_NS: &str = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
-
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// How callers authenticate to the gateway under test.
 #[derive(Clone, Debug)]

@@ -1,6 +1,12 @@
 //! Shared by the integration tests: starts the emulator and the gateway as real processes on
 //! ephemeral ports and tears them down.
-#![allow(dead_code, unreachable_pub, missing_debug_implementations)]
+// Each test binary uses a different part of the support, so unused items are expected here.
+#![allow(
+    unused_imports,
+    dead_code,
+    unreachable_pub,
+    missing_debug_implementations
+)]
 
 pub mod emulator;
 pub mod gateway;
