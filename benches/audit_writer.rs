@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use datashare_gateway::audit::{
-    AuditConfig, AuditLog, AuditStats, CallFacts, DecisionRecord, OutcomeFacts, ParamsRecord,
-    RecordBody,
+    AuditConfig, AuditLog, AuditStats, CallFacts, DecisionRecord, OutcomeFacts, RecordBody,
 };
 use hdrhistogram::Histogram;
 
@@ -34,18 +33,14 @@ fn body(i: usize) -> RecordBody {
         received_at: "2026-11-25T18:00:00.123456789Z".into(),
         principal: Some("spiffe://corp.example/ns/analytics/sa/loader".into()),
         groups: vec!["producers".into(), "analytics".into()],
-        params: ParamsRecord {
-            data_share_arn:
-                "arn:aws:redshift:us-east-1:123456789012:datashare:a1b2c3d4-5678-90ab-cdef-EXAMPLE11111/sales_share"
-                    .into(),
-            associate_entire_account: false,
-            consumer_arn:
-                "arn:aws:redshift-serverless:us-east-1:210987654321:namespace/b1c2d3e4-5678-90ab-cdef-EXAMPLE22222"
-                    .into(),
-            consumer_region: String::new(),
-            allow_writes: Some(false),
-            validate_only: false,
-        },
+        params: serde_json::json!({
+            "data_share_arn": "arn:aws:redshift:us-east-1:123456789012:datashare:a1b2c3d4-5678-90ab-cdef-EXAMPLE11111/sales_share",
+            "associate_entire_account": false,
+            "consumer_arn": "arn:aws:redshift-serverless:us-east-1:210987654321:namespace/b1c2d3e4-5678-90ab-cdef-EXAMPLE22222",
+            "consumer_region": "",
+            "allow_writes": false,
+            "validate_only": false,
+        }),
         decision: Some(DecisionRecord {
             allowed: true,
             determining_policies: vec!["permit-analytics-sales".into()],

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use criterion::Criterion;
 use datashare_gateway::arn::{AccountId, DataShareArn, NamespaceArn};
-use datashare_gateway::call::{AssociateRequest, ConsumerTarget, Principal};
+use datashare_gateway::call::Principal;
+use datashare_gateway::ops::associate::AssociateRequest;
+use datashare_gateway::ops::{AssociateConsumer, ConsumerTarget};
 use datashare_gateway::policy::{Policies, PolicyConfig};
 
 const ORG: [&str; 3] = ["111122223333", "444455556666", "777788889999"];
@@ -95,13 +97,13 @@ fn main() {
     let (principal, request) = call();
     for (name, (_, policies)) in &sets {
         println!("{name}: {} policies loaded", policies.len());
-        assert!(policies.evaluate(&principal, &request).allowed);
+        assert!(policies.evaluate::<AssociateConsumer>(&principal, &request).allowed);
     }
 
     let mut criterion = Criterion::default().configure_from_args();
     for (name, (_, policies)) in &sets {
         criterion.bench_function(&format!("evaluate/{name}"), |b| {
-            b.iter(|| policies.evaluate(black_box(&principal), black_box(&request)))
+            b.iter(|| policies.evaluate::<AssociateConsumer>(black_box(&principal), black_box(&request)))
         });
     }
     criterion.final_summary();
@@ -111,11 +113,11 @@ fn main() {
         let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
             .expect("histogram");
         for _ in 0..1_000 {
-            black_box(policies.evaluate(&principal, &request));
+            black_box(policies.evaluate::<AssociateConsumer>(&principal, &request));
         }
         for _ in 0..20_000 {
             let start = Instant::now();
-            black_box(policies.evaluate(black_box(&principal), black_box(&request)));
+            black_box(policies.evaluate::<AssociateConsumer>(black_box(&principal), black_box(&request)));
             let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             histogram.saturating_record(nanos.max(1));
         }

@@ -1,18 +1,9 @@
-//! The gateway's error type and the one place it becomes a `tonic::Status`.
+//! The gateway's error type: why a call did not succeed, in the gateway's own terms.
 //!
-//! Every error status carries `google.rpc.ErrorInfo` (reason, domain [`ERROR_DOMAIN`], metadata
-//! with the request id and, for Redshift faults, the AWS error code and request id). Invalid
-//! input carries `google.rpc.BadRequest`; throttling carries `google.rpc.RetryInfo`. Messages
-//! help the caller and never carry credentials, signatures or internal causes.
+//! Nothing here names a gRPC code: `status` is the one place an error becomes a `tonic::Status`,
+//! and `upstream` the one place an AWS SDK error becomes an [`UpstreamFault`].
 
-use std::collections::HashMap;
 use std::time::Duration;
-
-use tonic::Code;
-use tonic_types::{ErrorDetails, StatusExt};
-
-/// The `google.rpc.ErrorInfo` domain of every error the gateway returns.
-pub const ERROR_DOMAIN: &str = "datashare-gateway";
 
 /// One invalid field and the rule it breaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,44 +14,93 @@ pub struct FieldViolation {
     pub description: String,
 }
 
-/// How a Redshift call failed, classified once in `upstream`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpstreamFault {
-    /// A modeled or common AWS error answered by Redshift (or the emulator).
-    Service {
-        /// The gRPC code the fault table gives this AWS error.
-        code: Code,
-        /// The AWS error code (`InvalidDataShareFault`, `Throttling`, ...).
-        aws_code: String,
-        /// Redshift's message, passed on when it helps the caller.
-        message: Option<String>,
-        /// The HTTP status Redshift answered with.
-        http_status: u16,
-    },
+/// What kind of fault Redshift (or the way to it) answered with, in AWS-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The resource is not in a state that allows the operation (a datashare not available to
+    /// this account, an unsupported operation).
+    InvalidState,
+    /// A named resource (namespace, datashare) does not exist.
+    NotFound,
+    /// Redshift refused a parameter.
+    InvalidParameter,
+    /// Redshift says the account may not do this.
+    Unauthorized,
     /// Redshift kept throttling after the SDK's retries.
-    Throttled {
-        /// The AWS error code.
-        aws_code: String,
-        /// How long the caller should wait before retrying.
-        retry_after: Duration,
-    },
-    /// Redshift rejected the gateway's own credentials (or the gateway has none).
-    CredentialsRejected {
-        /// The AWS error code, when Redshift answered.
-        aws_code: Option<String>,
-    },
+    Throttled,
+    /// Redshift failed on its side (5xx) after the SDK's retries.
+    ServiceFailure,
     /// The SDK's attempt or operation timeout ran out.
     Timeout,
     /// No connection could be made or it broke (refused, reset, closed).
     Unreachable,
+    /// Redshift rejected the gateway's own credentials (or the gateway has none).
+    CredentialsRejected,
     /// Anything else: an unparseable answer, an unknown error.
-    Unknown {
-        /// The AWS error code, if any.
-        aws_code: Option<String>,
-    },
+    Unknown,
 }
 
-/// Why a call did not succeed. Converted to a status only by [`GatewayError::to_status`].
+impl FaultKind {
+    /// Every kind, in the order the fault table lists them.
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::InvalidState,
+        FaultKind::NotFound,
+        FaultKind::InvalidParameter,
+        FaultKind::Unauthorized,
+        FaultKind::Throttled,
+        FaultKind::ServiceFailure,
+        FaultKind::Timeout,
+        FaultKind::Unreachable,
+        FaultKind::CredentialsRejected,
+        FaultKind::Unknown,
+    ];
+
+    /// The `ErrorInfo` reason when Redshift gave no error code.
+    pub fn default_reason(self) -> &'static str {
+        match self {
+            FaultKind::InvalidState => "UPSTREAM_INVALID_STATE",
+            FaultKind::NotFound => "UPSTREAM_NOT_FOUND",
+            FaultKind::InvalidParameter => "UPSTREAM_INVALID_PARAMETER",
+            FaultKind::Unauthorized => "UPSTREAM_UNAUTHORIZED",
+            FaultKind::Throttled => "TooManyRequests",
+            FaultKind::ServiceFailure => "UPSTREAM_FAILURE",
+            FaultKind::Timeout => "UPSTREAM_TIMEOUT",
+            FaultKind::Unreachable => "UPSTREAM_UNREACHABLE",
+            FaultKind::CredentialsRejected => "UPSTREAM_CREDENTIALS",
+            FaultKind::Unknown => "UPSTREAM_UNKNOWN",
+        }
+    }
+}
+
+/// How a Redshift call failed, classified once in `upstream`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamFault {
+    /// What kind of fault.
+    pub kind: FaultKind,
+    /// The AWS error code (`InvalidDataShareFault`, `Throttling`, ...), when Redshift gave one.
+    pub aws_code: Option<String>,
+    /// Redshift's message, passed on when it helps the caller (modeled and parameter errors).
+    pub message: Option<String>,
+    /// The HTTP status Redshift answered with, when it answered.
+    pub http_status: Option<u16>,
+    /// For throttling: how long the caller should wait before retrying.
+    pub retry_after: Option<Duration>,
+}
+
+impl UpstreamFault {
+    /// A fault of `kind` with nothing else known.
+    pub fn of_kind(kind: FaultKind) -> Self {
+        UpstreamFault {
+            kind,
+            aws_code: None,
+            message: None,
+            http_status: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// Why a call did not succeed. Converted to a status only by `status::to_status`.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The request breaks one or more field rules.
@@ -75,8 +115,9 @@ pub enum GatewayError {
         /// The policies that determined the denial (empty: nothing permitted it).
         determining_policies: Vec<String>,
     },
-    /// The audit trail cannot make the call's record durable, so the call is refused.
-    #[error("the audit trail is unavailable; the call was not forwarded")]
+    /// The audit trail cannot make the call's record durable, so the call is refused (or, for a
+    /// call that changes nothing, its answer withheld).
+    #[error("the audit trail is unavailable; the call was not completed")]
     AuditUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The gateway is at its concurrency limit.
     #[error("the gateway is overloaded; retry with backoff")]
@@ -106,53 +147,25 @@ fn describe_violations(violations: &[FieldViolation]) -> String {
 }
 
 fn describe_upstream(fault: &UpstreamFault) -> String {
-    match fault {
-        UpstreamFault::Service {
-            aws_code,
-            message: Some(m),
-            ..
-        } => format!("Redshift: {aws_code}: {m}"),
-        UpstreamFault::Service {
-            aws_code,
-            message: None,
-            ..
-        } => format!("Redshift: {aws_code}"),
-        UpstreamFault::Throttled { .. } => {
+    match (fault.kind, &fault.aws_code, &fault.message) {
+        (FaultKind::Throttled, _, _) => {
             "Redshift is throttling requests; retry after the suggested delay".into()
         }
-        UpstreamFault::CredentialsRejected { .. } => {
+        (FaultKind::CredentialsRejected, _, _) => {
             "the gateway's own AWS credentials were rejected; this is not the caller's fault".into()
         }
-        UpstreamFault::Timeout => "Redshift did not answer in time".into(),
-        UpstreamFault::Unreachable => "Redshift could not be reached".into(),
-        UpstreamFault::Unknown { .. } => {
+        (FaultKind::Timeout, _, _) => "Redshift did not answer in time".into(),
+        (FaultKind::Unreachable, _, _) => "Redshift could not be reached".into(),
+        (FaultKind::Unknown, _, _) => {
             "Redshift's answer could not be understood; the outcome is unknown".into()
         }
+        (_, Some(code), Some(message)) => format!("Redshift: {code}: {message}"),
+        (_, Some(code), None) => format!("Redshift: {code}"),
+        (kind, None, _) => format!("Redshift: {}", kind.default_reason()),
     }
 }
 
 impl GatewayError {
-    /// The gRPC code of this error: the fault table, in code.
-    pub fn code(&self) -> Code {
-        match self {
-            GatewayError::InvalidArgument(_) => Code::InvalidArgument,
-            GatewayError::Unauthenticated(_) => Code::Unauthenticated,
-            GatewayError::PolicyDenied { .. } => Code::PermissionDenied,
-            GatewayError::AuditUnavailable(_) => Code::Unavailable,
-            GatewayError::Overloaded => Code::ResourceExhausted,
-            GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
-            GatewayError::Upstream { fault, .. } => match fault {
-                UpstreamFault::Service { code, .. } => *code,
-                UpstreamFault::Throttled { .. } => Code::ResourceExhausted,
-                UpstreamFault::CredentialsRejected { .. } => Code::Internal,
-                UpstreamFault::Timeout => Code::DeadlineExceeded,
-                UpstreamFault::Unreachable => Code::Unavailable,
-                UpstreamFault::Unknown { .. } => Code::Unknown,
-            },
-            GatewayError::Internal(_) => Code::Internal,
-        }
-    }
-
     /// The `ErrorInfo` reason: the AWS error code for Redshift faults, else the gateway's own.
     pub fn reason(&self) -> String {
         match self {
@@ -162,18 +175,10 @@ impl GatewayError {
             GatewayError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
             GatewayError::Overloaded => "OVERLOADED".into(),
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
-            GatewayError::Upstream { fault, .. } => match fault {
-                UpstreamFault::Service { aws_code, .. }
-                | UpstreamFault::Throttled { aws_code, .. } => aws_code.clone(),
-                UpstreamFault::CredentialsRejected { aws_code } => aws_code
-                    .clone()
-                    .unwrap_or_else(|| "UPSTREAM_CREDENTIALS".into()),
-                UpstreamFault::Timeout => "UPSTREAM_TIMEOUT".into(),
-                UpstreamFault::Unreachable => "UPSTREAM_UNREACHABLE".into(),
-                UpstreamFault::Unknown { aws_code } => aws_code
-                    .clone()
-                    .unwrap_or_else(|| "UPSTREAM_UNKNOWN".into()),
-            },
+            GatewayError::Upstream { fault, .. } => fault
+                .aws_code
+                .clone()
+                .unwrap_or_else(|| fault.kind.default_reason().into()),
             GatewayError::Internal(_) => "INTERNAL".into(),
         }
     }
@@ -181,59 +186,9 @@ impl GatewayError {
     /// The AWS error code, for Redshift faults that carry one.
     pub fn aws_error_code(&self) -> Option<&str> {
         match self {
-            GatewayError::Upstream { fault, .. } => match fault {
-                UpstreamFault::Service { aws_code, .. }
-                | UpstreamFault::Throttled { aws_code, .. } => Some(aws_code),
-                UpstreamFault::CredentialsRejected { aws_code }
-                | UpstreamFault::Unknown { aws_code } => aws_code.as_deref(),
-                _ => None,
-            },
+            GatewayError::Upstream { fault, .. } => fault.aws_code.as_deref(),
             _ => None,
         }
-    }
-
-    /// Builds the status the caller receives, with its rich error details.
-    pub fn to_status(&self, request_id: &str) -> tonic::Status {
-        let mut metadata = HashMap::from([("request_id".to_owned(), request_id.to_owned())]);
-        let mut details = ErrorDetails::new();
-        match self {
-            GatewayError::InvalidArgument(violations) => {
-                for v in violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
-                }
-            }
-            GatewayError::PolicyDenied {
-                determining_policies,
-            } => {
-                metadata.insert(
-                    "determining_policies".into(),
-                    determining_policies.join(","),
-                );
-            }
-            GatewayError::Overloaded => {
-                details.set_retry_info(Some(Duration::from_millis(100)));
-            }
-            GatewayError::Upstream {
-                fault,
-                aws_request_id,
-            } => {
-                if let Some(id) = aws_request_id {
-                    metadata.insert("aws_request_id".into(), id.clone());
-                }
-                if let Some(code) = self.aws_error_code() {
-                    metadata.insert("aws_error_code".into(), code.to_owned());
-                }
-                if let UpstreamFault::Throttled { retry_after, .. } = fault {
-                    details.set_retry_info(Some(*retry_after));
-                }
-                if let UpstreamFault::Service { http_status, .. } = fault {
-                    metadata.insert("http_status".into(), http_status.to_string());
-                }
-            }
-            _ => {}
-        }
-        details.set_error_info(self.reason(), ERROR_DOMAIN, metadata);
-        tonic::Status::with_error_details(self.code(), self.to_string(), details)
     }
 }
 
@@ -242,70 +197,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn invalid_argument_names_each_field_and_rule() {
+    fn an_upstream_reason_is_the_aws_code_or_the_kinds_own() {
+        let coded = GatewayError::Upstream {
+            fault: UpstreamFault {
+                aws_code: Some("Throttling".into()),
+                ..UpstreamFault::of_kind(FaultKind::Throttled)
+            },
+            aws_request_id: None,
+        };
+        assert_eq!(coded.reason(), "Throttling");
+        let bare = GatewayError::Upstream {
+            fault: UpstreamFault::of_kind(FaultKind::Timeout),
+            aws_request_id: None,
+        };
+        assert_eq!(bare.reason(), "UPSTREAM_TIMEOUT");
+        assert_eq!(bare.aws_error_code(), None);
+    }
+
+    #[test]
+    fn every_violation_is_in_the_message() {
         let err = GatewayError::InvalidArgument(vec![
             FieldViolation {
                 field: "data_share_arn",
                 description: "must not be empty".into(),
             },
             FieldViolation {
-                field: "consumer_region",
-                description: "region must look like us-east-1".into(),
+                field: "page_size",
+                description: "must not be negative".into(),
             },
         ]);
-        let status = err.to_status("req-1");
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status
-                .message()
-                .contains("data_share_arn: must not be empty")
-        );
-        let details = status.get_error_details();
-        let bad = details.bad_request().expect("BadRequest detail");
-        let fields: Vec<_> = bad
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
-        assert_eq!(fields, ["data_share_arn", "consumer_region"]);
-        let info = details.error_info().expect("ErrorInfo detail");
-        assert_eq!(info.reason, "INVALID_REQUEST");
-        assert_eq!(info.domain, ERROR_DOMAIN);
         assert_eq!(
-            info.metadata.get("request_id").map(String::as_str),
-            Some("req-1")
+            err.to_string(),
+            "invalid request: data_share_arn: must not be empty; page_size: must not be negative"
         );
-    }
-
-    #[test]
-    fn throttling_carries_retry_info_and_the_aws_code() {
-        let err = GatewayError::Upstream {
-            fault: UpstreamFault::Throttled {
-                aws_code: "Throttling".into(),
-                retry_after: Duration::from_secs(2),
-            },
-            aws_request_id: Some("aws-req".into()),
-        };
-        let status = err.to_status("req-2");
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        let details = status.get_error_details();
-        assert_eq!(
-            details.retry_info().and_then(|r| r.retry_delay),
-            Some(Duration::from_secs(2))
-        );
-        let info = details.error_info().expect("ErrorInfo");
-        assert_eq!(info.reason, "Throttling");
-        assert_eq!(
-            info.metadata.get("aws_request_id").map(String::as_str),
-            Some("aws-req")
-        );
-    }
-
-    #[test]
-    fn internal_errors_do_not_leak_their_cause() {
-        let err = GatewayError::Internal("secret=wJalrXUtnFEMI".into());
-        let status = err.to_status("req-3");
-        assert_eq!(status.code(), Code::Internal);
-        assert!(!status.message().contains("wJalr"));
     }
 }

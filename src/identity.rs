@@ -1,19 +1,21 @@
 //! Who the caller is: the principal from a verified client certificate (mTLS) or, in insecure
 //! mode only, the `x-caller-id` metadata; and the caller's groups from the configuration.
 //!
-//! The transport decides the [`CallerCredential`] (see [`credential_for`]); [`IdentityLayer`]
+//! The transport decides the [`CallerCredential`] (see [`credential_for`]); [`Authenticate`]
 //! turns it into a [`Principal`] with groups from the [`PrincipalDirectory`], or refuses the call.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::Deserialize;
-use tower::{Layer, Service};
+use tower::Service;
 use x509_parser::extensions::GeneralName;
 
-use crate::call::{AssociateCall, AssociateReply, CallFuture, CallerCredential, Principal};
+use crate::call::{
+    Authenticated, Call, CallFuture, CallerCredential, Operation, Principal, Received,
+};
 use crate::errors::GatewayError;
+use crate::middleware::Middleware;
 
 /// The metadata key that names the caller in insecure mode.
 pub const CALLER_ID_HEADER: &str = "x-caller-id";
@@ -91,7 +93,7 @@ pub fn principal_from_certificate(der: &[u8]) -> Result<String, IdentityError> {
 /// What the transport establishes about a caller, for the gRPC handler: in mTLS mode the
 /// principal of the verified leaf certificate (the `x-caller-id` header is ignored); in insecure
 /// mode the `x-caller-id` value when it is set and not empty. Anything else is
-/// [`CallerCredential::None`], which [`IdentityLayer`] refuses.
+/// [`CallerCredential::None`], which [`Authenticate`] refuses.
 pub fn credential_for(
     mode: AuthMode,
     leaf_certificate_der: Option<&[u8]>,
@@ -109,38 +111,19 @@ pub fn credential_for(
     }
 }
 
-/// Establishes the caller's principal and groups; calls without an identity end here.
+/// Establishes the caller's principal and groups; calls without an identity end here with
+/// `Unauthenticated`.
 #[derive(Clone, Debug)]
-pub struct IdentityLayer {
+pub struct Authenticate {
     directory: Arc<PrincipalDirectory>,
 }
 
-impl IdentityLayer {
-    /// A layer that looks groups up in `directory`.
+impl Authenticate {
+    /// Looks groups up in `directory`.
     pub fn new(directory: Arc<PrincipalDirectory>) -> Self {
-        IdentityLayer { directory }
+        Authenticate { directory }
     }
-}
 
-impl<S> Layer<S> for IdentityLayer {
-    type Service = Identity<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Identity {
-            inner,
-            directory: self.directory.clone(),
-        }
-    }
-}
-
-/// The service made by [`IdentityLayer`].
-#[derive(Clone, Debug)]
-pub struct Identity<S> {
-    inner: S,
-    directory: Arc<PrincipalDirectory>,
-}
-
-impl<S> Identity<S> {
     fn principal(&self, credential: &CallerCredential) -> Result<Principal, GatewayError> {
         let id = match credential {
             CallerCredential::Certificate(id) | CallerCredential::Header(id) if !id.is_empty() => {
@@ -169,31 +152,20 @@ impl<S> Identity<S> {
     }
 }
 
-impl<S> Service<AssociateCall> for Identity<S>
-where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = AssociateReply;
-    type Error = GatewayError;
-    type Future = CallFuture;
+impl<Op: Operation> Middleware<Op, Received> for Authenticate {
+    type Out = Authenticated;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut call: AssociateCall) -> Self::Future {
+    fn handle<S, F>(&self, call: Call<Op, Received>, mut next: S) -> CallFuture<Op::Reply>
+    where
+        S: Service<Call<Op, Self::Out>, Response = Op::Reply, Error = GatewayError, Future = F>
+            + Send
+            + 'static,
+        F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
+    {
         match self.principal(&call.ctx.credential) {
             Ok(principal) => {
                 call.trail.lock().principal = Some(principal.clone());
-                call.ctx.principal = Some(principal);
-                // Take the service that was driven to readiness; leave a fresh clone behind.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(call).await })
+                Box::pin(next.call(call.advance(Authenticated { principal })))
             }
             Err(err) => Box::pin(async move { Err(err) }),
         }
@@ -201,13 +173,16 @@ where
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::call::{AssociateParams, CallContext, Method, Trail};
+    use crate::middleware::MiddlewareLayer;
+    use crate::testing::{Counting, associate_call};
     use rcgen::{CertificateParams, DnType, KeyPair, SanType};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Instant, SystemTime};
-    use tonic::Code;
+    use tower::Layer;
+
+    fn call_with(credential: CallerCredential) -> Call<crate::ops::AssociateConsumer> {
+        associate_call(credential, Default::default())
+    }
 
     fn cert(uris: &[&str], dns: &[&str], cn: Option<&str>) -> Vec<u8> {
         let mut params = CertificateParams::default();
@@ -315,49 +290,6 @@ pub(crate) mod tests {
         );
     }
 
-    /// Builds a call with the given credential, for identity and policy tests.
-    pub(crate) fn call_with(credential: CallerCredential) -> AssociateCall {
-        AssociateCall {
-            ctx: CallContext {
-                method: Method::AssociateConsumer,
-                request_id: "req-1".into(),
-                trace_id: None,
-                peer: None,
-                credential,
-                principal: None,
-                received_at: SystemTime::now(),
-                started: Instant::now(),
-                deadline: None,
-            },
-            params: AssociateParams::default(),
-            request: None,
-            trail: Arc::new(Trail::default()),
-        }
-    }
-
-    /// An inner service that counts its calls and answers with an empty datashare.
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct Counting {
-        pub(crate) calls: Arc<AtomicUsize>,
-        pub(crate) seen: Arc<std::sync::Mutex<Option<Principal>>>,
-    }
-
-    impl Service<AssociateCall> for Counting {
-        type Response = AssociateReply;
-        type Error = GatewayError;
-        type Future = CallFuture;
-
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, call: AssociateCall) -> Self::Future {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            *self.seen.lock().unwrap() = call.ctx.principal.clone();
-            Box::pin(async { Ok(AssociateReply::Associated(Default::default())) })
-        }
-    }
-
     fn directory() -> Arc<PrincipalDirectory> {
         Arc::new(PrincipalDirectory::from([(
             SPIFFE.to_owned(),
@@ -369,24 +301,33 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn no_credential_is_unauthenticated_and_not_forwarded() {
-        let inner = Counting::default();
-        let mut svc = IdentityLayer::new(directory()).layer(inner.clone());
+        let inner = Counting::<Authenticated>::default();
+        let mut svc = MiddlewareLayer::new(Authenticate::new(directory())).layer(inner.clone());
         for credential in [
             CallerCredential::None,
             CallerCredential::Header(String::new()),
             CallerCredential::Certificate(String::new()),
         ] {
             let err = svc.call(call_with(credential)).await.unwrap_err();
-            assert_eq!(err.code(), Code::Unauthenticated);
+            assert!(matches!(err, GatewayError::Unauthenticated(_)));
             assert!(err.to_string().starts_with("no caller identity"));
         }
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(inner.count(), 0);
+    }
+
+    fn seen(inner: &Counting<Authenticated>) -> Option<Principal> {
+        inner
+            .last_stage
+            .lock()
+            .unwrap()
+            .clone()
+            .map(|stage| stage.principal)
     }
 
     #[tokio::test]
     async fn groups_are_looked_up_and_recorded_in_the_trail() {
-        let inner = Counting::default();
-        let mut svc = IdentityLayer::new(directory()).layer(inner.clone());
+        let inner = Counting::<Authenticated>::default();
+        let mut svc = MiddlewareLayer::new(Authenticate::new(directory())).layer(inner.clone());
         let call = call_with(CallerCredential::Certificate(SPIFFE.into()));
         let trail = call.trail.clone();
         svc.call(call).await.unwrap();
@@ -394,19 +335,19 @@ pub(crate) mod tests {
             id: SPIFFE.into(),
             groups: vec!["data-platform".into()],
         };
-        assert_eq!(inner.seen.lock().unwrap().clone(), Some(expected.clone()));
+        assert_eq!(seen(&inner), Some(expected.clone()));
         assert_eq!(trail.snapshot().principal, Some(expected));
 
         // Unknown principals are authenticated, with no groups.
         let call = call_with(CallerCredential::Header("stranger".into()));
         svc.call(call).await.unwrap();
         assert_eq!(
-            inner.seen.lock().unwrap().clone(),
+            seen(&inner),
             Some(Principal {
                 id: "stranger".into(),
                 groups: vec![]
             })
         );
-        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(inner.count(), 2);
     }
 }

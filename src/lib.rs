@@ -1,26 +1,49 @@
 //! datashare-gateway: the audited, policy-checked gRPC door to Amazon Redshift's
-//! `AssociateDataShareConsumer`.
+//! datashare-consumer operations (associate, disassociate, list).
 //!
 //! # Layout
 //!
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 //! - [`proto`]: generated code for `datasharing.v1` and its descriptor set; nothing else.
 //! - [`arn`]: datashare and namespace ARNs, account ids and region names; the only parser of them.
-//! - [`call`]: the typed call that the middleware stack passes along.
-//! - [`validation`]: turns the decoded request into a validated one, naming each bad field.
+//! - [`call`]: the [`call::Operation`] trait and the typed [`call::Call`] the stack passes along,
+//!   stage by stage.
+//! - [`ops`]: the operations (AssociateConsumer, DisassociateConsumer, ListConsumerDataShares):
+//!   parameters, validation rules, policy input, proto glue.
+//! - [`middleware`]: the tower `Layer` + `Service` skeleton every layer of the stack shares.
+//! - [`validation`]: the layer that validates each call with its operation's rules.
 //! - [`identity`]: who the caller is (mTLS certificate or, in insecure mode, `x-caller-id`).
 //! - [`policy`]: Cedar policies, their schema, hot reload, and the policy layer.
 //! - [`audit`]: the durable, hash-chained audit trail, its layers and `audit verify`.
 //! - [`limits`]: a bound on concurrent upstream calls.
 //! - [`metrics`]: Prometheus metrics and the layer that counts calls.
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`
-//!   classification.
-//! - [`errors`]: the gateway's error type and the one mapping to `tonic::Status`.
+//!   classification into AWS-neutral fault kinds; the only module naming AWS SDK types.
+//! - [`errors`]: the gateway's error type, in its own terms (no gRPC code).
+//! - [`status`]: the one mapping of errors to `tonic::Status`, and the fault table.
 //! - [`config`]: the TOML configuration, validated at start.
 //! - [`server`]: wiring: the middleware stack, the gRPC handler, health, reflection, serving.
 //! - [`telemetry`]: logs and signals.
 //! - [`emulator`]: a Redshift emulator speaking the AWS Query protocol, for tests and `dev`.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; the only module with clap types, and the only one that joins the
+//!   gateway and the emulator (the `dev` and `emulator` commands).
+//!
+//! # Adding an operation
+//!
+//! 1. `proto/datasharing/v1/datasharing.proto`: the rpc, its request and response, documented
+//!    with the errors it returns.
+//! 2. `src/ops/<operation>.rs` (and a line in `src/ops/mod.rs`): a type implementing
+//!    [`call::Operation`] (method, whether it changes state, parameters, validation, policy
+//!    input, `validate_only` answer) and [`ops::Rpc`] (proto glue).
+//! 3. `src/upstream/operations.rs`: its [`upstream::Forward`] impl (the SDK call and its output).
+//! 4. `src/server.rs`: one stack field in `Gateway` and a one-line trait method calling
+//!    `serve_call`.
+//! 5. `policy/schema.cedarschema`: its Cedar action; extend the example policies that should
+//!    cover it.
+//! 6. Tests: validation rules beside the code; end to end in `tests/` through the emulator.
+//!
+//! Identity, validation, policy, limits, audit (write-ahead when it changes state), metrics,
+//! spans and the fault mapping apply to it without change.
 
 pub mod admin;
 pub mod arn;
@@ -33,9 +56,14 @@ pub mod errors;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod middleware;
+pub mod ops;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod status;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod upstream;
 pub mod validation;

@@ -2,71 +2,40 @@
 //! `RESOURCE_EXHAUSTED` with a retry hint instead of queueing without end.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::call::{AssociateCall, AssociateReply, CallFuture};
+use crate::call::{Call, CallFuture, Operation};
 use crate::errors::GatewayError;
+use crate::middleware::Middleware;
 
-/// Limits concurrent calls to the inner service.
+/// Limits concurrent calls to the inner service, across every operation.
 #[derive(Clone, Debug)]
-pub struct LimitLayer {
+pub struct Limit {
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
 }
 
-impl LimitLayer {
+impl Limit {
     /// At most `limit` calls at once; a call waits at most `queue_timeout` for a slot.
     pub fn new(limit: usize, queue_timeout: Duration) -> Self {
-        LimitLayer {
+        Limit {
             slots: Arc::new(Semaphore::new(limit)),
             queue_timeout,
         }
     }
 }
 
-impl<S> Layer<S> for LimitLayer {
-    type Service = Limit<S>;
+impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for Limit {
+    type Out = Stage;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Limit {
-            inner,
-            slots: self.slots.clone(),
-            queue_timeout: self.queue_timeout,
-        }
-    }
-}
-
-/// The service made by [`LimitLayer`].
-#[derive(Clone, Debug)]
-pub struct Limit<S> {
-    inner: S,
-    slots: Arc<Semaphore>,
-    queue_timeout: Duration,
-}
-
-impl<S> Service<AssociateCall> for Limit<S>
-where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = AssociateReply;
-    type Error = GatewayError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, call: AssociateCall) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+    fn handle<S, F>(&self, call: Call<Op, Stage>, mut next: S) -> CallFuture<Op::Reply>
+    where
+        S: Service<Call<Op, Stage>, Response = Op::Reply, Error = GatewayError, Future = F> + Send + 'static,
+        F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
+    {
         let slots = self.slots.clone();
         let queue_timeout = self.queue_timeout;
         Box::pin(async move {
@@ -75,7 +44,7 @@ where
                 // The semaphore is never closed; a timeout means every slot stayed busy.
                 Ok(Err(_)) | Err(_) => return Err(GatewayError::Overloaded),
             };
-            inner.call(call).await
+            next.call(call).await
         })
     }
 }
@@ -83,43 +52,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{AssociateParams, CallContext, CallerCredential, Decision, Method, Trail};
-    use std::time::{Instant, SystemTime};
-    use tower::ServiceExt;
+    use crate::call::CallerCredential;
+    use crate::middleware::MiddlewareLayer;
+    use crate::ops::AssociateConsumer;
+    use crate::ops::associate::AssociateReply;
+    use crate::testing::associate_call;
+    use tower::{Layer, ServiceExt};
 
-    fn call() -> AssociateCall {
-        AssociateCall {
-            ctx: CallContext {
-                method: Method::AssociateConsumer,
-                request_id: "r".into(),
-                trace_id: None,
-                peer: None,
-                credential: CallerCredential::None,
-                principal: None,
-                received_at: SystemTime::now(),
-                started: Instant::now(),
-                deadline: None,
-            },
-            params: AssociateParams::default(),
-            request: None,
-            trail: Arc::new(Trail::default()),
-        }
+    fn call() -> Call<AssociateConsumer> {
+        associate_call(CallerCredential::None, Default::default())
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_over_the_limit_is_shed_after_the_queue_timeout() {
         let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let slow = tower::service_fn(move |_call: AssociateCall| {
+        let slow = tower::service_fn(move |_call: Call<AssociateConsumer>| {
             let mut release = release_rx.clone();
             async move {
                 let _ = release.wait_for(|r| *r).await;
-                Ok::<_, GatewayError>(AssociateReply::Validated(Decision {
-                    allowed: true,
-                    determining_policies: vec![],
-                }))
+                Ok::<_, GatewayError>(AssociateReply::Associated(Default::default()))
             }
         });
-        let svc = LimitLayer::new(1, Duration::from_millis(50)).layer(slow);
+        let svc = MiddlewareLayer::new(Limit::new(1, Duration::from_millis(50))).layer(slow);
         let first = tokio::spawn(svc.clone().oneshot(call()));
         tokio::task::yield_now().await;
         let second = svc.clone().oneshot(call()).await;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,9 +12,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::call::{AssociateCall, AssociateReply, CallFuture};
+use crate::call::{Call, CallFuture, Operation, Received};
+use crate::middleware::Middleware;
 use crate::errors::GatewayError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -240,65 +240,36 @@ fn bounded_code(code: &str) -> String {
 
 /// Counts calls, latency, in-flight calls and policy decisions. Outermost, so it sees every call.
 #[derive(Clone, Debug)]
-pub struct MetricsLayer {
+pub struct Measure {
     metrics: Arc<Metrics>,
 }
 
-impl MetricsLayer {
-    /// A layer recording into `metrics`.
+impl Measure {
+    /// Records into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        MetricsLayer { metrics }
+        Measure { metrics }
     }
 }
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Measured<S>;
+impl<Op: Operation> Middleware<Op, Received> for Measure {
+    type Out = Received;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Measured {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// The service made by [`MetricsLayer`].
-#[derive(Clone, Debug)]
-pub struct Measured<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S> Service<AssociateCall> for Measured<S>
-where
-    S: Service<AssociateCall, Response = AssociateReply, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = AssociateReply;
-    type Error = GatewayError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, call: AssociateCall) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+    fn handle<S, F>(&self, call: Call<Op>, mut next: S) -> CallFuture<Op::Reply>
+    where
+        S: Service<Call<Op>, Response = Op::Reply, Error = GatewayError, Future = F> + Send + 'static,
+        F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
+    {
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let method = call.ctx.method.as_str();
+            let method = Op::METHOD;
             let trail = call.trail.clone();
             let started = Instant::now();
             metrics.in_flight.inc();
-            let result = inner.call(call).await;
+            let result = next.call(call).await;
             metrics.in_flight.dec();
             let code = match &result {
                 Ok(_) => tonic::Code::Ok,
-                Err(err) => err.code(),
+                Err(err) => crate::status::code_of(err),
             };
             metrics
                 .calls

@@ -15,28 +15,28 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::arn::AccountId;
-use crate::audit::{AuditLayer, AuditLog, IntentLayer};
-use crate::call::{
-    AssociateCall, AssociateParams, AssociateReply, CallContext, CallerCredential, Method, Trail,
-};
+use crate::audit::{Audit, AuditLog, Intent};
+use crate::call::{Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall};
 use crate::config::Config;
 use crate::errors::GatewayError;
-use crate::identity::AuthMode;
-use crate::identity::{CALLER_ID_HEADER, IdentityLayer, PrincipalDirectory};
-use crate::limits::LimitLayer;
-use crate::metrics::{Metrics, MetricsLayer, ScrapeSource};
-use crate::policy::{Policies, PolicyLayer};
+use crate::identity::{AuthMode, Authenticate, CALLER_ID_HEADER, PrincipalDirectory};
+use crate::limits::Limit;
+use crate::metrics::{Measure, Metrics, ScrapeSource};
+use crate::middleware::MiddlewareLayer;
+use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares, Rpc};
+use crate::policy::{Authorize, Policies};
 use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
 use crate::telemetry;
-use crate::telemetry::{StageLayer, Telemetry};
-use crate::upstream::{self, RedshiftService};
-use crate::validation::ValidateLayer;
+use crate::telemetry::{StageSpan, Telemetry};
+use crate::upstream::{self, RedshiftService, StaticCredentials};
+use crate::validation::Validate;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The full middleware stack over the typed call.
-pub type CallService = BoxCloneSyncService<AssociateCall, AssociateReply, GatewayError>;
+/// The full middleware stack of one operation, over its typed call.
+pub type CallService<Op> =
+    BoxCloneSyncService<Call<Op>, <Op as Operation>::Reply, GatewayError>;
 
 /// The metadata key of the request id, read from callers and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -85,67 +85,99 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// What the stack is built from.
-#[derive(Debug)]
+/// What every operation's stack is built from, besides the upstream service.
+#[derive(Clone, Debug)]
 pub struct StackParts {
-    /// Metrics.
+    /// Where calls are counted.
     pub metrics: Arc<Metrics>,
-    /// The audit trail.
     pub audit: AuditLog,
     /// Principals and their groups.
     pub principals: Arc<PrincipalDirectory>,
-    /// The policy set.
     pub policies: Policies,
-    /// The Redshift service.
-    pub upstream: RedshiftService,
-    /// Concurrent upstream calls.
-    pub concurrency_limit: usize,
-    /// How long a call may wait for an upstream slot.
-    pub queue_timeout: Duration,
+    /// Shared by every operation's stack: one bound on concurrent upstream calls.
+    pub limit: Limit,
 }
 
-/// Builds the stack, outermost first.
-pub fn build_stack(parts: StackParts) -> CallService {
+impl StackParts {
+    /// The parts, with a concurrency limit of `concurrency_limit` calls, each waiting at most
+    /// `queue_timeout` for a slot.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        audit: AuditLog,
+        principals: Arc<PrincipalDirectory>,
+        policies: Policies,
+        concurrency_limit: usize,
+        queue_timeout: Duration,
+    ) -> Self {
+        StackParts {
+            metrics,
+            audit,
+            principals,
+            policies,
+            limit: Limit::new(concurrency_limit, queue_timeout),
+        }
+    }
+}
+
+/// Builds the stack of operation `Op` over `upstream`, outermost first. Every operation gets the
+/// same layers in the same order; the types make a layer that needs an earlier stage's result
+/// (a principal, a validated request) impossible to place before it.
+pub fn build_stack<Op, U>(parts: &StackParts, upstream: U) -> CallService<Op>
+where
+    Op: Operation,
+    U: tower::Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    U::Future: Send,
+{
     let stack = ServiceBuilder::new()
         // Metrics outermost: every call is counted, whatever ends it.
-        .layer(MetricsLayer::new(parts.metrics))
+        .layer(MiddlewareLayer::new(Measure::new(parts.metrics.clone())))
         // Audit outside everything that can refuse a call, so denials and invalid input are recorded.
-        .layer(AuditLayer::new(parts.audit.clone()))
+        .layer(MiddlewareLayer::new(Audit::new(parts.audit.clone())))
         // Identity before anything looks at the parameters: no principal, no further.
-        .layer(StageLayer::new("identity"))
-        .layer(IdentityLayer::new(parts.principals))
+        .layer(MiddlewareLayer::new(StageSpan::new("identity")))
+        .layer(MiddlewareLayer::new(Authenticate::new(parts.principals.clone())))
         // Validation before policy: policies see only well-formed, parsed requests.
-        .layer(StageLayer::new("validation"))
-        .layer(ValidateLayer)
+        .layer(MiddlewareLayer::new(StageSpan::new("validation")))
+        .layer(MiddlewareLayer::new(Validate))
         // Policy before any upstream work; validate_only ends here with the decision.
-        .layer(StageLayer::new("policy"))
-        .layer(PolicyLayer::new(parts.policies))
+        .layer(MiddlewareLayer::new(StageSpan::new("policy")))
+        .layer(MiddlewareLayer::new(Authorize::new(parts.policies.clone())))
         // Limits outside the write-ahead intent: a shed call leaves no intent behind.
-        .layer(LimitLayer::new(
-            parts.concurrency_limit,
-            parts.queue_timeout,
-        ))
-        // Write-ahead: the intent is durable before Redshift sees the call (fail closed).
-        .layer(StageLayer::new("audit.intent"))
-        .layer(IntentLayer::new(parts.audit))
-        .service(parts.upstream);
+        .layer(MiddlewareLayer::new(parts.limit.clone()))
+        // Write-ahead: a state change's intent is durable before Redshift sees it (fail closed).
+        .layer(MiddlewareLayer::new(StageSpan::new("audit.intent")))
+        .layer(MiddlewareLayer::new(Intent::new(parts.audit.clone())))
+        .service(upstream);
     BoxCloneSyncService::new(stack)
 }
 
-/// The `datasharing.v1.DataSharing` handler: decodes, hands the typed call to the stack, encodes.
+/// The `datasharing.v1.DataSharing` handler: decodes, hands the typed call to its operation's
+/// stack, encodes.
 #[derive(Clone, Debug)]
 pub struct Gateway {
-    stack: CallService,
+    associate: CallService<AssociateConsumer>,
+    disassociate: CallService<DisassociateConsumer>,
+    list: CallService<ListConsumerDataShares>,
     auth_mode: AuthMode,
 }
 
 impl Gateway {
-    /// A handler over a stack.
-    pub fn new(stack: CallService, auth_mode: AuthMode) -> Self {
-        Gateway { stack, auth_mode }
+    /// A handler whose every operation forwards to Redshift through its stack.
+    pub fn new(parts: &StackParts, upstream: RedshiftService, auth_mode: AuthMode) -> Self
+    {
+        Gateway {
+            associate: build_stack(parts, upstream.clone()),
+            disassociate: build_stack(parts, upstream.clone()),
+            list: build_stack(parts, upstream),
+            auth_mode,
+        }
     }
 
-    fn context<T>(&self, request: &Request<T>) -> CallContext {
+    fn context<T>(&self, method: &'static str, request: &Request<T>) -> CallContext {
         let metadata = request.metadata();
         let request_id = metadata
             .get(REQUEST_ID_HEADER)
@@ -174,12 +206,11 @@ impl Gateway {
             .map_or_else(Instant::now, |a| a.0);
         let started = Instant::now();
         CallContext {
-            method: Method::AssociateConsumer,
+            method,
             request_id,
             trace_id: None,
             peer: request.remote_addr(),
             credential,
-            principal: None,
             received_at: SystemTime::now(),
             started,
             deadline: metadata
@@ -187,6 +218,106 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_grpc_timeout)
                 .map(|timeout| arrived + answer_before(timeout)),
+        }
+    }
+
+    /// Serves one call of `Op` through `stack`: the one handler every method shares.
+    async fn serve_call<Op: Rpc>(
+        &self,
+        stack: &CallService<Op>,
+        request: Request<Op::Message>,
+    ) -> Result<Response<Op::Response>, Status> {
+        let mut ctx = self.context(Op::METHOD, &request);
+        let request_id = ctx.request_id.clone();
+        let deadline = ctx.deadline;
+        let started = ctx.started;
+
+        // The caller's trace continues here (W3C traceparent/tracestate in the metadata).
+        let parent = telemetry::extract_parent(request.metadata());
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = format!("datasharing.v1.DataSharing/{}", Op::METHOD),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "datasharing.v1.DataSharing",
+            rpc.method = Op::METHOD,
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            policy.decision = tracing::field::Empty,
+        );
+        let _ = span.set_parent(parent.clone());
+        ctx.trace_id =
+            telemetry::trace_id_of(&span.context()).or_else(|| telemetry::trace_id_of(&parent));
+        if let Some(trace_id) = &ctx.trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
+        let trace_id = ctx.trace_id.clone();
+
+        let call = Call::<Op>::new(ctx, Op::params(request.into_inner()));
+        let trail = call.trail.clone();
+        // The stack runs in its own task, so a caller that cancels or times out does not cut a
+        // forwarded call short: it runs to its own end and its outcome is recorded.
+        let task = tokio::spawn(stack.clone().oneshot(call).instrument(span.clone()));
+        let mut gone = CallerGone {
+            trail: Some(trail.clone()),
+        };
+        let joined = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
+            None => Some(task.await),
+        };
+        let result = match joined {
+            Some(Ok(result)) => {
+                gone.trail = None;
+                result
+            }
+            Some(Err(join_error)) => Err(GatewayError::Internal(Box::new(join_error))),
+            None => Err(GatewayError::DeadlineExceeded),
+        };
+        drop(gone);
+
+        let (principal, decision) = {
+            let t = trail.lock();
+            (
+                t.principal
+                    .as_ref()
+                    .map(|p| p.id.clone())
+                    .unwrap_or_default(),
+                t.decision
+                    .as_ref()
+                    .map(|d| if d.allowed { "allow" } else { "deny" }),
+            )
+        };
+        let code = result
+            .as_ref()
+            .err()
+            .map_or(tonic::Code::Ok, crate::status::code_of);
+        span.record("rpc.grpc.status_code", code as i32);
+        span.record("principal", principal.as_str());
+        if let Some(decision) = decision {
+            span.record("policy.decision", decision);
+        }
+        let _entered = span.enter();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let method = Op::METHOD;
+        match result {
+            Ok(reply) => {
+                tracing::info!(%principal, method, code = "OK", latency_ms, "call answered");
+                let mut response = Response::new(Op::response(reply));
+                insert_ids(response.metadata_mut(), &request_id, trace_id.as_deref());
+                Ok(response)
+            }
+            Err(err) => {
+                if code == tonic::Code::Internal {
+                    tracing::error!(%principal, method, error = %err, cause = ?std::error::Error::source(&err), "call failed inside the gateway");
+                } else {
+                    tracing::info!(%principal, method, code = ?code, reason = %err.reason(), latency_ms, "call answered");
+                }
+                let mut status = crate::status::to_status(&err, &request_id);
+                insert_ids(status.metadata_mut(), &request_id, trace_id.as_deref());
+                Err(status)
+            }
         }
     }
 }
@@ -287,109 +418,21 @@ impl DataSharing for Gateway {
         &self,
         request: Request<pb::AssociateConsumerRequest>,
     ) -> Result<Response<pb::AssociateConsumerResponse>, Status> {
-        let mut ctx = self.context(&request);
-        let request_id = ctx.request_id.clone();
-        let deadline = ctx.deadline;
-        let started = ctx.started;
+        self.serve_call(&self.associate, request).await
+    }
 
-        // The caller's trace continues here (W3C traceparent/tracestate in the metadata).
-        let parent = telemetry::extract_parent(request.metadata());
-        let span = tracing::info_span!(
-            "datasharing.v1.DataSharing/AssociateConsumer",
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = "datasharing.v1.DataSharing",
-            rpc.method = "AssociateConsumer",
-            rpc.grpc.status_code = tracing::field::Empty,
-            request_id = %request_id,
-            trace_id = tracing::field::Empty,
-            principal = tracing::field::Empty,
-            policy.decision = tracing::field::Empty,
-        );
-        let _ = span.set_parent(parent.clone());
-        ctx.trace_id =
-            telemetry::trace_id_of(&span.context()).or_else(|| telemetry::trace_id_of(&parent));
-        if let Some(trace_id) = &ctx.trace_id {
-            span.record("trace_id", trace_id.as_str());
-        }
-        let trace_id = ctx.trace_id.clone();
+    async fn disassociate_consumer(
+        &self,
+        request: Request<pb::DisassociateConsumerRequest>,
+    ) -> Result<Response<pb::DisassociateConsumerResponse>, Status> {
+        self.serve_call(&self.disassociate, request).await
+    }
 
-        let message = request.into_inner();
-        let call = AssociateCall {
-            ctx,
-            params: AssociateParams {
-                data_share_arn: message.data_share_arn,
-                associate_entire_account: message.associate_entire_account,
-                consumer_arn: message.consumer_arn,
-                consumer_region: message.consumer_region,
-                allow_writes: message.allow_writes,
-                validate_only: message.validate_only,
-            },
-            request: None,
-            trail: Arc::new(Trail::default()),
-        };
-        let trail = call.trail.clone();
-        // The stack runs in its own task, so a caller that cancels or times out does not cut a
-        // forwarded call short: it runs to its own end and its outcome is recorded.
-        let task = tokio::spawn(self.stack.clone().oneshot(call).instrument(span.clone()));
-        let mut gone = CallerGone {
-            trail: Some(trail.clone()),
-        };
-        let joined = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
-            None => Some(task.await),
-        };
-        let result = match joined {
-            Some(Ok(result)) => {
-                gone.trail = None;
-                result
-            }
-            Some(Err(join_error)) => Err(GatewayError::Internal(Box::new(join_error))),
-            None => Err(GatewayError::DeadlineExceeded),
-        };
-        drop(gone);
-
-        let (principal, decision) = {
-            let t = trail.lock();
-            (
-                t.principal
-                    .as_ref()
-                    .map(|p| p.id.clone())
-                    .unwrap_or_default(),
-                t.decision
-                    .as_ref()
-                    .map(|d| if d.allowed { "allow" } else { "deny" }),
-            )
-        };
-        let code = result
-            .as_ref()
-            .err()
-            .map_or(tonic::Code::Ok, GatewayError::code);
-        span.record("rpc.grpc.status_code", code as i32);
-        span.record("principal", principal.as_str());
-        if let Some(decision) = decision {
-            span.record("policy.decision", decision);
-        }
-        let _entered = span.enter();
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(reply) => {
-                tracing::info!(%principal, code = "OK", latency_ms, "AssociateConsumer");
-                let mut response = Response::new(response_from(reply));
-                insert_ids(response.metadata_mut(), &request_id, trace_id.as_deref());
-                Ok(response)
-            }
-            Err(err) => {
-                if code == tonic::Code::Internal {
-                    tracing::error!(%principal, error = %err, cause = ?std::error::Error::source(&err), "AssociateConsumer failed inside the gateway");
-                } else {
-                    tracing::info!(%principal, code = ?code, reason = %err.reason(), latency_ms, "AssociateConsumer");
-                }
-                let mut status = err.to_status(&request_id);
-                insert_ids(status.metadata_mut(), &request_id, trace_id.as_deref());
-                Err(status)
-            }
-        }
+    async fn list_consumer_data_shares(
+        &self,
+        request: Request<pb::ListConsumerDataSharesRequest>,
+    ) -> Result<Response<pb::ListConsumerDataSharesResponse>, Status> {
+        self.serve_call(&self.list, request).await
     }
 }
 
@@ -403,55 +446,6 @@ fn insert_ids(
     }
     if let Some(Ok(value)) = trace_id.map(MetadataValue::try_from) {
         metadata.insert(TRACE_ID_HEADER, value);
-    }
-}
-
-fn response_from(reply: AssociateReply) -> pb::AssociateConsumerResponse {
-    match reply {
-        AssociateReply::Validated(decision) => pb::AssociateConsumerResponse {
-            validation: Some(pb::ValidationResult {
-                determining_policies: decision.determining_policies,
-            }),
-            ..Default::default()
-        },
-        AssociateReply::Associated(share) => pb::AssociateConsumerResponse {
-            data_share_arn: share.data_share_arn.unwrap_or_default(),
-            producer_arn: share.producer_arn.unwrap_or_default(),
-            allow_publicly_accessible_consumers: share
-                .allow_publicly_accessible_consumers
-                .unwrap_or(false),
-            associations: share
-                .associations
-                .into_iter()
-                .map(|a| pb::DataShareAssociation {
-                    consumer_identifier: a.consumer_identifier.unwrap_or_default(),
-                    status: status_from(a.status.as_deref()) as i32,
-                    consumer_region: a.consumer_region.unwrap_or_default(),
-                    created_date: a.created_date.map(prost_types::Timestamp::from),
-                    status_change_date: a.status_change_date.map(prost_types::Timestamp::from),
-                    producer_allowed_writes: a.producer_allowed_writes,
-                    consumer_accepted_writes: a.consumer_accepted_writes,
-                })
-                .collect(),
-            managed_by: share.managed_by.unwrap_or_default(),
-            data_share_type: match share.data_share_type.as_deref() {
-                Some("INTERNAL") => pb::DataShareType::Internal,
-                _ => pb::DataShareType::Unspecified,
-            } as i32,
-            validation: None,
-        },
-    }
-}
-
-fn status_from(status: Option<&str>) -> pb::DataShareStatus {
-    match status {
-        Some("ACTIVE") => pb::DataShareStatus::Active,
-        Some("PENDING_AUTHORIZATION") => pb::DataShareStatus::PendingAuthorization,
-        Some("AUTHORIZED") => pb::DataShareStatus::Authorized,
-        Some("DEAUTHORIZED") => pb::DataShareStatus::Deauthorized,
-        Some("REJECTED") => pb::DataShareStatus::Rejected,
-        Some("AVAILABLE") => pb::DataShareStatus::Available,
-        _ => pb::DataShareStatus::Unspecified,
     }
 }
 
@@ -471,7 +465,7 @@ pub struct App {
 #[derive(Debug, Default)]
 pub struct BuildOptions {
     /// Replace the default AWS credential chain (used by `dev`).
-    pub credentials: Option<aws_credential_types::Credentials>,
+    pub credentials: Option<StaticCredentials>,
     /// The trace pipeline, flushed at shutdown.
     pub telemetry: Telemetry,
 }
@@ -529,15 +523,14 @@ impl App {
         let client =
             upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
         let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
-        let stack = build_stack(StackParts {
-            metrics: metrics.clone(),
-            audit: audit.clone(),
-            principals: Arc::new(config.principals.clone()),
-            policies: policies.clone(),
-            upstream,
-            concurrency_limit: config.server.concurrency_limit,
-            queue_timeout: Duration::from_millis(config.server.queue_timeout_ms),
-        });
+        let parts = StackParts::new(
+            metrics.clone(),
+            audit.clone(),
+            Arc::new(config.principals.clone()),
+            policies.clone(),
+            config.server.concurrency_limit,
+            Duration::from_millis(config.server.queue_timeout_ms),
+        );
         metrics.add_source(Arc::new(ScrapeCounters {
             audit: audit.clone(),
             spans_dropped: options.telemetry.dropped_spans(),
@@ -553,7 +546,7 @@ impl App {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let gateway = Gateway::new(stack, config.auth.mode);
+        let gateway = Gateway::new(&parts, upstream, config.auth.mode);
         Ok(App {
             config,
             gateway,

@@ -26,7 +26,10 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::call::{Call, CallFuture, Operation};
 use crate::config::{LogFormat, TelemetryConfig};
+use crate::errors::GatewayError;
+use crate::middleware::Middleware;
 
 /// Spans waiting for export; beyond this they are dropped and counted.
 const SPAN_QUEUE: usize = 4096;
@@ -499,55 +502,31 @@ pub async fn shutdown_signal() {
 /// Wraps the next layer (and what it calls) in a span named for its stage, so a trace shows how
 /// far a call went and where its time went: identity, validation, policy, audit intent, upstream.
 #[derive(Clone, Copy, Debug)]
-pub struct StageLayer {
+pub struct StageSpan {
     name: &'static str,
 }
 
-impl StageLayer {
+impl StageSpan {
     /// A stage called `name`.
     pub fn new(name: &'static str) -> Self {
-        StageLayer { name }
+        StageSpan { name }
     }
 }
 
-impl<S> tower::Layer<S> for StageLayer {
-    type Service = Stage<S>;
+impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for StageSpan {
+    type Out = Stage;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Stage {
-            inner,
-            name: self.name,
-        }
-    }
-}
-
-/// The service made by [`StageLayer`].
-#[derive(Clone, Debug)]
-pub struct Stage<S> {
-    inner: S,
-    name: &'static str,
-}
-
-impl<S, R> tower::Service<R> for Stage<S>
-where
-    S: tower::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = tracing::instrument::Instrumented<S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
+    fn handle<S, F>(&self, call: Call<Op, Stage>, mut next: S) -> CallFuture<Op::Reply>
+    where
+        S: tower::Service<Call<Op, Stage>, Response = Op::Reply, Error = GatewayError, Future = F>
+            + Send
+            + 'static,
+        F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
+    {
         use tracing::Instrument;
         let span = tracing::info_span!("stage", otel.name = self.name);
-        let _entered = span.enter();
-        self.inner.call(request).instrument(span.clone())
+        let future = span.in_scope(|| next.call(call));
+        Box::pin(future.instrument(span))
     }
 }
 

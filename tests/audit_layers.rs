@@ -1,64 +1,44 @@
-//! The audit layers: fail closed when the trail cannot be written, and record every call exactly
-//! once under concurrency.
+//! The audit layers in the real stack (`server::build_stack`): fail closed when the trail cannot
+//! be written (a state change is not forwarded, a listing not answered), and record every call
+//! exactly once under concurrency.
+
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use datashare_gateway::audit::{AuditConfig, AuditLayer, AuditLog, IntentLayer};
-use datashare_gateway::call::{
-    AssociateCall, AssociateParams, AssociateReply, CallContext, CallerCredential, Decision,
-    Method, Principal, Trail,
-};
+use datashare_gateway::audit::{AuditConfig, AuditLog};
+use datashare_gateway::call::DataShare;
 use datashare_gateway::errors::GatewayError;
-use tower::{Layer, ServiceExt};
+use datashare_gateway::ops::associate::{AssociateParams, AssociateReply};
+use datashare_gateway::ops::list::{ListParams, ListReply};
+use datashare_gateway::ops::{AssociateConsumer, ListConsumerDataShares};
+use datashare_gateway::server::build_stack;
+use datashare_gateway::status::code_of;
+use support::stack::{FakeUpstream, call, caller, parts};
+use tower::ServiceExt;
 
-fn call(request_id: String) -> AssociateCall {
-    AssociateCall {
-        ctx: CallContext {
-            method: Method::AssociateConsumer,
-            request_id,
-            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
-            peer: Some("127.0.0.1:40000".parse().expect("addr")),
-            credential: CallerCredential::Header("team-a".into()),
-            principal: None,
-            received_at: SystemTime::now(),
-            started: Instant::now(),
-            deadline: None,
-        },
-        params: AssociateParams {
-            data_share_arn: "arn:aws:redshift:us-east-1:123456789012:datashare:ns/share".into(),
-            consumer_region: "eu-west-1".into(),
-            ..AssociateParams::default()
-        },
-        request: None,
-        trail: Arc::new(Trail::default()),
+const REPORTING: &str = "spiffe://example.internal/ns/data/sa/reporting";
+const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
+
+fn region_params() -> AssociateParams {
+    AssociateParams {
+        data_share_arn: "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share".into(),
+        consumer_region: "us-east-1".into(),
+        ..AssociateParams::default()
     }
 }
 
-/// Stands in for Redshift: counts the calls it gets.
-fn counting_upstream(
-    count: Arc<AtomicUsize>,
-) -> impl tower::Service<
-    AssociateCall,
-    Response = AssociateReply,
-    Error = GatewayError,
-    Future = impl Future<Output = Result<AssociateReply, GatewayError>> + Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |call: AssociateCall| {
-        let count = Arc::clone(&count);
-        async move {
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut trail = call.trail.lock();
-            trail.forwarded = true;
-            trail.upstream.aws_request_id = Some(format!("aws-{}", call.ctx.request_id));
-            Ok(AssociateReply::Associated(Default::default()))
-        }
+fn associate_upstream() -> FakeUpstream<AssociateReply> {
+    FakeUpstream::new(|| AssociateReply::Associated(DataShare::default()))
+}
+
+fn list_upstream() -> FakeUpstream<ListReply> {
+    FakeUpstream::new(|| ListReply {
+        data_shares: vec![DataShare::default()],
+        next_page_token: String::new(),
     })
 }
 
@@ -102,44 +82,41 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
     config.max_file_bytes = 1;
     let log = AuditLog::open(&config).await.expect("open");
     let mut health = log.health();
-    let forwarded = Arc::new(AtomicUsize::new(0));
-    let stack = AuditLayer::new(log.clone())
-        .layer(IntentLayer::new(log.clone()).layer(counting_upstream(Arc::clone(&forwarded))));
+    let parts = parts(log.clone());
+    let upstream = associate_upstream();
+    let stack = build_stack::<AssociateConsumer, _>(&parts, upstream.clone());
+    let lister = list_upstream();
+    let list = build_stack::<ListConsumerDataShares, _>(&parts, lister.clone());
 
     stack
         .clone()
-        .oneshot(call("before".into()))
+        .oneshot(call(caller(REPORTING), "before", region_params()))
         .await
         .expect("a healthy trail forwards");
-    assert_eq!(forwarded.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.count(), 1);
     assert!(*health.borrow());
 
     // Root ignores permission bits, but not a regular file where the directory should be.
     std::fs::rename(&dir, &moved).expect("move the directory away");
     std::fs::write(&dir, "not a directory").expect("block the path");
 
-    let intent_only =
-        IntentLayer::new(log.clone()).layer(counting_upstream(Arc::clone(&forwarded)));
-    let err = intent_only
-        .oneshot(call("refused-intent".into()))
+    let err = stack
+        .clone()
+        .oneshot(call(caller(REPORTING), "refused", region_params()))
         .await
         .expect_err("no durable intent, no call");
     assert!(matches!(err, GatewayError::AuditUnavailable(_)), "{err:?}");
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert_eq!(
-        forwarded.load(Ordering::SeqCst),
-        1,
-        "the inner service was called"
-    );
+    assert_eq!(code_of(&err), tonic::Code::Unavailable);
+    assert_eq!(upstream.count(), 1, "the upstream service was called");
     assert!(!*health.borrow(), "health must report the failure");
 
-    let err = stack
+    // A listing changes nothing, so it has no intent; but its answer is not given unrecorded.
+    let err = list
         .clone()
-        .oneshot(call("refused-stack".into()))
+        .oneshot(call(caller(REPORTING), "list-refused", ListParams::default()))
         .await
-        .expect_err("the whole stack fails closed");
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert_eq!(forwarded.load(Ordering::SeqCst), 1);
+        .expect_err("an unrecordable listing is withheld");
+    assert!(matches!(err, GatewayError::AuditUnavailable(_)), "{err:?}");
 
     std::fs::remove_file(&dir).expect("unblock");
     std::fs::rename(&moved, &dir).expect("move the directory back");
@@ -151,21 +128,29 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
         .expect("the writer is running");
     stack
         .clone()
-        .oneshot(call("after".into()))
+        .oneshot(call(caller(REPORTING), "after", region_params()))
         .await
         .expect("writes succeed again");
-    assert_eq!(forwarded.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.count(), 2);
+    let page = list
+        .clone()
+        .oneshot(call(caller(REPORTING), "list-after", ListParams::default()))
+        .await
+        .expect("a recorded listing is answered");
+    assert_eq!(page.data_shares.len(), 1);
     assert!(*health.borrow());
     log.close().await;
 
     let (ok, out) = verify(&dir);
     assert!(ok, "{out}");
-    let ids: Vec<_> = records(&dir)
+    let recs = records(&dir);
+    let ids: Vec<_> = recs
         .iter()
         .map(|r| {
             format!(
-                "{}:{}",
+                "{}:{}:{}",
                 r["kind"].as_str().expect("kind"),
+                r["method"].as_str().expect("method"),
                 r["request_id"].as_str().expect("id")
             )
         })
@@ -173,12 +158,18 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
     assert_eq!(
         ids,
         [
-            "intent:before",
-            "outcome:before",
-            "intent:after",
-            "outcome:after"
+            "intent:AssociateConsumer:before",
+            "outcome:AssociateConsumer:before",
+            "intent:AssociateConsumer:after",
+            "outcome:AssociateConsumer:after",
+            "call:ListConsumerDataShares:list-after",
         ]
     );
+    let listing = &recs[4];
+    assert_eq!(listing["outcome"]["forwarded"], true);
+    assert_eq!(listing["outcome"]["code"], "OK");
+    assert_eq!(listing["decision"]["allowed"], true);
+    assert_eq!(listing["params"]["page_size"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,43 +180,15 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
     config.max_file_bytes = 1024 * 1024;
     config.queue_capacity = 256;
     let log = AuditLog::open(&config).await.expect("open");
-    let forwarded = Arc::new(AtomicUsize::new(0));
-
-    // A stand-in for identity + policy between the two audit layers: every third call is
-    // denied and never reaches the intent layer.
-    let below = IntentLayer::new(log.clone()).layer(counting_upstream(Arc::clone(&forwarded)));
-    let policy = tower::service_fn(move |call: AssociateCall| {
-        let below = below.clone();
-        async move {
-            let n: usize = call.ctx.request_id[4..].parse().expect("number");
-            let allowed = !n.is_multiple_of(3);
-            {
-                let mut trail = call.trail.lock();
-                trail.principal = Some(Principal {
-                    id: "team-a".into(),
-                    groups: vec!["producers".into()],
-                });
-                trail.decision = Some(Decision {
-                    allowed,
-                    determining_policies: vec![
-                        if allowed { "permit-a" } else { "forbid-a" }.into(),
-                    ],
-                });
-            }
-            if !allowed {
-                return Err(GatewayError::PolicyDenied {
-                    determining_policies: vec!["forbid-a".into()],
-                });
-            }
-            below.oneshot(call).await
-        }
-    });
-    let stack = AuditLayer::new(log.clone()).layer(policy);
-
+    let upstream = associate_upstream();
+    let stack = build_stack::<AssociateConsumer, _>(&parts(log.clone()), upstream.clone());
     let tasks: Vec<_> = (0..CALLS)
         .map(|i| {
             let stack = stack.clone();
-            tokio::spawn(async move { stack.oneshot(call(format!("req-{i}"))).await })
+            // Every third call comes from a principal the policies deny.
+            let who = if i % 3 == 0 { FRONTEND } else { REPORTING };
+            let id = format!("req-{i}");
+            tokio::spawn(async move { stack.oneshot(call(caller(who), &id, region_params())).await })
         })
         .collect();
     let mut denied = 0;
@@ -238,7 +201,7 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
     }
     log.close().await;
     let allowed = CALLS - denied;
-    assert_eq!(forwarded.load(Ordering::SeqCst), allowed);
+    assert_eq!(upstream.count(), allowed);
 
     let recs = records(tmp.path());
     let seqs: Vec<u64> = recs
@@ -279,7 +242,8 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
         if n.is_multiple_of(3) {
             assert_eq!(kinds, ["call"], "{id}");
             assert_eq!(rs[0]["outcome"]["code"], "PERMISSION_DENIED");
-            assert_eq!(rs[0]["decision"]["determining_policies"][0], "forbid-a");
+            assert_eq!(rs[0]["principal"], FRONTEND);
+            assert_eq!(rs[0]["decision"]["allowed"], false);
             assert_eq!(rs[0]["outcome"]["forwarded"], false);
         } else {
             assert_eq!(kinds, ["intent", "outcome"], "{id}");
@@ -287,7 +251,7 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
             assert_eq!(intent_seq_of.get(&intent_seq), Some(&id.as_str()));
             assert_eq!(rs[1]["outcome"]["code"], "OK");
             assert_eq!(rs[1]["outcome"]["aws_request_id"], format!("aws-{id}"));
-            assert_eq!(rs[1]["principal"], "team-a");
+            assert_eq!(rs[1]["principal"], REPORTING);
             assert_eq!(rs[1]["peer"], "127.0.0.1:40000");
         }
     }

@@ -6,11 +6,12 @@ mod support;
 use std::collections::BTreeMap;
 
 use datashare_gateway::arn::AccountId;
-use datashare_gateway::call::{AssociateParams, Principal};
+use datashare_gateway::call::{Operation, Principal};
+use datashare_gateway::ops::AssociateConsumer;
+use datashare_gateway::ops::associate::AssociateParams;
 use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::policy::{Policies, PolicyConfig};
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
-use datashare_gateway::validation;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
@@ -151,7 +152,7 @@ fn expected(
     let Some(id) = caller else {
         return Expected::Unauthenticated;
     };
-    let Ok(request) = validation::validate(params) else {
+    let Ok(request) = AssociateConsumer::validate(params) else {
         return Expected::Invalid;
     };
     let principal = Principal {
@@ -161,7 +162,7 @@ fn expected(
             .map(|e| e.groups.clone())
             .unwrap_or_default(),
     };
-    let decision = policies.evaluate(&principal, &request);
+    let decision = policies.evaluate::<AssociateConsumer>(&principal, &request);
     match (decision.allowed, params.validate_only) {
         (false, _) => Expected::Denied(sorted(decision.determining_policies)),
         (true, true) => Expected::Validated(sorted(decision.determining_policies)),

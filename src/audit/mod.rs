@@ -3,9 +3,10 @@
 //! - [`AuditLog`]: the cloneable handle on one writer thread that numbers, hash-chains and
 //!   group-commits records (one write and one fsync per batch), rotates files and recovers the
 //!   chain after a crash. Its health ([`AuditLog::health`]) is false while writes fail.
-//! - [`AuditLayer`] (outermost) and [`IntentLayer`] (just outside Redshift): every call gets
-//!   either one `call` record, or an `intent` made durable before forwarding and an `outcome`.
-//! - [`AuditCommand`]: `datashare-gateway audit verify`.
+//! - [`Audit`] (outermost) and [`Intent`] (just outside Redshift): every call gets either one
+//!   `call` record, or (a call that changes state) an `intent` made durable before forwarding and
+//!   an `outcome`.
+//! - [`verify_and_report`]: what `datashare-gateway audit verify` runs.
 //!
 //! The schema is documented in `docs/audit.md`.
 
@@ -16,56 +17,21 @@ mod verify;
 mod writer;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 pub use config::AuditConfig;
-pub use layer::{Audit, AuditLayer, Intent, IntentLayer};
+pub use layer::{Audit, Intent};
 pub use record::{
-    CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts, ParamsRecord,
-    RecordBody, SCHEMA_VERSION,
+    CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts, RecordBody,
+    SCHEMA_VERSION,
 };
 pub use writer::{AuditError, AuditLog, AuditStats};
 
-/// `audit` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum AuditCommand {
-    /// Verify the hash chain and the sequence of audit files; report the first bad record and
-    /// the intents without an outcome. Exit status 0 only when everything verifies.
-    Verify {
-        /// Audit files, or directories of audit files (`audit-<number>.jsonl`).
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// File holding the HMAC key the log was written with.
-        #[arg(long, conflicts_with = "hmac_key_env")]
-        hmac_key_file: Option<PathBuf>,
-        /// Environment variable holding the HMAC key the log was written with.
-        #[arg(long)]
-        hmac_key_env: Option<String>,
-    },
-}
-
-/// Runs an `audit` subcommand.
-pub async fn run_command(cmd: AuditCommand) -> Result<ExitCode, crate::cli::CliError> {
-    match cmd {
-        AuditCommand::Verify {
-            paths,
-            hmac_key_file,
-            hmac_key_env,
-        } => {
-            let key = HmacKey::load(hmac_key_file.as_deref(), hmac_key_env.as_deref())?;
-            let chain = record::Chain::new(key);
-            // Reading and hashing whole files blocks; keep it off the async workers.
-            let report = tokio::task::spawn_blocking(move || {
-                let report = verify::verify(&paths, &chain);
-                verify::print_report(&report, &chain);
-                report
-            })
-            .await?;
-            Ok(if report.failure.is_none() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-    }
+/// Verifies audit files or directories with the key the log was written with (`None`: a plain
+/// SHA-256 chain), prints the report, and says whether everything verified. Reads and hashes
+/// whole files, so it blocks: call it off the async workers.
+pub fn verify_and_report(paths: &[PathBuf], key: Option<HmacKey>) -> bool {
+    let chain = record::Chain::new(key);
+    let report = verify::verify(paths, &chain);
+    verify::print_report(&report, &chain);
+    report.failure.is_none()
 }

@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::call::{AssociateParams, AssociateReply, CallContext, TrailState};
+use crate::call::{CallContext, TrailState};
 use crate::errors::GatewayError;
+use crate::status::{code_name, code_of};
 
 /// The `v` of every record this code writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -81,30 +82,14 @@ pub struct CallFacts {
     pub principal: Option<String>,
     /// The principal's groups.
     pub groups: Vec<String>,
-    /// The request parameters as the caller sent them.
-    pub params: ParamsRecord,
+    /// The request parameters as the caller sent them, by their proto field names: the
+    /// operation's own (`method` says which).
+    pub params: serde_json::Value,
     /// The policy decision, once made.
     pub decision: Option<DecisionRecord>,
     /// The fields that were cut to [`MAX_STRING_BYTES`] (or lists to their maximum length).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<String>,
-}
-
-/// The request parameters, as sent (they may be invalid).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ParamsRecord {
-    /// `data_share_arn`
-    pub data_share_arn: String,
-    /// `associate_entire_account`
-    pub associate_entire_account: bool,
-    /// `consumer_arn`
-    pub consumer_arn: String,
-    /// `consumer_region`
-    pub consumer_region: String,
-    /// `allow_writes`
-    pub allow_writes: Option<bool>,
-    /// `validate_only`
-    pub validate_only: bool,
 }
 
 /// The policy decision.
@@ -406,40 +391,55 @@ fn bound_list(values: &[String], field: &str, truncated: &mut Vec<String>) -> Ve
         .collect()
 }
 
+/// Cuts every string in `value` to [`MAX_STRING_BYTES`], naming each cut field under `path`.
+fn bound_value(value: &mut serde_json::Value, path: &str, truncated: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) if s.len() > MAX_STRING_BYTES => {
+            *s = bound(s, path, truncated);
+        }
+        serde_json::Value::Object(members) => {
+            for (name, member) in members.iter_mut() {
+                bound_value(member, &format!("{path}.{name}"), truncated);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if items.len() > MAX_LIST_ITEMS {
+                items.truncate(MAX_LIST_ITEMS);
+                truncated.push(path.to_owned());
+            }
+            for (i, item) in items.iter_mut().enumerate() {
+                bound_value(item, &format!("{path}[{i}]"), truncated);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl CallFacts {
     /// The facts of a call as known now: the context, the raw parameters and the trail.
-    pub fn of_call(ctx: &CallContext, params: &AssociateParams, trail: &TrailState) -> Self {
+    pub fn of_call<P: Serialize>(ctx: &CallContext, params: &P, trail: &TrailState) -> Self {
         let mut truncated = Vec::new();
-        let principal = trail.principal.as_ref().or(ctx.principal.as_ref());
+        let principal = trail.principal.as_ref();
+        // Parameters are plain structs of strings, numbers and booleans: serialising them cannot
+        // fail, and if it ever did the record would still be written, saying so.
+        let mut params = serde_json::to_value(params).unwrap_or_else(|err| {
+            serde_json::json!({ "unrecordable": err.to_string() })
+        });
+        bound_value(&mut params, "params", &mut truncated);
         CallFacts {
             request_id: bound(&ctx.request_id, "request_id", &mut truncated),
             trace_id: ctx
                 .trace_id
                 .as_deref()
                 .map(|t| bound(t, "trace_id", &mut truncated)),
-            method: ctx.method.as_str().to_owned(),
+            method: ctx.method.to_owned(),
             peer: ctx.peer.map(|p| p.to_string()),
             received_at: rfc3339(ctx.received_at),
             principal: principal.map(|p| bound(&p.id, "principal", &mut truncated)),
             groups: principal
                 .map(|p| bound_list(&p.groups, "groups", &mut truncated))
                 .unwrap_or_default(),
-            params: ParamsRecord {
-                data_share_arn: bound(
-                    &params.data_share_arn,
-                    "params.data_share_arn",
-                    &mut truncated,
-                ),
-                associate_entire_account: params.associate_entire_account,
-                consumer_arn: bound(&params.consumer_arn, "params.consumer_arn", &mut truncated),
-                consumer_region: bound(
-                    &params.consumer_region,
-                    "params.consumer_region",
-                    &mut truncated,
-                ),
-                allow_writes: params.allow_writes,
-                validate_only: params.validate_only,
-            },
+            params,
             decision: trail.decision.as_ref().map(|d| DecisionRecord {
                 allowed: d.allowed,
                 determining_policies: bound_list(
@@ -456,8 +456,8 @@ impl CallFacts {
 impl OutcomeFacts {
     /// How a call ended. Error messages are not recorded (they may quote internal causes); the
     /// code, the reason and Redshift's ids are.
-    pub fn of_result(
-        result: &Result<AssociateReply, GatewayError>,
+    pub fn of_result<Reply>(
+        result: &Result<Reply, GatewayError>,
         trail: &TrailState,
         latency: Duration,
         truncated: &mut Vec<String>,
@@ -470,7 +470,7 @@ impl OutcomeFacts {
                     _ => None,
                 };
                 (
-                    err.code(),
+                    code_of(err),
                     Some(err.reason()),
                     err.aws_error_code().map(str::to_owned),
                     aws_id,
@@ -488,30 +488,6 @@ impl OutcomeFacts {
             forwarded: trail.forwarded,
             caller_gone: trail.caller_gone,
         }
-    }
-}
-
-/// The canonical gRPC code names, as in `google.rpc.Code`.
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

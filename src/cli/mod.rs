@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod audit;
+mod policy;
+
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -42,10 +45,10 @@ pub enum Command {
     Emulator(crate::emulator::EmulatorArgs),
     /// Audit trail tools.
     #[command(subcommand)]
-    Audit(crate::audit::AuditCommand),
+    Audit(audit::AuditCommand),
     /// Policy tools: validate a policy set, or check one request against it.
     #[command(subcommand)]
-    Policy(crate::policy::PolicyCommand),
+    Policy(policy::PolicyCommand),
 }
 
 /// `datashare-gateway dev`: the emulator with the dev fixtures, and the gateway in insecure mode
@@ -159,7 +162,10 @@ otlp_endpoint = {otlp:?}
     ));
 
     let credentials =
-        aws_credential_types::Credentials::new(DEV_ACCESS_KEY, DEV_SECRET_KEY, None, None, "dev");
+        crate::upstream::StaticCredentials {
+            access_key_id: DEV_ACCESS_KEY.into(),
+            secret_access_key: DEV_SECRET_KEY.into(),
+        };
     let app = App::build(
         config,
         BuildOptions {
@@ -202,8 +208,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Dev(args) => dev(args).await,
         Command::Emulator(args) => crate::emulator::run(args).await,
-        Command::Audit(cmd) => crate::audit::run_command(cmd).await,
-        Command::Policy(cmd) => crate::policy::run_command(cmd).await,
+        Command::Audit(cmd) => audit::run_command(cmd).await,
+        Command::Policy(cmd) => Ok(policy::run_command(cmd)),
     }
 }
 

@@ -7,14 +7,13 @@ use cedar_policy::{
     PrincipalConstraint, Request, RestrictedExpression, Schema,
 };
 
-use crate::arn::{AccountId, Partition};
-use crate::call::{AssociateRequest, ConsumerTarget, Decision, Principal};
+use crate::call::{ContextValue, Decision, PolicyInput, PolicyResource, Principal};
 use crate::policy::Evaluation;
 
 /// The Cedar names the gateway uses; the schema must declare them.
 pub(super) const PRINCIPAL_TYPE: &str = "Service";
-pub(super) const RESOURCE_TYPE: &str = "DataShare";
-pub(super) const ASSOCIATE_ACTION: &str = r#"Action::"AssociateConsumer""#;
+pub(super) const DATASHARE_TYPE: &str = "DataShare";
+pub(super) const CONSUMER_ACCOUNT_TYPE: &str = "ConsumerAccount";
 
 /// An immutable, validated policy set, ready to evaluate. Swapped whole on reload.
 ///
@@ -39,10 +38,11 @@ pub(super) struct Snapshot {
     actions: Vec<Entity>,
     authorizer: Authorizer,
     ids: Vec<String>,
-    consumer_account: AccountId,
     principal_type: EntityTypeName,
-    resource_type: EntityTypeName,
-    action: EntityUid,
+    datashare_type: EntityTypeName,
+    consumer_account_type: EntityTypeName,
+    /// The schema's actions by id, parsed once.
+    action_uids: HashMap<String, EntityUid>,
 }
 
 /// Why a call could not be turned into a Cedar request (a schema that does not fit the gateway).
@@ -61,6 +61,8 @@ pub(super) enum BuildError {
     Name(#[source] Box<cedar_policy::ParseErrors>),
     #[error("policy set: {0}")]
     Set(#[source] Box<cedar_policy::PolicySetError>),
+    #[error("the schema declares no action {0:?}")]
+    UnknownAction(&'static str),
 }
 
 macro_rules! boxed_from {
@@ -83,11 +85,7 @@ boxed_from!(
 );
 
 impl Snapshot {
-    pub(super) fn new(
-        set: PolicySet,
-        schema: Schema,
-        consumer_account: AccountId,
-    ) -> Result<Self, BuildError> {
+    pub(super) fn new(set: PolicySet, schema: Schema) -> Result<Self, BuildError> {
         let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
         ids.sort();
         let mut general = PolicySet::new();
@@ -106,6 +104,11 @@ impl Snapshot {
             }
             by_principal.insert(uid, slice);
         }
+        let action_uids = schema
+            .action_entities()?
+            .iter()
+            .map(|action| (action.uid().id().unescaped().to_owned(), action.uid()))
+            .collect();
         Ok(Snapshot {
             general,
             by_principal,
@@ -115,10 +118,10 @@ impl Snapshot {
             schema,
             authorizer: Authorizer::new(),
             ids,
-            consumer_account,
             principal_type: PRINCIPAL_TYPE.parse()?,
-            resource_type: RESOURCE_TYPE.parse()?,
-            action: ASSOCIATE_ACTION.parse()?,
+            datashare_type: DATASHARE_TYPE.parse()?,
+            consumer_account_type: CONSUMER_ACCOUNT_TYPE.parse()?,
+            action_uids,
         })
     }
 
@@ -130,10 +133,10 @@ impl Snapshot {
         &self.ids
     }
 
-    pub(super) fn evaluate(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
+    pub(super) fn evaluate(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
         let uid = self.principal_uid(principal);
         let set = self.by_principal.get(&uid).unwrap_or(&self.general);
-        self.evaluate_against(set, principal, request)
+        self.evaluate_against(set, principal, input)
     }
 
     /// Evaluation against the whole, unsliced set: the reference the slicing is tested against.
@@ -141,9 +144,9 @@ impl Snapshot {
     pub(super) fn evaluate_unsliced(
         &self,
         principal: &Principal,
-        request: &AssociateRequest,
+        input: &PolicyInput,
     ) -> Evaluation {
-        self.evaluate_against(&self.full, principal, request)
+        self.evaluate_against(&self.full, principal, input)
     }
 
     fn principal_uid(&self, principal: &Principal) -> EntityUid {
@@ -154,9 +157,9 @@ impl Snapshot {
         &self,
         set: &PolicySet,
         principal: &Principal,
-        request: &AssociateRequest,
+        input: &PolicyInput,
     ) -> Evaluation {
-        let (cedar_request, entities) = match self.build(principal, request, Checks::Trusted) {
+        let (cedar_request, entities) = match self.build(principal, input, Checks::Trusted) {
             Ok(built) => built,
             Err(err) => {
                 // Fail closed: a call the schema cannot describe is denied, and the operator told.
@@ -196,11 +199,11 @@ impl Snapshot {
         }
     }
 
-    /// The Cedar request and entities for a call; both are checked against the schema.
+    /// The Cedar request and entities for a call, checked against the schema when `checks` says.
     pub(super) fn build(
         &self,
         principal: &Principal,
-        request: &AssociateRequest,
+        input: &PolicyInput,
         checks: Checks,
     ) -> Result<(Request, Entities), BuildError> {
         let schema = match checks {
@@ -211,12 +214,6 @@ impl Snapshot {
             self.principal_type.clone(),
             EntityId::new(&principal.id),
         );
-        let share = &request.data_share;
-        let resource_uid = EntityUid::from_type_name_and_id(
-            self.resource_type.clone(),
-            EntityId::new(share.to_string()),
-        );
-
         let groups = RestrictedExpression::new_set(
             principal
                 .groups
@@ -229,24 +226,8 @@ impl Snapshot {
             HashMap::from([("groups".to_owned(), groups)]),
             HashSet::new(),
         )?;
-        let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
-        let resource_entity = Entity::new(
-            resource_uid.clone(),
-            HashMap::from([
-                ("partition".to_owned(), string(share.partition.as_str())),
-                ("region".to_owned(), string(share.region.as_str())),
-                (
-                    "producer_account".to_owned(),
-                    string(share.account.as_str()),
-                ),
-                (
-                    "producer_namespace".to_owned(),
-                    string(share.namespace.as_str()),
-                ),
-                ("name".to_owned(), string(&share.name)),
-            ]),
-            HashSet::new(),
-        )?;
+        let resource_entity = self.resource_entity(&input.resource)?;
+        let resource_uid = resource_entity.uid();
         let entities = match schema {
             // The schema adds its action entities itself.
             Some(schema) => {
@@ -260,37 +241,53 @@ impl Snapshot {
                 None,
             )?,
         };
-
-        let facts = ConsumerFacts::of(request, &self.consumer_account);
-        let context = Context::from_pairs([
-            ("consumer_kind".to_owned(), string(facts.kind)),
-            ("consumer_account".to_owned(), string(&facts.account)),
-            ("consumer_arn".to_owned(), string(&facts.arn)),
-            ("consumer_region".to_owned(), string(&facts.region)),
-            (
-                "consumer_partition".to_owned(),
-                string(facts.partition.as_str()),
-            ),
-            (
-                "entire_account".to_owned(),
-                RestrictedExpression::new_bool(matches!(
-                    request.consumer,
-                    ConsumerTarget::EntireAccount
-                )),
-            ),
-            (
-                "allow_writes".to_owned(),
-                RestrictedExpression::new_bool(request.allow_writes.unwrap_or(false)),
-            ),
-        ])?;
-        let cedar_request = Request::new(
-            principal_uid,
-            self.action.clone(),
-            resource_uid,
-            context,
-            schema,
-        )?;
+        let context = Context::from_pairs(input.context.iter().map(|(name, value)| {
+            let value = match value {
+                ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
+                ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
+            };
+            ((*name).to_owned(), value)
+        }))?;
+        let action = self
+            .action_uids
+            .get(input.action)
+            .ok_or(BuildError::UnknownAction(input.action))?
+            .clone();
+        let cedar_request = Request::new(principal_uid, action, resource_uid, context, schema)?;
         Ok((cedar_request, entities))
+    }
+
+    fn resource_entity(&self, resource: &PolicyResource) -> Result<Entity, BuildError> {
+        let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
+        Ok(match resource {
+            PolicyResource::DataShare(share) => Entity::new(
+                EntityUid::from_type_name_and_id(
+                    self.datashare_type.clone(),
+                    EntityId::new(share.to_string()),
+                ),
+                HashMap::from([
+                    ("partition".to_owned(), string(share.partition.as_str())),
+                    ("region".to_owned(), string(share.region.as_str())),
+                    (
+                        "producer_account".to_owned(),
+                        string(share.account.as_str()),
+                    ),
+                    (
+                        "producer_namespace".to_owned(),
+                        string(share.namespace.as_str()),
+                    ),
+                    ("name".to_owned(), string(&share.name)),
+                ]),
+                HashSet::new(),
+            )?,
+            PolicyResource::ConsumerAccount(account) => Entity::new_no_attrs(
+                EntityUid::from_type_name_and_id(
+                    self.consumer_account_type.clone(),
+                    EntityId::new(account.as_str()),
+                ),
+                HashSet::new(),
+            ),
+        })
     }
 }
 
@@ -317,46 +314,4 @@ pub(super) enum Checks {
     /// and only values vary, so the load-time probe proves every request conforms; the checks
     /// would cost more than evaluating a small policy set.
     Trusted,
-}
-
-/// The consumer side of a call, as the policy context describes it.
-struct ConsumerFacts {
-    kind: &'static str,
-    account: String,
-    arn: String,
-    region: String,
-    partition: Partition,
-}
-
-impl ConsumerFacts {
-    fn of(request: &AssociateRequest, consumer_account: &AccountId) -> Self {
-        match &request.consumer {
-            ConsumerTarget::Namespace(ns) => ConsumerFacts {
-                kind: match ns.kind {
-                    crate::arn::NamespaceKind::Provisioned => "provisioned_namespace",
-                    crate::arn::NamespaceKind::Serverless => "serverless_namespace",
-                },
-                account: ns.account.to_string(),
-                arn: ns.to_string(),
-                region: ns.region.to_string(),
-                partition: ns.partition,
-            },
-            ConsumerTarget::Region(region) => ConsumerFacts {
-                kind: "region",
-                account: consumer_account.to_string(),
-                arn: String::new(),
-                region: region.to_string(),
-                partition: Partition::of_region(region),
-            },
-            // The gateway's own account, reached through the gateway's own (the datashare's)
-            // partition: an entire-account association cannot cross partitions.
-            ConsumerTarget::EntireAccount => ConsumerFacts {
-                kind: "account",
-                account: consumer_account.to_string(),
-                arn: String::new(),
-                region: String::new(),
-                partition: request.data_share.partition,
-            },
-        }
-    }
 }

@@ -228,54 +228,50 @@ pub(super) fn load(
         return Err(PolicyError::Invalid(diagnostics));
     }
 
-    let snapshot = Snapshot::new(set, schema, consumer_account.clone()).map_err(|err| {
+    let snapshot = Snapshot::new(set, schema).map_err(|err| {
         PolicyError::Invalid(vec![SourceDiagnostic::plain(
             &config.dir,
             None,
             format!("the gateway's names do not parse: {err}"),
         )])
     })?;
-    probe(&snapshot, config)?;
+    probe(&snapshot, config, consumer_account)?;
     Ok(snapshot)
 }
 
 /// Checks that the gateway's requests fit the schema, so a custom schema that does not describe
 /// them is refused at load rather than denying every call at run time.
-fn probe(snapshot: &Snapshot, config: &PolicyConfig) -> Result<(), PolicyError> {
-    use crate::arn::{DataShareArn, Region};
-    use crate::call::{AssociateRequest, ConsumerTarget, Principal};
-
-    let principal = Principal {
+fn probe(
+    snapshot: &Snapshot,
+    config: &PolicyConfig,
+    consumer_account: &AccountId,
+) -> Result<(), PolicyError> {
+    let principal = crate::call::Principal {
         id: "probe".into(),
         groups: vec!["probe".into()],
     };
-    let share = DataShareArn::parse(
-        "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/probe",
-    );
-    let region = Region::parse("us-east-1");
-    let (Ok(data_share), Ok(region)) = (share, region) else {
-        return Ok(());
+    let env = crate::call::PolicyEnv {
+        consumer_account: consumer_account.clone(),
     };
-    let request = AssociateRequest {
-        data_share,
-        consumer: ConsumerTarget::Region(region),
-        allow_writes: None,
-        validate_only: false,
-    };
-    snapshot
-        .build(&principal, &request, Checks::AgainstSchema)
-        .map(|_| ())
-        .map_err(|err| {
-            let file = config
-                .schema
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(EMBEDDED_SCHEMA_NAME));
-            PolicyError::Invalid(vec![SourceDiagnostic::plain(
-                &file,
-                None,
-                format!("the schema does not describe the gateway's requests: {err}"),
-            )])
-        })
+    for input in crate::ops::policy_probes(&env) {
+        snapshot
+            .build(&principal, &input, Checks::AgainstSchema)
+            .map_err(|err| {
+                let file = config
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(EMBEDDED_SCHEMA_NAME));
+                PolicyError::Invalid(vec![SourceDiagnostic::plain(
+                    &file,
+                    None,
+                    format!(
+                        "the schema does not describe the gateway's {} requests: {err}",
+                        input.action
+                    ),
+                )])
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

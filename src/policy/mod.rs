@@ -1,14 +1,14 @@
 //! The organisation's policy, in Cedar: loading and validating policy sets against the schema,
-//! evaluating calls, hot reload (SIGHUP and file changes), the policy layer and `policy` CLI.
+//! evaluating calls, hot reload (SIGHUP and file changes) and the policy layer.
 //!
-//! A call is evaluated as principal `Service::"<id>"` (attribute `groups`), action
-//! `Action::"AssociateConsumer"`, resource `DataShare::"<arn>"` (attributes from the ARN) and a
-//! context describing the consumer; `policy/schema.cedarschema` is the contract. Absent string
+//! A call is evaluated as principal `Service::"<id>"` (attribute `groups`), the operation's
+//! action (`Action::"AssociateConsumer"`, ...), its resource (`DataShare::"<arn>"` with attributes
+//! from the ARN, or `ConsumerAccount::"<account>"`) and its context (see each operation's
+//! `policy_input`); `policy/schema.cedarschema` is the contract. Absent string
 //! values are empty strings. A loaded set is an immutable snapshot swapped atomically, so no
 //! request ever sees a half-loaded set; an invalid new set is refused and the old one keeps
 //! serving.
 
-mod cli;
 mod engine;
 mod layer;
 mod load;
@@ -21,10 +21,9 @@ use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use crate::arn::AccountId;
-use crate::call::{AssociateRequest, Decision, Principal};
+use crate::call::{Decision, Operation, PolicyEnv, PolicyInput, Principal};
 
-pub use cli::{PolicyCommand, run_command};
-pub use layer::{PolicyLayer, PolicyService};
+pub use layer::Authorize;
 pub use load::SourceDiagnostic;
 
 /// The schema the gateway ships (`policy/schema.cedarschema`), used when none is configured.
@@ -176,15 +175,38 @@ impl Policies {
         })
     }
 
-    /// The decision on `request` by `principal` under the current set.
-    pub fn evaluate(&self, principal: &Principal, request: &AssociateRequest) -> Decision {
-        self.explain(principal, request).decision
+    /// The decision on `request` of operation `Op` by `principal` under the current set.
+    pub fn evaluate<Op: Operation>(&self, principal: &Principal, request: &Op::Request) -> Decision {
+        self.explain::<Op>(principal, request).decision
     }
 
     /// The decision and any evaluation errors. Errors never allow: a policy that fails to evaluate
     /// is not satisfied, and a request that cannot be built is denied.
-    pub fn explain(&self, principal: &Principal, request: &AssociateRequest) -> Evaluation {
-        self.shared.current.load().evaluate(principal, request)
+    pub fn explain<Op: Operation>(&self, principal: &Principal, request: &Op::Request) -> Evaluation {
+        let input = Op::policy_input(request, &self.env());
+        self.explain_input(principal, &input)
+    }
+
+    /// The decision on a policy input already made from a request.
+    pub fn explain_input(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
+        self.shared.current.load().evaluate(principal, input)
+    }
+
+    /// Loads and validates the set in `config.dir` without serving it (`policy validate`); the ids
+    /// of its policies.
+    pub fn validate_set(config: &PolicyConfig) -> Result<Vec<String>, PolicyError> {
+        config.validate()?;
+        // Validation does not depend on the consumer account; any well-formed one will do.
+        let account = AccountId::parse("000000000000")
+            .unwrap_or_else(|_| unreachable!("twelve digits parse"));
+        Ok(load::load(config, &account)?.ids().to_vec())
+    }
+
+    /// What the operations' policy inputs depend on besides the request.
+    pub fn env(&self) -> PolicyEnv {
+        PolicyEnv {
+            consumer_account: self.shared.consumer_account.clone(),
+        }
     }
 
     /// Loads, validates and swaps in the set on disk; returns its policy count. On error the

@@ -8,9 +8,17 @@ use tower::{Layer, Service};
 
 use super::*;
 use crate::arn::{DataShareArn, NamespaceArn, Partition, Region};
-use crate::call::{AssociateReply, CallerCredential, ConsumerTarget};
+use crate::call::{CallerCredential, Validated, ValidatedCall};
 use crate::errors::GatewayError;
-use crate::identity::tests::{Counting, call_with};
+use crate::middleware::MiddlewareLayer;
+use crate::ops::associate::{AssociateReply, AssociateRequest};
+use crate::ops::disassociate::DisassociateRequest;
+use crate::ops::list::ListParams;
+use crate::ops::{
+    AssociateConsumer, ConsumerTarget, DisassociateConsumer, ListConsumerDataShares,
+};
+use crate::status::{code_of, to_status};
+use crate::testing::{Counting, associate_call};
 
 const REPORTING: &str = "spiffe://example.internal/ns/data/sa/reporting";
 const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
@@ -130,7 +138,7 @@ fn every_example_rule_allows_and_denies_as_documented() {
         ("unknown principal", STRANGER, request(SALES, ns(PROVISIONED), None), decision(false, &[])),
     ];
     for (name, who, req, expected) in cases {
-        let evaluation = policies.explain(&principal(who), &req);
+        let evaluation = policies.explain::<AssociateConsumer>(&principal(who), &req);
         assert_eq!(evaluation.decision, expected, "{name}");
         assert!(
             evaluation.errors.is_empty(),
@@ -148,13 +156,13 @@ fn entire_account_and_region_targets_use_the_gateway_account() {
         Policies::load(PolicyConfig::new(examples_dir()), account("999999999999")).unwrap();
     let reporting = principal(REPORTING);
     let entire = request(SALES, ConsumerTarget::EntireAccount, None);
-    assert_eq!(policies.evaluate(&reporting, &entire), decision(false, &[]));
+    assert_eq!(policies.evaluate::<AssociateConsumer>(&reporting, &entire), decision(false, &[]));
     assert_eq!(
-        policies.evaluate(&reporting, &request(SALES, region("us-east-1"), None)),
+        policies.evaluate::<AssociateConsumer>(&reporting, &request(SALES, region("us-east-1"), None)),
         decision(false, &[])
     );
     assert_eq!(
-        policies.evaluate(&reporting, &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&reporting, &request(SALES, ns(PROVISIONED), None)),
         decision(true, &[DATA_PLATFORM])
     );
 }
@@ -178,11 +186,11 @@ fn the_legal_hold_forbid_beats_a_permit_for_everyone() {
     let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
     let frontend = principal(FRONTEND);
     assert_eq!(
-        policies.evaluate(&frontend, &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&frontend, &request(SALES, ns(PROVISIONED), None)),
         decision(true, &["open-bar"])
     );
     assert_eq!(
-        policies.evaluate(&frontend, &request(LEGAL_HOLD, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&frontend, &request(LEGAL_HOLD, ns(PROVISIONED), None)),
         decision(false, &[LEGAL])
     );
 }
@@ -192,7 +200,7 @@ fn policies_without_an_id_annotation_are_named_by_file_and_index() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("team.cedar"),
-        "forbid (principal, action, resource) when { resource.name == \"secret\" };\n\
+        "forbid (principal, action, resource is DataShare) when { resource.name == \"secret\" };\n\
          permit (principal, action == Action::\"AssociateConsumer\", resource);\n",
     )
     .unwrap();
@@ -200,7 +208,7 @@ fn policies_without_an_id_annotation_are_named_by_file_and_index() {
     assert_eq!(policies.policy_ids(), ["team.cedar#0", "team.cedar#1"]);
     let anyone = principal(STRANGER);
     assert_eq!(
-        policies.evaluate(&anyone, &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&anyone, &request(SALES, ns(PROVISIONED), None)),
         decision(true, &["team.cedar#1"])
     );
 }
@@ -210,7 +218,7 @@ fn schema_validation_rejects_an_unknown_attribute_with_file_and_position() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bad.cedar"),
-        "@id(\"owner-rule\")\npermit (principal, action, resource)\nwhen { resource.owner == \"me\" };\n",
+        "@id(\"owner-rule\")\npermit (principal, action == Action::\"AssociateConsumer\", resource)\nwhen { resource.owner == \"me\" };\n",
     )
     .unwrap();
     let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
@@ -284,32 +292,35 @@ fn a_custom_schema_that_does_not_describe_the_gateway_is_refused() {
     let err = Policies::load(config, account("444455556666")).unwrap_err();
     assert!(
         err.to_string()
-            .contains("does not describe the gateway's requests"),
+            .contains("does not describe the gateway's AssociateConsumer requests"),
         "{err}"
     );
 }
 
-fn layer_call(principal: Principal, req: Option<AssociateRequest>) -> crate::call::AssociateCall {
-    let mut call = call_with(CallerCredential::Certificate(principal.id.clone()));
-    call.ctx.principal = Some(principal);
-    call.request = req;
-    call
+fn layer_call(principal: Principal, request: AssociateRequest) -> ValidatedCall<AssociateConsumer> {
+    associate_call(
+        CallerCredential::Certificate(principal.id.clone()),
+        Default::default(),
+    )
+    .advance(Validated { principal, request })
 }
+
+type Stage = Validated<AssociateRequest>;
 
 #[tokio::test]
 async fn validate_only_answers_validated_without_calling_the_inner_service() {
-    let inner = Counting::default();
-    let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
+    let inner = Counting::<Stage>::default();
+    let mut svc = MiddlewareLayer::new(Authorize::new(examples())).layer(inner.clone());
     let mut req = request(SALES, ns(PROVISIONED), None);
     req.validate_only = true;
-    let call = layer_call(principal(REPORTING), Some(req.clone()));
+    let call = layer_call(principal(REPORTING), req.clone());
     let trail = call.trail.clone();
     let reply = svc.call(call).await.unwrap();
     assert_eq!(
         reply,
         AssociateReply::Validated(decision(true, &[DATA_PLATFORM]))
     );
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(inner.count(), 0);
     assert_eq!(
         trail.snapshot().decision,
         Some(decision(true, &[DATA_PLATFORM]))
@@ -317,52 +328,34 @@ async fn validate_only_answers_validated_without_calling_the_inner_service() {
 
     req.validate_only = false;
     let reply = svc
-        .call(layer_call(principal(REPORTING), Some(req)))
+        .call(layer_call(principal(REPORTING), req))
         .await
         .unwrap();
     assert!(matches!(reply, AssociateReply::Associated(_)));
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.count(), 1);
 }
 
 #[tokio::test]
 async fn a_denial_is_permission_denied_recorded_and_not_forwarded() {
-    let inner = Counting::default();
-    let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
+    let inner = Counting::<Stage>::default();
+    let mut svc = MiddlewareLayer::new(Authorize::new(examples())).layer(inner.clone());
     let call = layer_call(
         principal(REPORTING),
-        Some(request(LEGAL_HOLD, ns(PROVISIONED), None)),
+        request(LEGAL_HOLD, ns(PROVISIONED), None),
     );
     let trail = call.trail.clone();
     let err = svc.call(call).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(code_of(&err), Code::PermissionDenied);
     assert!(
         matches!(&err, GatewayError::PolicyDenied { determining_policies } if determining_policies == &[LEGAL])
     );
     assert_eq!(trail.snapshot().decision, Some(decision(false, &[LEGAL])));
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
-    let status = err.to_status("req-1");
+    assert_eq!(inner.count(), 0);
+    let status = to_status(&err, "req-1");
     assert!(
         !status.message().contains("forbid"),
         "no policy text in errors"
     );
-}
-
-#[tokio::test]
-async fn a_call_without_a_validated_request_or_principal_is_internal() {
-    let inner = Counting::default();
-    let mut svc = PolicyLayer::new(examples()).layer(inner.clone());
-    let err = svc
-        .call(layer_call(principal(REPORTING), None))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Internal);
-    let mut call = layer_call(
-        principal(REPORTING),
-        Some(request(SALES, ns(PROVISIONED), None)),
-    );
-    call.ctx.principal = None;
-    assert_eq!(svc.call(call).await.unwrap_err().code(), Code::Internal);
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
 }
 
 const LOCKDOWN: &str = "@id(\"lockdown\")\nforbid (principal, action, resource);\n";
@@ -386,7 +379,7 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
             let reporting = principal(REPORTING);
             let req = request(SALES, ns(PROVISIONED), None);
             while !stop.load(Ordering::SeqCst) {
-                let evaluation = policies.explain(&reporting, &req);
+                let evaluation = policies.explain::<AssociateConsumer>(&reporting, &req);
                 assert!(evaluation.errors.is_empty(), "{:?}", evaluation.errors);
                 if evaluation.decision == old {
                     seen_old.fetch_add(1, Ordering::SeqCst);
@@ -403,10 +396,10 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
     for round in 0..40 {
         if round % 2 == 0 {
             std::fs::write(&lockdown, LOCKDOWN).unwrap();
-            assert_eq!(policies.reload().unwrap(), 6);
+            assert_eq!(policies.reload().unwrap(), 8);
         } else {
             std::fs::remove_file(&lockdown).unwrap();
-            assert_eq!(policies.reload().unwrap(), 5);
+            assert_eq!(policies.reload().unwrap(), 7);
         }
         tokio::task::yield_now().await;
     }
@@ -424,9 +417,9 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
         .last_reload_error()
         .expect("last_reload_error is set");
     assert!(last.contains("lockdown.cedar:3:"), "{last}");
-    assert_eq!(policies.len(), 5);
+    assert_eq!(policies.len(), 7);
     assert_eq!(
-        policies.evaluate(
+        policies.evaluate::<AssociateConsumer>(
             &principal(REPORTING),
             &request(SALES, ns(PROVISIONED), None)
         ),
@@ -441,10 +434,10 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
 
     // A good reload clears the error.
     std::fs::write(&lockdown, LOCKDOWN).unwrap();
-    assert_eq!(policies.reload().unwrap(), 6);
+    assert_eq!(policies.reload().unwrap(), 8);
     assert_eq!(policies.last_reload_error(), None);
     assert_eq!(
-        policies.evaluate(
+        policies.evaluate::<AssociateConsumer>(
             &principal(REPORTING),
             &request(SALES, ns(PROVISIONED), None)
         ),
@@ -455,7 +448,7 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
 /// Waits (bounded) for the reloader to pick a change up; the bound only limits a failing test.
 async fn eventually(policies: &Policies, expected: &Decision) -> bool {
     for _ in 0..200 {
-        if &policies.evaluate(
+        if &policies.evaluate::<AssociateConsumer>(
             &principal(REPORTING),
             &request(SALES, ns(PROVISIONED), None),
         ) == expected
@@ -611,14 +604,14 @@ proptest! {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(examples);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let policies = POLICIES.clone();
-        let inner = Counting::default();
-        let mut svc = PolicyLayer::new(policies.clone()).layer(inner.clone());
+        let inner = Counting::<Stage>::default();
+        let mut svc = MiddlewareLayer::new(Authorize::new(policies.clone())).layer(inner.clone());
         let expected = oracle(&p, &r);
-        let call = layer_call(p.clone(), Some(r.clone()));
+        let call = layer_call(p.clone(), r.clone());
         let trail = call.trail.clone();
         let result = runtime.block_on(svc.call(call));
         let recorded = trail.snapshot().decision.expect("decision recorded");
-        let forwarded = inner.calls.load(Ordering::SeqCst) == 1;
+        let forwarded = inner.count() == 1;
         prop_assert_eq!(recorded.allowed, expected);
         prop_assert!(!forwarded || (recorded.allowed && !r.validate_only));
         match result {
@@ -635,7 +628,7 @@ proptest! {
 
 const PINNED: &str = r#"
 @id("reporting-finance")
-permit (principal == Service::"spiffe://example.internal/ns/data/sa/reporting", action, resource)
+permit (principal == Service::"spiffe://example.internal/ns/data/sa/reporting", action, resource is DataShare)
 when { resource.name == "finance_share" && context.consumer_kind == "account" };
 @id("notebook-no-serverless")
 forbid (principal == Service::"spiffe://example.internal/ns/analytics/sa/notebook", action == Action::"AssociateConsumer", resource)
@@ -656,32 +649,32 @@ fn pinned_policies() -> Policies {
 #[test]
 fn pinned_policies_apply_to_their_principal_only() {
     let policies = pinned_policies();
-    assert_eq!(policies.len(), 9);
+    assert_eq!(policies.len(), 11);
     let finance_entire = request(FINANCE, ConsumerTarget::EntireAccount, None);
     assert_eq!(
-        policies.evaluate(&principal(REPORTING), &finance_entire),
+        policies.evaluate::<AssociateConsumer>(&principal(REPORTING), &finance_entire),
         decision(true, &[DATA_PLATFORM, "reporting-finance"])
     );
     assert_eq!(
-        policies.evaluate(&principal(NOTEBOOK), &request(SALES, ns(SERVERLESS), None)),
+        policies.evaluate::<AssociateConsumer>(&principal(NOTEBOOK), &request(SALES, ns(SERVERLESS), None)),
         decision(false, &["notebook-no-serverless"])
     );
     assert_eq!(
-        policies.evaluate(
+        policies.evaluate::<AssociateConsumer>(
             &principal(FRONTEND),
             &request(SALES, ns(FOREIGN_NAMESPACE), None)
         ),
         decision(true, &["frontend-sales"])
     );
     assert_eq!(
-        policies.evaluate(
+        policies.evaluate::<AssociateConsumer>(
             &principal(FRONTEND),
             &request(FINANCE, ns(PROVISIONED), None)
         ),
         decision(false, &[])
     );
     assert_eq!(
-        policies.evaluate(
+        policies.evaluate::<AssociateConsumer>(
             &principal(STRANGER),
             &request(FINANCE, ns(PROVISIONED), None)
         ),
@@ -696,9 +689,10 @@ proptest! {
     fn slicing_and_trusted_building_never_change_a_decision(p in arb_principal(), r in arb_request()) {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
         let snapshot = POLICIES.shared.current.load();
-        prop_assert_eq!(snapshot.evaluate(&p, &r), snapshot.evaluate_unsliced(&p, &r));
+        let input = AssociateConsumer::policy_input(&r, &POLICIES.env());
+        prop_assert_eq!(snapshot.evaluate(&p, &input), snapshot.evaluate_unsliced(&p, &input));
         // Evaluation skips the schema checks; every request it builds passes them.
-        prop_assert!(snapshot.build(&p, &r, engine::Checks::AgainstSchema).is_ok());
+        prop_assert!(snapshot.build(&p, &input, engine::Checks::AgainstSchema).is_ok());
     }
 }
 
@@ -730,11 +724,63 @@ fn action_groups_in_a_custom_schema_are_honoured() {
         groups: vec!["managers".into()],
     };
     assert_eq!(
-        policies.evaluate(&manager, &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&manager, &request(SALES, ns(PROVISIONED), None)),
         decision(true, &["managers"])
     );
     assert_eq!(
-        policies.evaluate(&principal(STRANGER), &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&principal(STRANGER), &request(SALES, ns(PROVISIONED), None)),
         decision(false, &[])
     );
+}
+
+#[test]
+fn every_example_rule_for_disassociate_and_list() {
+    let policies = examples();
+    let disassociate = |share: &str, consumer: ConsumerTarget| DisassociateRequest {
+        data_share: DataShareArn::parse(share).unwrap(),
+        consumer,
+        validate_only: false,
+    };
+    let entire = || ConsumerTarget::EntireAccount;
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, DisassociateRequest, Decision)> = vec![
+        ("data-platform undoes an entire-account association", REPORTING, disassociate(SALES, entire()), decision(true, &[DATA_PLATFORM])),
+        ("data-platform undoes a region association", REPORTING, disassociate(SALES, region("us-east-1")), decision(true, &[DATA_PLATFORM])),
+        ("analytics undoes a namespace association", NOTEBOOK, disassociate(SALES, ns(SERVERLESS)), decision(true, &[ANALYTICS])),
+        ("analytics may not undo an entire-account association", NOTEBOOK, disassociate(SALES, entire()), decision(false, &[])),
+        ("frontend may not disassociate", FRONTEND, disassociate(SALES, ns(PROVISIONED)), decision(false, &[])),
+        ("not a foreign producer's datashare", REPORTING, disassociate(FOREIGN_SHARE, entire()), decision(false, &[])),
+        ("never across partitions", REPORTING, disassociate(SALES, ns(CHINA_NAMESPACE)), decision(false, &[PARTITION])),
+        ("the legal hold forbids undoing too", REPORTING, disassociate(LEGAL_HOLD, entire()), decision(false, &[LEGAL])),
+    ];
+    for (what, who, request, expected) in cases {
+        assert_eq!(
+            policies.evaluate::<DisassociateConsumer>(&principal(who), &request),
+            expected,
+            "{what}"
+        );
+    }
+
+    let list = |params: ListParams| ListConsumerDataShares::validate(&params).unwrap();
+    let filtered = list(ListParams {
+        consumer_arn: PROVISIONED.into(),
+        status: crate::proto::datasharing::v1::DataShareStatus::Active as i32,
+        ..Default::default()
+    });
+    #[rustfmt::skip]
+    let cases = [
+        ("data-platform lists", REPORTING, decision(true, &["data-platform-list-in-org"])),
+        ("analytics lists", NOTEBOOK, decision(true, &["analytics-list-in-org"])),
+        ("frontend may not list", FRONTEND, decision(false, &[])),
+        ("a stranger may not list", STRANGER, decision(false, &[])),
+    ];
+    for (what, who, expected) in cases {
+        for request in [list(ListParams::default()), filtered.clone()] {
+            assert_eq!(
+                policies.evaluate::<ListConsumerDataShares>(&principal(who), &request),
+                expected,
+                "{what}"
+            );
+        }
+    }
 }

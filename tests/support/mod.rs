@@ -12,3 +12,4 @@ pub mod emulator;
 pub mod gateway;
 pub mod otlp;
 pub mod prometheus;
+pub mod stack;

@@ -1,51 +1,37 @@
-//! The Redshift client (aws-sdk-redshift, built from aws-config) as a tower service, and the
-//! classification of every `SdkError` into the gateway's fault table.
+//! The Redshift client (aws-sdk-redshift, built from aws-config) as a tower service over every
+//! operation, and the classification of every `SdkError` into an AWS-neutral [`UpstreamFault`].
 //!
-//! `SdkError` never leaves this module: [`classify`] turns it into a [`GatewayError`] whose code
-//! comes from the one table below (also in the README):
-//!
-//! | Redshift outcome                                              | gRPC code            |
-//! |---------------------------------------------------------------|----------------------|
-//! | `InvalidDataShareFault`                                       | `FAILED_PRECONDITION`|
-//! | `InvalidNamespaceFault`, `ResourceNotFoundFault`              | `NOT_FOUND`          |
-//! | parameter errors (`InvalidParameterValue`, `MissingParameter`, ...) | `INVALID_ARGUMENT` |
-//! | `UnauthorizedOperation`                                       | `PERMISSION_DENIED`  |
-//! | `UnsupportedOperation(Fault)`                                 | `FAILED_PRECONDITION`|
-//! | throttling codes (the SDK's list) or a bare 429, after retries | `RESOURCE_EXHAUSTED` + `RetryInfo` |
-//! | any other 5xx (`InternalFailure`, `ServiceUnavailable`, ...)  | `UNAVAILABLE`        |
-//! | attempt or operation timeout                                  | `DEADLINE_EXCEEDED`  |
-//! | connection refused, reset or closed                           | `UNAVAILABLE`        |
-//! | the gateway's own credentials rejected or missing             | `INTERNAL`           |
-//! | anything else (unknown code, unparseable answer)              | `UNKNOWN`            |
+//! This is the only module that names AWS SDK types. [`classify`] turns an `SdkError` into a
+//! fault kind by variant first, then by the AWS error code, using the code lists below; the gRPC
+//! code of each kind is chosen in `status`, and the README's fault table is rendered from both
+//! ([`fault_rules`]).
+
+mod operations;
+
+pub use operations::Forward;
 
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_redshift::config::retry::RetryConfig;
 use aws_sdk_redshift::config::timeout::TimeoutConfig;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::operation::RequestId;
-use aws_sdk_redshift::operation::associate_data_share_consumer::AssociateDataShareConsumerOutput;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use std::sync::Arc;
-use tonic::Code;
 use tower::Service;
 use tracing::Instrument;
 
+use crate::call::{CallFuture, UpstreamNote, ValidatedCall};
+use crate::errors::{FaultKind, GatewayError, UpstreamFault};
 use crate::metrics::Metrics;
-
-use crate::call::{
-    AssociateCall, AssociateReply, CallFuture, ConsumerTarget, DataShare, DataShareAssociation,
-    UpstreamNote,
-};
-use crate::errors::{GatewayError, UpstreamFault};
 
 /// `[upstream]`: how the gateway reaches Redshift.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -167,9 +153,9 @@ impl UpstreamConfig {
 /// credential chain (used by `dev`, which signs as the emulator's consumer account).
 pub async fn build_client(
     config: &UpstreamConfig,
-    credentials: Option<aws_credential_types::Credentials>,
+    credentials: Option<StaticCredentials>,
     metrics: Arc<Metrics>,
-) -> aws_sdk_redshift::Client {
+) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
             RetryConfig::standard()
@@ -193,13 +179,40 @@ pub async fn build_client(
         loader = loader.endpoint_url(url);
     }
     if let Some(credentials) = credentials {
-        loader = loader.credentials_provider(credentials);
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            None,
+            None,
+            "static",
+        ));
     }
     let shared = loader.load().await;
     let conf = aws_sdk_redshift::config::Builder::from(&shared)
         .interceptor(RetryCounter { metrics })
         .build();
-    aws_sdk_redshift::Client::from_conf(conf)
+    Client(aws_sdk_redshift::Client::from_conf(conf))
+}
+
+/// The shared Redshift client; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client(aws_sdk_redshift::Client);
+
+/// A fixed access key, instead of the default credential chain.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts the SDK's retries (attempts after the first) for the metrics.
@@ -223,30 +236,24 @@ impl Intercept for RetryCounter {
             .load::<RequestAttempts>()
             .is_some_and(|a| a.attempts() > 1)
         {
-            self.metrics.upstream_retry(ASSOCIATE);
+            let name = cfg.load::<Metadata>().map(Metadata::name);
+            self.metrics.upstream_retry(operations::static_name(name));
         }
         Ok(())
     }
 }
 
-/// The Redshift operation the gateway forwards.
-const ASSOCIATE: &str = "AssociateDataShareConsumer";
-
-/// Forwards validated calls to Redshift's `AssociateDataShareConsumer`.
+/// Forwards validated calls of every operation to Redshift.
 #[derive(Clone, Debug)]
 pub struct RedshiftService {
-    client: aws_sdk_redshift::Client,
+    client: Client,
     throttle_retry_after: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl RedshiftService {
     /// A service over the shared client.
-    pub fn new(
-        client: aws_sdk_redshift::Client,
-        config: &UpstreamConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(client: Client, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
         RedshiftService {
             client,
             throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms),
@@ -255,46 +262,35 @@ impl RedshiftService {
     }
 }
 
-impl Service<AssociateCall> for RedshiftService {
-    type Response = AssociateReply;
+impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
+    type Response = Op::Reply;
     type Error = GatewayError;
-    type Future = CallFuture;
+    type Future = CallFuture<Op::Reply>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The SDK client pools connections itself; it is always ready to take a call.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: AssociateCall) -> Self::Future {
+    fn call(&mut self, call: ValidatedCall<Op>) -> Self::Future {
         let client = self.client.clone();
         let retry_after = self.throttle_retry_after;
         let metrics = self.metrics.clone();
         let span = tracing::info_span!(
-            "Redshift/AssociateDataShareConsumer",
+            "redshift",
+            otel.name = format!("Redshift/{}", Op::AWS_OPERATION),
             otel.kind = "client",
             rpc.system = "aws-api",
             rpc.service = "Redshift",
-            rpc.method = ASSOCIATE,
+            rpc.method = Op::AWS_OPERATION,
             aws.request_id = tracing::field::Empty,
             aws.error_code = tracing::field::Empty,
         );
         let record_span = span.clone();
         let call_future = async move {
-            let request = call.request.as_ref().ok_or_else(|| {
-                GatewayError::Internal("upstream reached without a validated request".into())
-            })?;
-            let mut op = client
-                .associate_data_share_consumer()
-                .data_share_arn(request.data_share.to_string())
-                .set_allow_writes(request.allow_writes);
-            op = match &request.consumer {
-                ConsumerTarget::EntireAccount => op.associate_entire_account(true),
-                ConsumerTarget::Namespace(arn) => op.consumer_arn(arn.to_string()),
-                ConsumerTarget::Region(region) => op.consumer_region(region.as_str()),
-            };
             call.trail.lock().forwarded = true;
             let started = std::time::Instant::now();
-            let result = op.send().await;
+            let result = Op::send(&client.0, &call.stage.request).await;
             let note = UpstreamNote {
                 aws_request_id: match &result {
                     Ok(out) => out.request_id().map(str::to_owned),
@@ -306,7 +302,7 @@ impl Service<AssociateCall> for RedshiftService {
                     .and_then(|e| e.code())
                     .map(str::to_owned),
             };
-            metrics.upstream_call(ASSOCIATE, note.aws_error_code.as_deref(), started);
+            metrics.upstream_call(Op::AWS_OPERATION, note.aws_error_code.as_deref(), started);
             if let Some(id) = &note.aws_request_id {
                 record_span.record("aws.request_id", id.as_str());
             }
@@ -315,36 +311,11 @@ impl Service<AssociateCall> for RedshiftService {
             }
             call.trail.lock().upstream = note.clone();
             match result {
-                Ok(out) => Ok(AssociateReply::Associated(data_share_from(&out))),
+                Ok(out) => Ok(Op::reply(&call.stage.request, out)),
                 Err(err) => Err(classify(err, note.aws_request_id, retry_after)),
             }
         };
         Box::pin(call_future.instrument(span))
-    }
-}
-
-fn data_share_from(out: &AssociateDataShareConsumerOutput) -> DataShare {
-    DataShare {
-        data_share_arn: out.data_share_arn().map(str::to_owned),
-        producer_arn: out.producer_arn().map(str::to_owned),
-        allow_publicly_accessible_consumers: out.allow_publicly_accessible_consumers(),
-        associations: out
-            .data_share_associations()
-            .iter()
-            .map(|a| DataShareAssociation {
-                consumer_identifier: a.consumer_identifier().map(str::to_owned),
-                status: a.status().map(|s| s.as_str().to_owned()),
-                consumer_region: a.consumer_region().map(str::to_owned),
-                created_date: a.created_date().and_then(|d| SystemTime::try_from(*d).ok()),
-                status_change_date: a
-                    .status_change_date()
-                    .and_then(|d| SystemTime::try_from(*d).ok()),
-                producer_allowed_writes: a.producer_allowed_writes(),
-                consumer_accepted_writes: a.consumer_accepted_writes(),
-            })
-            .collect(),
-        managed_by: out.managed_by().map(str::to_owned),
-        data_share_type: out.data_share_type().map(|t| t.as_str().to_owned()),
     }
 }
 
@@ -375,8 +346,91 @@ const PARAMETER_ERRORS: &[&str] = &[
     "RedshiftInvalidParameter",
 ];
 
-/// Classifies an SDK error by variant first, then by the AWS error code: the fault table.
-pub fn classify<E>(
+/// AWS error codes meaning the resource is not in a state that allows the operation.
+const INVALID_STATE_ERRORS: &[&str] = &[
+    "InvalidDataShareFault",
+    "UnsupportedOperation",
+    "UnsupportedOperationFault",
+];
+
+/// AWS error codes meaning a named resource does not exist.
+const NOT_FOUND_ERRORS: &[&str] = &["InvalidNamespaceFault", "ResourceNotFoundFault"];
+
+/// AWS error codes meaning the account may not do this.
+const UNAUTHORIZED_ERRORS: &[&str] = &["UnauthorizedOperation"];
+
+/// The codes classified by list, in the order they are checked.
+const CODE_LISTS: [(&[&str], FaultKind); 4] = [
+    (INVALID_STATE_ERRORS, FaultKind::InvalidState),
+    (NOT_FOUND_ERRORS, FaultKind::NotFound),
+    (PARAMETER_ERRORS, FaultKind::InvalidParameter),
+    (UNAUTHORIZED_ERRORS, FaultKind::Unauthorized),
+];
+
+/// One row of the upstream half of the fault table: an AWS outcome and its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRule {
+    /// The outcome, in Markdown (the codes listed are the ones [`classify`] uses).
+    pub outcome: String,
+    /// What it is classified as.
+    pub kind: FaultKind,
+}
+
+fn code_list(codes: &[&str]) -> String {
+    codes
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every AWS outcome [`classify`] distinguishes, built from the same code lists it uses.
+pub fn fault_rules() -> Vec<FaultRule> {
+    let mut rules: Vec<FaultRule> = CODE_LISTS
+        .iter()
+        .map(|(codes, kind)| FaultRule {
+            outcome: code_list(codes),
+            kind: *kind,
+        })
+        .collect();
+    let throttling = aws_runtime::retries::classifiers::THROTTLING_ERRORS;
+    rules.extend([
+        FaultRule {
+            outcome: format!(
+                "throttling ({}; a bare 429), after the SDK's retries",
+                code_list(throttling)
+            ),
+            kind: FaultKind::Throttled,
+        },
+        FaultRule {
+            outcome: "any other 5xx (`InternalFailure`, `ServiceUnavailable`, ...), after the SDK's retries".into(),
+            kind: FaultKind::ServiceFailure,
+        },
+        FaultRule {
+            outcome: "SDK attempt or operation timeout".into(),
+            kind: FaultKind::Timeout,
+        },
+        FaultRule {
+            outcome: "connection refused, reset or closed".into(),
+            kind: FaultKind::Unreachable,
+        },
+        FaultRule {
+            outcome: format!(
+                "the gateway's own AWS credentials rejected ({}) or missing",
+                code_list(CREDENTIAL_ERRORS)
+            ),
+            kind: FaultKind::CredentialsRejected,
+        },
+        FaultRule {
+            outcome: "anything else (unknown code, unparseable answer)".into(),
+            kind: FaultKind::Unknown,
+        },
+    ]);
+    rules
+}
+
+/// Classifies an SDK error by variant first, then by the AWS error code.
+pub(crate) fn classify<E>(
     err: SdkError<E, HttpResponse>,
     aws_request_id: Option<String>,
     retry_after: Duration,
@@ -385,25 +439,24 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let fault = match &err {
-        SdkError::TimeoutError(_) => UpstreamFault::Timeout,
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => UpstreamFault::Timeout,
+        SdkError::TimeoutError(_) => UpstreamFault::of_kind(FaultKind::Timeout),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            UpstreamFault::of_kind(FaultKind::Timeout)
+        }
         SdkError::DispatchFailure(failure) if failure.is_user() => {
             return GatewayError::Internal(Box::new(err));
         }
-        SdkError::DispatchFailure(_) => UpstreamFault::Unreachable,
-        SdkError::ResponseError(_) => UpstreamFault::Unknown { aws_code: None },
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            classify_service(
-                service.err().code(),
-                service.err().message(),
-                status,
-                retry_after,
-            )
-        }
+        SdkError::DispatchFailure(_) => UpstreamFault::of_kind(FaultKind::Unreachable),
+        SdkError::ResponseError(_) => UpstreamFault::of_kind(FaultKind::Unknown),
+        SdkError::ServiceError(service) => classify_service(
+            service.err().code(),
+            service.err().message(),
+            service.raw().status().as_u16(),
+            retry_after,
+        ),
         // Request construction fails before anything is sent: missing credentials or region.
-        SdkError::ConstructionFailure(_) => UpstreamFault::CredentialsRejected { aws_code: None },
-        _ => UpstreamFault::Unknown { aws_code: None },
+        SdkError::ConstructionFailure(_) => UpstreamFault::of_kind(FaultKind::CredentialsRejected),
+        _ => UpstreamFault::of_kind(FaultKind::Unknown),
     };
     GatewayError::Upstream {
         fault,
@@ -411,47 +464,45 @@ where
     }
 }
 
-/// The fault table for errors Redshift answered with.
+/// The fault kind of an error Redshift answered with.
 pub fn classify_service(
     code: Option<&str>,
     message: Option<&str>,
     http_status: u16,
     retry_after: Duration,
 ) -> UpstreamFault {
-    let service = |grpc: Code, aws_code: &str| UpstreamFault::Service {
-        code: grpc,
-        aws_code: aws_code.to_owned(),
-        message: message.map(str::to_owned),
-        http_status,
+    let fault = |kind: FaultKind| UpstreamFault {
+        kind,
+        aws_code: code.map(str::to_owned),
+        message: None,
+        http_status: Some(http_status),
+        retry_after: None,
     };
-    match code {
-        Some(c) if c == "InvalidDataShareFault" => service(Code::FailedPrecondition, c),
-        Some(c) if c == "InvalidNamespaceFault" || c == "ResourceNotFoundFault" => {
-            service(Code::NotFound, c)
+    // Redshift's message helps the caller fix a modeled or parameter error; other messages
+    // (throttling, credentials, 5xx) say nothing the code does not.
+    let with_message = |kind: FaultKind| UpstreamFault {
+        message: message.map(str::to_owned),
+        ..fault(kind)
+    };
+    let throttled = || UpstreamFault {
+        retry_after: Some(retry_after),
+        ..fault(FaultKind::Throttled)
+    };
+    if let Some(c) = code {
+        if let Some((_, kind)) = CODE_LISTS.iter().find(|(codes, _)| codes.contains(&c)) {
+            return with_message(*kind);
         }
-        Some(c) if PARAMETER_ERRORS.contains(&c) => service(Code::InvalidArgument, c),
-        Some(c) if c == "UnauthorizedOperation" => service(Code::PermissionDenied, c),
-        Some(c) if c == "UnsupportedOperation" || c == "UnsupportedOperationFault" => {
-            service(Code::FailedPrecondition, c)
+        if aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&c) {
+            return throttled();
         }
-        Some(c) if aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&c) => {
-            UpstreamFault::Throttled {
-                aws_code: c.to_owned(),
-                retry_after,
-            }
+        if CREDENTIAL_ERRORS.contains(&c) {
+            return fault(FaultKind::CredentialsRejected);
         }
-        Some(c) if CREDENTIAL_ERRORS.contains(&c) => UpstreamFault::CredentialsRejected {
-            aws_code: Some(c.to_owned()),
-        },
-        _ if http_status == 429 => UpstreamFault::Throttled {
-            aws_code: code.unwrap_or("TooManyRequests").to_owned(),
-            retry_after,
-        },
-        Some(c) if http_status >= 500 => service(Code::Unavailable, c),
-        None if http_status >= 500 => service(Code::Unavailable, &format!("HTTP{http_status}")),
-        other => UpstreamFault::Unknown {
-            aws_code: other.map(str::to_owned),
-        },
+    }
+    match http_status {
+        429 => throttled(),
+        500.. => with_message(FaultKind::ServiceFailure),
+        _ => fault(FaultKind::Unknown),
     }
 }
 
@@ -459,39 +510,51 @@ pub fn classify_service(
 mod tests {
     use super::*;
 
-    fn code_of(code: Option<&str>, status: u16) -> Code {
-        let err = GatewayError::Upstream {
-            fault: classify_service(code, None, status, Duration::from_secs(1)),
-            aws_request_id: None,
-        };
-        err.code()
+    fn kind_of(code: Option<&str>, status: u16) -> FaultKind {
+        classify_service(code, None, status, Duration::from_secs(1)).kind
     }
 
     #[test]
     fn the_fault_table() {
         let rows = [
-            (Some("InvalidDataShareFault"), 400, Code::FailedPrecondition),
-            (Some("InvalidNamespaceFault"), 400, Code::NotFound),
+            (Some("InvalidDataShareFault"), 400, FaultKind::InvalidState),
+            (Some("UnsupportedOperationFault"), 400, FaultKind::InvalidState),
+            (Some("InvalidNamespaceFault"), 400, FaultKind::NotFound),
             (
                 Some("InvalidParameterCombination"),
                 400,
-                Code::InvalidArgument,
+                FaultKind::InvalidParameter,
             ),
-            (Some("MissingParameter"), 400, Code::InvalidArgument),
-            (Some("Throttling"), 400, Code::ResourceExhausted),
-            (Some("ThrottlingException"), 400, Code::ResourceExhausted),
-            (None, 429, Code::ResourceExhausted),
-            (Some("InternalFailure"), 500, Code::Unavailable),
-            (Some("ServiceUnavailable"), 503, Code::Unavailable),
-            (None, 502, Code::Unavailable),
-            (Some("InvalidClientTokenId"), 403, Code::Internal),
-            (Some("SignatureDoesNotMatch"), 403, Code::Internal),
-            (Some("UnauthorizedOperation"), 400, Code::PermissionDenied),
-            (Some("SomethingNew"), 400, Code::Unknown),
-            (None, 400, Code::Unknown),
+            (Some("MissingParameter"), 400, FaultKind::InvalidParameter),
+            (Some("Throttling"), 400, FaultKind::Throttled),
+            (Some("ThrottlingException"), 400, FaultKind::Throttled),
+            (None, 429, FaultKind::Throttled),
+            (Some("InternalFailure"), 500, FaultKind::ServiceFailure),
+            (Some("ServiceUnavailable"), 503, FaultKind::ServiceFailure),
+            (None, 502, FaultKind::ServiceFailure),
+            (Some("InvalidClientTokenId"), 403, FaultKind::CredentialsRejected),
+            (Some("SignatureDoesNotMatch"), 403, FaultKind::CredentialsRejected),
+            (Some("UnauthorizedOperation"), 400, FaultKind::Unauthorized),
+            (Some("SomethingNew"), 400, FaultKind::Unknown),
+            (None, 400, FaultKind::Unknown),
         ];
         for (aws_code, status, want) in rows {
-            assert_eq!(code_of(aws_code, status), want, "{aws_code:?} {status}");
+            assert_eq!(kind_of(aws_code, status), want, "{aws_code:?} {status}");
+        }
+    }
+
+    #[test]
+    fn every_code_the_table_lists_classifies_as_its_row_says() {
+        for (codes, kind) in CODE_LISTS {
+            for code in codes {
+                assert_eq!(kind_of(Some(code), 400), kind, "{code}");
+            }
+        }
+        for code in CREDENTIAL_ERRORS {
+            assert_eq!(kind_of(Some(code), 403), FaultKind::CredentialsRejected, "{code}");
+        }
+        for code in aws_runtime::retries::classifiers::THROTTLING_ERRORS {
+            assert_eq!(kind_of(Some(code), 400), FaultKind::Throttled, "{code}");
         }
     }
 

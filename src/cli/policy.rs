@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use serde::Deserialize;
 
 use crate::arn::AccountId;
-use crate::call::{AssociateParams, Principal};
+use crate::call::{Operation, Principal};
 use crate::identity::PrincipalDirectory;
-use crate::policy::{Policies, PolicyConfig, PolicyError, load};
+use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares};
+use crate::policy::{Policies, PolicyConfig, PolicyError};
 
 /// The `policy` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -44,31 +45,18 @@ pub enum PolicyCommand {
         /// principal's groups up in.
         #[arg(long)]
         principals: Option<PathBuf>,
+        /// The method: AssociateConsumer, DisassociateConsumer or ListConsumerDataShares.
+        #[arg(long, default_value = "AssociateConsumer")]
+        method: String,
         /// The request in proto JSON field names, e.g.
-        /// `{"data_share_arn": "arn:...", "consumer_arn": "arn:...", "allow_writes": true}`.
+        /// `{"data_share_arn": "arn:...", "consumer_arn": "arn:...", "allow_writes": true}`
+        /// (a `status` as its enum number).
         #[arg(long)]
         request: String,
         /// The gateway's own account: the consumer of entire-account and region associations.
         #[arg(long, default_value = "444455556666")]
         consumer_account: String,
     },
-}
-
-/// The request fields of `AssociateConsumerRequest`, by their proto names.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestJson {
-    data_share_arn: String,
-    #[serde(default)]
-    associate_entire_account: bool,
-    #[serde(default)]
-    consumer_arn: String,
-    #[serde(default)]
-    consumer_region: String,
-    #[serde(default)]
-    allow_writes: Option<bool>,
-    #[serde(default)]
-    validate_only: bool,
 }
 
 /// Any TOML document with a `[principals]` table; other keys are ignored.
@@ -81,26 +69,37 @@ struct PrincipalsFile {
 const CANNOT_DECIDE: u8 = 2;
 
 /// Runs a `policy` subcommand.
-pub async fn run_command(cmd: PolicyCommand) -> Result<ExitCode, crate::cli::CliError> {
+pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
     match cmd {
-        PolicyCommand::Validate { dir, schema } => Ok(validate(dir, schema)),
+        PolicyCommand::Validate { dir, schema } => validate(dir, schema),
         PolicyCommand::Check {
             policies,
             schema,
             principal,
             groups,
             principals,
+            method,
             request,
             consumer_account,
-        } => Ok(check(CheckArgs {
-            policies,
-            schema,
-            principal,
-            groups,
-            principals,
-            request,
-            consumer_account,
-        })),
+        } => {
+            let args = CheckArgs {
+                policies,
+                schema,
+                principal,
+                groups,
+                principals,
+                request,
+                consumer_account,
+            };
+            match method.as_str() {
+                AssociateConsumer::METHOD => check::<AssociateConsumer>(args),
+                DisassociateConsumer::METHOD => check::<DisassociateConsumer>(args),
+                ListConsumerDataShares::METHOD => check::<ListConsumerDataShares>(args),
+                other => cannot_decide(format!(
+                    "--method {other:?}: must be AssociateConsumer, DisassociateConsumer or ListConsumerDataShares"
+                )),
+            }
+        }
     }
 }
 
@@ -110,17 +109,14 @@ fn validate(dir: PathBuf, schema: Option<PathBuf>) -> ExitCode {
         schema,
         watch: false,
     };
-    let loaded = config
-        .validate()
-        .and_then(|()| load::load(&config, &placeholder_account()));
-    match loaded {
-        Ok(snapshot) => {
+    match Policies::validate_set(&config) {
+        Ok(ids) => {
             println!(
                 "ok: {} policies in {} valid against the schema",
-                snapshot.len(),
+                ids.len(),
                 config.dir.display()
             );
-            for id in snapshot.ids() {
+            for id in ids {
                 println!("  {id}");
             }
             ExitCode::SUCCESS
@@ -130,11 +126,6 @@ fn validate(dir: PathBuf, schema: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-// Validation does not depend on the consumer account; any well-formed one will do.
-fn placeholder_account() -> AccountId {
-    AccountId::parse("000000000000").unwrap_or_else(|_| unreachable!("twelve digits parse"))
 }
 
 struct CheckArgs {
@@ -147,7 +138,11 @@ struct CheckArgs {
     consumer_account: String,
 }
 
-fn check(args: CheckArgs) -> ExitCode {
+fn check<Op>(args: CheckArgs) -> ExitCode
+where
+    Op: Operation,
+    Op::Params: serde::de::DeserializeOwned,
+{
     let consumer_account = match AccountId::parse(&args.consumer_account) {
         Ok(a) => a,
         Err(err) => {
@@ -170,18 +165,16 @@ fn check(args: CheckArgs) -> ExitCode {
     }
     groups.sort();
     groups.dedup();
-    let params = match serde_json::from_str::<RequestJson>(&args.request) {
-        Ok(r) => AssociateParams {
-            data_share_arn: r.data_share_arn,
-            associate_entire_account: r.associate_entire_account,
-            consumer_arn: r.consumer_arn,
-            consumer_region: r.consumer_region,
-            allow_writes: r.allow_writes,
-            validate_only: r.validate_only,
-        },
-        Err(err) => return cannot_decide(format!("--request is not a valid request: {err}")),
+    let params = match serde_json::from_str::<Op::Params>(&args.request) {
+        Ok(params) => params,
+        Err(err) => {
+            return cannot_decide(format!(
+                "--request is not a valid {} request: {err}",
+                Op::METHOD
+            ));
+        }
     };
-    let request = match crate::validation::validate(&params) {
+    let request = match Op::validate(&params) {
         Ok(r) => r,
         Err(violations) => {
             let text: Vec<String> = violations
@@ -210,7 +203,7 @@ fn check(args: CheckArgs) -> ExitCode {
         id: args.principal,
         groups,
     };
-    let evaluation = policies.explain(&principal, &request);
+    let evaluation = policies.explain::<Op>(&principal, &request);
     let decision = &evaluation.decision;
     println!(
         "decision: {}",

@@ -1,0 +1,6 @@
+//! Prints the fault-to-status table as the README shows it, rendered from the one mapping in
+//! `src/status.rs` and `src/upstream/`: `cargo run --example print_fault_table`.
+
+fn main() {
+    print!("{}", datashare_gateway::status::fault_table_markdown());
+}

@@ -1,0 +1,273 @@
+//! `AssociateConsumer`: associate a datashare with the entire consumer account, one consumer
+//! namespace, or all namespaces of a region (Redshift `AssociateDataShareConsumer`).
+
+use crate::arn::{DataShareArn, Region};
+use crate::call::{ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput};
+use crate::call::PolicyResource;
+use crate::errors::FieldViolation;
+use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
+use crate::proto::datasharing::v1 as pb;
+
+/// The `AssociateConsumer` operation.
+#[derive(Clone, Copy, Debug)]
+pub struct AssociateConsumer;
+
+/// The request's parameters exactly as the caller sent them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssociateParams {
+    pub data_share_arn: String,
+    pub associate_entire_account: bool,
+    pub consumer_arn: String,
+    pub consumer_region: String,
+    pub allow_writes: Option<bool>,
+    pub validate_only: bool,
+}
+
+/// A validated `AssociateConsumer` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssociateRequest {
+    pub data_share: DataShareArn,
+    pub consumer: ConsumerTarget,
+    /// `AllowWrites`, as given: unset leaves the choice to Redshift.
+    pub allow_writes: Option<bool>,
+    /// Validate and check policy only; do not call Redshift.
+    pub validate_only: bool,
+}
+
+/// A successful `AssociateConsumer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AssociateReply {
+    /// Redshift associated the datashare and described it.
+    Associated(DataShare),
+    /// `validate_only`: the request is valid and policy permits it.
+    Validated(Decision),
+}
+
+impl Operation for AssociateConsumer {
+    const METHOD: &'static str = "AssociateConsumer";
+    const CHANGES_STATE: bool = true;
+    type Params = AssociateParams;
+    type Request = AssociateRequest;
+    type Reply = AssociateReply;
+
+    fn validate(params: &AssociateParams) -> Result<AssociateRequest, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        let data_share =
+            super::data_share_arn("data_share_arn", &params.data_share_arn, &mut violations);
+        let consumer = consumer_target(
+            &TargetFields {
+                entire_account_field: "associate_entire_account",
+                entire_account: params.associate_entire_account,
+                consumer_arn: &params.consumer_arn,
+                consumer_region: &params.consumer_region,
+            },
+            &mut violations,
+        );
+        match (data_share, consumer) {
+            (Some(data_share), Some(consumer)) if violations.is_empty() => Ok(AssociateRequest {
+                data_share,
+                consumer,
+                allow_writes: params.allow_writes,
+                validate_only: params.validate_only,
+            }),
+            _ => Err(violations),
+        }
+    }
+
+    fn policy_input(request: &AssociateRequest, env: &PolicyEnv) -> PolicyInput {
+        let mut context = consumer_context(&request.consumer, &request.data_share, env);
+        context.push((
+            "allow_writes",
+            ContextValue::Bool(request.allow_writes.unwrap_or(false)),
+        ));
+        PolicyInput {
+            action: Self::METHOD,
+            resource: PolicyResource::DataShare(request.data_share.clone()),
+            context,
+        }
+    }
+
+    fn validation_reply(request: &AssociateRequest, decision: &Decision) -> Option<AssociateReply> {
+        request
+            .validate_only
+            .then(|| AssociateReply::Validated(decision.clone()))
+    }
+
+    fn sample_request() -> AssociateRequest {
+        AssociateRequest {
+            data_share: super::sample_share(),
+            consumer: ConsumerTarget::Region(
+                Region::parse("us-east-1").unwrap_or_else(|_| unreachable!("a valid region")),
+            ),
+            allow_writes: None,
+            validate_only: false,
+        }
+    }
+}
+
+impl Rpc for AssociateConsumer {
+    type Message = pb::AssociateConsumerRequest;
+    type Response = pb::AssociateConsumerResponse;
+
+    fn params(message: pb::AssociateConsumerRequest) -> AssociateParams {
+        AssociateParams {
+            data_share_arn: message.data_share_arn,
+            associate_entire_account: message.associate_entire_account,
+            consumer_arn: message.consumer_arn,
+            consumer_region: message.consumer_region,
+            allow_writes: message.allow_writes,
+            validate_only: message.validate_only,
+        }
+    }
+
+    fn response(reply: AssociateReply) -> pb::AssociateConsumerResponse {
+        match reply {
+            AssociateReply::Validated(decision) => pb::AssociateConsumerResponse {
+                validation: Some(pb::ValidationResult {
+                    determining_policies: decision.determining_policies,
+                }),
+                ..Default::default()
+            },
+            AssociateReply::Associated(share) => {
+                let share = super::data_share_message(share);
+                pb::AssociateConsumerResponse {
+                    data_share_arn: share.data_share_arn,
+                    producer_arn: share.producer_arn,
+                    allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers,
+                    associations: share.associations,
+                    managed_by: share.managed_by,
+                    data_share_type: share.data_share_type,
+                    validation: None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+    const NAMESPACE: &str =
+        "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+
+    fn params() -> AssociateParams {
+        AssociateParams {
+            data_share_arn: SHARE.into(),
+            ..Default::default()
+        }
+    }
+
+    fn fields(err: Vec<FieldViolation>) -> Vec<&'static str> {
+        err.into_iter().map(|v| v.field).collect()
+    }
+
+    fn validate(params: &AssociateParams) -> Result<AssociateRequest, Vec<FieldViolation>> {
+        AssociateConsumer::validate(params)
+    }
+
+    #[test]
+    fn accepts_each_consumer_kind() {
+        let entire = validate(&AssociateParams {
+            associate_entire_account: true,
+            ..params()
+        })
+        .unwrap();
+        assert_eq!(entire.consumer, ConsumerTarget::EntireAccount);
+        let ns = validate(&AssociateParams {
+            consumer_arn: NAMESPACE.into(),
+            ..params()
+        })
+        .unwrap();
+        assert!(matches!(ns.consumer, ConsumerTarget::Namespace(_)));
+        let region = validate(&AssociateParams {
+            consumer_region: "eu-west-1".into(),
+            ..params()
+        })
+        .unwrap();
+        assert_eq!(
+            region.consumer,
+            ConsumerTarget::Region(Region::parse("eu-west-1").unwrap())
+        );
+    }
+
+    #[test]
+    fn requires_exactly_one_consumer() {
+        let none = validate(&params()).unwrap_err();
+        assert_eq!(fields(none), ["associate_entire_account"]);
+        let two = validate(&AssociateParams {
+            associate_entire_account: true,
+            consumer_region: "us-east-1".into(),
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(two), ["associate_entire_account", "consumer_region"]);
+    }
+
+    #[test]
+    fn reports_every_bad_field_at_once() {
+        let err = validate(&AssociateParams {
+            data_share_arn: "arn:aws:redshift:us-east-1:1:datashare:x/y".into(),
+            consumer_arn: "arn:aws:redshift:us-east-1:444455556666:cluster:abc".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.len(), 2);
+        assert_eq!(err[0].field, "data_share_arn");
+        assert!(
+            err[0].description.contains("12 digits"),
+            "{}",
+            err[0].description
+        );
+        assert_eq!(err[1].field, "consumer_arn");
+        assert!(
+            err[1].description.contains("namespace"),
+            "{}",
+            err[1].description
+        );
+    }
+
+    #[test]
+    fn missing_datashare_arn_is_named_as_required() {
+        let err = validate(&AssociateParams {
+            associate_entire_account: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err[0].field, "data_share_arn");
+        assert!(err[0].description.starts_with("required"));
+    }
+
+    #[test]
+    fn policy_sees_allow_writes_and_the_consumer() {
+        let env = PolicyEnv {
+            consumer_account: crate::arn::AccountId::parse("444455556666").unwrap(),
+        };
+        let request = validate(&AssociateParams {
+            consumer_region: "us-west-2".into(),
+            allow_writes: Some(true),
+            ..params()
+        })
+        .unwrap();
+        let input = AssociateConsumer::policy_input(&request, &env);
+        assert_eq!(input.action, "AssociateConsumer");
+        let get = |name: &str| {
+            input
+                .context
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("allow_writes"), Some(ContextValue::Bool(true)));
+        assert_eq!(
+            get("consumer_account"),
+            Some(ContextValue::String("444455556666".into()))
+        );
+        assert_eq!(
+            get("consumer_kind"),
+            Some(ContextValue::String("region".into()))
+        );
+    }
+}

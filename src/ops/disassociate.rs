@@ -1,0 +1,200 @@
+//! `DisassociateConsumer`: undo an association of a datashare with the entire consumer account,
+//! one consumer namespace, or all namespaces of a region (Redshift
+//! `DisassociateDataShareConsumer`).
+
+use crate::arn::{DataShareArn, NamespaceArn};
+use crate::call::{
+    ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput, PolicyResource,
+};
+use crate::errors::FieldViolation;
+use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
+use crate::proto::datasharing::v1 as pb;
+
+/// The `DisassociateConsumer` operation.
+#[derive(Clone, Copy, Debug)]
+pub struct DisassociateConsumer;
+
+/// The request's parameters exactly as the caller sent them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DisassociateParams {
+    pub data_share_arn: String,
+    pub disassociate_entire_account: bool,
+    pub consumer_arn: String,
+    pub consumer_region: String,
+    pub validate_only: bool,
+}
+
+/// A validated `DisassociateConsumer` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisassociateRequest {
+    pub data_share: DataShareArn,
+    pub consumer: ConsumerTarget,
+    /// Validate and check policy only; do not call Redshift.
+    pub validate_only: bool,
+}
+
+/// A successful `DisassociateConsumer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisassociateReply {
+    /// Redshift disassociated the datashare and described it.
+    Disassociated(DataShare),
+    /// `validate_only`: the request is valid and policy permits it.
+    Validated(Decision),
+}
+
+impl Operation for DisassociateConsumer {
+    const METHOD: &'static str = "DisassociateConsumer";
+    const CHANGES_STATE: bool = true;
+    type Params = DisassociateParams;
+    type Request = DisassociateRequest;
+    type Reply = DisassociateReply;
+
+    fn validate(params: &DisassociateParams) -> Result<DisassociateRequest, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        let data_share =
+            super::data_share_arn("data_share_arn", &params.data_share_arn, &mut violations);
+        let consumer = consumer_target(
+            &TargetFields {
+                entire_account_field: "disassociate_entire_account",
+                entire_account: params.disassociate_entire_account,
+                consumer_arn: &params.consumer_arn,
+                consumer_region: &params.consumer_region,
+            },
+            &mut violations,
+        );
+        match (data_share, consumer) {
+            (Some(data_share), Some(consumer)) if violations.is_empty() => {
+                Ok(DisassociateRequest {
+                    data_share,
+                    consumer,
+                    validate_only: params.validate_only,
+                })
+            }
+            _ => Err(violations),
+        }
+    }
+
+    fn policy_input(request: &DisassociateRequest, env: &PolicyEnv) -> PolicyInput {
+        let mut context = consumer_context(&request.consumer, &request.data_share, env);
+        // The schema shares one context type with AssociateConsumer; nothing is written here.
+        context.push(("allow_writes", ContextValue::Bool(false)));
+        PolicyInput {
+            action: Self::METHOD,
+            resource: PolicyResource::DataShare(request.data_share.clone()),
+            context,
+        }
+    }
+
+    fn validation_reply(
+        request: &DisassociateRequest,
+        decision: &Decision,
+    ) -> Option<DisassociateReply> {
+        request
+            .validate_only
+            .then(|| DisassociateReply::Validated(decision.clone()))
+    }
+
+    fn sample_request() -> DisassociateRequest {
+        DisassociateRequest {
+            data_share: super::sample_share(),
+            consumer: ConsumerTarget::Namespace(
+                NamespaceArn::parse(
+                    "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+                )
+                .unwrap_or_else(|_| unreachable!("a valid namespace ARN")),
+            ),
+            validate_only: false,
+        }
+    }
+}
+
+impl Rpc for DisassociateConsumer {
+    type Message = pb::DisassociateConsumerRequest;
+    type Response = pb::DisassociateConsumerResponse;
+
+    fn params(message: pb::DisassociateConsumerRequest) -> DisassociateParams {
+        DisassociateParams {
+            data_share_arn: message.data_share_arn,
+            disassociate_entire_account: message.disassociate_entire_account,
+            consumer_arn: message.consumer_arn,
+            consumer_region: message.consumer_region,
+            validate_only: message.validate_only,
+        }
+    }
+
+    fn response(reply: DisassociateReply) -> pb::DisassociateConsumerResponse {
+        match reply {
+            DisassociateReply::Validated(decision) => pb::DisassociateConsumerResponse {
+                validation: Some(pb::ValidationResult {
+                    determining_policies: decision.determining_policies,
+                }),
+                ..Default::default()
+            },
+            DisassociateReply::Disassociated(share) => {
+                let share = super::data_share_message(share);
+                pb::DisassociateConsumerResponse {
+                    data_share_arn: share.data_share_arn,
+                    producer_arn: share.producer_arn,
+                    allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers,
+                    associations: share.associations,
+                    managed_by: share.managed_by,
+                    data_share_type: share.data_share_type,
+                    validation: None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+
+    #[test]
+    fn names_its_own_entire_account_field() {
+        let err = DisassociateConsumer::validate(&DisassociateParams {
+            data_share_arn: SHARE.into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err[0].field, "disassociate_entire_account");
+        assert!(
+            err[0]
+                .description
+                .contains("disassociate_entire_account = true"),
+            "{}",
+            err[0].description
+        );
+        let two = DisassociateConsumer::validate(&DisassociateParams {
+            data_share_arn: SHARE.into(),
+            disassociate_entire_account: true,
+            consumer_arn: "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let fields: Vec<_> = two.iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["disassociate_entire_account", "consumer_arn"]);
+    }
+
+    #[test]
+    fn validate_only_answers_with_the_decision() {
+        let request = DisassociateConsumer::validate(&DisassociateParams {
+            data_share_arn: SHARE.into(),
+            disassociate_entire_account: true,
+            validate_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let decision = Decision {
+            allowed: true,
+            determining_policies: vec!["p".into()],
+        };
+        assert_eq!(
+            DisassociateConsumer::validation_reply(&request, &decision),
+            Some(DisassociateReply::Validated(decision))
+        );
+    }
+}

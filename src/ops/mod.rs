@@ -1,0 +1,253 @@
+//! The datashare-consumer operations the gateway serves, one module each: their parameters,
+//! validation, policy input and proto glue. Every layer of the stack is generic over
+//! [`Operation`]; an operation is a type here plus its `upstream::Forward` impl.
+//!
+//! - [`associate`]: `AssociateConsumer` (Redshift `AssociateDataShareConsumer`).
+//! - [`disassociate`]: `DisassociateConsumer` (Redshift `DisassociateDataShareConsumer`).
+//! - [`list`]: `ListConsumerDataShares` (Redshift `DescribeDataSharesForConsumer`).
+
+pub mod associate;
+pub mod disassociate;
+pub mod list;
+mod page_token;
+
+pub use associate::AssociateConsumer;
+pub use disassociate::DisassociateConsumer;
+pub use list::ListConsumerDataShares;
+
+use crate::arn::{DataShareArn, NamespaceArn, NamespaceKind, Partition, Region};
+use crate::call::{ContextValue, DataShare, Operation, PolicyEnv, PolicyInput};
+use crate::errors::FieldViolation;
+use crate::proto::datasharing::v1 as pb;
+
+/// An operation as a gRPC method: how its protobuf request becomes parameters and its reply a
+/// protobuf response. The handler in `server` is written once over this.
+pub trait Rpc: Operation {
+    /// The protobuf request message.
+    type Message: Send + 'static;
+    /// The protobuf response message.
+    type Response: Send + 'static;
+    /// The parameters as sent.
+    fn params(message: Self::Message) -> Self::Params;
+    /// The response for a successful call.
+    fn response(reply: Self::Reply) -> Self::Response;
+}
+
+/// The policy inputs of a sample request of every operation: the policy loader checks that the
+/// schema describes each of them, so a schema that does not is refused at load.
+pub fn policy_probes(env: &PolicyEnv) -> Vec<PolicyInput> {
+    vec![
+        AssociateConsumer::policy_input(&AssociateConsumer::sample_request(), env),
+        DisassociateConsumer::policy_input(&DisassociateConsumer::sample_request(), env),
+        ListConsumerDataShares::policy_input(&ListConsumerDataShares::sample_request(), env),
+    ]
+}
+
+/// The one consumer a datashare is associated with (or disassociated from).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsumerTarget {
+    /// The gateway's whole consumer account.
+    EntireAccount,
+    /// One consumer namespace (`ConsumerArn`).
+    Namespace(NamespaceArn),
+    /// All existing and future namespaces of a region (`ConsumerRegion`).
+    Region(Region),
+}
+
+/// The consumer fields of a request, by their proto names.
+pub(crate) struct TargetFields<'a> {
+    /// The field meaning "the entire account" (`associate_entire_account`, ...).
+    pub(crate) entire_account_field: &'static str,
+    /// Its value.
+    pub(crate) entire_account: bool,
+    /// `consumer_arn`
+    pub(crate) consumer_arn: &'a str,
+    /// `consumer_region`
+    pub(crate) consumer_region: &'a str,
+}
+
+/// Parses a required datashare ARN, naming `field` when it is missing or malformed.
+pub(crate) fn data_share_arn(
+    field: &'static str,
+    value: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<DataShareArn> {
+    match DataShareArn::parse(value) {
+        Ok(arn) => Some(arn),
+        Err(err) => {
+            violations.push(FieldViolation {
+                field,
+                description: format!("required; {err}"),
+            });
+            None
+        }
+    }
+}
+
+/// Exactly one consumer target, each field checked; every violation is named.
+pub(crate) fn consumer_target(
+    fields: &TargetFields<'_>,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<ConsumerTarget> {
+    let entire = fields.entire_account_field;
+    let given = [
+        (entire, fields.entire_account),
+        ("consumer_arn", !fields.consumer_arn.is_empty()),
+        ("consumer_region", !fields.consumer_region.is_empty()),
+    ];
+    let rule = |what: &str| {
+        format!("exactly one of {entire} = true, consumer_arn or consumer_region must be set; {what}")
+    };
+    match given.iter().filter(|(_, set)| *set).count() {
+        0 => {
+            violations.push(FieldViolation {
+                field: entire,
+                description: rule("none is"),
+            });
+            None
+        }
+        1 if fields.entire_account => Some(ConsumerTarget::EntireAccount),
+        1 if !fields.consumer_arn.is_empty() => match NamespaceArn::parse(fields.consumer_arn) {
+            Ok(arn) => Some(ConsumerTarget::Namespace(arn)),
+            Err(err) => {
+                violations.push(FieldViolation {
+                    field: "consumer_arn",
+                    description: err.to_string(),
+                });
+                None
+            }
+        },
+        1 => match Region::parse(fields.consumer_region) {
+            Ok(region) => Some(ConsumerTarget::Region(region)),
+            Err(err) => {
+                violations.push(FieldViolation {
+                    field: "consumer_region",
+                    description: err.to_string(),
+                });
+                None
+            }
+        },
+        _ => {
+            for (field, set) in given {
+                if set {
+                    violations.push(FieldViolation {
+                        field,
+                        description: rule("several are"),
+                    });
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The Cedar context describing a consumer target (`ConsumerContext` in the schema, without
+/// `allow_writes`).
+pub(crate) fn consumer_context(
+    target: &ConsumerTarget,
+    data_share: &DataShareArn,
+    env: &PolicyEnv,
+) -> Vec<(&'static str, ContextValue)> {
+    let (kind, account, arn, region, partition) = match target {
+        ConsumerTarget::Namespace(ns) => (
+            match ns.kind {
+                NamespaceKind::Provisioned => "provisioned_namespace",
+                NamespaceKind::Serverless => "serverless_namespace",
+            },
+            ns.account.to_string(),
+            ns.to_string(),
+            ns.region.to_string(),
+            ns.partition,
+        ),
+        ConsumerTarget::Region(region) => (
+            "region",
+            env.consumer_account.to_string(),
+            String::new(),
+            region.to_string(),
+            Partition::of_region(region),
+        ),
+        // The gateway's own account, reached through the datashare's partition: an
+        // entire-account association cannot cross partitions.
+        ConsumerTarget::EntireAccount => (
+            "account",
+            env.consumer_account.to_string(),
+            String::new(),
+            String::new(),
+            data_share.partition,
+        ),
+    };
+    vec![
+        ("consumer_kind", ContextValue::String(kind.into())),
+        ("consumer_account", ContextValue::String(account)),
+        ("consumer_arn", ContextValue::String(arn)),
+        ("consumer_region", ContextValue::String(region)),
+        (
+            "consumer_partition",
+            ContextValue::String(partition.as_str().into()),
+        ),
+        (
+            "entire_account",
+            ContextValue::Bool(matches!(target, ConsumerTarget::EntireAccount)),
+        ),
+    ]
+}
+
+/// A datashare as the API returns it.
+pub(crate) fn data_share_message(share: DataShare) -> pb::DataShare {
+    pb::DataShare {
+        data_share_arn: share.data_share_arn.unwrap_or_default(),
+        producer_arn: share.producer_arn.unwrap_or_default(),
+        allow_publicly_accessible_consumers: share
+            .allow_publicly_accessible_consumers
+            .unwrap_or(false),
+        associations: share
+            .associations
+            .into_iter()
+            .map(|a| pb::DataShareAssociation {
+                consumer_identifier: a.consumer_identifier.unwrap_or_default(),
+                status: status_from(a.status.as_deref()) as i32,
+                consumer_region: a.consumer_region.unwrap_or_default(),
+                created_date: a.created_date.map(prost_types::Timestamp::from),
+                status_change_date: a.status_change_date.map(prost_types::Timestamp::from),
+                producer_allowed_writes: a.producer_allowed_writes,
+                consumer_accepted_writes: a.consumer_accepted_writes,
+            })
+            .collect(),
+        managed_by: share.managed_by.unwrap_or_default(),
+        data_share_type: match share.data_share_type.as_deref() {
+            Some("INTERNAL") => pb::DataShareType::Internal,
+            _ => pb::DataShareType::Unspecified,
+        } as i32,
+    }
+}
+
+fn status_from(status: Option<&str>) -> pb::DataShareStatus {
+    match status {
+        Some("ACTIVE") => pb::DataShareStatus::Active,
+        Some("PENDING_AUTHORIZATION") => pb::DataShareStatus::PendingAuthorization,
+        Some("AUTHORIZED") => pb::DataShareStatus::Authorized,
+        Some("DEAUTHORIZED") => pb::DataShareStatus::Deauthorized,
+        Some("REJECTED") => pb::DataShareStatus::Rejected,
+        Some("AVAILABLE") => pb::DataShareStatus::Available,
+        _ => pb::DataShareStatus::Unspecified,
+    }
+}
+
+/// A sample datashare ARN for [`Operation::sample_request`].
+fn sample_share() -> DataShareArn {
+    // A constant that parses: checked by the unit test below.
+    DataShareArn::parse(SAMPLE_SHARE).unwrap_or_else(|_| unreachable!("SAMPLE_SHARE parses"))
+}
+
+const SAMPLE_SHARE: &str =
+    "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/probe";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_share_parses() {
+        assert!(DataShareArn::parse(SAMPLE_SHARE).is_ok());
+    }
+}

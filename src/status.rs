@@ -1,0 +1,339 @@
+//! The one place a [`GatewayError`] becomes a `tonic::Status`: its code, message and rich
+//! details, and the fault-to-status table the README shows (rendered from this same mapping).
+//!
+//! Every error status carries `google.rpc.ErrorInfo` (reason, domain [`ERROR_DOMAIN`], metadata
+//! with the request id and, for Redshift faults, the AWS error code and request id). Invalid
+//! input carries `google.rpc.BadRequest`; throttling and overload carry `google.rpc.RetryInfo`.
+//! Messages help the caller and never carry credentials, signatures or internal causes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::errors::{FaultKind, GatewayError};
+
+/// The `google.rpc.ErrorInfo` domain of every error the gateway returns.
+pub const ERROR_DOMAIN: &str = "datashare-gateway";
+
+/// How long an overloaded gateway asks callers to wait.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// The gRPC code of a Redshift fault kind: the upstream half of the fault table.
+pub fn fault_code(kind: FaultKind) -> Code {
+    match kind {
+        FaultKind::InvalidState => Code::FailedPrecondition,
+        FaultKind::NotFound => Code::NotFound,
+        FaultKind::InvalidParameter => Code::InvalidArgument,
+        FaultKind::Unauthorized => Code::PermissionDenied,
+        FaultKind::Throttled => Code::ResourceExhausted,
+        FaultKind::ServiceFailure | FaultKind::Unreachable => Code::Unavailable,
+        FaultKind::Timeout => Code::DeadlineExceeded,
+        FaultKind::CredentialsRejected => Code::Internal,
+        FaultKind::Unknown => Code::Unknown,
+    }
+}
+
+/// The gRPC code of an error.
+pub fn code_of(err: &GatewayError) -> Code {
+    match err {
+        GatewayError::InvalidArgument(_) => Code::InvalidArgument,
+        GatewayError::Unauthenticated(_) => Code::Unauthenticated,
+        GatewayError::PolicyDenied { .. } => Code::PermissionDenied,
+        GatewayError::AuditUnavailable(_) => Code::Unavailable,
+        GatewayError::Overloaded => Code::ResourceExhausted,
+        GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
+        GatewayError::Upstream { fault, .. } => fault_code(fault.kind),
+        GatewayError::Internal(_) => Code::Internal,
+    }
+}
+
+/// The code's canonical name (`PERMISSION_DENIED`), as audit records and logs spell it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Builds the status the caller receives, with its rich error details.
+pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
+    let mut metadata = HashMap::from([("request_id".to_owned(), request_id.to_owned())]);
+    let mut details = ErrorDetails::new();
+    match err {
+        GatewayError::InvalidArgument(violations) => {
+            for v in violations {
+                details.add_bad_request_violation(v.field, v.description.clone());
+            }
+        }
+        GatewayError::PolicyDenied {
+            determining_policies,
+        } => {
+            metadata.insert(
+                "determining_policies".into(),
+                determining_policies.join(","),
+            );
+        }
+        GatewayError::Overloaded => {
+            details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+        }
+        GatewayError::Upstream {
+            fault,
+            aws_request_id,
+        } => {
+            if let Some(id) = aws_request_id {
+                metadata.insert("aws_request_id".into(), id.clone());
+            }
+            if let Some(code) = &fault.aws_code {
+                metadata.insert("aws_error_code".into(), code.clone());
+            }
+            if let Some(status) = fault.http_status {
+                metadata.insert("http_status".into(), status.to_string());
+            }
+            if let Some(retry_after) = fault.retry_after {
+                details.set_retry_info(Some(retry_after));
+            }
+        }
+        _ => {}
+    }
+    details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
+    tonic::Status::with_error_details(code_of(err), err.to_string(), details)
+}
+
+/// One row of the fault-to-status table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRow {
+    /// What happened.
+    pub what: String,
+    /// The status the caller gets (with the details it carries).
+    pub status: String,
+    /// The `ErrorInfo` reason.
+    pub reason: String,
+    /// Whether and when to retry.
+    pub retry: &'static str,
+}
+
+/// The whole table: the gateway's own refusals, then every Redshift fault kind with the AWS
+/// outcomes `upstream` classifies as that kind.
+pub fn fault_table() -> Vec<FaultRow> {
+    let own = |what: &str, err: GatewayError, extra: &str, retry| FaultRow {
+        what: what.into(),
+        status: format!("`{}`{extra}", code_name(code_of(&err))),
+        reason: format!("`{}`", err.reason()),
+        retry,
+    };
+    let mut rows = vec![
+        FaultRow {
+            what: "message larger than `server.max_message_bytes`".into(),
+            status: "`OUT_OF_RANGE` (refused by tonic before decoding, so not audited)".into(),
+            reason: "none".into(),
+            retry: "no",
+        },
+        own(
+            "invalid request",
+            GatewayError::InvalidArgument(Vec::new()),
+            " + `BadRequest`",
+            "no: fix the fields",
+        ),
+        own(
+            "no caller identity",
+            GatewayError::Unauthenticated(String::new()),
+            "",
+            "no",
+        ),
+        own(
+            "policy denies",
+            GatewayError::PolicyDenied {
+                determining_policies: Vec::new(),
+            },
+            " (metadata `determining_policies`)",
+            "no",
+        ),
+        own(
+            "audit record cannot be made durable",
+            GatewayError::AuditUnavailable("".into()),
+            "",
+            "yes, later",
+        ),
+        own(
+            "gateway at its concurrency limit",
+            GatewayError::Overloaded,
+            " + `RetryInfo`",
+            "yes, with backoff",
+        ),
+        own(
+            "caller's `grpc-timeout` ran out",
+            GatewayError::DeadlineExceeded,
+            "",
+            "caller's choice",
+        ),
+    ];
+    for rule in crate::upstream::fault_rules() {
+        let kind = rule.kind;
+        let (extra, retry) = match kind {
+            FaultKind::InvalidState => ("", "no: the resource is not in a state that allows it"),
+            FaultKind::NotFound | FaultKind::InvalidParameter | FaultKind::Unauthorized => {
+                ("", "no")
+            }
+            FaultKind::Throttled => (" + `RetryInfo`", "yes, after `retry_delay`"),
+            FaultKind::ServiceFailure | FaultKind::Timeout | FaultKind::Unreachable => ("", "yes"),
+            FaultKind::CredentialsRejected => (" (logged at error level)", "no: page the operator"),
+            FaultKind::Unknown => ("", "check state before retrying"),
+        };
+        let reason = match kind {
+            FaultKind::Timeout | FaultKind::Unreachable => {
+                format!("`{}`", kind.default_reason())
+            }
+            _ => format!("the AWS code, else `{}`", kind.default_reason()),
+        };
+        rows.push(FaultRow {
+            what: rule.outcome,
+            status: format!("`{}`{extra}", code_name(fault_code(kind))),
+            reason,
+            retry,
+        });
+    }
+    rows
+}
+
+/// The table as the README shows it (Markdown).
+pub fn fault_table_markdown() -> String {
+    let mut out = String::from(
+        "| What happened | gRPC status | ErrorInfo reason | Retry? |\n|---|---|---|---|\n",
+    );
+    for row in fault_table() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            row.what, row.status, row.reason, row.retry
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::{FieldViolation, UpstreamFault};
+
+    #[test]
+    fn invalid_argument_names_each_field_and_rule() {
+        let err = GatewayError::InvalidArgument(vec![
+            FieldViolation {
+                field: "data_share_arn",
+                description: "must not be empty".into(),
+            },
+            FieldViolation {
+                field: "consumer_region",
+                description: "region must look like us-east-1".into(),
+            },
+        ]);
+        let status = to_status(&err, "req-1");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .contains("data_share_arn: must not be empty")
+        );
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest detail");
+        let fields: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["data_share_arn", "consumer_region"]);
+        let info = details.error_info().expect("ErrorInfo detail");
+        assert_eq!(info.reason, "INVALID_REQUEST");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            info.metadata.get("request_id").map(String::as_str),
+            Some("req-1")
+        );
+    }
+
+    #[test]
+    fn throttling_carries_retry_info_and_the_aws_code() {
+        let err = GatewayError::Upstream {
+            fault: UpstreamFault {
+                aws_code: Some("Throttling".into()),
+                retry_after: Some(Duration::from_secs(2)),
+                http_status: Some(400),
+                ..UpstreamFault::of_kind(FaultKind::Throttled)
+            },
+            aws_request_id: Some("aws-req".into()),
+        };
+        let status = to_status(&err, "req-2");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(2))
+        );
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "Throttling");
+        assert_eq!(
+            info.metadata.get("aws_request_id").map(String::as_str),
+            Some("aws-req")
+        );
+        assert_eq!(
+            info.metadata.get("http_status").map(String::as_str),
+            Some("400")
+        );
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let err = GatewayError::Internal("secret=wJalrXUtnFEMI".into());
+        let status = to_status(&err, "req-3");
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("wJalr"));
+    }
+
+    #[test]
+    fn every_fault_kind_is_in_the_table() {
+        let table = fault_table_markdown();
+        for kind in FaultKind::ALL {
+            let status = format!("`{}`", code_name(fault_code(kind)));
+            assert!(
+                table.contains(&status),
+                "{kind:?} ({status}) missing from the table"
+            );
+            assert!(
+                crate::upstream::fault_rules().iter().any(|r| r.kind == kind),
+                "no upstream rule yields {kind:?}"
+            );
+        }
+    }
+
+    /// The README shows the table rendered from this mapping; they cannot drift apart.
+    #[test]
+    fn the_readme_fault_table_is_rendered_from_this_mapping() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        const BEGIN: &str = "<!-- fault-table:begin (generated from src/status.rs) -->\n";
+        const END: &str = "<!-- fault-table:end -->";
+        let start = readme.find(BEGIN).expect("the README's fault table markers") + BEGIN.len();
+        let end = readme[start..].find(END).expect("the end marker") + start;
+        let expected = fault_table_markdown();
+        assert!(
+            readme[start..end] == expected,
+            "README.md's fault table differs from the mapping in src/status.rs; replace it with:\n{expected}"
+        );
+    }
+}
