@@ -303,16 +303,16 @@ impl Gateway {
         let method = Op::METHOD;
         match result {
             Ok(reply) => {
-                tracing::info!(%principal, method, code = "OK", latency_ms, "call answered");
+                tracing::info!(%principal, code = "OK", latency_ms, "{method}");
                 let mut response = Response::new(Op::response(reply));
                 insert_ids(response.metadata_mut(), &request_id, trace_id.as_deref());
                 Ok(response)
             }
             Err(err) => {
                 if code == tonic::Code::Internal {
-                    tracing::error!(%principal, method, error = %err, cause = ?std::error::Error::source(&err), "call failed inside the gateway");
+                    tracing::error!(%principal, error = %err, cause = ?std::error::Error::source(&err), "{method} failed inside the gateway");
                 } else {
-                    tracing::info!(%principal, method, code = ?code, reason = %err.reason(), latency_ms, "call answered");
+                    tracing::info!(%principal, code = ?code, reason = %err.reason(), latency_ms, "{method}");
                 }
                 let mut status = crate::status::to_status(&err, &request_id);
                 insert_ids(status.metadata_mut(), &request_id, trace_id.as_deref());

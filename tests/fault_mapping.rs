@@ -5,7 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
+use datashare_gateway::errors::FaultKind;
+use datashare_gateway::proto::datasharing::v1::{
+    AssociateConsumerRequest, DisassociateConsumerRequest, ListConsumerDataSharesRequest,
+};
 use serde_json::json;
 use support::emulator::Emulator;
 use support::gateway::{self, Gateway, GatewayOptions, REPORTING, SALES_SHARE};
@@ -322,4 +325,73 @@ async fn an_unparseable_answer_is_unknown() {
     emulator.inject_fault(json!({"kind": "malformed_body", "operation": OP, "count": 1}));
     let status = call_err(&gw, entire_account(SALES_SHARE)).await;
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
+}
+
+/// A Redshift outcome of `kind`, as the emulator's fault injection provokes it for `operation`
+/// (the gateway under test makes at most 2 attempts of 300 ms each).
+fn provoke(kind: FaultKind, operation: &str) -> serde_json::Value {
+    let error = |code: &str, status: u16| {
+        json!({"kind": "error", "code": code, "status": status, "operation": operation, "count": 2})
+    };
+    match kind {
+        FaultKind::InvalidState => error("InvalidDataShareFault", 400),
+        FaultKind::NotFound => error("InvalidNamespaceFault", 400),
+        FaultKind::InvalidParameter => error("InvalidParameterValue", 400),
+        FaultKind::Unauthorized => error("UnauthorizedOperation", 400),
+        FaultKind::Throttled => json!({"kind": "throttling", "operation": operation, "count": 2}),
+        FaultKind::ServiceFailure => {
+            json!({"kind": "internal_failure", "operation": operation, "count": 2})
+        }
+        FaultKind::Timeout => json!({"kind": "latency", "latency_ms": 2000, "operation": operation}),
+        FaultKind::Unreachable => {
+            json!({"kind": "close_connection", "operation": operation, "count": 2})
+        }
+        FaultKind::CredentialsRejected => error("InvalidClientTokenId", 403),
+        FaultKind::Unknown => json!({"kind": "malformed_body", "operation": operation, "count": 2}),
+    }
+}
+
+/// Every fault kind of the one mapping, for DisassociateConsumer and ListConsumerDataShares:
+/// the status a caller sees is the one `status::fault_code` gives the kind.
+#[tokio::test]
+async fn every_fault_kind_maps_by_the_one_table_for_the_new_methods() {
+    let emulator = Emulator::start();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.max_attempts = 2;
+    options.attempt_timeout_ms = 300;
+    let gw = Gateway::start(options).await;
+    let mut client = gw.client().await;
+    for kind in FaultKind::ALL {
+        let expected = datashare_gateway::status::fault_code(kind);
+        for operation in ["DisassociateDataShareConsumer", "DescribeDataSharesForConsumer"] {
+            emulator.clear_faults();
+            emulator.inject_fault(provoke(kind, operation));
+            let result = if operation == "DisassociateDataShareConsumer" {
+                client
+                    .disassociate_consumer(gateway::as_caller(
+                        REPORTING,
+                        DisassociateConsumerRequest {
+                            data_share_arn: SALES_SHARE.into(),
+                            disassociate_entire_account: true,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .list_consumer_data_shares(gateway::as_caller(
+                        REPORTING,
+                        ListConsumerDataSharesRequest::default(),
+                    ))
+                    .await
+                    .map(|_| ())
+            };
+            let status = result.expect_err(&format!("{kind:?} {operation}"));
+            assert_eq!(status.code(), expected, "{kind:?} {operation}: {status:?}");
+            let (reason, _) = error_info(&status);
+            assert!(!reason.is_empty(), "{kind:?} {operation}");
+        }
+    }
+    emulator.clear_faults();
 }

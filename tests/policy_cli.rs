@@ -52,7 +52,7 @@ fn validate_accepts_the_example_policies() {
     let out = gateway(&["policy", "validate", examples().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let output = text(&out);
-    assert!(output.contains("ok: 5 policies"), "{output}");
+    assert!(output.contains("ok: 7 policies"), "{output}");
     assert!(output.contains("legal-hold-d1e2f3a4"), "{output}");
 }
 
@@ -159,4 +159,26 @@ fn check_cannot_decide_an_invalid_request_and_exits_2() {
     assert!(output.contains("data_share_arn"), "{output}");
     let out = check(NOTEBOOK, &[], r#"{"data_share": "x"}"#);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn check_decides_every_method() {
+    let list = check(NOTEBOOK, &["--method", "ListConsumerDataShares"], r#"{"status": 1}"#);
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    assert!(text(&list).contains("determining policies: analytics-list-in-org"));
+
+    let request = format!(r#"{{"data_share_arn": "{SALES}", "disassociate_entire_account": true}}"#);
+    let undo = check(NOTEBOOK, &["--method", "DisassociateConsumer"], &request);
+    assert_eq!(undo.status.code(), Some(1), "{}", text(&undo));
+    let request = format!(r#"{{"data_share_arn": "{SALES}", "consumer_arn": "{PROVISIONED}"}}"#);
+    let undo = check(NOTEBOOK, &["--method", "DisassociateConsumer"], &request);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+
+    let unknown = check(NOTEBOOK, &["--method", "DeleteEverything"], "{}");
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(text(&unknown).contains("--method"), "{}", text(&unknown));
+    // A field of another method is named, not ignored.
+    let wrong = check(NOTEBOOK, &["--method", "ListConsumerDataShares"], r#"{"allow_writes": true}"#);
+    assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
+    assert!(text(&wrong).contains("allow_writes"), "{}", text(&wrong));
 }

@@ -7,7 +7,9 @@ mod support;
 
 use datashare_gateway::arn::AccountId;
 use datashare_gateway::policy::{Policies, PolicyConfig};
-use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
+use datashare_gateway::proto::datasharing::v1::{
+    AssociateConsumerRequest, DisassociateConsumerRequest, ListConsumerDataSharesRequest,
+};
 use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
 use support::emulator::{Emulator, LEGAL_HOLD_SHARE, OTHER_NAMESPACE};
 use support::gateway::{
@@ -18,14 +20,14 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-const OP: &str = "AssociateDataShareConsumer";
-
 // The `@id`s of examples/policies.
 const DATA_PLATFORM: &str = "data-platform-associate-in-org";
 const ANALYTICS: &str = "analytics-associate-namespaces-in-org";
 const WRITES: &str = "writes-require-data-writers";
 const CROSS_PARTITION: &str = "no-cross-partition";
 const LEGAL_HOLD: &str = "legal-hold-d1e2f3a4";
+const DATA_PLATFORM_LIST: &str = "data-platform-list-in-org";
+const ANALYTICS_LIST: &str = "analytics-list-in-org";
 
 /// A namespace of an account outside the org.
 const NON_ORG_NS: &str =
@@ -44,9 +46,30 @@ enum Consumer {
     Region(&'static str),
 }
 
+/// The gRPC method a case calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Associate,
+    Disassociate,
+    /// `ListConsumerDataShares`, filtered by the case's namespace if it names one.
+    List,
+}
+
+impl Method {
+    /// The Redshift operation it forwards to, as the emulator counts it.
+    fn aws_operation(self) -> &'static str {
+        match self {
+            Method::Associate => "AssociateDataShareConsumer",
+            Method::Disassociate => "DisassociateDataShareConsumer",
+            Method::List => "DescribeDataSharesForConsumer",
+        }
+    }
+}
+
 /// One call and the decision the example policies must give it.
 #[derive(Debug)]
 struct Case {
+    method: Method,
     principal: &'static str,
     share: &'static str,
     consumer: Consumer,
@@ -57,6 +80,7 @@ struct Case {
 
 fn allow(principal: &'static str, share: &'static str, consumer: Consumer) -> Case {
     Case {
+        method: Method::Associate,
         principal,
         share,
         consumer,
@@ -82,6 +106,67 @@ impl Case {
     fn writes(mut self, allow_writes: bool) -> Case {
         self.allow_writes = Some(allow_writes);
         self
+    }
+
+    fn disassociate(mut self) -> Case {
+        self.method = Method::Disassociate;
+        self
+    }
+
+    fn list(mut self) -> Case {
+        self.method = Method::List;
+        self
+    }
+
+    /// Sends the case's call; for validate_only, the determining policies of the answer.
+    async fn send(
+        &self,
+        client: &mut DataSharingClient<Channel>,
+        validate_only: bool,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let determining = |validation: Option<datashare_gateway::proto::datasharing::v1::ValidationResult>| {
+            validation.map(|v| v.determining_policies).unwrap_or_default()
+        };
+        match self.method {
+            Method::Associate => client
+                .associate_consumer(gateway::as_caller(self.principal, self.message(validate_only)))
+                .await
+                .map(|r| determining(r.into_inner().validation)),
+            Method::Disassociate => client
+                .disassociate_consumer(gateway::as_caller(
+                    self.principal,
+                    self.disassociate_message(validate_only),
+                ))
+                .await
+                .map(|r| determining(r.into_inner().validation)),
+            Method::List => client
+                .list_consumer_data_shares(gateway::as_caller(
+                    self.principal,
+                    ListConsumerDataSharesRequest {
+                        consumer_arn: match self.consumer {
+                            Consumer::Namespace(arn) => arn.into(),
+                            _ => String::new(),
+                        },
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|_| Vec::new()),
+        }
+    }
+
+    fn disassociate_message(&self, validate_only: bool) -> DisassociateConsumerRequest {
+        let mut m = DisassociateConsumerRequest {
+            data_share_arn: self.share.into(),
+            validate_only,
+            ..Default::default()
+        };
+        match self.consumer {
+            Consumer::EntireAccount => m.disassociate_entire_account = true,
+            Consumer::Namespace(arn) => m.consumer_arn = arn.into(),
+            Consumer::Region(region) => m.consumer_region = region.into(),
+        }
+        m
     }
 
     fn message(&self, validate_only: bool) -> AssociateConsumerRequest {
@@ -119,7 +204,35 @@ async fn check(cases: &[Case]) {
     for case in cases {
         check_validate_only(&mut client, &emulator, case).await;
         check_call(&mut client, &emulator, case).await;
+        if case.allowed && case.method == Method::List {
+            // A listing answers with data, not its decision: the audit record names it.
+            let last = last_record(&gw.audit_dir);
+            assert_eq!(last["method"], "ListConsumerDataShares");
+            let recorded: Vec<String> = last["decision"]["determining_policies"]
+                .as_array()
+                .expect("determining policies")
+                .iter()
+                .map(|p| p.as_str().expect("id").to_owned())
+                .collect();
+            assert_eq!(
+                sorted(recorded),
+                sorted(case.determining.iter().copied()),
+                "{case:?}"
+            );
+        }
     }
+}
+
+/// The newest record of the gateway's audit trail (written before the call was answered).
+fn last_record(dir: &std::path::Path) -> serde_json::Value {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let text = std::fs::read_to_string(files.last().expect("an audit file")).expect("read");
+    serde_json::from_str(text.lines().last().expect("a record")).expect("json")
 }
 
 async fn check_validate_only(
@@ -127,19 +240,17 @@ async fn check_validate_only(
     emulator: &Emulator,
     case: &Case,
 ) {
-    let before = emulator.counter(OP, "received");
-    let result = client
-        .associate_consumer(gateway::as_caller(case.principal, case.message(true)))
-        .await;
+    // A listing changes nothing, so it has no validate_only.
+    if case.method == Method::List {
+        return;
+    }
+    let op = case.method.aws_operation();
+    let before = emulator.counter(op, "received");
+    let result = case.send(client, true).await;
     if case.allowed {
-        let reply = result
-            .unwrap_or_else(|s| panic!("validate_only {case:?}: {s:?}"))
-            .into_inner();
-        let validation = reply
-            .validation
-            .expect("validate_only returns the decision");
+        let determining = result.unwrap_or_else(|s| panic!("validate_only {case:?}: {s:?}"));
         assert_eq!(
-            sorted(validation.determining_policies),
+            sorted(determining),
             sorted(case.determining.iter().copied()),
             "{case:?}"
         );
@@ -147,18 +258,17 @@ async fn check_validate_only(
         assert_policy_denied(result.map(|_| ()), case);
     }
     assert_eq!(
-        emulator.counter(OP, "received"),
+        emulator.counter(op, "received"),
         before,
         "validate_only never reaches Redshift: {case:?}"
     );
 }
 
 async fn check_call(client: &mut DataSharingClient<Channel>, emulator: &Emulator, case: &Case) {
-    let before = emulator.counter(OP, "received");
-    let result = client
-        .associate_consumer(gateway::as_caller(case.principal, case.message(false)))
-        .await;
-    let received = emulator.counter(OP, "received") - before;
+    let op = case.method.aws_operation();
+    let before = emulator.counter(op, "received");
+    let result = case.send(client, false).await;
+    let received = emulator.counter(op, "received") - before;
     if case.allowed {
         assert_eq!(received, 1, "an allowed call reaches Redshift: {case:?}");
         // Redshift may still refuse (another account's namespace), but not the policy.
@@ -220,7 +330,9 @@ fn the_cases_cover_every_example_policy_id() {
             ANALYTICS,
             WRITES,
             CROSS_PARTITION,
-            LEGAL_HOLD
+            LEGAL_HOLD,
+            DATA_PLATFORM_LIST,
+            ANALYTICS_LIST,
         ])
     );
 }
@@ -335,6 +447,60 @@ async fn consumers_and_producers_outside_the_org_are_denied() {
         deny(NOTEBOOK, SALES_SHARE, Namespace(NON_ORG_NS)),
         deny(REPORTING, NON_ORG_SHARE, EntireAccount),
         deny(NOTEBOOK, NON_ORG_SHARE, Namespace(PROVISIONED_NS)),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn whoever_may_associate_may_disassociate_the_same() {
+    use Consumer::*;
+    check(&[
+        allow(REPORTING, SALES_SHARE, EntireAccount)
+            .disassociate()
+            .by(&[DATA_PLATFORM]),
+        allow(REPORTING, SALES_SHARE, Region("us-west-2"))
+            .disassociate()
+            .by(&[DATA_PLATFORM]),
+        allow(NOTEBOOK, SALES_SHARE, Namespace(SERVERLESS_NS))
+            .disassociate()
+            .by(&[ANALYTICS]),
+        deny(NOTEBOOK, SALES_SHARE, EntireAccount).disassociate(),
+        deny(NOTEBOOK, SALES_SHARE, Region("us-west-2")).disassociate(),
+        deny(FRONTEND, SALES_SHARE, Namespace(PROVISIONED_NS)).disassociate(),
+        deny(REPORTING, SALES_SHARE, Namespace(NON_ORG_NS)).disassociate(),
+        deny(REPORTING, SALES_SHARE, Namespace(GOVCLOUD_NS))
+            .disassociate()
+            .by(&[CROSS_PARTITION]),
+        deny(LOADER, LEGAL_HOLD_SHARE, EntireAccount)
+            .disassociate()
+            .by(&[LEGAL_HOLD]),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn data_platform_and_analytics_may_list_and_no_one_else() {
+    use Consumer::*;
+    check(&[
+        allow(REPORTING, SALES_SHARE, EntireAccount)
+            .list()
+            .by(&[DATA_PLATFORM_LIST]),
+        allow(REPORTING, SALES_SHARE, Namespace(PROVISIONED_NS))
+            .list()
+            .by(&[DATA_PLATFORM_LIST]),
+        allow(NOTEBOOK, SALES_SHARE, EntireAccount)
+            .list()
+            .by(&[ANALYTICS_LIST]),
+        allow(LOADER, SALES_SHARE, Namespace(SERVERLESS_NS))
+            .list()
+            .by(&[DATA_PLATFORM_LIST]),
+        deny(FRONTEND, SALES_SHARE, EntireAccount).list(),
+        deny(
+            "spiffe://example.internal/ns/other/sa/stranger",
+            SALES_SHARE,
+            EntireAccount,
+        )
+        .list(),
     ])
     .await;
 }

@@ -173,3 +173,74 @@ def test_grpcurl_health_check(dev):
     done = grpcurl(dev, "-d", '{"service": "datasharing.v1.DataSharing"}', dev["grpc"], "grpc.health.v1.Health/Check")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "SERVING"
+
+
+def test_grpcio_client_associates_lists_disassociates_and_lists_again(dev, pb):
+    messages, services = pb
+    metadata = [("x-caller-id", REPORTING)]
+
+    def region_status(stub):
+        reply = stub.ListConsumerDataShares(messages.ListConsumerDataSharesRequest(page_size=100),
+                                            metadata=metadata, timeout=10)
+        assert reply.next_page_token == ""
+        share = next((s for s in reply.data_shares if s.data_share_arn == SALES_SHARE), None)
+        if share is None:
+            return None
+        return next((a.status for a in share.associations if a.consumer_region == "us-west-2"), None)
+
+    with grpc.insecure_channel(dev["grpc"]) as channel:
+        stub = services.DataSharingStub(channel)
+        assert region_status(stub) is None
+        stub.AssociateConsumer(messages.AssociateConsumerRequest(data_share_arn=SALES_SHARE,
+                                                                 consumer_region="us-west-2"),
+                               metadata=metadata, timeout=10)
+        assert region_status(stub) == messages.DATA_SHARE_STATUS_ACTIVE
+        reply = stub.DisassociateConsumer(messages.DisassociateConsumerRequest(data_share_arn=SALES_SHARE,
+                                                                              consumer_region="us-west-2"),
+                                          metadata=metadata, timeout=10)
+        assert reply.data_share_arn == SALES_SHARE
+        assert region_status(stub) is None
+        assert region_status(stub) is None
+
+
+def test_grpcio_client_sees_a_tampered_page_token_named(dev, pb):
+    messages, services = pb
+    with grpc.insecure_channel(dev["grpc"]) as channel:
+        stub = services.DataSharingStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListConsumerDataShares(messages.ListConsumerDataSharesRequest(page_token="tampered"),
+                                        metadata=[("x-caller-id", REPORTING)], timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = error_details(caught.value)["bad_request"]
+    assert [v.field for v in bad.field_violations] == ["page_token"]
+
+
+def test_grpcurl_lists_and_describes_every_method(dev):
+    listed = grpcurl(dev, dev["grpc"], "list", "datasharing.v1.DataSharing")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == [
+        "datasharing.v1.DataSharing.AssociateConsumer",
+        "datasharing.v1.DataSharing.DisassociateConsumer",
+        "datasharing.v1.DataSharing.ListConsumerDataShares",
+    ]
+    for method, request in [("AssociateConsumer", "AssociateConsumerRequest"),
+                            ("DisassociateConsumer", "DisassociateConsumerRequest"),
+                            ("ListConsumerDataShares", "ListConsumerDataSharesRequest")]:
+        described = grpcurl(dev, dev["grpc"], "describe", f"datasharing.v1.DataSharing.{method}")
+        assert described.returncode == 0, described.stderr
+        assert f"rpc {method} ( .datasharing.v1.{request} )" in described.stdout, described.stdout
+    described = grpcurl(dev, dev["grpc"], "describe", "datasharing.v1.ListConsumerDataSharesRequest")
+    for field in ("consumer_arn", "status", "page_size", "page_token"):
+        assert field in described.stdout
+
+
+def test_grpcurl_lists_and_disassociates(dev):
+    done = grpcurl(dev, "-H", f"x-caller-id: {NOTEBOOK}", "-d", '{"status": "DATA_SHARE_STATUS_ACTIVE"}',
+                   dev["grpc"], "datasharing.v1.DataSharing/ListConsumerDataShares")
+    assert done.returncode == 0, done.stderr
+    json.loads(done.stdout)
+    body = json.dumps({"data_share_arn": SALES_SHARE, "disassociate_entire_account": True, "validate_only": True})
+    done = grpcurl(dev, "-H", f"x-caller-id: {REPORTING}", "-d", body, dev["grpc"],
+                   "datasharing.v1.DataSharing/DisassociateConsumer")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["validation"]["determiningPolicies"] == ["data-platform-associate-in-org"]

@@ -354,10 +354,7 @@ throttle_retry_after_ms = 1500
 }
 
 /// A request from `caller` (insecure mode's `x-caller-id`).
-pub fn as_caller(
-    caller: &str,
-    message: AssociateConsumerRequest,
-) -> tonic::Request<AssociateConsumerRequest> {
+pub fn as_caller<M>(caller: &str, message: M) -> tonic::Request<M> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()

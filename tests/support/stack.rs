@@ -39,15 +39,16 @@ pub fn example_principals() -> PrincipalDirectory {
     toml::from_str::<File>(&text).expect("parse").principals
 }
 
-/// Stack parts with the example policies and principals, writing to `audit`.
+/// Stack parts with the example policies and principals, writing to `audit`. The concurrency
+/// limit is out of the way: these tests are about the other layers (limits have their own).
 pub fn parts(audit: AuditLog) -> StackParts {
     StackParts::new(
         Metrics::new(),
         audit,
         Arc::new(example_principals()),
         example_policies(),
-        256,
-        Duration::from_secs(1),
+        100_000,
+        Duration::from_secs(10),
     )
 }
 
