@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::EmulatorError;
-use crate::arn::{AccountId, NamespaceArn, NamespaceId};
+use super::arn::{AccountId, NamespaceArn, NamespaceGuid};
 
 /// Everything the emulator starts with. Every list may be empty.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -191,11 +191,11 @@ impl Fixtures {
         for ns in &self.namespaces {
             AccountId::parse(&ns.account)
                 .map_err(|e| invalid("namespaces.account", &ns.account, &e.to_string()))?;
-            NamespaceId::parse(&ns.guid)
+            NamespaceGuid::parse(&ns.guid)
                 .map_err(|e| invalid("namespaces.guid", &ns.guid, &e.to_string()))?;
         }
         for share in &self.datashares {
-            NamespaceId::parse(&share.producer_namespace).map_err(|e| {
+            NamespaceGuid::parse(&share.producer_namespace).map_err(|e| {
                 invalid(
                     "datashares.producer_namespace",
                     &share.producer_namespace,

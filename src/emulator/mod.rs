@@ -2,6 +2,7 @@
 //! SigV4 checked against configured keys, state kept as Redshift keeps it, and an admin API
 //! for fault injection, counters and seeding. See `docs/emulator.md`.
 //!
+//! - `arn`: account ids, region names, namespace GUIDs and ARNs (not the gateway's parser).
 //! - `protocol`: form decoding, XML writing, the Query error envelope.
 //! - `sigv4`: signature verification (aws-sigv4 does the math).
 //! - `state`: namespaces, datashares, grants, associations and their transitions.
@@ -12,6 +13,7 @@
 
 mod admin;
 mod api;
+mod arn;
 mod faults;
 mod fixtures;
 mod ops;
@@ -38,7 +40,7 @@ pub use fixtures::{
     NamespaceFixture, NamespaceKindFixture,
 };
 
-use crate::arn::Region;
+use arn::Region;
 
 /// How long an open connection may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

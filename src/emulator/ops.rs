@@ -189,7 +189,7 @@ fn write_share(x: &mut Xml, s: &DataShareView) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arn::Region;
+    use crate::emulator::arn::Region;
     use crate::emulator::fixtures::Fixtures;
     use std::path::Path;
 
