@@ -1,5 +1,7 @@
 //! The command line: `serve`, `check-config`, `dev`, `emulator`, `audit`, `policy`.
 
+mod emulator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +11,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::server::{App, BuildOptions};
 use crate::telemetry;
+
+pub use emulator::EmulatorArgs;
 
 /// Errors from a command, printed by `main` with their causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,7 +43,7 @@ pub enum Command {
     /// Start the emulator and a gateway wired to it: try everything with no AWS account.
     Dev(DevArgs),
     /// Run the Redshift emulator (AWS Query protocol, SigV4 checked).
-    Emulator(crate::emulator::EmulatorArgs),
+    Emulator(EmulatorArgs),
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
@@ -201,7 +205,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => dev(args).await,
-        Command::Emulator(args) => crate::emulator::run(args).await,
+        Command::Emulator(args) => emulator::run(args).await,
         Command::Audit(cmd) => crate::audit::run_command(cmd).await,
         Command::Policy(cmd) => crate::policy::run_command(cmd).await,
     }
