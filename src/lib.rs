@@ -19,8 +19,10 @@
 //! - [`config`]: the TOML configuration, validated at start.
 //! - [`server`]: wiring: the middleware stack, the gRPC handler, health, reflection, serving.
 //! - [`telemetry`]: logs and signals.
-//! - [`emulator`]: a Redshift emulator speaking the AWS Query protocol, for tests and `dev`.
 //! - [`cli`]: the command line.
+//!
+//! The Redshift emulator (the AWS Query protocol, for tests and `dev`) is the separate
+//! `datashare-emulator` crate in `emulator/`; only `cli` uses it.
 
 pub mod admin;
 pub mod arn;
@@ -28,7 +30,6 @@ pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod config;
-pub mod emulator;
 pub mod errors;
 pub mod identity;
 pub mod limits;

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use datashare_emulator::{EmulatorConfig, FaultSpec, Fixtures, serve};
 use tokio::net::TcpListener;
 
 use super::CliError;
-use crate::emulator::{EmulatorConfig, FaultSpec, Fixtures, serve};
 
 /// `datashare-gateway emulator`.
 #[derive(Debug, clap::Args)]

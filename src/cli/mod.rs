@@ -92,9 +92,9 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     // The dev fixtures are built in, so `dev` works from any directory; a file given explicitly
     // (or present at the default path) is used instead.
     let fixtures = if args.fixtures.is_file() {
-        crate::emulator::Fixtures::load(&args.fixtures)?
+        datashare_emulator::Fixtures::load(&args.fixtures)?
     } else {
-        crate::emulator::Fixtures::dev()?
+        datashare_emulator::Fixtures::dev()?
     };
     let principals =
         std::fs::read_to_string(args.policies.join("principals.toml")).map_err(|e| {
@@ -152,8 +152,8 @@ otlp_endpoint = {otlp:?}
     let telemetry = telemetry::init(&config.telemetry);
 
     let (stop_emulator, stopped) = tokio::sync::oneshot::channel::<()>();
-    let emulator_config = crate::emulator::EmulatorConfig::new(region, fixtures);
-    let emulator = tokio::spawn(crate::emulator::serve(
+    let emulator_config = datashare_emulator::EmulatorConfig::new(region, fixtures);
+    let emulator = tokio::spawn(datashare_emulator::serve(
         api,
         admin,
         emulator_config,

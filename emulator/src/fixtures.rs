@@ -140,7 +140,8 @@ pub struct AssociationFixture {
     pub allow_writes: Option<bool>,
 }
 
-/// `examples/emulator-fixtures.toml`, built into the binary so `dev` works from any directory.
+/// `examples/emulator-fixtures.toml` at the workspace root, built in so `dev` works from any
+/// directory.
 const DEV_FIXTURES: &str = include_str!("../../examples/emulator-fixtures.toml");
 
 impl Fixtures {
@@ -242,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_example_fixtures_load() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/emulator-fixtures.toml");
         let f = Fixtures::load(&path).unwrap();
         assert!(
             f.keys

@@ -189,16 +189,15 @@ fn write_share(x: &mut Xml, s: &DataShareView) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::arn::Region;
-    use crate::emulator::fixtures::Fixtures;
-    use std::path::Path;
+    use crate::arn::Region;
+    use crate::fixtures::Fixtures;
 
     fn store() -> Store {
-        let f = Fixtures::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        Store::new(
+            Region::parse("us-east-1").unwrap(),
+            &Fixtures::dev().unwrap(),
         )
-        .unwrap();
-        Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
+        .unwrap()
     }
 
     #[test]

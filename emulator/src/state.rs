@@ -785,7 +785,6 @@ fn invalid(key: &str, value: &str, err: ArnError) -> EmulatorError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     const PRODUCER: &str = "111122223333";
     const CONSUMER: &str = "444455556666";
@@ -795,11 +794,11 @@ mod tests {
         "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 
     fn store() -> Store {
-        let f = Fixtures::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        Store::new(
+            Region::parse("us-east-1").unwrap(),
+            &Fixtures::dev().unwrap(),
         )
-        .unwrap();
-        Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
+        .unwrap()
     }
 
     fn account() -> TargetParams<'static> {
