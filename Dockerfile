@@ -7,6 +7,9 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
 COPY benches ./benches
+# The emulator crate (the `emulator` and `dev` commands), and the dev fixtures it embeds.
+COPY emulator ./emulator
+COPY examples/emulator-fixtures.toml ./examples/
 # The Cedar schema is compiled into the binary as the default.
 COPY policy ./policy
 RUN cargo build --release --locked --bin datashare-gateway

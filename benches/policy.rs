@@ -97,13 +97,19 @@ fn main() {
     let (principal, request) = call();
     for (name, (_, policies)) in &sets {
         println!("{name}: {} policies loaded", policies.len());
-        assert!(policies.evaluate::<AssociateConsumer>(&principal, &request).allowed);
+        assert!(
+            policies
+                .evaluate::<AssociateConsumer>(&principal, &request)
+                .allowed
+        );
     }
 
     let mut criterion = Criterion::default().configure_from_args();
     for (name, (_, policies)) in &sets {
         criterion.bench_function(&format!("evaluate/{name}"), |b| {
-            b.iter(|| policies.evaluate::<AssociateConsumer>(black_box(&principal), black_box(&request)))
+            b.iter(|| {
+                policies.evaluate::<AssociateConsumer>(black_box(&principal), black_box(&request))
+            })
         });
     }
     criterion.final_summary();
@@ -117,7 +123,9 @@ fn main() {
         }
         for _ in 0..20_000 {
             let start = Instant::now();
-            black_box(policies.evaluate::<AssociateConsumer>(black_box(&principal), black_box(&request)));
+            black_box(
+                policies.evaluate::<AssociateConsumer>(black_box(&principal), black_box(&request)),
+            );
             let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             histogram.saturating_record(nanos.max(1));
         }

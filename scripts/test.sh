@@ -19,10 +19,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --locked --no-fail-fast
+cargo test --locked --workspace --no-fail-fast
 
 step "buf lint"
 tools/node_modules/.bin/buf lint

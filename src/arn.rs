@@ -1,7 +1,9 @@
 //! Amazon Resource Names for Redshift datashares and namespaces, and AWS region names.
 //!
-//! The one place ARNs are parsed: the validator, the policy layer and the emulator all use it.
-//! Parsing never panics on any input (see the property tests below and `tests/arn_fuzz.rs`).
+//! The gateway's one place ARNs are parsed: the validator and the policy layer use it. The
+//! emulator (the `datashare-emulator` crate) has its own parser on purpose, so a bug here is not
+//! hidden by the same bug in the stand-in for AWS. Parsing never panics on any input (see the
+//! property tests below).
 
 use std::fmt;
 

@@ -24,9 +24,12 @@
 //! - [`config`]: the TOML configuration, validated at start.
 //! - [`server`]: wiring: the middleware stack, the gRPC handler, health, reflection, serving.
 //! - [`telemetry`]: logs and signals.
-//! - [`emulator`]: a Redshift emulator speaking the AWS Query protocol, for tests and `dev`.
 //! - [`cli`]: the command line; the only module with clap types, and the only one that joins the
 //!   gateway and the emulator (the `dev` and `emulator` commands).
+//!
+//! The Redshift emulator (the AWS Query protocol, for tests and `dev`) is the separate
+//! `datashare-emulator` crate in `emulator/`; it imports nothing from the gateway and only `cli`
+//! uses it (`tests/architecture.rs` holds both to that).
 //!
 //! # Adding an operation
 //!
@@ -51,7 +54,6 @@ pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod config;
-pub mod emulator;
 pub mod errors;
 pub mod identity;
 pub mod limits;

@@ -33,7 +33,9 @@ impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for Limit {
 
     fn handle<S, F>(&self, call: Call<Op, Stage>, mut next: S) -> CallFuture<Op::Reply>
     where
-        S: Service<Call<Op, Stage>, Response = Op::Reply, Error = GatewayError, Future = F> + Send + 'static,
+        S: Service<Call<Op, Stage>, Response = Op::Reply, Error = GatewayError, Future = F>
+            + Send
+            + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
         let slots = self.slots.clone();

@@ -15,8 +15,8 @@ use prometheus_client::registry::{Registry, Unit};
 use tower::Service;
 
 use crate::call::{Call, CallFuture, Operation, Received};
-use crate::middleware::Middleware;
 use crate::errors::GatewayError;
+use crate::middleware::Middleware;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -256,7 +256,9 @@ impl<Op: Operation> Middleware<Op, Received> for Measure {
 
     fn handle<S, F>(&self, call: Call<Op>, mut next: S) -> CallFuture<Op::Reply>
     where
-        S: Service<Call<Op>, Response = Op::Reply, Error = GatewayError, Future = F> + Send + 'static,
+        S: Service<Call<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
+            + Send
+            + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
         let metrics = self.metrics.clone();

@@ -35,8 +35,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The full middleware stack of one operation, over its typed call.
-pub type CallService<Op> =
-    BoxCloneSyncService<Call<Op>, <Op as Operation>::Reply, GatewayError>;
+pub type CallService<Op> = BoxCloneSyncService<Call<Op>, <Op as Operation>::Reply, GatewayError>;
 
 /// The metadata key of the request id, read from callers and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -139,7 +138,9 @@ where
         .layer(MiddlewareLayer::new(Audit::new(parts.audit.clone())))
         // Identity before anything looks at the parameters: no principal, no further.
         .layer(MiddlewareLayer::new(StageSpan::new("identity")))
-        .layer(MiddlewareLayer::new(Authenticate::new(parts.principals.clone())))
+        .layer(MiddlewareLayer::new(Authenticate::new(
+            parts.principals.clone(),
+        )))
         // Validation before policy: policies see only well-formed, parsed requests.
         .layer(MiddlewareLayer::new(StageSpan::new("validation")))
         .layer(MiddlewareLayer::new(Validate))
@@ -167,8 +168,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// A handler whose every operation forwards to Redshift through its stack.
-    pub fn new(parts: &StackParts, upstream: RedshiftService, auth_mode: AuthMode) -> Self
-    {
+    pub fn new(parts: &StackParts, upstream: RedshiftService, auth_mode: AuthMode) -> Self {
         Gateway {
             associate: build_stack(parts, upstream.clone()),
             disassociate: build_stack(parts, upstream.clone()),

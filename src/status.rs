@@ -315,7 +315,9 @@ mod tests {
                 "{kind:?} ({status}) missing from the table"
             );
             assert!(
-                crate::upstream::fault_rules().iter().any(|r| r.kind == kind),
+                crate::upstream::fault_rules()
+                    .iter()
+                    .any(|r| r.kind == kind),
                 "no upstream rule yields {kind:?}"
             );
         }
@@ -328,7 +330,10 @@ mod tests {
             .expect("README.md");
         const BEGIN: &str = "<!-- fault-table:begin (generated from src/status.rs) -->\n";
         const END: &str = "<!-- fault-table:end -->";
-        let start = readme.find(BEGIN).expect("the README's fault table markers") + BEGIN.len();
+        let start = readme
+            .find(BEGIN)
+            .expect("the README's fault table markers")
+            + BEGIN.len();
         let end = readme[start..].find(END).expect("the end marker") + start;
         let expected = fault_table_markdown();
         assert!(

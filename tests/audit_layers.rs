@@ -113,7 +113,11 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
     // A listing changes nothing, so it has no intent; but its answer is not given unrecorded.
     let err = list
         .clone()
-        .oneshot(call(caller(REPORTING), "list-refused", ListParams::default()))
+        .oneshot(call(
+            caller(REPORTING),
+            "list-refused",
+            ListParams::default(),
+        ))
         .await
         .expect_err("an unrecordable listing is withheld");
     assert!(matches!(err, GatewayError::AuditUnavailable(_)), "{err:?}");
@@ -188,7 +192,9 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
             // Every third call comes from a principal the policies deny.
             let who = if i % 3 == 0 { FRONTEND } else { REPORTING };
             let id = format!("req-{i}");
-            tokio::spawn(async move { stack.oneshot(call(caller(who), &id, region_params())).await })
+            tokio::spawn(
+                async move { stack.oneshot(call(caller(who), &id, region_params())).await },
+            )
         })
         .collect();
     let mut denied = 0;

@@ -128,7 +128,10 @@ async fn associate_list_disassociate_list_and_the_trail_verifies() {
         .expect("validate_only")
         .into_inner();
     assert_eq!(
-        validated.validation.expect("a decision").determining_policies,
+        validated
+            .validation
+            .expect("a decision")
+            .determining_policies,
         ["data-platform-associate-in-org"]
     );
     assert!(validated.data_share_arn.is_empty());
@@ -180,7 +183,11 @@ async fn associate_list_disassociate_list_and_the_trail_verifies() {
         "{undone:?}"
     );
     assert_eq!(sales_status_for_namespace(&gw).await, None, "it disappears");
-    assert_eq!(sales_status_for_namespace(&gw).await, None, "and stays gone");
+    assert_eq!(
+        sales_status_for_namespace(&gw).await,
+        None,
+        "and stays gone"
+    );
 
     // Every call is in the trail, named by its method, and the trail verifies.
     let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
@@ -228,36 +235,38 @@ async fn associate_list_disassociate_list_and_the_trail_verifies() {
     );
 }
 
+/// Every page of the listing with `page_size`: the datashare ARNs in order, and the page count.
+async fn list_all(gw: &Gateway, page_size: i32) -> (Vec<String>, usize) {
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let page = list(
+            gw,
+            REPORTING,
+            ListConsumerDataSharesRequest {
+                page_size,
+                page_token: token,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+        pages += 1;
+        assert!(page.data_shares.len() <= 50);
+        seen.extend(page.data_shares.into_iter().map(|s| s.data_share_arn));
+        if page.next_page_token.is_empty() {
+            return (seen, pages);
+        }
+        token = page.next_page_token;
+    }
+}
+
 #[tokio::test]
 async fn paging_returns_every_datashare_once_and_refuses_tampered_tokens() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-    let all = |page_size| async move {
-        let mut seen = Vec::new();
-        let mut pages = 0;
-        let mut token = String::new();
-        loop {
-            let page = list(
-                &gw,
-                REPORTING,
-                ListConsumerDataSharesRequest {
-                    page_size,
-                    page_token: token,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("list");
-            pages += 1;
-            assert!(page.data_shares.len() <= 50);
-            seen.extend(page.data_shares.into_iter().map(|s| s.data_share_arn));
-            if page.next_page_token.is_empty() {
-                return (seen, pages);
-            }
-            token = page.next_page_token;
-        }
-    };
-    let (before, _) = all(50).await;
+    let (before, _) = list_all(&gw, 50).await;
 
     let seeded: Vec<_> = (0..120)
         .map(|i| {
@@ -270,7 +279,7 @@ async fn paging_returns_every_datashare_once_and_refuses_tampered_tokens() {
         .collect();
     emulator.seed(json!({ "datashares": seeded }));
 
-    let (seen, pages) = all(50).await;
+    let (seen, pages) = list_all(&gw, 50).await;
     let distinct: BTreeSet<_> = seen.iter().collect();
     assert_eq!(distinct.len(), seen.len(), "no datashare twice");
     assert_eq!(seen.len(), before.len() + 120, "every datashare once");

@@ -77,7 +77,7 @@ async fn a_thousand_idle_connections_do_not_block_requests() {
 
 #[tokio::test]
 async fn serve_in_process_answers_until_its_shutdown_future_resolves() {
-    use datashare_gateway::emulator::{EmulatorConfig, Fixtures, serve};
+    use datashare_emulator::{EmulatorConfig, Fixtures, serve};
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", api.local_addr().unwrap());

@@ -330,9 +330,7 @@ async fn an_unparseable_answer_is_unknown() {
 /// A Redshift outcome of `kind`, as the emulator's fault injection provokes it for `operation`
 /// (the gateway under test makes at most 2 attempts of 300 ms each).
 fn provoke(kind: FaultKind, operation: &str) -> serde_json::Value {
-    let error = |code: &str, status: u16| {
-        json!({"kind": "error", "code": code, "status": status, "operation": operation, "count": 2})
-    };
+    let error = |code: &str, status: u16| json!({"kind": "error", "code": code, "status": status, "operation": operation, "count": 2});
     match kind {
         FaultKind::InvalidState => error("InvalidDataShareFault", 400),
         FaultKind::NotFound => error("InvalidNamespaceFault", 400),
@@ -342,7 +340,9 @@ fn provoke(kind: FaultKind, operation: &str) -> serde_json::Value {
         FaultKind::ServiceFailure => {
             json!({"kind": "internal_failure", "operation": operation, "count": 2})
         }
-        FaultKind::Timeout => json!({"kind": "latency", "latency_ms": 2000, "operation": operation}),
+        FaultKind::Timeout => {
+            json!({"kind": "latency", "latency_ms": 2000, "operation": operation})
+        }
         FaultKind::Unreachable => {
             json!({"kind": "close_connection", "operation": operation, "count": 2})
         }
@@ -363,7 +363,10 @@ async fn every_fault_kind_maps_by_the_one_table_for_the_new_methods() {
     let mut client = gw.client().await;
     for kind in FaultKind::ALL {
         let expected = datashare_gateway::status::fault_code(kind);
-        for operation in ["DisassociateDataShareConsumer", "DescribeDataSharesForConsumer"] {
+        for operation in [
+            "DisassociateDataShareConsumer",
+            "DescribeDataSharesForConsumer",
+        ] {
             emulator.clear_faults();
             emulator.inject_fault(provoke(kind, operation));
             let result = if operation == "DisassociateDataShareConsumer" {

@@ -163,11 +163,16 @@ fn check_cannot_decide_an_invalid_request_and_exits_2() {
 
 #[test]
 fn check_decides_every_method() {
-    let list = check(NOTEBOOK, &["--method", "ListConsumerDataShares"], r#"{"status": 1}"#);
+    let list = check(
+        NOTEBOOK,
+        &["--method", "ListConsumerDataShares"],
+        r#"{"status": 1}"#,
+    );
     assert_eq!(list.status.code(), Some(0), "{}", text(&list));
     assert!(text(&list).contains("determining policies: analytics-list-in-org"));
 
-    let request = format!(r#"{{"data_share_arn": "{SALES}", "disassociate_entire_account": true}}"#);
+    let request =
+        format!(r#"{{"data_share_arn": "{SALES}", "disassociate_entire_account": true}}"#);
     let undo = check(NOTEBOOK, &["--method", "DisassociateConsumer"], &request);
     assert_eq!(undo.status.code(), Some(1), "{}", text(&undo));
     let request = format!(r#"{{"data_share_arn": "{SALES}", "consumer_arn": "{PROVISIONED}"}}"#);
@@ -178,7 +183,11 @@ fn check_decides_every_method() {
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
     assert!(text(&unknown).contains("--method"), "{}", text(&unknown));
     // A field of another method is named, not ignored.
-    let wrong = check(NOTEBOOK, &["--method", "ListConsumerDataShares"], r#"{"allow_writes": true}"#);
+    let wrong = check(
+        NOTEBOOK,
+        &["--method", "ListConsumerDataShares"],
+        r#"{"allow_writes": true}"#,
+    );
     assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
     assert!(text(&wrong).contains("allow_writes"), "{}", text(&wrong));
 }

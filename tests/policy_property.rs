@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use datashare_gateway::arn::AccountId;
 use datashare_gateway::call::{Operation, Principal};
+use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::ops::AssociateConsumer;
 use datashare_gateway::ops::associate::AssociateParams;
-use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::policy::{Policies, PolicyConfig};
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use proptest::prelude::*;

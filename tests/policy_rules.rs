@@ -7,10 +7,10 @@ mod support;
 
 use datashare_gateway::arn::AccountId;
 use datashare_gateway::policy::{Policies, PolicyConfig};
+use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
 use datashare_gateway::proto::datasharing::v1::{
     AssociateConsumerRequest, DisassociateConsumerRequest, ListConsumerDataSharesRequest,
 };
-use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
 use support::emulator::{Emulator, LEGAL_HOLD_SHARE, OTHER_NAMESPACE};
 use support::gateway::{
     self, FRONTEND, Gateway, GatewayOptions, LOADER, NOTEBOOK, PROVISIONED_NS, REPORTING,
@@ -124,12 +124,18 @@ impl Case {
         client: &mut DataSharingClient<Channel>,
         validate_only: bool,
     ) -> Result<Vec<String>, tonic::Status> {
-        let determining = |validation: Option<datashare_gateway::proto::datasharing::v1::ValidationResult>| {
-            validation.map(|v| v.determining_policies).unwrap_or_default()
-        };
+        let determining =
+            |validation: Option<datashare_gateway::proto::datasharing::v1::ValidationResult>| {
+                validation
+                    .map(|v| v.determining_policies)
+                    .unwrap_or_default()
+            };
         match self.method {
             Method::Associate => client
-                .associate_consumer(gateway::as_caller(self.principal, self.message(validate_only)))
+                .associate_consumer(gateway::as_caller(
+                    self.principal,
+                    self.message(validate_only),
+                ))
                 .await
                 .map(|r| determining(r.into_inner().validation)),
             Method::Disassociate => client

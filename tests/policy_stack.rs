@@ -53,12 +53,28 @@ async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
         ..namespace.clone()
     };
     let cases = [
-        (CallerCredential::None, namespace.clone(), Err(Code::Unauthenticated)),
+        (
+            CallerCredential::None,
+            namespace.clone(),
+            Err(Code::Unauthenticated),
+        ),
         (caller(NOTEBOOK), namespace.clone(), Ok(())),
-        (caller(NOTEBOOK), entire.clone(), Err(Code::PermissionDenied)),
+        (
+            caller(NOTEBOOK),
+            entire.clone(),
+            Err(Code::PermissionDenied),
+        ),
         (caller(REPORTING), entire.clone(), Ok(())),
-        (caller(FRONTEND), namespace.clone(), Err(Code::PermissionDenied)),
-        (caller(REPORTING), writes.clone(), Err(Code::PermissionDenied)),
+        (
+            caller(FRONTEND),
+            namespace.clone(),
+            Err(Code::PermissionDenied),
+        ),
+        (
+            caller(REPORTING),
+            writes.clone(),
+            Err(Code::PermissionDenied),
+        ),
         (caller(LOADER), writes, Ok(())),
         (caller(REPORTING), invalid, Err(Code::InvalidArgument)),
     ];

@@ -33,7 +33,9 @@ impl<Op: Operation> Middleware<Op, Received> for Audit {
 
     fn handle<S, F>(&self, call: Call<Op>, mut next: S) -> CallFuture<Op::Reply>
     where
-        S: Service<Call<Op>, Response = Op::Reply, Error = GatewayError, Future = F> + Send + 'static,
+        S: Service<Call<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
+            + Send
+            + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
         let log = self.log.clone();

@@ -422,9 +422,8 @@ impl CallFacts {
         let principal = trail.principal.as_ref();
         // Parameters are plain structs of strings, numbers and booleans: serialising them cannot
         // fail, and if it ever did the record would still be written, saying so.
-        let mut params = serde_json::to_value(params).unwrap_or_else(|err| {
-            serde_json::json!({ "unrecordable": err.to_string() })
-        });
+        let mut params = serde_json::to_value(params)
+            .unwrap_or_else(|err| serde_json::json!({ "unrecordable": err.to_string() }));
         bound_value(&mut params, "params", &mut truncated);
         CallFacts {
             request_id: bound(&ctx.request_id, "request_id", &mut truncated),

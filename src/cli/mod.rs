@@ -1,5 +1,7 @@
 //! The command line: `serve`, `check-config`, `dev`, `emulator`, `audit`, `policy`.
 
+mod emulator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,6 +14,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::server::{App, BuildOptions};
 use crate::telemetry;
+
+pub use emulator::EmulatorArgs;
 
 /// Errors from a command, printed by `main` with their causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,7 +46,7 @@ pub enum Command {
     /// Start the emulator and a gateway wired to it: try everything with no AWS account.
     Dev(DevArgs),
     /// Run the Redshift emulator (AWS Query protocol, SigV4 checked).
-    Emulator(crate::emulator::EmulatorArgs),
+    Emulator(EmulatorArgs),
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -91,9 +95,9 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     // The dev fixtures are built in, so `dev` works from any directory; a file given explicitly
     // (or present at the default path) is used instead.
     let fixtures = if args.fixtures.is_file() {
-        crate::emulator::Fixtures::load(&args.fixtures)?
+        datashare_emulator::Fixtures::load(&args.fixtures)?
     } else {
-        crate::emulator::Fixtures::dev()?
+        datashare_emulator::Fixtures::dev()?
     };
     let principals =
         std::fs::read_to_string(args.policies.join("principals.toml")).map_err(|e| {
@@ -151,8 +155,8 @@ otlp_endpoint = {otlp:?}
     let telemetry = telemetry::init(&config.telemetry);
 
     let (stop_emulator, stopped) = tokio::sync::oneshot::channel::<()>();
-    let emulator_config = crate::emulator::EmulatorConfig::new(region, fixtures);
-    let emulator = tokio::spawn(crate::emulator::serve(
+    let emulator_config = datashare_emulator::EmulatorConfig::new(region, fixtures);
+    let emulator = tokio::spawn(datashare_emulator::serve(
         api,
         admin,
         emulator_config,
@@ -161,11 +165,10 @@ otlp_endpoint = {otlp:?}
         },
     ));
 
-    let credentials =
-        crate::upstream::StaticCredentials {
-            access_key_id: DEV_ACCESS_KEY.into(),
-            secret_access_key: DEV_SECRET_KEY.into(),
-        };
+    let credentials = crate::upstream::StaticCredentials {
+        access_key_id: DEV_ACCESS_KEY.into(),
+        secret_access_key: DEV_SECRET_KEY.into(),
+    };
     let app = App::build(
         config,
         BuildOptions {
@@ -207,7 +210,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => dev(args).await,
-        Command::Emulator(args) => crate::emulator::run(args).await,
+        Command::Emulator(args) => emulator::run(args).await,
         Command::Audit(cmd) => audit::run_command(cmd).await,
         Command::Policy(cmd) => Ok(policy::run_command(cmd)),
     }

@@ -2,8 +2,8 @@
 //! namespace, or all namespaces of a region (Redshift `AssociateDataShareConsumer`).
 
 use crate::arn::{DataShareArn, Region};
-use crate::call::{ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput};
 use crate::call::PolicyResource;
+use crate::call::{ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput};
 use crate::errors::FieldViolation;
 use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
 use crate::proto::datasharing::v1 as pb;

@@ -96,7 +96,9 @@ pub(crate) fn consumer_target(
         ("consumer_region", !fields.consumer_region.is_empty()),
     ];
     let rule = |what: &str| {
-        format!("exactly one of {entire} = true, consumer_arn or consumer_region must be set; {what}")
+        format!(
+            "exactly one of {entire} = true, consumer_arn or consumer_region must be set; {what}"
+        )
     };
     match given.iter().filter(|(_, set)| *set).count() {
         0 => {

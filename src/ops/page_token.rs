@@ -70,7 +70,8 @@ pub(crate) fn decode(token: &str, fingerprint: &str) -> Result<String, PageToken
         return Err(PageTokenError::Malformed);
     }
     let mut parts = payload.splitn(3, ':');
-    let (Some(VERSION), Some(issued_for), Some(marker)) = (parts.next(), parts.next(), parts.next())
+    let (Some(VERSION), Some(issued_for), Some(marker)) =
+        (parts.next(), parts.next(), parts.next())
     else {
         return Err(PageTokenError::Malformed);
     };
@@ -121,7 +122,11 @@ mod tests {
     fn garbage_is_malformed() {
         let fp = filter_fingerprint("", "");
         for token in ["", "!!!", "abc", "bm90IGEgdG9rZW4", &"A".repeat(400)] {
-            assert_eq!(decode(token, &fp), Err(PageTokenError::Malformed), "{token}");
+            assert_eq!(
+                decode(token, &fp),
+                Err(PageTokenError::Malformed),
+                "{token}"
+            );
         }
     }
 }

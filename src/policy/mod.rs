@@ -176,13 +176,21 @@ impl Policies {
     }
 
     /// The decision on `request` of operation `Op` by `principal` under the current set.
-    pub fn evaluate<Op: Operation>(&self, principal: &Principal, request: &Op::Request) -> Decision {
+    pub fn evaluate<Op: Operation>(
+        &self,
+        principal: &Principal,
+        request: &Op::Request,
+    ) -> Decision {
         self.explain::<Op>(principal, request).decision
     }
 
     /// The decision and any evaluation errors. Errors never allow: a policy that fails to evaluate
     /// is not satisfied, and a request that cannot be built is denied.
-    pub fn explain<Op: Operation>(&self, principal: &Principal, request: &Op::Request) -> Evaluation {
+    pub fn explain<Op: Operation>(
+        &self,
+        principal: &Principal,
+        request: &Op::Request,
+    ) -> Evaluation {
         let input = Op::policy_input(request, &self.env());
         self.explain_input(principal, &input)
     }

@@ -14,9 +14,7 @@ use crate::middleware::MiddlewareLayer;
 use crate::ops::associate::{AssociateReply, AssociateRequest};
 use crate::ops::disassociate::DisassociateRequest;
 use crate::ops::list::ListParams;
-use crate::ops::{
-    AssociateConsumer, ConsumerTarget, DisassociateConsumer, ListConsumerDataShares,
-};
+use crate::ops::{AssociateConsumer, ConsumerTarget, DisassociateConsumer, ListConsumerDataShares};
 use crate::status::{code_of, to_status};
 use crate::testing::{Counting, associate_call};
 
@@ -156,9 +154,13 @@ fn entire_account_and_region_targets_use_the_gateway_account() {
         Policies::load(PolicyConfig::new(examples_dir()), account("999999999999")).unwrap();
     let reporting = principal(REPORTING);
     let entire = request(SALES, ConsumerTarget::EntireAccount, None);
-    assert_eq!(policies.evaluate::<AssociateConsumer>(&reporting, &entire), decision(false, &[]));
     assert_eq!(
-        policies.evaluate::<AssociateConsumer>(&reporting, &request(SALES, region("us-east-1"), None)),
+        policies.evaluate::<AssociateConsumer>(&reporting, &entire),
+        decision(false, &[])
+    );
+    assert_eq!(
+        policies
+            .evaluate::<AssociateConsumer>(&reporting, &request(SALES, region("us-east-1"), None)),
         decision(false, &[])
     );
     assert_eq!(
@@ -190,7 +192,8 @@ fn the_legal_hold_forbid_beats_a_permit_for_everyone() {
         decision(true, &["open-bar"])
     );
     assert_eq!(
-        policies.evaluate::<AssociateConsumer>(&frontend, &request(LEGAL_HOLD, ns(PROVISIONED), None)),
+        policies
+            .evaluate::<AssociateConsumer>(&frontend, &request(LEGAL_HOLD, ns(PROVISIONED), None)),
         decision(false, &[LEGAL])
     );
 }
@@ -656,7 +659,10 @@ fn pinned_policies_apply_to_their_principal_only() {
         decision(true, &[DATA_PLATFORM, "reporting-finance"])
     );
     assert_eq!(
-        policies.evaluate::<AssociateConsumer>(&principal(NOTEBOOK), &request(SALES, ns(SERVERLESS), None)),
+        policies.evaluate::<AssociateConsumer>(
+            &principal(NOTEBOOK),
+            &request(SALES, ns(SERVERLESS), None)
+        ),
         decision(false, &["notebook-no-serverless"])
     );
     assert_eq!(
@@ -728,7 +734,10 @@ fn action_groups_in_a_custom_schema_are_honoured() {
         decision(true, &["managers"])
     );
     assert_eq!(
-        policies.evaluate::<AssociateConsumer>(&principal(STRANGER), &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(
+            &principal(STRANGER),
+            &request(SALES, ns(PROVISIONED), None)
+        ),
         decision(false, &[])
     );
 }

@@ -518,7 +518,11 @@ mod tests {
     fn the_fault_table() {
         let rows = [
             (Some("InvalidDataShareFault"), 400, FaultKind::InvalidState),
-            (Some("UnsupportedOperationFault"), 400, FaultKind::InvalidState),
+            (
+                Some("UnsupportedOperationFault"),
+                400,
+                FaultKind::InvalidState,
+            ),
             (Some("InvalidNamespaceFault"), 400, FaultKind::NotFound),
             (
                 Some("InvalidParameterCombination"),
@@ -532,8 +536,16 @@ mod tests {
             (Some("InternalFailure"), 500, FaultKind::ServiceFailure),
             (Some("ServiceUnavailable"), 503, FaultKind::ServiceFailure),
             (None, 502, FaultKind::ServiceFailure),
-            (Some("InvalidClientTokenId"), 403, FaultKind::CredentialsRejected),
-            (Some("SignatureDoesNotMatch"), 403, FaultKind::CredentialsRejected),
+            (
+                Some("InvalidClientTokenId"),
+                403,
+                FaultKind::CredentialsRejected,
+            ),
+            (
+                Some("SignatureDoesNotMatch"),
+                403,
+                FaultKind::CredentialsRejected,
+            ),
             (Some("UnauthorizedOperation"), 400, FaultKind::Unauthorized),
             (Some("SomethingNew"), 400, FaultKind::Unknown),
             (None, 400, FaultKind::Unknown),
@@ -551,7 +563,11 @@ mod tests {
             }
         }
         for code in CREDENTIAL_ERRORS {
-            assert_eq!(kind_of(Some(code), 403), FaultKind::CredentialsRejected, "{code}");
+            assert_eq!(
+                kind_of(Some(code), 403),
+                FaultKind::CredentialsRejected,
+                "{code}"
+            );
         }
         for code in aws_runtime::retries::classifiers::THROTTLING_ERRORS {
             assert_eq!(kind_of(Some(code), 400), FaultKind::Throttled, "{code}");

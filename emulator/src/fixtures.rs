@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::EmulatorError;
-use crate::arn::{AccountId, NamespaceArn, NamespaceId};
+use super::arn::{AccountId, NamespaceArn, NamespaceGuid};
 
 /// Everything the emulator starts with. Every list may be empty.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -140,7 +140,8 @@ pub struct AssociationFixture {
     pub allow_writes: Option<bool>,
 }
 
-/// `examples/emulator-fixtures.toml`, built into the binary so `dev` works from any directory.
+/// `examples/emulator-fixtures.toml` at the workspace root, built in so `dev` works from any
+/// directory.
 const DEV_FIXTURES: &str = include_str!("../../examples/emulator-fixtures.toml");
 
 impl Fixtures {
@@ -191,11 +192,11 @@ impl Fixtures {
         for ns in &self.namespaces {
             AccountId::parse(&ns.account)
                 .map_err(|e| invalid("namespaces.account", &ns.account, &e.to_string()))?;
-            NamespaceId::parse(&ns.guid)
+            NamespaceGuid::parse(&ns.guid)
                 .map_err(|e| invalid("namespaces.guid", &ns.guid, &e.to_string()))?;
         }
         for share in &self.datashares {
-            NamespaceId::parse(&share.producer_namespace).map_err(|e| {
+            NamespaceGuid::parse(&share.producer_namespace).map_err(|e| {
                 invalid(
                     "datashares.producer_namespace",
                     &share.producer_namespace,
@@ -242,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_example_fixtures_load() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/emulator-fixtures.toml");
         let f = Fixtures::load(&path).unwrap();
         assert!(
             f.keys

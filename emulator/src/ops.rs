@@ -190,15 +190,14 @@ fn write_share(x: &mut Xml, s: &DataShareView) {
 mod tests {
     use super::*;
     use crate::arn::Region;
-    use crate::emulator::fixtures::Fixtures;
-    use std::path::Path;
+    use crate::fixtures::Fixtures;
 
     fn store() -> Store {
-        let f = Fixtures::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        Store::new(
+            Region::parse("us-east-1").unwrap(),
+            &Fixtures::dev().unwrap(),
         )
-        .unwrap();
-        Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
+        .unwrap()
     }
 
     #[test]

@@ -32,15 +32,51 @@ pub enum FaultKind {
 }
 
 impl FromStr for FaultKind {
-    type Err = String;
+    type Err = FaultSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-            format!(
-                "unknown fault kind '{s}': expected throttling, internal_failure, service_unavailable, bare_429, latency, close_connection, malformed_body or error"
-            )
-        })
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| FaultSpecError::UnknownKind(s.to_owned()))
     }
+}
+
+/// Why a fault rule, or its `--fault` spelling, was refused. Each message states the rule.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum FaultSpecError {
+    /// The kind is not one of [`FaultKind`]'s.
+    #[error(
+        "unknown fault kind '{0}': expected throttling, internal_failure, service_unavailable, bare_429, latency, close_connection, malformed_body or error"
+    )]
+    UnknownKind(String),
+    /// An option after the kind is not `key=value`.
+    #[error("expected key=value, got '{0}'")]
+    NotKeyValue(String),
+    /// The option is not one the spelling knows.
+    #[error("unknown fault option '{0}'")]
+    UnknownOption(String),
+    /// A count or a delay is not a whole number.
+    #[error("{key} must be a whole number, got '{value}'")]
+    NotWholeNumber {
+        /// The option, e.g. `count`.
+        key: String,
+        /// The value given.
+        value: String,
+    },
+    /// The probability is not a number.
+    #[error("probability must be a number, got '{0}'")]
+    NotANumber(String),
+    /// Kind `error` without the code to answer with.
+    #[error("kind error needs a code (the AWS error code to answer with)")]
+    MissingCode,
+    /// The status is not an HTTP error status.
+    #[error("status must be 400 to 599, got {0}")]
+    Status(u16),
+    /// Both `count` and `probability`.
+    #[error("give either count or probability, not both")]
+    CountAndProbability,
+    /// The probability is outside 0 to 1.
+    #[error("probability must be between 0 and 1, got {0}")]
+    Probability(f64),
 }
 
 /// One fault rule. With neither `count` nor `probability` it applies to every matching call
@@ -75,22 +111,22 @@ pub struct FaultSpec {
 
 impl FaultSpec {
     /// Checks the rule: `count` and `probability` exclude each other; probability in 0..=1.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FaultSpecError> {
         if self.kind == FaultKind::Error && self.code.as_deref().is_none_or(str::is_empty) {
-            return Err("kind error needs a code (the AWS error code to answer with)".into());
+            return Err(FaultSpecError::MissingCode);
         }
         if let Some(status) = self.status
             && !(400..=599).contains(&status)
         {
-            return Err(format!("status must be 400 to 599, got {status}"));
+            return Err(FaultSpecError::Status(status));
         }
         if self.count.is_some() && self.probability.is_some() {
-            return Err("give either count or probability, not both".into());
+            return Err(FaultSpecError::CountAndProbability);
         }
         if let Some(p) = self.probability
             && !(0.0..=1.0).contains(&p)
         {
-            return Err(format!("probability must be between 0 and 1, got {p}"));
+            return Err(FaultSpecError::Probability(p));
         }
         Ok(())
     }
@@ -99,7 +135,7 @@ impl FaultSpec {
 /// `KIND[,op=Action][,count=N][,probability=P][,latency_ms=N][,jitter_ms=N]`, as the CLI
 /// flag `--fault` takes it.
 impl FromStr for FaultSpec {
-    type Err = String;
+    type Err = FaultSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split(',');
@@ -117,10 +153,13 @@ impl FromStr for FaultSpec {
         for part in parts {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| format!("expected key=value, got '{part}'"))?;
+                .ok_or_else(|| FaultSpecError::NotKeyValue(part.to_owned()))?;
             let num = |v: &str| {
                 v.parse::<u64>()
-                    .map_err(|_| format!("{k} must be a whole number, got '{v}'"))
+                    .map_err(|_| FaultSpecError::NotWholeNumber {
+                        key: k.to_owned(),
+                        value: v.to_owned(),
+                    })
             };
             match k.trim() {
                 "op" | "operation" => spec.operation = Some(v.to_owned()),
@@ -128,12 +167,12 @@ impl FromStr for FaultSpec {
                 "probability" => {
                     spec.probability = Some(
                         v.parse()
-                            .map_err(|_| format!("probability must be a number, got '{v}'"))?,
+                            .map_err(|_| FaultSpecError::NotANumber(v.to_owned()))?,
                     )
                 }
                 "latency_ms" => spec.latency_ms = num(v)?,
                 "jitter_ms" => spec.jitter_ms = num(v)?,
-                other => return Err(format!("unknown fault option '{other}'")),
+                other => return Err(FaultSpecError::UnknownOption(other.to_owned())),
             }
         }
         spec.validate()?;
@@ -324,14 +363,24 @@ mod tests {
 
     #[test]
     fn spec_strings_are_checked() {
-        assert!("nope".parse::<FaultSpec>().is_err());
-        assert!(
-            "throttling,count=1,probability=0.5"
-                .parse::<FaultSpec>()
-                .is_err()
+        let refused = |s: &str| s.parse::<FaultSpec>().unwrap_err();
+        assert_eq!(refused("nope"), FaultSpecError::UnknownKind("nope".into()));
+        assert_eq!(
+            refused("throttling,count=1,probability=0.5"),
+            FaultSpecError::CountAndProbability
         );
-        assert!("throttling,probability=2".parse::<FaultSpec>().is_err());
-        assert!("throttling,colour=red".parse::<FaultSpec>().is_err());
+        assert_eq!(
+            refused("throttling,probability=2"),
+            FaultSpecError::Probability(2.0)
+        );
+        assert_eq!(
+            refused("throttling,colour=red"),
+            FaultSpecError::UnknownOption("colour".into())
+        );
+        assert_eq!(
+            refused("latency,latency_ms=soon").to_string(),
+            "latency_ms must be a whole number, got 'soon'"
+        );
         let s: FaultSpec = "latency,latency_ms=10,jitter_ms=5,op=*".parse().unwrap();
         assert_eq!((s.latency_ms, s.jitter_ms), (10, 5));
     }

@@ -2,6 +2,7 @@
 //! SigV4 checked against configured keys, state kept as Redshift keeps it, and an admin API
 //! for fault injection, counters and seeding. See `docs/emulator.md`.
 //!
+//! - `arn`: account ids, region names, namespace GUIDs and ARNs (not the gateway's parser).
 //! - `protocol`: form decoding, XML writing, the Query error envelope.
 //! - `sigv4`: signature verification (aws-sigv4 does the math).
 //! - `state`: namespaces, datashares, grants, associations and their transitions.
@@ -12,6 +13,7 @@
 
 mod admin;
 mod api;
+mod arn;
 mod faults;
 mod fixtures;
 mod ops;
@@ -20,10 +22,8 @@ mod sigv4;
 mod state;
 
 use std::future::Future;
-use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,13 +32,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use faults::{FaultKind, FaultSpec};
+pub use faults::{FaultKind, FaultSpec, FaultSpecError};
 pub use fixtures::{
     AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture,
     NamespaceFixture, NamespaceKindFixture,
 };
 
-use crate::arn::Region;
+use arn::Region;
 
 /// How long an open connection may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +79,9 @@ pub enum EmulatorError {
     /// The configured region is not a region name.
     #[error("invalid region {0:?}")]
     InvalidRegion(String),
+    /// A fault rule in [`EmulatorConfig::faults`] breaks a rule.
+    #[error("invalid fault rule")]
+    InvalidFault(#[from] FaultSpecError),
     /// A listener could not be bound or read.
     #[error("listener error")]
     Io(#[from] std::io::Error),
@@ -126,11 +129,7 @@ pub async fn serve(
     let region = Region::parse(&config.region)
         .map_err(|_| EmulatorError::InvalidRegion(config.region.clone()))?;
     for f in &config.faults {
-        f.validate().map_err(|rule| EmulatorError::InvalidFixture {
-            key: "fault".into(),
-            value: format!("{f:?}"),
-            rule,
-        })?;
+        f.validate()?;
     }
     let shared = Arc::new(Shared {
         store: state::Store::new(region, &config.fixtures)?,
@@ -219,88 +218,4 @@ fn spawn_admin(
             }
         }
     });
-}
-
-/// `datashare-gateway emulator`.
-#[derive(Debug, clap::Args)]
-pub struct EmulatorArgs {
-    /// Address of the Redshift API listener (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:4566")]
-    pub listen: SocketAddr,
-    /// Address of the admin API listener (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:4567")]
-    pub admin: SocketAddr,
-    /// The fixtures file (TOML). Without it the emulator starts empty.
-    #[arg(long)]
-    pub fixtures: Option<PathBuf>,
-    /// The region requests must be signed for.
-    #[arg(long, default_value = "us-east-1")]
-    pub region: String,
-    /// A fault rule active from the start, repeatable:
-    /// KIND[,op=Action][,count=N][,probability=P][,latency_ms=N][,jitter_ms=N], where KIND is
-    /// throttling, internal_failure, service_unavailable, bare_429, latency, close_connection
-    /// or malformed_body.
-    #[arg(long = "fault", value_name = "SPEC")]
-    pub faults: Vec<FaultSpec>,
-}
-
-/// Runs the emulator until SIGTERM or SIGINT.
-pub async fn run(args: EmulatorArgs) -> Result<ExitCode, crate::cli::CliError> {
-    // The binary sets no subscriber; one may already exist when embedded, which is fine.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let fixtures = match &args.fixtures {
-        Some(path) => Fixtures::load(path)?,
-        None => Fixtures::default(),
-    };
-    let config = EmulatorConfig {
-        region: args.region,
-        fixtures,
-        faults: args.faults,
-    };
-    let shutdown = shutdown_signal()?;
-    let api = TcpListener::bind(args.listen).await?;
-    let admin = TcpListener::bind(args.admin).await?;
-    let ready = serde_json::json!({
-        "event": "emulator_listening",
-        "api": api.local_addr()?.to_string(),
-        "admin": admin.local_addr()?.to_string(),
-    });
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{ready}")?;
-        out.flush()?;
-    }
-    tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "emulator listening");
-    serve(api, admin, config, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives right after the ready
-/// line is not fatal) and returns a future that resolves on either.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
 }

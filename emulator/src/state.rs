@@ -13,14 +13,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::EmulatorError;
+use super::arn::{
+    AccountId, ArnError, DataShareArn, NamespaceArn, NamespaceGuid, NamespaceKind, Region,
+};
 use super::fixtures::{
     AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, NamespaceKindFixture,
 };
 use super::protocol::AwsError;
 use super::sigv4::KeyInfo;
-use crate::arn::{
-    AccountId, DataShareArn, NamespaceArn, NamespaceId, NamespaceKind, Partition, Region,
-};
 
 /// `DataShareStatus` values (model enum).
 pub(crate) const ACTIVE: &str = "ACTIVE";
@@ -289,17 +289,6 @@ impl Store {
             .cloned()
     }
 
-    fn namespace_arn(&self, account: &AccountId, guid: NamespaceId, kind: NamespaceKind) -> String {
-        NamespaceArn {
-            partition: Partition::of_region(&self.region),
-            region: self.region.clone(),
-            account: account.clone(),
-            namespace: guid,
-            kind,
-        }
-        .to_string()
-    }
-
     /// Adds (or replaces) keys, namespaces and datashares. A datashare that already exists is
     /// replaced as a whole.
     pub(crate) fn seed(&self, fixtures: &Fixtures) -> Result<(), EmulatorError> {
@@ -327,16 +316,16 @@ impl Store {
                 let account = AccountId::parse(&ns.account)
                     .map_err(|e| invalid("account", &ns.account, e))?;
                 let guid =
-                    NamespaceId::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
+                    NamespaceGuid::parse(&ns.guid).map_err(|e| invalid("guid", &ns.guid, e))?;
                 let kind = match ns.kind {
                     NamespaceKindFixture::Provisioned => NamespaceKind::Provisioned,
                     NamespaceKindFixture::Serverless => NamespaceKind::Serverless,
                 };
-                let arn = self.namespace_arn(&account, guid.clone(), kind);
+                let arn = NamespaceArn::new(self.region.clone(), account, guid.clone(), kind);
                 namespaces.insert(
                     guid.as_str().to_owned(),
                     Namespace {
-                        arn,
+                        arn: arn.to_string(),
                         account: ns.account.clone(),
                     },
                 );
@@ -385,7 +374,7 @@ impl Store {
         f: &DataShareFixture,
         now: OffsetDateTime,
     ) -> Result<Share, EmulatorError> {
-        let guid = NamespaceId::parse(&f.producer_namespace)
+        let guid = NamespaceGuid::parse(&f.producer_namespace)
             .map_err(|e| invalid("producer_namespace", &f.producer_namespace, e))?;
         let ns = self
             .namespaces
@@ -400,15 +389,8 @@ impl Store {
             })?;
         let account =
             AccountId::parse(&ns.account).map_err(|e| invalid("account", &ns.account, e))?;
-        let arn = DataShareArn {
-            partition: Partition::of_region(&self.region),
-            region: self.region.clone(),
-            account: account.clone(),
-            namespace: guid,
-            name: f.name.clone(),
-        };
-        // Round-trip through the parser so a bad name is caught here, not on first use.
-        let arn = DataShareArn::parse(&arn.to_string())
+        // A name that could not appear in an ARN is refused here, not on first use.
+        let arn = DataShareArn::new(self.region.clone(), account, guid, &f.name)
             .map_err(|e| invalid("datashares.name", &f.name, e))?
             .to_string();
         let grants = f
@@ -486,7 +468,7 @@ impl Store {
             .namespaces
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        match namespaces.get(parsed.namespace.as_str()) {
+        match namespaces.get(parsed.guid().as_str()) {
             Some(ns) if ns.arn == parsed.to_string() && ns.account == account => Ok(ns.arn.clone()),
             _ => Err(bad()),
         }
@@ -747,7 +729,7 @@ impl Store {
                         Target::EntireAccount => true,
                         Target::Namespace(arn) => arn == ns,
                         Target::Region(r) => {
-                            NamespaceArn::parse(ns).is_ok_and(|n| n.region.as_str() == r)
+                            NamespaceArn::parse(ns).is_ok_and(|n| n.region().as_str() == r)
                         }
                     });
                 if !covers {
@@ -792,7 +774,7 @@ fn ts<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(&super::protocol::format_timestamp(*t))
 }
 
-fn invalid(key: &str, value: &str, err: crate::arn::ArnError) -> EmulatorError {
+fn invalid(key: &str, value: &str, err: ArnError) -> EmulatorError {
     EmulatorError::InvalidFixture {
         key: key.to_owned(),
         value: value.to_owned(),
@@ -803,7 +785,6 @@ fn invalid(key: &str, value: &str, err: crate::arn::ArnError) -> EmulatorError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     const PRODUCER: &str = "111122223333";
     const CONSUMER: &str = "444455556666";
@@ -813,11 +794,11 @@ mod tests {
         "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
 
     fn store() -> Store {
-        let f = Fixtures::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-fixtures.toml"),
+        Store::new(
+            Region::parse("us-east-1").unwrap(),
+            &Fixtures::dev().unwrap(),
         )
-        .unwrap();
-        Store::new(Region::parse("us-east-1").unwrap(), &f).unwrap()
+        .unwrap()
     }
 
     fn account() -> TargetParams<'static> {
