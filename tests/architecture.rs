@@ -226,7 +226,10 @@ fn the_checks_catch_what_they_are_for() {
         &code(r#"target == "aws_smithy_runtime::client" && x == "\"aws_sdk_""#),
         "aws_"
     ));
-    assert!(names(&code(r#"let a = "x"; aws_config::load()"#), "aws_config"));
+    assert!(names(
+        &code(r#"let a = "x"; aws_config::load()"#),
+        "aws_config"
+    ));
     assert!(builds_status("    let s = tonic::Status::internal(\"x\");"));
     assert!(builds_status("Err(Status::with_error_details(code, m, d))"));
     assert!(!builds_status(
