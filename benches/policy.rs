@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::Criterion;
-use datashare_gateway::arn::{AccountId, DataShareArn, NamespaceArn};
+use datashare_gateway::arn::{DataShareArn, NamespaceArn};
 use datashare_gateway::call::Principal;
 use datashare_gateway::ops::associate::AssociateRequest;
 use datashare_gateway::ops::{AssociateConsumer, ConsumerTarget};
@@ -57,8 +57,7 @@ fn policy_dir(teams: usize, retired: usize) -> tempfile::TempDir {
 
 fn load(teams: usize, retired: usize) -> (tempfile::TempDir, Policies) {
     let dir = policy_dir(teams, retired);
-    let account = AccountId::parse("444455556666").expect("account");
-    let policies = Policies::load(PolicyConfig::new(dir.path()), account).expect("valid policies");
+    let policies = Policies::load(PolicyConfig::new(dir.path())).expect("valid policies");
     (dir, policies)
 }
 
@@ -78,6 +77,7 @@ fn call() -> (Principal, AssociateRequest) {
             )
             .expect("namespace"),
         ),
+        account: datashare_gateway::arn::AccountId::parse("444455556666").expect("account"),
         allow_writes: None,
         validate_only: false,
     };

@@ -37,10 +37,16 @@ pub trait Operation: Copy + Debug + Send + Sync + 'static {
     type Reply: Debug + Send + 'static;
 
     /// Validates the parameters, naming every bad field.
-    fn validate(params: &Self::Params) -> Result<Self::Request, Vec<FieldViolation>>;
+    fn validate(
+        params: &Self::Params,
+        env: &ValidationEnv,
+    ) -> Result<Self::Request, Vec<FieldViolation>>;
+
+    /// The consumer account the request acts in (resolved by validation).
+    fn consumer_account(request: &Self::Request) -> &AccountId;
 
     /// What policy evaluates for this request.
-    fn policy_input(request: &Self::Request, env: &PolicyEnv) -> PolicyInput;
+    fn policy_input(request: &Self::Request) -> PolicyInput;
 
     /// For a `validate_only` request that policy permits: the answer, instead of forwarding.
     /// `None` forwards the call.
@@ -153,6 +159,17 @@ impl<Op: Operation, Stage> Call<Op, Stage> {
     }
 }
 
+/// Where a call acts and as whom, noted by the upstream service for the audit record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionNote {
+    /// The assumed role's session ARN (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
+    pub assumed_role_arn: Option<String>,
+    /// The caller as STS `SourceIdentity`.
+    pub source_identity: Option<String>,
+    /// STS's request id for the AssumeRole that made the session.
+    pub sts_request_id: Option<String>,
+}
+
 /// The policy's verdict on a call.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
@@ -163,11 +180,12 @@ pub struct Decision {
     pub determining_policies: Vec<String>,
 }
 
-/// What an operation's policy input may depend on besides the request.
-#[derive(Clone, Debug)]
-pub struct PolicyEnv {
-    /// The gateway's consumer account: the consumer of entire-account and region targets.
-    pub consumer_account: AccountId,
+/// What validation may depend on besides the request.
+#[derive(Clone, Debug, Default)]
+pub struct ValidationEnv {
+    /// The account a request acts in when it names none and its target implies none
+    /// (`upstream.default_account`).
+    pub default_account: Option<AccountId>,
 }
 
 /// The Cedar resource a call acts on.
@@ -231,6 +249,8 @@ pub struct TrailState {
     pub forwarded: bool,
     /// Redshift's answer, once known.
     pub upstream: UpstreamNote,
+    /// The role session the call used, when the account is reached through a role.
+    pub session: SessionNote,
     /// Set by the gRPC handler when the caller cancelled or its deadline passed before the call
     /// ended; the call still runs to its own end so that its outcome is recorded.
     pub caller_gone: bool,

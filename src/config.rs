@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::audit::AuditConfig;
 use crate::identity::{AuthMode, PrincipalDirectory};
 use crate::policy::PolicyConfig;
-use crate::upstream::UpstreamConfig;
+use crate::upstream::{AccountConfig, UpstreamConfig};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -29,6 +29,9 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[upstream]`: how Redshift is reached.
     pub upstream: UpstreamConfig,
+    /// `[accounts."<id>"]`: the consumer accounts the gateway acts in through a role.
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, AccountConfig>,
     /// `[telemetry]`: logs.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -60,6 +63,25 @@ pub struct ServerConfig {
     pub keepalive_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish, in seconds.
     pub shutdown_grace_secs: u64,
+    /// This gateway's name in role session tags (`dsgw:gateway`) and logs. Unset: the host
+    /// name.
+    pub instance: Option<String>,
+}
+
+impl ServerConfig {
+    /// `instance`, else the host name, else `datashare-gateway`.
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "datashare-gateway".to_owned())
+    }
 }
 
 impl Default for ServerConfig {
@@ -74,6 +96,7 @@ impl Default for ServerConfig {
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
             shutdown_grace_secs: 20,
+            instance: None,
         }
     }
 }
@@ -228,6 +251,11 @@ impl Config {
             resolve(schema);
         }
         resolve(&mut self.audit.dir);
+        for account in self.accounts.values_mut() {
+            if let Some(file) = &mut account.external_id_file {
+                resolve(file);
+            }
+        }
         if let Some(key) = &mut self.audit.hmac_key_file {
             resolve(key);
         }
@@ -292,6 +320,32 @@ impl Config {
         self.policy.validate().map_err(|e| e.to_string())?;
         self.audit.validate()?;
         self.upstream.validate()?;
+        let region = self
+            .upstream
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
+        crate::upstream::validate_accounts(&self.accounts, region.as_deref())
+            .map_err(|e| e.to_string())?;
+        if self.upstream.consumer_account.is_none() && self.accounts.is_empty() {
+            return Err("upstream.consumer_account or [accounts]: the gateway must serve at least one consumer account".into());
+        }
+        if let Some(own) = &self.upstream.consumer_account
+            && self.accounts.contains_key(own)
+        {
+            return Err(format!(
+                "upstream.consumer_account = {own:?}: also in [accounts]; serve it one way"
+            ));
+        }
+        if let Some(default) = &self.upstream.default_account
+            && !self.accounts.contains_key(default)
+            && self.upstream.consumer_account.as_ref() != Some(default)
+        {
+            return Err(format!(
+                "upstream.default_account = {default:?}: not served (not in [accounts], not upstream.consumer_account)"
+            ));
+        }
         Ok(())
     }
 }
@@ -315,7 +369,10 @@ consumer_account = "444455556666"
     fn the_production_example_parses_with_safe_defaults() {
         let config = Config::parse(include_str!("../examples/gateway.toml")).unwrap();
         assert_eq!(config.auth.mode, AuthMode::Mtls);
-        assert_eq!(config.upstream.consumer_account, "444455556666");
+        assert_eq!(
+            config.upstream.consumer_account.as_deref(),
+            Some("444455556666")
+        );
         assert!(config.server.health_listen.is_some());
         assert_eq!(
             config.audit.hmac_key_env.as_deref(),

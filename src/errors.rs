@@ -36,13 +36,18 @@ pub enum FaultKind {
     Unreachable,
     /// Redshift rejected the gateway's own credentials (or the gateway has none).
     CredentialsRejected,
+    /// STS refused to let the gateway assume the consumer account's role (trust policy,
+    /// external id, `sts:SetSourceIdentity` or `sts:TagSession` not allowed).
+    AssumeRoleDenied,
+    /// A role session Redshift called expired, and so did a fresh one (clock skew).
+    SessionExpired,
     /// Anything else: an unparseable answer, an unknown error.
     Unknown,
 }
 
 impl FaultKind {
     /// Every kind, in the order the fault table lists them.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::InvalidState,
         FaultKind::NotFound,
         FaultKind::InvalidParameter,
@@ -52,6 +57,8 @@ impl FaultKind {
         FaultKind::Timeout,
         FaultKind::Unreachable,
         FaultKind::CredentialsRejected,
+        FaultKind::AssumeRoleDenied,
+        FaultKind::SessionExpired,
         FaultKind::Unknown,
     ];
 
@@ -67,6 +74,8 @@ impl FaultKind {
             FaultKind::Timeout => "UPSTREAM_TIMEOUT",
             FaultKind::Unreachable => "UPSTREAM_UNREACHABLE",
             FaultKind::CredentialsRejected => "UPSTREAM_CREDENTIALS",
+            FaultKind::AssumeRoleDenied => "ASSUME_ROLE_DENIED",
+            FaultKind::SessionExpired => "SESSION_EXPIRED",
             FaultKind::Unknown => "UPSTREAM_UNKNOWN",
         }
     }
@@ -119,6 +128,12 @@ pub enum GatewayError {
     /// call that changes nothing, its answer withheld).
     #[error("the audit trail is unavailable; the call was not completed")]
     AuditUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Policy permits the call, but the gateway does not serve the consumer account.
+    #[error("the gateway does not serve consumer account {account}; ask its operators to add it")]
+    AccountNotConfigured {
+        /// The account.
+        account: String,
+    },
     /// The gateway is at its concurrency limit.
     #[error("the gateway is overloaded; retry with backoff")]
     Overloaded,
@@ -154,6 +169,12 @@ fn describe_upstream(fault: &UpstreamFault) -> String {
         (FaultKind::CredentialsRejected, _, _) => {
             "the gateway's own AWS credentials were rejected; this is not the caller's fault".into()
         }
+        (FaultKind::AssumeRoleDenied, _, _) => {
+            "STS refused the gateway's role session in the consumer account; this is not the caller's fault".into()
+        }
+        (FaultKind::SessionExpired, _, _) => {
+            "the role session in the consumer account expired; retry later".into()
+        }
         (FaultKind::Timeout, _, _) => "Redshift did not answer in time".into(),
         (FaultKind::Unreachable, _, _) => "Redshift could not be reached".into(),
         (FaultKind::Unknown, _, _) => {
@@ -173,8 +194,18 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => "UNAUTHENTICATED".into(),
             GatewayError::PolicyDenied { .. } => "POLICY_DENIED".into(),
             GatewayError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
+            GatewayError::AccountNotConfigured { .. } => "ACCOUNT_NOT_CONFIGURED".into(),
             GatewayError::Overloaded => "OVERLOADED".into(),
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
+            // These are the gateway's own diagnoses; the AWS code stays in the metadata.
+            GatewayError::Upstream { fault, .. }
+                if matches!(
+                    fault.kind,
+                    FaultKind::AssumeRoleDenied | FaultKind::SessionExpired
+                ) =>
+            {
+                fault.kind.default_reason().into()
+            }
             GatewayError::Upstream { fault, .. } => fault
                 .aws_code
                 .clone()

@@ -45,6 +45,11 @@ struct OperationLabels {
     operation: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 /// Values read from other parts of the gateway when Prometheus scrapes.
 pub trait ScrapeSource: Send + Sync + std::fmt::Debug {
     /// Brings gauges and counters owned elsewhere (the audit writer, the span exporter) up to date.
@@ -72,6 +77,9 @@ pub struct Metrics {
     pub audit_fsync_seconds: Counter<f64, AtomicU64>,
     /// Trace spans dropped: the export queue was full, or their export failed or timed out.
     pub spans_dropped: Counter,
+    /// Role sessions in the cache (one per account, role and principal).
+    pub sts_sessions_cached: Gauge,
+    sts_assume_role: Family<ResultLabels, Counter>,
     sources: std::sync::Mutex<Vec<Arc<dyn ScrapeSource>>>,
 }
 
@@ -157,6 +165,18 @@ impl Metrics {
             "Trace spans dropped: the export queue was full, or their export failed or timed out",
             spans_dropped.clone(),
         );
+        let sts_sessions_cached = Gauge::default();
+        registry.register(
+            "sts_sessions_cached",
+            "Role sessions cached, one per consumer account, role and caller",
+            sts_sessions_cached.clone(),
+        );
+        let sts_assume_role = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "sts_assume_role",
+            "STS AssumeRole calls by result (ok, denied, throttled, error)",
+            sts_assume_role.clone(),
+        );
         Arc::new(Metrics {
             registry,
             calls,
@@ -171,6 +191,8 @@ impl Metrics {
             audit_fsyncs,
             audit_fsync_seconds,
             spans_dropped,
+            sts_sessions_cached,
+            sts_assume_role,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -216,6 +238,13 @@ impl Metrics {
         self.upstream_duration
             .get_or_create(&OperationLabels { operation })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts one STS AssumeRole call; `result` is `ok`, `denied`, `throttled` or `error`.
+    pub fn sts_assume_role(&self, result: &'static str) {
+        self.sts_assume_role
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts one retry of an upstream operation.

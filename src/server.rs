@@ -14,9 +14,10 @@ use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::arn::AccountId;
 use crate::audit::{Audit, AuditLog, Intent};
-use crate::call::{Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall};
+use crate::call::{
+    Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall, ValidationEnv,
+};
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::identity::{AuthMode, Authenticate, CALLER_ID_HEADER, PrincipalDirectory};
@@ -29,7 +30,7 @@ use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
 use crate::telemetry;
 use crate::telemetry::{StageSpan, Telemetry};
-use crate::upstream::{self, RedshiftService, StaticCredentials};
+use crate::upstream::{self, Accounts, RedshiftService, RequireServedAccount, StaticCredentials};
 use crate::validation::Validate;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -95,11 +96,16 @@ pub struct StackParts {
     pub policies: Policies,
     /// Shared by every operation's stack: one bound on concurrent upstream calls.
     pub limit: Limit,
+    /// The default consumer account, for requests that name none.
+    pub validation: ValidationEnv,
+    /// The consumer accounts served; calls into others are refused.
+    pub accounts: Arc<Accounts>,
 }
 
 impl StackParts {
     /// The parts, with a concurrency limit of `concurrency_limit` calls, each waiting at most
-    /// `queue_timeout` for a slot.
+    /// `queue_timeout` for a slot, no default account and no account served (set `validation`
+    /// and `accounts` for that).
     pub fn new(
         metrics: Arc<Metrics>,
         audit: AuditLog,
@@ -114,6 +120,8 @@ impl StackParts {
             principals,
             policies,
             limit: Limit::new(concurrency_limit, queue_timeout),
+            validation: ValidationEnv::default(),
+            accounts: Arc::new(Accounts::default()),
         }
     }
 }
@@ -143,10 +151,17 @@ where
         )))
         // Validation before policy: policies see only well-formed, parsed requests.
         .layer(MiddlewareLayer::new(StageSpan::new("validation")))
-        .layer(MiddlewareLayer::new(Validate))
+        .layer(MiddlewareLayer::new(Validate::new(
+            parts.validation.clone(),
+        )))
         // Policy before any upstream work; validate_only ends here with the decision.
         .layer(MiddlewareLayer::new(StageSpan::new("policy")))
         .layer(MiddlewareLayer::new(Authorize::new(parts.policies.clone())))
+        // An account the gateway does not serve is refused once policy has allowed the call,
+        // before anything is attempted (no intent, no STS, no Redshift).
+        .layer(MiddlewareLayer::new(RequireServedAccount::new(
+            parts.accounts.clone(),
+        )))
         // Limits outside the write-ahead intent: a shed call leaves no intent behind.
         .layer(MiddlewareLayer::new(parts.limit.clone()))
         // Write-ahead: a state change's intent is durable before Redshift sees it (fail closed).
@@ -511,9 +526,12 @@ impl App {
     pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
         let metrics = Metrics::new();
         let audit = AuditLog::open(&config.audit).await?;
-        let consumer_account = AccountId::parse(&config.upstream.consumer_account)
-            .map_err(|e| ServerError::Config(e.to_string()))?;
-        let policies = Policies::load(config.policy.clone(), consumer_account)?;
+        let accounts = Arc::new(
+            Accounts::load(&config.accounts, config.upstream.own_account().as_ref())
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        );
+        tracing::info!(accounts = ?accounts.served(), "consumer accounts served");
+        let policies = Policies::load(config.policy.clone())?;
         // Before the gateway announces itself: a SIGHUP after the ready line must reload, not kill
         // the process (SIGHUP's default action), and a file changed then must not go unseen.
         match policies.spawn_reloader() {
@@ -522,15 +540,27 @@ impl App {
         }
         let client =
             upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
-        let upstream = RedshiftService::new(client, &config.upstream, metrics.clone());
-        let parts = StackParts::new(
+        let upstream = RedshiftService::new(
+            client,
+            &config.upstream,
+            accounts.clone(),
+            config.server.instance_name(),
             metrics.clone(),
-            audit.clone(),
-            Arc::new(config.principals.clone()),
-            policies.clone(),
-            config.server.concurrency_limit,
-            Duration::from_millis(config.server.queue_timeout_ms),
         );
+        let parts = StackParts {
+            validation: ValidationEnv {
+                default_account: config.upstream.default_account(),
+            },
+            accounts,
+            ..StackParts::new(
+                metrics.clone(),
+                audit.clone(),
+                Arc::new(config.principals.clone()),
+                policies.clone(),
+                config.server.concurrency_limit,
+                Duration::from_millis(config.server.queue_timeout_ms),
+            )
+        };
         metrics.add_source(Arc::new(ScrapeCounters {
             audit: audit.clone(),
             spans_dropped: options.telemetry.dropped_spans(),

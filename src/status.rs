@@ -30,7 +30,8 @@ pub fn fault_code(kind: FaultKind) -> Code {
         FaultKind::Throttled => Code::ResourceExhausted,
         FaultKind::ServiceFailure | FaultKind::Unreachable => Code::Unavailable,
         FaultKind::Timeout => Code::DeadlineExceeded,
-        FaultKind::CredentialsRejected => Code::Internal,
+        FaultKind::CredentialsRejected | FaultKind::AssumeRoleDenied => Code::Internal,
+        FaultKind::SessionExpired => Code::Unavailable,
         FaultKind::Unknown => Code::Unknown,
     }
 }
@@ -42,6 +43,7 @@ pub fn code_of(err: &GatewayError) -> Code {
         GatewayError::Unauthenticated(_) => Code::Unauthenticated,
         GatewayError::PolicyDenied { .. } => Code::PermissionDenied,
         GatewayError::AuditUnavailable(_) => Code::Unavailable,
+        GatewayError::AccountNotConfigured { .. } => Code::FailedPrecondition,
         GatewayError::Overloaded => Code::ResourceExhausted,
         GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
         GatewayError::Upstream { fault, .. } => fault_code(fault.kind),
@@ -92,6 +94,9 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
         }
         GatewayError::Overloaded => {
             details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+        }
+        GatewayError::AccountNotConfigured { account } => {
+            metadata.insert("consumer_account".into(), account.clone());
         }
         GatewayError::Upstream {
             fault,
@@ -172,6 +177,14 @@ pub fn fault_table() -> Vec<FaultRow> {
             "yes, later",
         ),
         own(
+            "policy permits the call, but the gateway does not serve the consumer account",
+            GatewayError::AccountNotConfigured {
+                account: String::new(),
+            },
+            " (metadata `consumer_account`)",
+            "no: ask the gateway's operators",
+        ),
+        own(
             "gateway at its concurrency limit",
             GatewayError::Overloaded,
             " + `RetryInfo`",
@@ -193,13 +206,17 @@ pub fn fault_table() -> Vec<FaultRow> {
             }
             FaultKind::Throttled => (" + `RetryInfo`", "yes, after `retry_delay`"),
             FaultKind::ServiceFailure | FaultKind::Timeout | FaultKind::Unreachable => ("", "yes"),
-            FaultKind::CredentialsRejected => (" (logged at error level)", "no: page the operator"),
+            FaultKind::CredentialsRejected | FaultKind::AssumeRoleDenied => {
+                (" (logged at error level)", "no: page the operator")
+            }
+            FaultKind::SessionExpired => ("", "yes"),
             FaultKind::Unknown => ("", "check state before retrying"),
         };
         let reason = match kind {
-            FaultKind::Timeout | FaultKind::Unreachable => {
-                format!("`{}`", kind.default_reason())
-            }
+            FaultKind::Timeout
+            | FaultKind::Unreachable
+            | FaultKind::AssumeRoleDenied
+            | FaultKind::SessionExpired => format!("`{}`", kind.default_reason()),
             _ => format!("the AWS code, else `{}`", kind.default_reason()),
         };
         rows.push(FaultRow {

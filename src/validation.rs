@@ -8,13 +8,22 @@
 
 use tower::Service;
 
-use crate::call::{Authenticated, Call, CallFuture, Operation, Validated};
+use crate::call::{Authenticated, Call, CallFuture, Operation, Validated, ValidationEnv};
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
 
 /// Validates each call's parameters; invalid calls end here with `InvalidArgument`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Validate;
+#[derive(Clone, Debug, Default)]
+pub struct Validate {
+    env: ValidationEnv,
+}
+
+impl Validate {
+    /// Validates with `env` (the default consumer account).
+    pub fn new(env: ValidationEnv) -> Self {
+        Validate { env }
+    }
+}
 
 impl<Op: Operation> Middleware<Op, Authenticated> for Validate {
     type Out = Validated<Op::Request>;
@@ -26,7 +35,7 @@ impl<Op: Operation> Middleware<Op, Authenticated> for Validate {
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
-        match Op::validate(&call.params) {
+        match Op::validate(&call.params, &self.env) {
             Ok(request) => {
                 let principal = call.stage.principal.clone();
                 let call = call.advance(Validated { principal, request });

@@ -328,10 +328,11 @@ async fn an_unparseable_answer_is_unknown() {
 }
 
 /// A Redshift outcome of `kind`, as the emulator's fault injection provokes it for `operation`
-/// (the gateway under test makes at most 2 attempts of 300 ms each).
-fn provoke(kind: FaultKind, operation: &str) -> serde_json::Value {
+/// (the gateway under test makes at most 2 attempts of 300 ms each). `None` for the kinds only
+/// a role session can meet: `tests/accounts.rs` provokes those through STS.
+fn provoke(kind: FaultKind, operation: &str) -> Option<serde_json::Value> {
     let error = |code: &str, status: u16| json!({"kind": "error", "code": code, "status": status, "operation": operation, "count": 2});
-    match kind {
+    Some(match kind {
         FaultKind::InvalidState => error("InvalidDataShareFault", 400),
         FaultKind::NotFound => error("InvalidNamespaceFault", 400),
         FaultKind::InvalidParameter => error("InvalidParameterValue", 400),
@@ -348,7 +349,8 @@ fn provoke(kind: FaultKind, operation: &str) -> serde_json::Value {
         }
         FaultKind::CredentialsRejected => error("InvalidClientTokenId", 403),
         FaultKind::Unknown => json!({"kind": "malformed_body", "operation": operation, "count": 2}),
-    }
+        FaultKind::AssumeRoleDenied | FaultKind::SessionExpired => return None,
+    })
 }
 
 /// Every fault kind of the one mapping, for DisassociateConsumer and ListConsumerDataShares:
@@ -367,8 +369,11 @@ async fn every_fault_kind_maps_by_the_one_table_for_the_new_methods() {
             "DisassociateDataShareConsumer",
             "DescribeDataSharesForConsumer",
         ] {
+            let Some(fault) = provoke(kind, operation) else {
+                continue;
+            };
             emulator.clear_faults();
-            emulator.inject_fault(provoke(kind, operation));
+            emulator.inject_fault(fault);
             let result = if operation == "DisassociateDataShareConsumer" {
                 client
                     .disassociate_consumer(gateway::as_caller(

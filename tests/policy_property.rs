@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use datashare_gateway::arn::AccountId;
-use datashare_gateway::call::{Operation, Principal};
+use datashare_gateway::call::{Operation, Principal, ValidationEnv};
 use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::ops::AssociateConsumer;
 use datashare_gateway::ops::associate::AssociateParams;
@@ -24,6 +24,9 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 const OP: &str = "AssociateDataShareConsumer";
+
+/// The one consumer account the gateway under test serves (`upstream.consumer_account`).
+const SERVED_ACCOUNT: &str = "444455556666";
 
 const CALLERS: &[&str] = &[
     REPORTING,
@@ -114,6 +117,7 @@ fn calls() -> impl Strategy<Value = (Option<&'static str>, AssociateParams)> {
                         consumer_region: region.unwrap_or_default().into(),
                         allow_writes,
                         validate_only,
+                        consumer_account: String::new(),
                     },
                 )
             },
@@ -140,6 +144,8 @@ enum Expected {
     Invalid,
     Denied(Vec<String>),
     Validated(Vec<String>),
+    /// Allowed, but into an account the gateway does not serve: refused before Redshift.
+    NotServed,
     Forwarded,
 }
 
@@ -152,7 +158,10 @@ fn expected(
     let Some(id) = caller else {
         return Expected::Unauthenticated;
     };
-    let Ok(request) = AssociateConsumer::validate(params) else {
+    let env = ValidationEnv {
+        default_account: Some(AccountId::parse(SERVED_ACCOUNT).expect("account")),
+    };
+    let Ok(request) = AssociateConsumer::validate(params, &env) else {
         return Expected::Invalid;
     };
     let principal = Principal {
@@ -166,6 +175,8 @@ fn expected(
     match (decision.allowed, params.validate_only) {
         (false, _) => Expected::Denied(sorted(decision.determining_policies)),
         (true, true) => Expected::Validated(sorted(decision.determining_policies)),
+        // The gateway under test serves one account; policy may allow others.
+        (true, false) if request.account.as_str() != SERVED_ACCOUNT => Expected::NotServed,
         (true, false) => Expected::Forwarded,
     }
 }
@@ -177,14 +188,15 @@ fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// proptest's TestError carries the failing case by value; the size is proptest's, once per run.
+#[allow(clippy::result_large_err)]
 async fn no_request_reaches_redshift_without_an_allow() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
     let client = gw.client().await;
-    let policies = Policies::load(
-        PolicyConfig::new(gateway::repo_root().join("examples/policies")),
-        AccountId::parse("444455556666").expect("account"),
-    )
+    let policies = Policies::load(PolicyConfig::new(
+        gateway::repo_root().join("examples/policies"),
+    ))
     .expect("the examples load");
     let principals = dev_principals();
     let runtime = tokio::runtime::Handle::current();
@@ -215,6 +227,7 @@ async fn no_request_reaches_redshift_without_an_allow() {
                 consumer_region: params.consumer_region.clone(),
                 allow_writes: params.allow_writes,
                 validate_only: params.validate_only,
+                consumer_account: String::new(),
             };
             let request = match caller {
                 Some(id) => gateway::as_caller(id, message),
@@ -264,6 +277,13 @@ async fn no_request_reaches_redshift_without_an_allow() {
                         .unwrap_or_default();
                     prop_assert_eq!(&got, determining);
                     "validated"
+                }
+                Expected::NotServed => {
+                    let status = result.err().ok_or_else(|| TestCaseError::fail("unserved but OK"))?;
+                    prop_assert_eq!(status.code(), Code::FailedPrecondition, "{:?}", status);
+                    let reason = status.get_error_details().error_info().map(|i| i.reason.clone());
+                    prop_assert_eq!(reason.as_deref(), Some("ACCOUNT_NOT_CONFIGURED"));
+                    "not served"
                 }
                 Expected::Forwarded => {
                     // Redshift may refuse (a grant missing, another account's namespace); the

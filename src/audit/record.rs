@@ -118,6 +118,18 @@ pub struct OutcomeFacts {
     pub forwarded: bool,
     /// True when the caller cancelled or its deadline passed before the call ended.
     pub caller_gone: bool,
+    /// The role session the call used in the consumer account
+    /// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`); absent for the gateway's own
+    /// credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assumed_role_arn: Option<String>,
+    /// The caller as STS `SourceIdentity`: what CloudTrail shows as
+    /// `userIdentity.sessionContext.sourceIdentity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<String>,
+    /// STS's request id for the AssumeRole that made (or refused) the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sts_request_id: Option<String>,
 }
 
 /// A `recovery` record: bytes at the end of a file that are not whole records (a crash tore the
@@ -486,6 +498,17 @@ impl OutcomeFacts {
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             forwarded: trail.forwarded,
             caller_gone: trail.caller_gone,
+            assumed_role_arn: trail
+                .session
+                .assumed_role_arn
+                .as_deref()
+                .map(|a| bound(a, "outcome.assumed_role_arn", truncated)),
+            source_identity: trail.session.source_identity.clone(),
+            sts_request_id: trail
+                .session
+                .sts_request_id
+                .as_deref()
+                .map(|a| bound(a, "outcome.sts_request_id", truncated)),
         }
     }
 }

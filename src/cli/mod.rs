@@ -86,9 +86,72 @@ pub struct DevArgs {
 }
 
 /// The consumer account `dev` acts as, and its key in the dev fixtures (public example values).
-const DEV_ACCOUNT: &str = "444455556666";
-const DEV_ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
-const DEV_SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+/// `dev` acts as the emulator's platform account and reaches each consumer account through its
+/// role (the emulator's dev fixtures).
+const DEV_PLATFORM_ACCESS_KEY: &str = "AKIA2PLATFORMEXAMPLE";
+const DEV_PLATFORM_SECRET_KEY: &str = "pLatf0rmS3cretKey/EXAMPLEKEY/PLATFORMxyz";
+/// The consumer accounts `dev` serves: account, role, external id.
+const DEV_ACCOUNTS: [(&str, &str, &str); 2] = [
+    (
+        "444455556666",
+        "arn:aws:iam::444455556666:role/datashare-gateway",
+        "dsgw-444455556666-example",
+    ),
+    (
+        "777788889999",
+        "arn:aws:iam::777788889999:role/datashare-gateway",
+        "dsgw-777788889999-example",
+    ),
+];
+/// The account `dev` acts in when a request names none.
+const DEV_DEFAULT_ACCOUNT: &str = "444455556666";
+
+/// A private directory holding `dev`'s external ids (secrets go in files, as in production),
+/// removed when `dev` ends.
+#[derive(Debug)]
+struct DevSecrets {
+    dir: PathBuf,
+}
+
+impl DevSecrets {
+    fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = std::env::temp_dir().join(format!(
+            "datashare-gateway-dev-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        for (account, _, external_id) in DEV_ACCOUNTS {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(account))?;
+            std::io::Write::write_all(&mut file, external_id.as_bytes())?;
+        }
+        Ok(DevSecrets { dir })
+    }
+
+    /// The `[accounts]` table of the dev configuration.
+    fn accounts_toml(&self) -> String {
+        DEV_ACCOUNTS
+            .iter()
+            .map(|(account, role, _)| {
+                format!(
+                    "[accounts.\"{account}\"]\nrole_arn = \"{role}\"\nexternal_id_file = {:?}\n\n",
+                    self.dir.join(account).display().to_string()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for DevSecrets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let region = "us-east-1";
@@ -117,6 +180,8 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
     let (api_addr, admin_addr, grpc_addr) =
         (api.local_addr()?, admin.local_addr()?, grpc.local_addr()?);
 
+    let secrets =
+        DevSecrets::create().map_err(|e| format!("cannot write dev's external ids: {e}"))?;
     // The same path as `serve`: a config file's text, parsed and validated.
     let text = format!(
         r#"[server]
@@ -134,11 +199,12 @@ dir = {policies:?}
 dir = {audit:?}
 
 [upstream]
-consumer_account = "{DEV_ACCOUNT}"
+default_account = "{DEV_DEFAULT_ACCOUNT}"
 region = "{region}"
 endpoint_url = "http://{api_addr}"
 initial_backoff_ms = 100
 
+{accounts}
 [telemetry]
 log_format = "text"
 otlp_endpoint = {otlp:?}
@@ -149,6 +215,7 @@ otlp_endpoint = {otlp:?}
         policies = args.policies.display().to_string(),
         audit = args.audit_dir.display().to_string(),
         otlp = args.otlp_endpoint.clone().unwrap_or_default(),
+        accounts = secrets.accounts_toml(),
     );
     let config = Config::parse(&text)?;
     config.validate()?;
@@ -166,8 +233,8 @@ otlp_endpoint = {otlp:?}
     ));
 
     let credentials = crate::upstream::StaticCredentials {
-        access_key_id: DEV_ACCESS_KEY.into(),
-        secret_access_key: DEV_SECRET_KEY.into(),
+        access_key_id: DEV_PLATFORM_ACCESS_KEY.into(),
+        secret_access_key: DEV_PLATFORM_SECRET_KEY.into(),
     };
     let app = App::build(
         config,
@@ -179,7 +246,8 @@ otlp_endpoint = {otlp:?}
     .await?;
     let audit_dir = std::fs::canonicalize(&args.audit_dir).unwrap_or(args.audit_dir.clone());
     eprintln!(
-        "\ndatashare-gateway dev\n  gRPC (insecure, x-caller-id): {grpc_addr}\n  Redshift emulator:            http://{api_addr} (admin http://{admin_addr})\n  audit trail:                  {}\n  policies:                     {}\n\nTry:\n  grpcurl -plaintext -H 'x-caller-id: spiffe://example.internal/ns/data/sa/reporting' -d '{{\"data_share_arn\": \"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share\", \"consumer_arn\": \"arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9\"}}' {grpc_addr} datasharing.v1.DataSharing/AssociateConsumer\n",
+        "\ndatashare-gateway dev\n  gRPC (insecure, x-caller-id): {grpc_addr}\n  Redshift emulator:            http://{api_addr} (admin http://{admin_addr})\n  consumer accounts:            {} (default {DEV_DEFAULT_ACCOUNT}), each through role datashare-gateway\n  audit trail:                  {}\n  policies:                     {}\n\nTry:\n  grpcurl -plaintext -H 'x-caller-id: spiffe://example.internal/ns/data/sa/reporting' -d '{{\"data_share_arn\": \"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share\", \"consumer_arn\": \"arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9\"}}' {grpc_addr} datasharing.v1.DataSharing/AssociateConsumer\n",
+        DEV_ACCOUNTS.map(|(account, _, _)| account).join(", "),
         audit_dir.display(),
         args.policies.display(),
     );
@@ -196,6 +264,7 @@ otlp_endpoint = {otlp:?}
     let served = app.serve(grpc, telemetry::shutdown_signal()).await;
     let _ = stop_emulator.send(());
     let _ = emulator.await;
+    drop(secrets);
     served?;
     Ok(ExitCode::SUCCESS)
 }

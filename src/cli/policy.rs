@@ -53,7 +53,8 @@ pub enum PolicyCommand {
         /// (a `status` as its enum number).
         #[arg(long)]
         request: String,
-        /// The gateway's own account: the consumer of entire-account and region associations.
+        /// The account a request acts in when it names none (`upstream.default_account`):
+        /// the consumer of entire-account and region associations without `consumer_account`.
         #[arg(long, default_value = "444455556666")]
         consumer_account: String,
     },
@@ -174,7 +175,10 @@ where
             ));
         }
     };
-    let request = match Op::validate(&params) {
+    let env = crate::call::ValidationEnv {
+        default_account: Some(consumer_account),
+    };
+    let request = match Op::validate(&params, &env) {
         Ok(r) => r,
         Err(violations) => {
             let text: Vec<String> = violations
@@ -192,7 +196,7 @@ where
         schema: args.schema,
         watch: false,
     };
-    let policies = match Policies::load(config, consumer_account) {
+    let policies = match Policies::load(config) {
         Ok(p) => p,
         Err(err) => {
             print_error(&err);

@@ -1,9 +1,10 @@
 //! `AssociateConsumer`: associate a datashare with the entire consumer account, one consumer
 //! namespace, or all namespaces of a region (Redshift `AssociateDataShareConsumer`).
 
-use crate::arn::{DataShareArn, Region};
-use crate::call::PolicyResource;
-use crate::call::{ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput};
+use crate::arn::{AccountId, DataShareArn, Region};
+use crate::call::{
+    ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource, ValidationEnv,
+};
 use crate::errors::FieldViolation;
 use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
 use crate::proto::datasharing::v1 as pb;
@@ -22,6 +23,7 @@ pub struct AssociateParams {
     pub consumer_region: String,
     pub allow_writes: Option<bool>,
     pub validate_only: bool,
+    pub consumer_account: String,
 }
 
 /// A validated `AssociateConsumer` request.
@@ -29,6 +31,8 @@ pub struct AssociateParams {
 pub struct AssociateRequest {
     pub data_share: DataShareArn,
     pub consumer: ConsumerTarget,
+    /// The consumer account the gateway acts in.
+    pub account: AccountId,
     /// `AllowWrites`, as given: unset leaves the choice to Redshift.
     pub allow_writes: Option<bool>,
     /// Validate and check policy only; do not call Redshift.
@@ -51,7 +55,10 @@ impl Operation for AssociateConsumer {
     type Request = AssociateRequest;
     type Reply = AssociateReply;
 
-    fn validate(params: &AssociateParams) -> Result<AssociateRequest, Vec<FieldViolation>> {
+    fn validate(
+        params: &AssociateParams,
+        env: &ValidationEnv,
+    ) -> Result<AssociateRequest, Vec<FieldViolation>> {
         let mut violations = Vec::new();
         let data_share =
             super::data_share_arn("data_share_arn", &params.data_share_arn, &mut violations);
@@ -64,19 +71,33 @@ impl Operation for AssociateConsumer {
             },
             &mut violations,
         );
-        match (data_share, consumer) {
-            (Some(data_share), Some(consumer)) if violations.is_empty() => Ok(AssociateRequest {
-                data_share,
-                consumer,
-                allow_writes: params.allow_writes,
-                validate_only: params.validate_only,
-            }),
+        let account = super::target_account(
+            &params.consumer_account,
+            consumer.as_ref(),
+            env,
+            &mut violations,
+        );
+        match (data_share, consumer, account) {
+            (Some(data_share), Some(consumer), Some(account)) if violations.is_empty() => {
+                Ok(AssociateRequest {
+                    data_share,
+                    consumer,
+                    account,
+                    allow_writes: params.allow_writes,
+                    validate_only: params.validate_only,
+                })
+            }
             _ => Err(violations),
         }
     }
 
-    fn policy_input(request: &AssociateRequest, env: &PolicyEnv) -> PolicyInput {
-        let mut context = consumer_context(&request.consumer, &request.data_share, env);
+    fn consumer_account(request: &AssociateRequest) -> &AccountId {
+        &request.account
+    }
+
+    fn policy_input(request: &AssociateRequest) -> PolicyInput {
+        let mut context =
+            consumer_context(&request.consumer, &request.account, &request.data_share);
         context.push((
             "allow_writes",
             ContextValue::Bool(request.allow_writes.unwrap_or(false)),
@@ -100,6 +121,7 @@ impl Operation for AssociateConsumer {
             consumer: ConsumerTarget::Region(
                 Region::parse("us-east-1").unwrap_or_else(|_| unreachable!("a valid region")),
             ),
+            account: super::sample_account(),
             allow_writes: None,
             validate_only: false,
         }
@@ -118,6 +140,7 @@ impl Rpc for AssociateConsumer {
             consumer_region: message.consumer_region,
             allow_writes: message.allow_writes,
             validate_only: message.validate_only,
+            consumer_account: message.consumer_account,
         }
     }
 
@@ -164,8 +187,14 @@ mod tests {
         err.into_iter().map(|v| v.field).collect()
     }
 
+    fn env() -> ValidationEnv {
+        ValidationEnv {
+            default_account: Some(AccountId::parse("444455556666").unwrap()),
+        }
+    }
+
     fn validate(params: &AssociateParams) -> Result<AssociateRequest, Vec<FieldViolation>> {
-        AssociateConsumer::validate(params)
+        AssociateConsumer::validate(params, &env())
     }
 
     #[test]
@@ -242,16 +271,13 @@ mod tests {
 
     #[test]
     fn policy_sees_allow_writes_and_the_consumer() {
-        let env = PolicyEnv {
-            consumer_account: crate::arn::AccountId::parse("444455556666").unwrap(),
-        };
         let request = validate(&AssociateParams {
             consumer_region: "us-west-2".into(),
             allow_writes: Some(true),
             ..params()
         })
         .unwrap();
-        let input = AssociateConsumer::policy_input(&request, &env);
+        let input = AssociateConsumer::policy_input(&request);
         assert_eq!(input.action, "AssociateConsumer");
         let get = |name: &str| {
             input
@@ -269,5 +295,52 @@ mod tests {
             get("consumer_kind"),
             Some(ContextValue::String("region".into()))
         );
+    }
+
+    #[test]
+    fn the_account_is_the_namespaces_or_named_or_the_default() {
+        let ns = validate(&AssociateParams {
+            consumer_arn: NAMESPACE.into(),
+            ..params()
+        })
+        .unwrap();
+        assert_eq!(ns.account.as_str(), "444455556666");
+        let named = validate(&AssociateParams {
+            associate_entire_account: true,
+            consumer_account: "777788889999".into(),
+            ..params()
+        })
+        .unwrap();
+        assert_eq!(named.account.as_str(), "777788889999");
+        let mismatch = validate(&AssociateParams {
+            consumer_arn: NAMESPACE.into(),
+            consumer_account: "777788889999".into(),
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(mismatch), ["consumer_account", "consumer_arn"]);
+        let none = AssociateConsumer::validate(
+            &AssociateParams {
+                consumer_region: "us-east-1".into(),
+                ..params()
+            },
+            &ValidationEnv::default(),
+        )
+        .unwrap_err();
+        assert_eq!(none[0].field, "consumer_account");
+        assert!(
+            none[0]
+                .description
+                .starts_with("required for an entire-account or region target"),
+            "{}",
+            none[0].description
+        );
+        let bad = validate(&AssociateParams {
+            associate_entire_account: true,
+            consumer_account: "1234".into(),
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(bad), ["consumer_account"]);
     }
 }

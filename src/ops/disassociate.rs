@@ -2,9 +2,9 @@
 //! one consumer namespace, or all namespaces of a region (Redshift
 //! `DisassociateDataShareConsumer`).
 
-use crate::arn::{DataShareArn, NamespaceArn};
+use crate::arn::{AccountId, DataShareArn, NamespaceArn};
 use crate::call::{
-    ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput, PolicyResource,
+    ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource, ValidationEnv,
 };
 use crate::errors::FieldViolation;
 use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
@@ -23,6 +23,7 @@ pub struct DisassociateParams {
     pub consumer_arn: String,
     pub consumer_region: String,
     pub validate_only: bool,
+    pub consumer_account: String,
 }
 
 /// A validated `DisassociateConsumer` request.
@@ -30,6 +31,8 @@ pub struct DisassociateParams {
 pub struct DisassociateRequest {
     pub data_share: DataShareArn,
     pub consumer: ConsumerTarget,
+    /// The consumer account the gateway acts in.
+    pub account: AccountId,
     /// Validate and check policy only; do not call Redshift.
     pub validate_only: bool,
 }
@@ -50,7 +53,10 @@ impl Operation for DisassociateConsumer {
     type Request = DisassociateRequest;
     type Reply = DisassociateReply;
 
-    fn validate(params: &DisassociateParams) -> Result<DisassociateRequest, Vec<FieldViolation>> {
+    fn validate(
+        params: &DisassociateParams,
+        env: &ValidationEnv,
+    ) -> Result<DisassociateRequest, Vec<FieldViolation>> {
         let mut violations = Vec::new();
         let data_share =
             super::data_share_arn("data_share_arn", &params.data_share_arn, &mut violations);
@@ -63,11 +69,18 @@ impl Operation for DisassociateConsumer {
             },
             &mut violations,
         );
-        match (data_share, consumer) {
-            (Some(data_share), Some(consumer)) if violations.is_empty() => {
+        let account = super::target_account(
+            &params.consumer_account,
+            consumer.as_ref(),
+            env,
+            &mut violations,
+        );
+        match (data_share, consumer, account) {
+            (Some(data_share), Some(consumer), Some(account)) if violations.is_empty() => {
                 Ok(DisassociateRequest {
                     data_share,
                     consumer,
+                    account,
                     validate_only: params.validate_only,
                 })
             }
@@ -75,8 +88,13 @@ impl Operation for DisassociateConsumer {
         }
     }
 
-    fn policy_input(request: &DisassociateRequest, env: &PolicyEnv) -> PolicyInput {
-        let mut context = consumer_context(&request.consumer, &request.data_share, env);
+    fn consumer_account(request: &DisassociateRequest) -> &AccountId {
+        &request.account
+    }
+
+    fn policy_input(request: &DisassociateRequest) -> PolicyInput {
+        let mut context =
+            consumer_context(&request.consumer, &request.account, &request.data_share);
         // The schema shares one context type with AssociateConsumer; nothing is written here.
         context.push(("allow_writes", ContextValue::Bool(false)));
         PolicyInput {
@@ -104,6 +122,7 @@ impl Operation for DisassociateConsumer {
                 )
                 .unwrap_or_else(|_| unreachable!("a valid namespace ARN")),
             ),
+            account: super::sample_account(),
             validate_only: false,
         }
     }
@@ -120,6 +139,7 @@ impl Rpc for DisassociateConsumer {
             consumer_arn: message.consumer_arn,
             consumer_region: message.consumer_region,
             validate_only: message.validate_only,
+            consumer_account: message.consumer_account,
         }
     }
 
@@ -153,12 +173,21 @@ mod tests {
 
     const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
 
+    fn env() -> ValidationEnv {
+        ValidationEnv {
+            default_account: Some(AccountId::parse("444455556666").unwrap()),
+        }
+    }
+
     #[test]
     fn names_its_own_entire_account_field() {
-        let err = DisassociateConsumer::validate(&DisassociateParams {
-            data_share_arn: SHARE.into(),
-            ..Default::default()
-        })
+        let err = DisassociateConsumer::validate(
+            &DisassociateParams {
+                data_share_arn: SHARE.into(),
+                ..Default::default()
+            },
+            &env(),
+        )
         .unwrap_err();
         assert_eq!(err[0].field, "disassociate_entire_account");
         assert!(
@@ -168,12 +197,13 @@ mod tests {
             "{}",
             err[0].description
         );
-        let two = DisassociateConsumer::validate(&DisassociateParams {
+        let two = DisassociateConsumer::validate(
+            &DisassociateParams {
             data_share_arn: SHARE.into(),
             disassociate_entire_account: true,
             consumer_arn: "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9".into(),
             ..Default::default()
-        })
+        }, &env())
         .unwrap_err();
         let fields: Vec<_> = two.iter().map(|v| v.field).collect();
         assert_eq!(fields, ["disassociate_entire_account", "consumer_arn"]);
@@ -181,12 +211,15 @@ mod tests {
 
     #[test]
     fn validate_only_answers_with_the_decision() {
-        let request = DisassociateConsumer::validate(&DisassociateParams {
-            data_share_arn: SHARE.into(),
-            disassociate_entire_account: true,
-            validate_only: true,
-            ..Default::default()
-        })
+        let request = DisassociateConsumer::validate(
+            &DisassociateParams {
+                data_share_arn: SHARE.into(),
+                disassociate_entire_account: true,
+                validate_only: true,
+                ..Default::default()
+            },
+            &env(),
+        )
         .unwrap();
         let decision = Decision {
             allowed: true,

@@ -1,9 +1,9 @@
 //! `ListConsumerDataShares`: the datashares the consumer account can see, a page at a time
 //! (Redshift `DescribeDataSharesForConsumer`, AIP-132 and AIP-158).
 
-use crate::arn::NamespaceArn;
+use crate::arn::{AccountId, NamespaceArn};
 use crate::call::{
-    ContextValue, DataShare, Decision, Operation, PolicyEnv, PolicyInput, PolicyResource,
+    ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource, ValidationEnv,
 };
 use crate::errors::FieldViolation;
 use crate::ops::page_token;
@@ -30,6 +30,7 @@ pub struct ListParams {
     pub page_size: i32,
     /// Opaque to callers; recorded so that an audit reader can tell the pages of one listing.
     pub page_token: String,
+    pub consumer_account: String,
 }
 
 /// The datashare statuses Redshift can filter a consumer's datashares by.
@@ -52,6 +53,8 @@ impl StatusFilter {
 /// A validated `ListConsumerDataShares` request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListRequest {
+    /// The consumer account whose datashares are listed.
+    pub account: AccountId,
     /// Only datashares associated with this consumer namespace.
     pub consumer: Option<NamespaceArn>,
     /// Only datashares in this status.
@@ -90,18 +93,21 @@ impl Operation for ListConsumerDataShares {
     type Request = ListRequest;
     type Reply = ListReply;
 
-    fn validate(params: &ListParams) -> Result<ListRequest, Vec<FieldViolation>> {
+    fn validate(
+        params: &ListParams,
+        env: &ValidationEnv,
+    ) -> Result<ListRequest, Vec<FieldViolation>> {
         let mut violations = Vec::new();
-        let mut violation = |field: &'static str, description: String| {
-            violations.push(FieldViolation { field, description });
-        };
         let consumer = if params.consumer_arn.is_empty() {
             None
         } else {
             match NamespaceArn::parse(&params.consumer_arn) {
                 Ok(arn) => Some(arn),
                 Err(err) => {
-                    violation("consumer_arn", err.to_string());
+                    violations.push(FieldViolation {
+                        field: "consumer_arn",
+                        description: err.to_string(),
+                    });
                     None
                 }
             }
@@ -111,22 +117,38 @@ impl Operation for ListConsumerDataShares {
             Ok(pb::DataShareStatus::Active) => Some(StatusFilter::Active),
             Ok(pb::DataShareStatus::Available) => Some(StatusFilter::Available),
             _ => {
-                violation(
-                    "status",
+                violations.push(FieldViolation {
+                    field: "status",
+                    description:
                     "must be DATA_SHARE_STATUS_ACTIVE or DATA_SHARE_STATUS_AVAILABLE, or unset: the statuses Redshift can list a consumer's datashares by".into(),
-                );
+                });
                 None
             }
         };
         let max_records = match params.page_size {
             size if size < 0 => {
-                violation("page_size", "must not be negative".into());
+                violations.push(FieldViolation {
+                    field: "page_size",
+                    description: "must not be negative".into(),
+                });
                 DEFAULT_PAGE_SIZE
             }
             0 => DEFAULT_PAGE_SIZE,
             size => size.min(MAX_PAGE_SIZE),
         };
+        let account = if params.consumer_arn.is_empty() || consumer.is_some() {
+            super::consumer_account(
+                &params.consumer_account,
+                consumer.as_ref().map(|arn| ("consumer_arn", arn)),
+                env,
+                "a listing without consumer_arn",
+                &mut violations,
+            )
+        } else {
+            None
+        };
         let filters = page_token::filter_fingerprint(
+            account.as_ref().map_or("", AccountId::as_str),
             &params.consumer_arn,
             status.map_or("", StatusFilter::as_str),
         );
@@ -136,15 +158,19 @@ impl Operation for ListConsumerDataShares {
             match page_token::decode(&params.page_token, &filters) {
                 Ok(marker) => Some(marker),
                 Err(err) => {
-                    violation("page_token", err.to_string());
+                    violations.push(FieldViolation {
+                        field: "page_token",
+                        description: err.to_string(),
+                    });
                     None
                 }
             }
         };
-        if !violations.is_empty() {
+        let Some(account) = account.filter(|_| violations.is_empty()) else {
             return Err(violations);
-        }
+        };
         Ok(ListRequest {
+            account,
             consumer,
             status,
             max_records,
@@ -153,14 +179,18 @@ impl Operation for ListConsumerDataShares {
         })
     }
 
-    fn policy_input(request: &ListRequest, env: &PolicyEnv) -> PolicyInput {
+    fn consumer_account(request: &ListRequest) -> &AccountId {
+        &request.account
+    }
+
+    fn policy_input(request: &ListRequest) -> PolicyInput {
         PolicyInput {
             action: Self::METHOD,
-            resource: PolicyResource::ConsumerAccount(env.consumer_account.clone()),
+            resource: PolicyResource::ConsumerAccount(request.account.clone()),
             context: vec![
                 (
                     "consumer_account",
-                    ContextValue::String(env.consumer_account.to_string()),
+                    ContextValue::String(request.account.to_string()),
                 ),
                 (
                     "consumer_arn",
@@ -193,11 +223,12 @@ impl Operation for ListConsumerDataShares {
 
     fn sample_request() -> ListRequest {
         ListRequest {
+            account: super::sample_account(),
             consumer: None,
             status: Some(StatusFilter::Active),
             max_records: DEFAULT_PAGE_SIZE,
             marker: None,
-            filters: page_token::filter_fingerprint("", "ACTIVE"),
+            filters: page_token::filter_fingerprint("444455556666", "", "ACTIVE"),
         }
     }
 }
@@ -212,6 +243,7 @@ impl Rpc for ListConsumerDataShares {
             status: message.status,
             page_size: message.page_size,
             page_token: message.page_token,
+            consumer_account: message.consumer_account,
         }
     }
 
@@ -231,8 +263,18 @@ impl Rpc for ListConsumerDataShares {
 mod tests {
     use super::*;
 
+    fn env() -> ValidationEnv {
+        ValidationEnv {
+            default_account: Some(AccountId::parse("444455556666").unwrap()),
+        }
+    }
+
+    fn validate(params: &ListParams) -> Result<ListRequest, Vec<FieldViolation>> {
+        ListConsumerDataShares::validate(params, &env())
+    }
+
     fn fields(params: ListParams) -> Vec<&'static str> {
-        ListConsumerDataShares::validate(&params)
+        validate(&params)
             .unwrap_err()
             .into_iter()
             .map(|v| v.field)
@@ -242,7 +284,7 @@ mod tests {
     #[test]
     fn page_size_defaults_and_is_capped() {
         let size = |page_size| {
-            ListConsumerDataShares::validate(&ListParams {
+            validate(&ListParams {
                 page_size,
                 ..Default::default()
             })
@@ -266,7 +308,7 @@ mod tests {
     fn only_active_and_available_can_be_listed_by() {
         for status in [pb::DataShareStatus::Active, pb::DataShareStatus::Available] {
             assert!(
-                ListConsumerDataShares::validate(&ListParams {
+                validate(&ListParams {
                     status: status as i32,
                     ..Default::default()
                 })
@@ -290,9 +332,9 @@ mod tests {
             status: pb::DataShareStatus::Active as i32,
             ..Default::default()
         };
-        let first = ListConsumerDataShares::validate(&active).unwrap();
+        let first = validate(&active).unwrap();
         let token = first.next_page_token(Some("marker-7"));
-        let second = ListConsumerDataShares::validate(&ListParams {
+        let second = validate(&ListParams {
             page_token: token.clone(),
             ..active.clone()
         })
@@ -319,6 +361,20 @@ mod tests {
                 ..Default::default()
             }),
             ["consumer_arn", "page_token"]
+        );
+    }
+
+    #[test]
+    fn a_token_is_bound_to_the_account_too() {
+        let first = validate(&ListParams::default()).unwrap();
+        let token = first.next_page_token(Some("marker-1"));
+        assert_eq!(
+            fields(ListParams {
+                consumer_account: "777788889999".into(),
+                page_token: token,
+                ..Default::default()
+            }),
+            ["page_token"]
         );
     }
 }

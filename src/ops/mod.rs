@@ -15,8 +15,8 @@ pub use associate::AssociateConsumer;
 pub use disassociate::DisassociateConsumer;
 pub use list::ListConsumerDataShares;
 
-use crate::arn::{DataShareArn, NamespaceArn, NamespaceKind, Partition, Region};
-use crate::call::{ContextValue, DataShare, Operation, PolicyEnv, PolicyInput};
+use crate::arn::{AccountId, DataShareArn, NamespaceArn, NamespaceKind, Partition, Region};
+use crate::call::{ContextValue, DataShare, Operation, PolicyInput, ValidationEnv};
 use crate::errors::FieldViolation;
 use crate::proto::datasharing::v1 as pb;
 
@@ -35,18 +35,18 @@ pub trait Rpc: Operation {
 
 /// The policy inputs of a sample request of every operation: the policy loader checks that the
 /// schema describes each of them, so a schema that does not is refused at load.
-pub fn policy_probes(env: &PolicyEnv) -> Vec<PolicyInput> {
+pub fn policy_probes() -> Vec<PolicyInput> {
     vec![
-        AssociateConsumer::policy_input(&AssociateConsumer::sample_request(), env),
-        DisassociateConsumer::policy_input(&DisassociateConsumer::sample_request(), env),
-        ListConsumerDataShares::policy_input(&ListConsumerDataShares::sample_request(), env),
+        AssociateConsumer::policy_input(&AssociateConsumer::sample_request()),
+        DisassociateConsumer::policy_input(&DisassociateConsumer::sample_request()),
+        ListConsumerDataShares::policy_input(&ListConsumerDataShares::sample_request()),
     ]
 }
 
 /// The one consumer a datashare is associated with (or disassociated from).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConsumerTarget {
-    /// The gateway's whole consumer account.
+    /// The whole consumer account.
     EntireAccount,
     /// One consumer namespace (`ConsumerArn`).
     Namespace(NamespaceArn),
@@ -143,12 +143,103 @@ pub(crate) fn consumer_target(
     }
 }
 
+/// The account a request acts in: the consumer namespace's, which `consumer_account` (when
+/// set) must equal; else `consumer_account`; else the configured default. `namespace_field`
+/// names the field holding the namespace ARN; `required` says what needs an account.
+pub(crate) fn consumer_account(
+    consumer_account: &str,
+    namespace: Option<(&'static str, &NamespaceArn)>,
+    env: &ValidationEnv,
+    required: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<AccountId> {
+    let named = if consumer_account.is_empty() {
+        None
+    } else {
+        match AccountId::parse(consumer_account) {
+            Ok(account) => Some(account),
+            Err(err) => {
+                violations.push(FieldViolation {
+                    field: "consumer_account",
+                    description: err.to_string(),
+                });
+                return None;
+            }
+        }
+    };
+    match (named, namespace) {
+        (Some(named), Some((field, arn))) if named != arn.account => {
+            let description = format!(
+                "consumer_account {named} does not match the account of {field} ({})",
+                arn.account
+            );
+            violations.push(FieldViolation {
+                field: "consumer_account",
+                description: description.clone(),
+            });
+            violations.push(FieldViolation { field, description });
+            None
+        }
+        (_, Some((_, arn))) => Some(arn.account.clone()),
+        (Some(named), None) => Some(named),
+        (None, None) => match &env.default_account {
+            Some(account) => Some(account.clone()),
+            None => {
+                violations.push(FieldViolation {
+                    field: "consumer_account",
+                    description: format!(
+                        "required for {required} (the gateway has no upstream.default_account)"
+                    ),
+                });
+                None
+            }
+        },
+    }
+}
+
+/// The account a request with a consumer target acts in (see [`consumer_account`]). Without a
+/// valid target only `consumer_account`'s own form is checked.
+pub(crate) fn target_account(
+    named: &str,
+    target: Option<&ConsumerTarget>,
+    env: &ValidationEnv,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<AccountId> {
+    match target {
+        Some(ConsumerTarget::Namespace(arn)) => consumer_account(
+            named,
+            Some(("consumer_arn", arn)),
+            env,
+            "an entire-account or region target",
+            violations,
+        ),
+        Some(_) => consumer_account(
+            named,
+            None,
+            env,
+            "an entire-account or region target",
+            violations,
+        ),
+        None => {
+            if !named.is_empty()
+                && let Err(err) = AccountId::parse(named)
+            {
+                violations.push(FieldViolation {
+                    field: "consumer_account",
+                    description: err.to_string(),
+                });
+            }
+            None
+        }
+    }
+}
+
 /// The Cedar context describing a consumer target (`ConsumerContext` in the schema, without
 /// `allow_writes`).
 pub(crate) fn consumer_context(
     target: &ConsumerTarget,
+    account: &AccountId,
     data_share: &DataShareArn,
-    env: &PolicyEnv,
 ) -> Vec<(&'static str, ContextValue)> {
     let (kind, account, arn, region, partition) = match target {
         ConsumerTarget::Namespace(ns) => (
@@ -163,16 +254,16 @@ pub(crate) fn consumer_context(
         ),
         ConsumerTarget::Region(region) => (
             "region",
-            env.consumer_account.to_string(),
+            account.to_string(),
             String::new(),
             region.to_string(),
             Partition::of_region(region),
         ),
-        // The gateway's own account, reached through the datashare's partition: an
-        // entire-account association cannot cross partitions.
+        // The consumer account, reached through the datashare's partition: an entire-account
+        // association cannot cross partitions.
         ConsumerTarget::EntireAccount => (
             "account",
-            env.consumer_account.to_string(),
+            account.to_string(),
             String::new(),
             String::new(),
             data_share.partition,
@@ -233,6 +324,11 @@ fn status_from(status: Option<&str>) -> pb::DataShareStatus {
         Some("AVAILABLE") => pb::DataShareStatus::Available,
         _ => pb::DataShareStatus::Unspecified,
     }
+}
+
+/// A sample consumer account for [`Operation::sample_request`].
+fn sample_account() -> AccountId {
+    AccountId::parse("444455556666").unwrap_or_else(|_| unreachable!("twelve digits"))
 }
 
 /// A sample datashare ARN for [`Operation::sample_request`].

@@ -18,7 +18,7 @@ pub(crate) enum PageTokenError {
     Malformed,
     /// Issued for a request with other filters.
     #[error(
-        "issued for a request with another consumer_arn or status; send the same filters with it, or start again without one"
+        "issued for a request with another consumer_account, consumer_arn or status; send the same filters with it, or start again without one"
     )]
     OtherFilters,
 }
@@ -26,10 +26,12 @@ pub(crate) enum PageTokenError {
 const VERSION: &str = "1";
 const CHECKSUM_BYTES: usize = 12;
 
-/// What a page token binds a marker to: the filters of the listing.
-pub(crate) fn filter_fingerprint(consumer_arn: &str, status: &str) -> String {
+/// What a page token binds a marker to: the account listed and the filters of the listing.
+pub(crate) fn filter_fingerprint(account: &str, consumer_arn: &str, status: &str) -> String {
     let digest = Sha256::new()
         .chain_update(b"datashare-gateway list filters\0")
+        .chain_update(account.as_bytes())
+        .chain_update(b"\0")
         .chain_update(consumer_arn.as_bytes())
         .chain_update(b"\0")
         .chain_update(status.as_bytes())
@@ -90,19 +92,19 @@ mod tests {
 
     #[test]
     fn a_token_round_trips_for_its_own_filters_only() {
-        let mine = filter_fingerprint("", "ACTIVE");
+        let mine = filter_fingerprint("444455556666", "", "ACTIVE");
         let token = encode("arn:aws:redshift:us-east-1:1:datashare:x/y", &mine);
         assert_eq!(
             decode(&token, &mine).unwrap(),
             "arn:aws:redshift:us-east-1:1:datashare:x/y"
         );
-        let other = filter_fingerprint("", "AVAILABLE");
+        let other = filter_fingerprint("444455556666", "", "AVAILABLE");
         assert_eq!(decode(&token, &other), Err(PageTokenError::OtherFilters));
     }
 
     #[test]
     fn every_single_character_change_is_refused() {
-        let fp = filter_fingerprint("", "");
+        let fp = filter_fingerprint("444455556666", "", "");
         let token = encode("marker-123", &fp);
         let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         for (i, original) in token.char_indices() {
@@ -120,7 +122,7 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        let fp = filter_fingerprint("", "");
+        let fp = filter_fingerprint("444455556666", "", "");
         for token in ["", "!!!", "abc", "bm90IGEgdG9rZW4", &"A".repeat(400)] {
             assert_eq!(
                 decode(token, &fp),

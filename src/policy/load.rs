@@ -9,7 +9,6 @@ use std::sync::Arc;
 use cedar_policy::ffi::DetailedError;
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 
-use crate::arn::AccountId;
 use crate::policy::engine::{Checks, Snapshot};
 use crate::policy::{DEFAULT_SCHEMA, PolicyConfig, PolicyError};
 
@@ -143,10 +142,7 @@ pub(super) fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 }
 
 /// Loads, names and validates the set in `config.dir`.
-pub(super) fn load(
-    config: &PolicyConfig,
-    consumer_account: &AccountId,
-) -> Result<Snapshot, PolicyError> {
+pub(super) fn load(config: &PolicyConfig) -> Result<Snapshot, PolicyError> {
     let schema = load_schema(config)?;
     let mut diagnostics = Vec::new();
     let mut set = PolicySet::new();
@@ -235,25 +231,18 @@ pub(super) fn load(
             format!("the gateway's names do not parse: {err}"),
         )])
     })?;
-    probe(&snapshot, config, consumer_account)?;
+    probe(&snapshot, config)?;
     Ok(snapshot)
 }
 
 /// Checks that the gateway's requests fit the schema, so a custom schema that does not describe
 /// them is refused at load rather than denying every call at run time.
-fn probe(
-    snapshot: &Snapshot,
-    config: &PolicyConfig,
-    consumer_account: &AccountId,
-) -> Result<(), PolicyError> {
+fn probe(snapshot: &Snapshot, config: &PolicyConfig) -> Result<(), PolicyError> {
     let principal = crate::call::Principal {
         id: "probe".into(),
         groups: vec!["probe".into()],
     };
-    let env = crate::call::PolicyEnv {
-        consumer_account: consumer_account.clone(),
-    };
-    for input in crate::ops::policy_probes(&env) {
+    for input in crate::ops::policy_probes() {
         snapshot
             .build(&principal, &input, Checks::AgainstSchema)
             .map_err(|err| {

@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
-use crate::arn::AccountId;
-use crate::call::{Decision, Operation, PolicyEnv, PolicyInput, Principal};
+use crate::call::{Decision, Operation, PolicyInput, Principal};
 
 pub use layer::Authorize;
 pub use load::SourceDiagnostic;
@@ -137,7 +136,6 @@ pub struct Evaluation {
 
 struct Shared {
     config: PolicyConfig,
-    consumer_account: AccountId,
     current: ArcSwap<engine::Snapshot>,
     last_reload_error: Mutex<Option<String>>,
 }
@@ -159,16 +157,14 @@ impl std::fmt::Debug for Policies {
 }
 
 impl Policies {
-    /// Loads and validates the set in `config.dir`. `consumer_account` is the gateway's own
-    /// account: the consumer of entire-account and region associations.
-    pub fn load(config: PolicyConfig, consumer_account: AccountId) -> Result<Self, PolicyError> {
+    /// Loads and validates the set in `config.dir`.
+    pub fn load(config: PolicyConfig) -> Result<Self, PolicyError> {
         config.validate()?;
-        let snapshot = load::load(&config, &consumer_account)?;
+        let snapshot = load::load(&config)?;
         tracing::info!(dir = %config.dir.display(), policies = snapshot.len(), "policy set loaded");
         Ok(Policies {
             shared: Arc::new(Shared {
                 config,
-                consumer_account,
                 current: ArcSwap::from_pointee(snapshot),
                 last_reload_error: Mutex::new(None),
             }),
@@ -191,7 +187,7 @@ impl Policies {
         principal: &Principal,
         request: &Op::Request,
     ) -> Evaluation {
-        let input = Op::policy_input(request, &self.env());
+        let input = Op::policy_input(request);
         self.explain_input(principal, &input)
     }
 
@@ -204,24 +200,14 @@ impl Policies {
     /// of its policies.
     pub fn validate_set(config: &PolicyConfig) -> Result<Vec<String>, PolicyError> {
         config.validate()?;
-        // Validation does not depend on the consumer account; any well-formed one will do.
-        let account = AccountId::parse("000000000000")
-            .unwrap_or_else(|_| unreachable!("twelve digits parse"));
-        Ok(load::load(config, &account)?.ids().to_vec())
-    }
-
-    /// What the operations' policy inputs depend on besides the request.
-    pub fn env(&self) -> PolicyEnv {
-        PolicyEnv {
-            consumer_account: self.shared.consumer_account.clone(),
-        }
+        Ok(load::load(config)?.ids().to_vec())
     }
 
     /// Loads, validates and swaps in the set on disk; returns its policy count. On error the
     /// running set stays, and the error is logged and kept for [`Policies::last_reload_error`].
     pub fn reload(&self) -> Result<usize, PolicyError> {
         let shared = &self.shared;
-        match load::load(&shared.config, &shared.consumer_account) {
+        match load::load(&shared.config) {
             Ok(snapshot) => {
                 let count = snapshot.len();
                 shared.current.store(Arc::new(snapshot));

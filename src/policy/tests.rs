@@ -7,7 +7,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::*;
-use crate::arn::{DataShareArn, NamespaceArn, Partition, Region};
+use crate::arn::{AccountId, DataShareArn, NamespaceArn, Partition, Region};
 use crate::call::{CallerCredential, Validated, ValidatedCall};
 use crate::errors::GatewayError;
 use crate::middleware::MiddlewareLayer;
@@ -51,7 +51,7 @@ fn account(s: &str) -> AccountId {
 }
 
 fn examples() -> Policies {
-    Policies::load(PolicyConfig::new(examples_dir()), account("444455556666")).unwrap()
+    Policies::load(PolicyConfig::new(examples_dir())).unwrap()
 }
 
 /// The dev principals' groups, read from the shipped `principals.toml`.
@@ -72,9 +72,19 @@ fn principal(id: &str) -> Principal {
     }
 }
 
+/// The account a target acts in when the request names none: the namespace's, else the
+/// default account 444455556666.
+fn account_of(consumer: &ConsumerTarget) -> AccountId {
+    match consumer {
+        ConsumerTarget::Namespace(ns) => ns.account.clone(),
+        _ => account("444455556666"),
+    }
+}
+
 fn request(share: &str, consumer: ConsumerTarget, allow_writes: Option<bool>) -> AssociateRequest {
     AssociateRequest {
         data_share: DataShareArn::parse(share).unwrap(),
+        account: account_of(&consumer),
         consumer,
         allow_writes,
         validate_only: false,
@@ -147,24 +157,30 @@ fn every_example_rule_allows_and_denies_as_documented() {
 }
 
 #[test]
-fn entire_account_and_region_targets_use_the_gateway_account() {
-    // A gateway whose own account is outside the org may not receive entire-account or region
+fn entire_account_and_region_targets_use_the_resolved_account() {
+    // A consumer account outside the org may not receive entire-account or region
     // associations, while a named org namespace is still fine.
-    let policies =
-        Policies::load(PolicyConfig::new(examples_dir()), account("999999999999")).unwrap();
+    let policies = examples();
     let reporting = principal(REPORTING);
-    let entire = request(SALES, ConsumerTarget::EntireAccount, None);
+    let outside = |consumer: ConsumerTarget| AssociateRequest {
+        account: account("999999999999"),
+        ..request(SALES, consumer, None)
+    };
     assert_eq!(
-        policies.evaluate::<AssociateConsumer>(&reporting, &entire),
+        policies.evaluate::<AssociateConsumer>(&reporting, &outside(ConsumerTarget::EntireAccount)),
         decision(false, &[])
     );
     assert_eq!(
-        policies
-            .evaluate::<AssociateConsumer>(&reporting, &request(SALES, region("us-east-1"), None)),
+        policies.evaluate::<AssociateConsumer>(&reporting, &outside(region("us-east-1"))),
         decision(false, &[])
     );
+    // Another org account, named by consumer_account: allowed.
+    let org = AssociateRequest {
+        account: account("777788889999"),
+        ..request(SALES, ConsumerTarget::EntireAccount, None)
+    };
     assert_eq!(
-        policies.evaluate::<AssociateConsumer>(&reporting, &request(SALES, ns(PROVISIONED), None)),
+        policies.evaluate::<AssociateConsumer>(&reporting, &org),
         decision(true, &[DATA_PLATFORM])
     );
 }
@@ -185,7 +201,7 @@ fn the_legal_hold_forbid_beats_a_permit_for_everyone() {
         "@id(\"open-bar\")\npermit (principal, action, resource);\n",
     )
     .unwrap();
-    let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
+    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
     let frontend = principal(FRONTEND);
     assert_eq!(
         policies.evaluate::<AssociateConsumer>(&frontend, &request(SALES, ns(PROVISIONED), None)),
@@ -207,7 +223,7 @@ fn policies_without_an_id_annotation_are_named_by_file_and_index() {
          permit (principal, action == Action::\"AssociateConsumer\", resource);\n",
     )
     .unwrap();
-    let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
+    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
     assert_eq!(policies.policy_ids(), ["team.cedar#0", "team.cedar#1"]);
     let anyone = principal(STRANGER);
     assert_eq!(
@@ -224,7 +240,7 @@ fn schema_validation_rejects_an_unknown_attribute_with_file_and_position() {
         "@id(\"owner-rule\")\npermit (principal, action == Action::\"AssociateConsumer\", resource)\nwhen { resource.owner == \"me\" };\n",
     )
     .unwrap();
-    let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
+    let err = Policies::load(PolicyConfig::new(dir.path())).unwrap_err();
     let PolicyError::Invalid(diagnostics) = &err else {
         panic!("expected Invalid, got {err:?}");
     };
@@ -241,7 +257,7 @@ fn schema_validation_rejects_an_unknown_attribute_with_file_and_position() {
 fn syntax_errors_duplicates_and_empty_directories_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
-        Policies::load(PolicyConfig::new(dir.path()), account("444455556666")),
+        Policies::load(PolicyConfig::new(dir.path())),
         Err(PolicyError::NoPolicies { .. })
     ));
     std::fs::write(
@@ -254,14 +270,14 @@ fn syntax_errors_duplicates_and_empty_directories_are_refused() {
         "@id(\"x\") forbid (principal, action, resource);",
     )
     .unwrap();
-    let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
+    let err = Policies::load(PolicyConfig::new(dir.path())).unwrap_err();
     assert!(err.to_string().contains("duplicate policy id"), "{err}");
     std::fs::write(
         dir.path().join("b.cedar"),
         "\n\npermit (principal action, resource);",
     )
     .unwrap();
-    let err = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap_err();
+    let err = Policies::load(PolicyConfig::new(dir.path())).unwrap_err();
     assert!(err.to_string().contains("b.cedar:3:"), "{err}");
 }
 
@@ -292,7 +308,7 @@ fn a_custom_schema_that_does_not_describe_the_gateway_is_refused() {
         schema: Some(schema),
         watch: false,
     };
-    let err = Policies::load(config, account("444455556666")).unwrap_err();
+    let err = Policies::load(config).unwrap_err();
     assert!(
         err.to_string()
             .contains("does not describe the gateway's AssociateConsumer requests"),
@@ -367,7 +383,7 @@ const LOCKDOWN: &str = "@id(\"lockdown\")\nforbid (principal, action, resource);
 async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
-    let policies = Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap();
+    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
     let old = decision(true, &[DATA_PLATFORM]);
     let new = decision(false, &["lockdown"]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -468,7 +484,7 @@ async fn the_reloader_picks_up_file_changes_and_sighup() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
     let config = PolicyConfig::new(dir.path());
-    let policies = Policies::load(config, account("444455556666")).unwrap();
+    let policies = Policies::load(config).unwrap();
     let reloader = policies.spawn_reloader().unwrap();
 
     std::fs::write(dir.path().join("lockdown.cedar"), LOCKDOWN).unwrap();
@@ -503,7 +519,7 @@ async fn the_reloader_picks_up_file_changes_and_sighup() {
         watch: false,
         ..PolicyConfig::new(dir.path())
     };
-    let quiet = Policies::load(config, account("444455556666")).unwrap();
+    let quiet = Policies::load(config).unwrap();
     std::fs::write(dir.path().join("lockdown.cedar"), LOCKDOWN).unwrap();
     let reloader = quiet.spawn_reloader().unwrap();
     let status = std::process::Command::new("kill")
@@ -646,7 +662,7 @@ fn pinned_policies() -> Policies {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
     std::fs::write(dir.path().join("pinned.cedar"), PINNED).unwrap();
-    Policies::load(PolicyConfig::new(dir.path()), account("444455556666")).unwrap()
+    Policies::load(PolicyConfig::new(dir.path())).unwrap()
 }
 
 #[test]
@@ -695,7 +711,7 @@ proptest! {
     fn slicing_and_trusted_building_never_change_a_decision(p in arb_principal(), r in arb_request()) {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
         let snapshot = POLICIES.shared.current.load();
-        let input = AssociateConsumer::policy_input(&r, &POLICIES.env());
+        let input = AssociateConsumer::policy_input(&r);
         prop_assert_eq!(snapshot.evaluate(&p, &input), snapshot.evaluate_unsliced(&p, &input));
         // Evaluation skips the schema checks; every request it builds passes them.
         prop_assert!(snapshot.build(&p, &input, engine::Checks::AgainstSchema).is_ok());
@@ -724,7 +740,7 @@ fn action_groups_in_a_custom_schema_are_honoured() {
         schema: Some(schema),
         watch: false,
     };
-    let policies = Policies::load(config, account("444455556666")).unwrap();
+    let policies = Policies::load(config).unwrap();
     let manager = Principal {
         id: "m".into(),
         groups: vec!["managers".into()],
@@ -747,6 +763,7 @@ fn every_example_rule_for_disassociate_and_list() {
     let policies = examples();
     let disassociate = |share: &str, consumer: ConsumerTarget| DisassociateRequest {
         data_share: DataShareArn::parse(share).unwrap(),
+        account: account_of(&consumer),
         consumer,
         validate_only: false,
     };
@@ -770,7 +787,10 @@ fn every_example_rule_for_disassociate_and_list() {
         );
     }
 
-    let list = |params: ListParams| ListConsumerDataShares::validate(&params).unwrap();
+    let env = crate::call::ValidationEnv {
+        default_account: Some(account("444455556666")),
+    };
+    let list = |params: ListParams| ListConsumerDataShares::validate(&params, &env).unwrap();
     let filtered = list(ListParams {
         consumer_arn: PROVISIONED.into(),
         status: crate::proto::datasharing::v1::DataShareStatus::Active as i32,

@@ -6,9 +6,20 @@
 //! code of each kind is chosen in `status`, and the README's fault table is rendered from both
 //! ([`fault_rules`]).
 
+mod accounts;
 mod operations;
+mod sessions;
+mod source_identity;
 
+pub use accounts::{
+    AccountConfig, Accounts, AccountsError, RequireServedAccount, validate_accounts,
+};
 pub use operations::Forward;
+pub use sessions::RoleTarget;
+pub use source_identity::{role_session_name, source_identity};
+
+use accounts::Route;
+use sessions::{Lease, SessionCache};
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,7 +40,7 @@ use std::sync::Arc;
 use tower::Service;
 use tracing::Instrument;
 
-use crate::call::{CallFuture, UpstreamNote, ValidatedCall};
+use crate::call::{CallFuture, Operation, SessionNote, UpstreamNote, ValidatedCall};
 use crate::errors::{FaultKind, GatewayError, UpstreamFault};
 use crate::metrics::Metrics;
 
@@ -37,9 +48,19 @@ use crate::metrics::Metrics;
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The AWS account the gateway acts as (the datashare consumer account). Policies see it as
-    /// `consumer_account` for entire-account and region associations.
-    pub consumer_account: String,
+    /// The single-account form: a consumer account the gateway acts in with its own
+    /// credentials (the default chain), no role. Optional beside `[accounts]`.
+    #[serde(default)]
+    pub consumer_account: Option<String>,
+    /// The account a request acts in when it names none (`consumer_account` field empty, and an
+    /// entire-account or region target). Unset: `consumer_account`, else such requests are
+    /// INVALID_ARGUMENT.
+    #[serde(default)]
+    pub default_account: Option<String>,
+    /// Role sessions kept, one per (account, role, external id, principal); least recently used
+    /// out.
+    #[serde(default = "defaults::session_cache_size")]
+    pub session_cache_size: usize,
     /// The AWS region; unset uses the default chain (`AWS_REGION`, profile, IMDS).
     #[serde(default)]
     pub region: Option<String>,
@@ -86,13 +107,18 @@ mod defaults {
     pub(super) fn throttle_retry_after_ms() -> u64 {
         1000
     }
+    pub(super) fn session_cache_size() -> usize {
+        10_000
+    }
 }
 
 impl UpstreamConfig {
     /// A config for the given account with every other setting at its default.
     pub fn for_account(consumer_account: impl Into<String>) -> Self {
         UpstreamConfig {
-            consumer_account: consumer_account.into(),
+            consumer_account: Some(consumer_account.into()),
+            default_account: None,
+            session_cache_size: defaults::session_cache_size(),
             region: None,
             endpoint_url: None,
             max_attempts: defaults::max_attempts(),
@@ -106,12 +132,18 @@ impl UpstreamConfig {
 
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        crate::arn::AccountId::parse(&self.consumer_account).map_err(|e| {
-            format!(
-                "upstream.consumer_account = {:?}: {e}",
-                self.consumer_account
-            )
-        })?;
+        for (key, value) in [
+            ("upstream.consumer_account", &self.consumer_account),
+            ("upstream.default_account", &self.default_account),
+        ] {
+            if let Some(value) = value {
+                crate::arn::AccountId::parse(value)
+                    .map_err(|e| format!("{key} = {value:?}: {e}"))?;
+            }
+        }
+        if self.session_cache_size == 0 {
+            return Err("upstream.session_cache_size = 0: must be positive".into());
+        }
         if let Some(region) = &self.region {
             crate::arn::Region::parse(region)
                 .map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
@@ -148,9 +180,27 @@ impl UpstreamConfig {
     }
 }
 
-/// Builds the one shared Redshift client from the default AWS configuration chain (credentials,
-/// region), with the gateway's retry and timeout settings. `credentials` replaces the default
-/// credential chain (used by `dev`, which signs as the emulator's consumer account).
+impl UpstreamConfig {
+    /// The account requests act in when they name none: `default_account`, else
+    /// `consumer_account`. Call after [`UpstreamConfig::validate`].
+    pub fn default_account(&self) -> Option<crate::arn::AccountId> {
+        self.default_account
+            .as_ref()
+            .or(self.consumer_account.as_ref())
+            .and_then(|a| crate::arn::AccountId::parse(a).ok())
+    }
+
+    /// The single-account form's account. Call after [`UpstreamConfig::validate`].
+    pub fn own_account(&self) -> Option<crate::arn::AccountId> {
+        self.consumer_account
+            .as_ref()
+            .and_then(|a| crate::arn::AccountId::parse(a).ok())
+    }
+}
+
+/// Builds the shared Redshift and STS clients from the default AWS configuration chain
+/// (credentials, region), with the gateway's retry and timeout settings. `credentials` replaces
+/// the default credential chain (used by `dev`, which signs as the emulator's platform account).
 pub async fn build_client(
     config: &UpstreamConfig,
     credentials: Option<StaticCredentials>,
@@ -191,12 +241,18 @@ pub async fn build_client(
     let conf = aws_sdk_redshift::config::Builder::from(&shared)
         .interceptor(RetryCounter { metrics })
         .build();
-    Client(aws_sdk_redshift::Client::from_conf(conf))
+    Client {
+        redshift: aws_sdk_redshift::Client::from_conf(conf),
+        sts: aws_sdk_sts::Client::new(&shared),
+    }
 }
 
-/// The shared Redshift client; cheap to clone.
+/// The shared Redshift and STS clients; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Client(aws_sdk_redshift::Client);
+pub struct Client {
+    redshift: aws_sdk_redshift::Client,
+    sts: aws_sdk_sts::Client,
+}
 
 /// A fixed access key, instead of the default credential chain.
 #[derive(Clone)]
@@ -243,20 +299,39 @@ impl Intercept for RetryCounter {
     }
 }
 
-/// Forwards validated calls of every operation to Redshift.
+/// Forwards validated calls of every operation to Redshift, in the call's consumer account:
+/// with the gateway's own credentials, or through a role session for the caller.
 #[derive(Clone, Debug)]
 pub struct RedshiftService {
-    client: Client,
+    client: aws_sdk_redshift::Client,
+    accounts: Arc<Accounts>,
+    sessions: Arc<SessionCache>,
     throttle_retry_after: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl RedshiftService {
-    /// A service over the shared client.
-    pub fn new(client: Client, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+    /// A service over the shared clients, serving `accounts`; `instance` names this gateway in
+    /// every role session's tags.
+    pub fn new(
+        client: Client,
+        config: &UpstreamConfig,
+        accounts: Arc<Accounts>,
+        instance: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let throttle_retry_after = Duration::from_millis(config.throttle_retry_after_ms);
         RedshiftService {
-            client,
-            throttle_retry_after: Duration::from_millis(config.throttle_retry_after_ms),
+            client: client.redshift,
+            accounts,
+            sessions: Arc::new(SessionCache::new(
+                client.sts,
+                config.session_cache_size,
+                instance,
+                throttle_retry_after,
+                metrics.clone(),
+            )),
+            throttle_retry_after,
             metrics,
         }
     }
@@ -273,9 +348,7 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
     }
 
     fn call(&mut self, call: ValidatedCall<Op>) -> Self::Future {
-        let client = self.client.clone();
-        let retry_after = self.throttle_retry_after;
-        let metrics = self.metrics.clone();
+        let service = self.clone();
         let span = tracing::info_span!(
             "redshift",
             otel.name = format!("Redshift/{}", Op::AWS_OPERATION),
@@ -288,9 +361,63 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
         );
         let record_span = span.clone();
         let call_future = async move {
+            let account = Op::consumer_account(&call.stage.request).clone();
+            let route = service.accounts.route(&account).cloned().ok_or_else(|| {
+                GatewayError::AccountNotConfigured {
+                    account: account.to_string(),
+                }
+            })?;
+            let principal = call.stage.principal.id.clone();
             call.trail.lock().forwarded = true;
             let started = std::time::Instant::now();
-            let result = Op::send(&client.0, &call.stage.request).await;
+            let result = match &route {
+                Route::OwnCredentials => Op::send(&service.client, &call.stage.request, None).await,
+                Route::Role(role) => {
+                    let lease = service
+                        .lease(&call, account.as_str(), role, &principal)
+                        .await?;
+                    let result = Op::send(
+                        &service.client,
+                        &call.stage.request,
+                        Some(lease.session.credentials.clone()),
+                    )
+                    .await;
+                    if lease.cached && is_expired_token(&result) {
+                        // Clock skew: the cached session expired sooner than its stamp says.
+                        // Drop it and try once more with a fresh one; a second expiry is the
+                        // gateway's trouble, not the caller's.
+                        service
+                            .sessions
+                            .forget(account.as_str(), role, &principal)
+                            .await;
+                        let fresh = service
+                            .lease(&call, account.as_str(), role, &principal)
+                            .await?;
+                        let again = Op::send(
+                            &service.client,
+                            &call.stage.request,
+                            Some(fresh.session.credentials.clone()),
+                        )
+                        .await;
+                        if is_expired_token(&again) {
+                            return Err(GatewayError::Upstream {
+                                fault: UpstreamFault {
+                                    aws_code: Some("ExpiredToken".into()),
+                                    ..UpstreamFault::of_kind(FaultKind::SessionExpired)
+                                },
+                                aws_request_id: again
+                                    .as_ref()
+                                    .err()
+                                    .and_then(|e| e.request_id())
+                                    .map(str::to_owned),
+                            });
+                        }
+                        again
+                    } else {
+                        result
+                    }
+                }
+            };
             let note = UpstreamNote {
                 aws_request_id: match &result {
                     Ok(out) => out.request_id().map(str::to_owned),
@@ -302,7 +429,11 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                     .and_then(|e| e.code())
                     .map(str::to_owned),
             };
-            metrics.upstream_call(Op::AWS_OPERATION, note.aws_error_code.as_deref(), started);
+            service.metrics.upstream_call(
+                Op::AWS_OPERATION,
+                note.aws_error_code.as_deref(),
+                started,
+            );
             if let Some(id) = &note.aws_request_id {
                 record_span.record("aws.request_id", id.as_str());
             }
@@ -312,11 +443,51 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
             call.trail.lock().upstream = note.clone();
             match result {
                 Ok(out) => Ok(Op::reply(&call.stage.request, out)),
-                Err(err) => Err(classify(err, note.aws_request_id, retry_after)),
+                Err(err) => Err(classify(
+                    err,
+                    note.aws_request_id,
+                    service.throttle_retry_after,
+                )),
             }
         };
         Box::pin(call_future.instrument(span))
     }
+}
+
+impl RedshiftService {
+    /// A role session for the call's caller, noted in the call's trail for the audit record.
+    async fn lease<Op: Operation, Stage>(
+        &self,
+        call: &crate::call::Call<Op, Stage>,
+        account: &str,
+        role: &RoleTarget,
+        principal: &str,
+    ) -> Result<Lease, GatewayError> {
+        match self.sessions.session(account, role, principal).await {
+            Ok(lease) => {
+                call.trail.lock().session = SessionNote {
+                    assumed_role_arn: Some(lease.session.assumed_role_arn.clone()),
+                    source_identity: Some(lease.session.source_identity.clone()),
+                    sts_request_id: lease.session.sts_request_id.clone(),
+                };
+                Ok(lease)
+            }
+            Err(failure) => {
+                call.trail.lock().session = SessionNote {
+                    assumed_role_arn: None,
+                    source_identity: Some(source_identity(principal)),
+                    sts_request_id: failure.sts_request_id.clone(),
+                };
+                Err(failure.into_error())
+            }
+        }
+    }
+}
+
+fn is_expired_token<T, E: ProvideErrorMetadata>(
+    result: &Result<T, SdkError<E, HttpResponse>>,
+) -> bool {
+    matches!(result, Err(SdkError::ServiceError(service)) if matches!(service.err().code(), Some("ExpiredToken" | "ExpiredTokenException")))
 }
 
 /// AWS error codes meaning the gateway's own credentials (or their signature) were refused.
@@ -420,6 +591,22 @@ pub fn fault_rules() -> Vec<FaultRule> {
                 code_list(CREDENTIAL_ERRORS)
             ),
             kind: FaultKind::CredentialsRejected,
+        },
+        FaultRule {
+            outcome: "STS refused AssumeRole into the consumer account (`AccessDenied`: the role's trust policy, the external id, `sts:SetSourceIdentity` or `sts:TagSession`)".into(),
+            kind: FaultKind::AssumeRoleDenied,
+        },
+        FaultRule {
+            outcome: "STS throttling AssumeRole, after the SDK's retries".into(),
+            kind: FaultKind::Throttled,
+        },
+        FaultRule {
+            outcome: "STS unreachable or failing (5xx), after the SDK's retries".into(),
+            kind: FaultKind::Unreachable,
+        },
+        FaultRule {
+            outcome: "`ExpiredToken` on a cached role session, and again on a fresh one".into(),
+            kind: FaultKind::SessionExpired,
         },
         FaultRule {
             outcome: "anything else (unknown code, unparseable answer)".into(),
@@ -578,7 +765,7 @@ mod tests {
     fn config_validation_names_the_key() {
         let mut config = UpstreamConfig::for_account("444455556666");
         assert!(config.validate().is_ok());
-        config.consumer_account = "12".into();
+        config.consumer_account = Some("12".into());
         assert!(
             config
                 .validate()

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::SystemTime;
 
+use aws_credential_types::Credentials;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::operation::RequestId;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -23,14 +24,37 @@ pub trait Forward: Operation {
     /// The SDK's modeled error type.
     type Error: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static;
 
-    /// Sends the request.
+    /// Sends the request, with `credentials` (a role session) instead of the client's own.
     fn send(
         client: &aws_sdk_redshift::Client,
         request: &Self::Request,
+        credentials: Option<Credentials>,
     ) -> impl Future<Output = Result<Self::Output, SdkError<Self::Error, HttpResponse>>> + Send;
 
     /// The reply for Redshift's answer to `request`.
     fn reply(request: &Self::Request, output: Self::Output) -> Self::Reply;
+}
+
+/// The per-call configuration that signs with a role session's credentials.
+fn signed_with(credentials: Credentials) -> aws_sdk_redshift::config::Builder {
+    aws_sdk_redshift::config::Builder::default().credentials_provider(credentials)
+}
+
+/// Sends `$op` (a fluent builder), with `$credentials` if there are any.
+macro_rules! send_with {
+    ($op:expr, $credentials:expr) => {
+        async move {
+            match $credentials {
+                Some(credentials) => {
+                    $op.customize()
+                        .config_override(signed_with(credentials))
+                        .send()
+                        .await
+                }
+                None => $op.send().await,
+            }
+        }
+    };
 }
 
 /// The operation names metrics know, for SDK hooks that only see the name as a string.
@@ -53,6 +77,7 @@ impl Forward for AssociateConsumer {
     fn send(
         client: &aws_sdk_redshift::Client,
         request: &AssociateRequest,
+        credentials: Option<Credentials>,
     ) -> impl Future<Output = Result<Self::Output, SdkError<Self::Error, HttpResponse>>> + Send
     {
         let op = client
@@ -64,7 +89,7 @@ impl Forward for AssociateConsumer {
             ConsumerTarget::Namespace(arn) => op.consumer_arn(arn.to_string()),
             ConsumerTarget::Region(region) => op.consumer_region(region.as_str()),
         };
-        op.send()
+        send_with!(op, credentials)
     }
 
     fn reply(_request: &AssociateRequest, out: Self::Output) -> AssociateReply {
@@ -87,6 +112,7 @@ impl Forward for DisassociateConsumer {
     fn send(
         client: &aws_sdk_redshift::Client,
         request: &DisassociateRequest,
+        credentials: Option<Credentials>,
     ) -> impl Future<Output = Result<Self::Output, SdkError<Self::Error, HttpResponse>>> + Send
     {
         let op = client
@@ -97,7 +123,7 @@ impl Forward for DisassociateConsumer {
             ConsumerTarget::Namespace(arn) => op.consumer_arn(arn.to_string()),
             ConsumerTarget::Region(region) => op.consumer_region(region.as_str()),
         };
-        op.send()
+        send_with!(op, credentials)
     }
 
     fn reply(_request: &DisassociateRequest, out: Self::Output) -> DisassociateReply {
@@ -120,9 +146,10 @@ impl Forward for ListConsumerDataShares {
     fn send(
         client: &aws_sdk_redshift::Client,
         request: &ListRequest,
+        credentials: Option<Credentials>,
     ) -> impl Future<Output = Result<Self::Output, SdkError<Self::Error, HttpResponse>>> + Send
     {
-        client
+        let op = client
             .describe_data_shares_for_consumer()
             .set_consumer_arn(request.consumer.as_ref().map(ToString::to_string))
             .set_status(
@@ -131,8 +158,8 @@ impl Forward for ListConsumerDataShares {
                     .map(|s| aws_sdk_redshift::types::DataShareStatusForConsumer::from(s.as_str())),
             )
             .max_records(request.max_records)
-            .set_marker(request.marker.clone())
-            .send()
+            .set_marker(request.marker.clone());
+        send_with!(op, credentials)
     }
 
     fn reply(request: &ListRequest, out: Self::Output) -> ListReply {
