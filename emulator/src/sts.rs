@@ -257,7 +257,7 @@ impl Sts {
             (Some(old), _) => Some(old.clone()),
             (None, new) => new.map(str::to_owned),
         };
-        if !role.trusted_accounts.iter().any(|a| *a == caller.account) {
+        if !role.trusted_accounts.contains(&caller.account) {
             return Err(denied());
         }
         if let Some(want) = &role.external_id
