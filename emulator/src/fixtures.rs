@@ -69,8 +69,8 @@ pub struct RoleFixture {
     #[serde(default)]
     pub require_source_identity: bool,
     /// The role's maximum session duration in seconds, 3600 to 43200: a longer
-    /// `DurationSeconds` is refused. Default 43200 (AWS's default for a role is 3600; the
-    /// emulator lets any duration the API allows through unless a fixture says otherwise).
+    /// `DurationSeconds` is refused. Default 43200 (assumption: AWS's default for a role is
+    /// 3600; the emulator lets any duration the API allows through unless a fixture caps it).
     #[serde(default)]
     pub max_session_duration: Option<u32>,
 }

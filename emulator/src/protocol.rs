@@ -16,8 +16,8 @@ pub(crate) enum Service {
 
 impl Service {
     /// Which service a request is for. Both share one listener, so the body decides:
-    /// `Action=AssumeRole` or `Version=2011-06-15` is STS, anything else Redshift (the
-    /// emulator's own rule; on AWS they are different hosts).
+    /// `Action=AssumeRole` or `Version=2011-06-15` is STS, anything else Redshift (assumption:
+    /// the emulator's own rule; on AWS they are different hosts).
     pub(crate) fn of(query: &QueryRequest) -> Service {
         if query.action.as_deref() == Some("AssumeRole")
             || query.version.as_deref() == Some(Service::Sts.api_version())

@@ -237,6 +237,8 @@ impl Sts {
                 ),
             )
         };
+        // Only the trust is checked (assumption): not the caller's own policy, nor the
+        // sts:SetSourceIdentity / sts:TagSession permissions that SourceIdentity and Tags need.
         let role = self
             .roles
             .read()
@@ -320,6 +322,7 @@ fn validation(message: impl Into<String>) -> AwsError {
 }
 
 /// AWS's message for one broken constraint. `shown` is the value as echoed (None: null).
+/// Only the first broken constraint is reported (assumption: AWS lists them all).
 fn constraint(member: &str, shown: Option<&str>, rule: &str) -> AwsError {
     let value = shown.map_or_else(|| "null".to_owned(), |v| format!("'{v}'"));
     validation(format!(
@@ -455,7 +458,8 @@ impl<'a> AssumeRoleInput<'a> {
         }
         let source_identity = q.string("SourceIdentity");
         if let Some(si) = source_identity {
-            // sourceIdentityType: 2 to 256 (the model; the API reference says 64).
+            // sourceIdentityType: 2 to 256 (assumption: the model's bound; the AssumeRole API
+            // reference says 64).
             check_string(
                 "sourceIdentity",
                 si,
