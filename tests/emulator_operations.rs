@@ -66,8 +66,15 @@ async fn associate_entire_account_makes_the_share_active_on_both_sides() {
         .send()
         .await
         .unwrap();
-    let assoc = &producer.data_shares()[0].data_share_associations()[0];
-    assert_eq!(assoc.status(), Some(&DataShareStatus::Active));
+    // The producer sees every consumer's row: 777788889999's grant stays AUTHORIZED.
+    let rows = producer.data_shares()[0].data_share_associations();
+    let row = |account| {
+        rows.iter()
+            .find(|a| a.consumer_identifier() == Some(account))
+            .and_then(|a| a.status())
+    };
+    assert_eq!(row(CONSUMER_ACCOUNT), Some(&DataShareStatus::Active));
+    assert_eq!(row(OTHER_ACCOUNT), Some(&DataShareStatus::Authorized));
     assert_eq!(emu.counter("AssociateDataShareConsumer", "forwarded"), 1);
     assert_eq!(emu.counter("AssociateDataShareConsumer", "answered"), 1);
 }

@@ -1,6 +1,7 @@
-//! The emulator's XML against botocore's copy of the Redshift service model: every expectation
-//! (element names, result wrappers, types, enum values, list encoding, error statuses) is read
-//! from `tests/data/redshift-2012-12-01.service-2.json`, never written down here.
+//! The emulator's XML against botocore's copies of the Redshift and STS service models: every
+//! expectation (element names, result wrappers, types, enum values, list encoding, error
+//! statuses, namespaces) is read from `tests/data/redshift-2012-12-01.service-2.json` and
+//! `tests/data/sts-2011-06-15.service-2.json`, never written down here.
 
 mod support;
 
@@ -21,8 +22,15 @@ const OPERATIONS: [&str; 8] = [
 ];
 
 fn model() -> Value {
-    let path = repo_root().join("tests/data/redshift-2012-12-01.service-2.json");
-    let text = std::fs::read_to_string(&path).expect("read the service model");
+    load_model("tests/data/redshift-2012-12-01.service-2.json")
+}
+
+fn sts_model() -> Value {
+    load_model("tests/data/sts-2011-06-15.service-2.json")
+}
+
+fn load_model(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo_root().join(path)).expect("read the service model");
     serde_json::from_str(&text).expect("parse the service model")
 }
 
@@ -491,6 +499,154 @@ fn every_modeled_error_has_the_models_status_and_type() {
             assert!(
                 covered.contains(&(op.to_owned(), code.clone())),
                 "{op} never returned {code}"
+            );
+        }
+    }
+}
+
+/// AssumeRole members the emulator reads (form names).
+const ASSUME_ROLE_INPUT: [&str; 7] = [
+    "RoleArn",
+    "RoleSessionName",
+    "DurationSeconds",
+    "ExternalId",
+    "SourceIdentity",
+    "Tags",
+    "TransitiveTagKeys",
+];
+
+#[test]
+fn assume_role_output_has_the_sts_models_names_types_and_wrapper() {
+    let model = sts_model();
+    let emu = Emulator::start();
+    let version = model["metadata"]["apiVersion"].as_str().unwrap();
+    let body = form(&[
+        ("Action", "AssumeRole"),
+        ("Version", version),
+        ("RoleArn", OTHER_ROLE),
+        ("RoleSessionName", "conformance"),
+        ("DurationSeconds", "900"),
+        ("ExternalId", OTHER_ROLE_EXTERNAL_ID),
+        ("SourceIdentity", "alice"),
+        ("Tags.member.1.Key", "team"),
+        ("Tags.member.1.Value", "data"),
+        ("TransitiveTagKeys.member.1", "team"),
+    ]);
+    let (status, headers, xml) = signed_post_for(emu.api_addr(), "sts", &body, PLATFORM_KEY);
+    assert_eq!(status, 200, "{xml}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "text/xml")
+    );
+    let mut seen = BTreeSet::new();
+    check_success(&model, "AssumeRole", &xml, &mut seen);
+    // Every member of the output, credentials and user shapes was emitted (required or not).
+    for shape in ["AssumeRoleResponse", "Credentials", "AssumedRoleUser"] {
+        for member in model["shapes"][shape]["members"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(
+                seen.contains(&(shape.to_owned(), member.clone())),
+                "{shape}.{member} never emitted"
+            );
+        }
+    }
+    // Every member the emulator reads is an input member, in the model's spelling.
+    let input = model["operations"]["AssumeRole"]["input"]["shape"]
+        .as_str()
+        .unwrap();
+    for member in ASSUME_ROLE_INPUT {
+        assert!(
+            model["shapes"][input]["members"].get(member).is_some(),
+            "{member} is not an AssumeRole input member"
+        );
+    }
+    // Tags are a list of the model's Tag structure: Key and Value.
+    let tag = model["shapes"]["tagListType"]["member"]["shape"]
+        .as_str()
+        .unwrap();
+    for member in ["Key", "Value"] {
+        assert!(model["shapes"][tag]["members"].get(member).is_some());
+    }
+}
+
+#[test]
+fn sts_errors_have_the_query_error_shape_in_the_sts_namespace() {
+    let model = sts_model();
+    let emu = Emulator::start();
+    let xmlns = model["metadata"]["xmlNamespace"].as_str().unwrap();
+    let version = model["metadata"]["apiVersion"].as_str().unwrap();
+    let assume = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = vec![
+            ("Action", "AssumeRole"),
+            ("Version", version),
+            ("RoleArn", OTHER_ROLE),
+            ("RoleSessionName", "conformance"),
+            ("SourceIdentity", "alice"),
+        ];
+        pairs.extend_from_slice(extra);
+        form(&pairs)
+    };
+    let cases: Vec<(String, Key, u16, &str)> = vec![
+        (
+            assume(&[("ExternalId", "wrong-external-id")]),
+            PLATFORM_KEY,
+            403,
+            "AccessDenied",
+        ),
+        (
+            assume(&[
+                ("ExternalId", OTHER_ROLE_EXTERNAL_ID),
+                ("DurationSeconds", "60"),
+            ]),
+            PLATFORM_KEY,
+            400,
+            "ValidationError",
+        ),
+        (
+            form(&[("Action", "GetCallerIdentity"), ("Version", version)]),
+            PLATFORM_KEY,
+            400,
+            "InvalidAction",
+        ),
+        (
+            assume(&[("ExternalId", OTHER_ROLE_EXTERNAL_ID)]),
+            ("AKIAUNKNOWNEXAMPLE00", "x"),
+            403,
+            "InvalidClientTokenId",
+        ),
+    ];
+    let modeled = operation_errors(&model, "AssumeRole");
+    for (body, key, want_status, want_code) in cases {
+        let (status, _, xml) = signed_post_for(emu.api_addr(), "sts", &body, key);
+        assert_eq!(status, want_status, "{xml}");
+        assert!(
+            xml.contains(&format!("<ErrorResponse xmlns=\"{xmlns}\">")),
+            "{xml}"
+        );
+        let root = parse_xml(&xml);
+        assert_eq!(root.name, "ErrorResponse");
+        let names: Vec<&str> = root.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Error", "RequestId"], "no <Errors> wrapper: {xml}");
+        let error = &root.children[0];
+        let field = |n: &str| {
+            error
+                .children
+                .iter()
+                .find(|c| c.name == n)
+                .map(|c| c.text.as_str())
+        };
+        assert_eq!(field("Type"), Some("Sender"));
+        assert_eq!(field("Code"), Some(want_code));
+        assert!(field("Message").is_some_and(|m| !m.is_empty()));
+        // A code the model lists for AssumeRole must come with the model's status.
+        if let Some(shape) = modeled.get(want_code) {
+            assert_eq!(
+                model["shapes"][shape.as_str()]["error"]["httpStatusCode"].as_u64(),
+                Some(u64::from(status))
             );
         }
     }

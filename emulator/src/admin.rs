@@ -1,4 +1,5 @@
-//! The admin API (JSON over HTTP, its own port): counters, faults, state, seeding, reset.
+//! The admin API (JSON over HTTP, its own port): counters, faults, state, seeding, events,
+//! the clock, reset.
 //! Every endpoint is documented, with curl examples, in `docs/emulator.md`.
 
 use std::sync::Arc;
@@ -53,6 +54,14 @@ struct GrantSeed {
     grant: GrantFixture,
 }
 
+/// `POST /clock`: move the emulator's clock forward.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockAdvance {
+    /// Seconds to add to the current offset.
+    advance_secs: u64,
+}
+
 /// Handles one admin request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -82,27 +91,36 @@ pub(crate) async fn handle(
             shared.faults.clear();
             faults(&shared)
         }
-        (Method::GET, "/state") => json_response(StatusCode::OK, &shared.store.snapshot()),
+        (Method::GET, "/state") => json_response(StatusCode::OK, &shared.snapshot()),
         (Method::POST, "/seed") => match read_json::<Fixtures>(req.into_body()).await {
-            Ok(f) => match shared.store.seed(&f) {
-                Ok(()) => json_response(StatusCode::OK, &shared.store.snapshot()),
+            Ok(f) => match shared.seed(&f) {
+                Ok(()) => json_response(StatusCode::OK, &shared.snapshot()),
                 Err(e) => bad_request(e),
             },
             Err(res) => res,
         },
         (Method::POST, "/grants") => match read_json::<GrantSeed>(req.into_body()).await {
             Ok(g) => match shared.store.seed_grant(&g.datashare_arn, &g.grant) {
-                Ok(()) => json_response(StatusCode::OK, &shared.store.snapshot()),
+                Ok(()) => json_response(StatusCode::OK, &shared.snapshot()),
                 Err(e) => bad_request(e),
             },
             Err(res) => res,
         },
-        (Method::POST, "/reset") => match shared.store.reset(&shared.fixtures) {
-            Ok(()) => {
-                shared.faults.clear();
-                shared.counters.reset();
-                json_response(StatusCode::OK, &shared.store.snapshot())
-            }
+        (Method::GET, "/events") => json_response(StatusCode::OK, &shared.events.to_json()),
+        (Method::POST, "/events/reset") => {
+            shared.events.clear();
+            json_response(StatusCode::OK, &shared.events.to_json())
+        }
+        (Method::GET, "/clock") => clock(&shared),
+        (Method::POST, "/clock") => match read_json::<ClockAdvance>(req.into_body()).await {
+            Ok(c) => match shared.clock.advance(c.advance_secs) {
+                Ok(_) => clock(&shared),
+                Err(e) => bad_request(e),
+            },
+            Err(res) => res,
+        },
+        (Method::POST, "/reset") => match shared.reset() {
+            Ok(()) => json_response(StatusCode::OK, &shared.snapshot()),
             Err(e) => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &json!({ "error": e.to_string() }),
@@ -121,6 +139,18 @@ fn counters(shared: &Shared) -> Response<Full<Bytes>> {
     json_response(
         StatusCode::OK,
         &json!({ "operations": shared.counters.snapshot() }),
+    )
+}
+
+/// `{"now": RFC 3339, "offset_secs": N}`: the emulator's time and how far ahead of the real
+/// clock it is.
+fn clock(shared: &Shared) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "now": super::protocol::format_timestamp(shared.clock.now()),
+            "offset_secs": shared.clock.offset_secs(),
+        }),
     )
 }
 

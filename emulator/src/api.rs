@@ -1,6 +1,8 @@
-//! The Redshift API listener: one HTTP request in, through counters, faults, SigV4 and the
-//! operation, one Query-protocol response out.
+//! The API listener, Redshift and STS on one port: one HTTP request in, through counters,
+//! faults, SigV4, the session's expiry and the operation, one Query-protocol response out, and
+//! one event in the log.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,10 +12,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::Shared;
+use super::events::{self, Event, UserIdentity};
 use super::faults::{FaultKind, parse_sdk_request};
 use super::ops;
-use super::protocol::{API_VERSION, AwsError, QueryRequest, error_body, success_body};
-use super::sigv4;
+use super::protocol::{AwsError, QueryRequest, Service, error_body, success_body};
+use super::sigv4::{self, KeyHolder, KeyInfo, Principal, Scope};
+use super::sts::{self, AssumeRoleInput, Session};
 
 /// The largest request body accepted. Datashare requests are a few hundred bytes.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -40,13 +44,53 @@ fn respond(status: StatusCode, request_id: &str, body: String) -> Response<Full<
     res
 }
 
-fn error(err: &AwsError, request_id: &str) -> Response<Full<Bytes>> {
-    respond(err.status, request_id, error_body(err, request_id))
+fn error(service: Service, err: &AwsError, request_id: &str) -> Response<Full<Bytes>> {
+    respond(err.status, request_id, error_body(service, err, request_id))
 }
 
-/// Handles one API request.
+/// The Action's name when the emulator implements it: the eight Redshift operations and
+/// AssumeRole. Counters, faults and events are keyed by these only ("-" for anything else), so
+/// random Action values cannot grow them without bound.
+fn known_operation(action: &str) -> Option<&'static str> {
+    ops::known(action).or((action == sts::ASSUME_ROLE).then_some(sts::ASSUME_ROLE))
+}
+
+/// How a request ended, and what the event log needs to know about it.
+#[derive(Debug)]
+struct Outcome {
+    response: Response<Full<Bytes>>,
+    /// The caller, when SigV4 verified it.
+    principal: Option<Principal>,
+    /// The AWS error answered, if any.
+    error: Option<AwsError>,
+    /// AssumeRole's new session.
+    session: Option<Arc<Session>>,
+    /// False for answers a proxy in front of the service would give (a bare 429, a body that
+    /// is not XML): the service never saw the request, so it leaves no event.
+    recorded: bool,
+}
+
+impl Outcome {
+    fn failed(service: Service, err: AwsError, request_id: &str) -> Outcome {
+        Outcome {
+            response: error(service, &err, request_id),
+            principal: None,
+            error: Some(err),
+            session: None,
+            recorded: true,
+        }
+    }
+
+    fn by(mut self, principal: &Principal) -> Outcome {
+        self.principal = Some(principal.clone());
+        self
+    }
+}
+
+/// Handles one API request from `peer`.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, CloseConnection> {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -65,12 +109,12 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Ok(error(&too_large, &request_id));
+        return Ok(error(Service::Redshift, &too_large, &request_id));
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(error(&too_large, &request_id));
+            return Ok(error(Service::Redshift, &too_large, &request_id));
         }
         Err(_) => return Err(CloseConnection),
     };
@@ -82,12 +126,11 @@ pub(crate) async fn handle(
         // other methods are read as having no Action.
         QueryRequest::default()
     };
-    // Counters and faults are keyed by the eight known operations only ("-" for anything
-    // else), so random Action values cannot grow the counter map without bound.
+    let service = Service::of(&query);
     let operation = query
         .action
         .as_deref()
-        .and_then(ops::known)
+        .and_then(known_operation)
         .unwrap_or("-")
         .to_owned();
     let (attempt, max_attempts) = parts
@@ -109,36 +152,131 @@ pub(crate) async fn handle(
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
-    let (status, response, account) = match decision.fault {
+    let outcome = match decision.fault {
         Some(kind) => {
             shared.counters.update(&operation, |c| {
                 *c.faults.entry(fault_name(kind)).or_default() += 1;
             });
-            match injected(kind, decision.error.as_ref(), &operation, &request_id) {
-                Some(res) => (res.status(), res, None),
+            match injected(
+                service,
+                kind,
+                decision.error.as_ref(),
+                &operation,
+                &request_id,
+            ) {
+                Some(outcome) => outcome,
                 None => {
                     tracing::info!(%request_id, action = %operation, ?attempt, ?max_attempts, fault = ?kind, "closing connection without a response");
                     return Err(CloseConnection);
                 }
             }
         }
-        None => {
-            let (res, account) =
-                authenticated(&shared, &parts, &body, &query, &operation, &request_id);
-            (res.status(), res, account)
-        }
+        None => authenticated(
+            &shared,
+            service,
+            &parts,
+            &body,
+            &query,
+            &operation,
+            &request_id,
+        ),
     };
     shared.counters.update(&operation, |c| c.answered += 1);
     tracing::info!(
         %request_id,
         action = %operation,
-        status = status.as_u16(),
-        account = account.as_deref().unwrap_or("-"),
+        status = outcome.response.status().as_u16(),
+        account = outcome.principal.as_ref().map_or("-", |p| p.account.as_str()),
         ?attempt,
         ?max_attempts,
         "request"
     );
-    Ok(response)
+    if outcome.recorded && operation != "-" {
+        let request = Arrived {
+            service,
+            operation: &operation,
+            query: &query,
+            headers: &parts.headers,
+            peer,
+            request_id: &request_id,
+        };
+        record(&shared, &request, &outcome);
+    }
+    Ok(outcome.response)
+}
+
+/// What the event log takes from the request itself.
+#[derive(Debug)]
+struct Arrived<'a> {
+    service: Service,
+    operation: &'a str,
+    query: &'a QueryRequest,
+    headers: &'a http::HeaderMap,
+    peer: SocketAddr,
+    request_id: &'a str,
+}
+
+/// Adds the request to the event log when someone can be named as its caller: the verified
+/// principal, or else the known key the `Authorization` header claims (a failed signature, an
+/// injected fault). Requests with no key or an unknown one leave no event.
+fn record(shared: &Shared, request: &Arrived<'_>, outcome: &Outcome) {
+    let Arrived {
+        service,
+        operation,
+        query,
+        headers,
+        peer,
+        request_id,
+    } = *request;
+    let (access_key_id, account, holder) = match &outcome.principal {
+        Some(p) => (p.access_key_id.clone(), p.account.clone(), p.holder.clone()),
+        None => {
+            let Some((akid, key)) = sigv4::claimed_access_key_id(headers)
+                .and_then(|akid| Some((akid.to_owned(), shared.key(akid)?)))
+            else {
+                return;
+            };
+            let KeyInfo {
+                account, holder, ..
+            } = key;
+            (akid, account, holder)
+        }
+    };
+    let caller_arn = shared.sts.caller_arn(&account, &holder);
+    // Delivered to the account the call acts as; for AssumeRole, to the role's account (the
+    // resource owner), which CloudTrail also delivers to (assumption: one recipient only).
+    let recipient = outcome
+        .session
+        .as_ref()
+        .map_or_else(|| account.clone(), |s| s.account.clone());
+    let user_identity = UserIdentity::new(&access_key_id, &account, &holder, caller_arn);
+    shared.events.record(Event {
+        event_version: "1.08",
+        user_identity,
+        event_time: events::rfc3339(shared.clock.now()),
+        event_source: service.event_source(),
+        event_name: operation.to_owned(),
+        aws_region: shared.store.region().to_owned(),
+        source_ip_address: peer.ip().to_string(),
+        user_agent: headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        error_code: outcome.error.as_ref().map(|e| e.code.to_string()),
+        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
+        request_parameters: events::request_parameters(service, query),
+        response_elements: outcome
+            .session
+            .as_deref()
+            .map_or(serde_json::Value::Null, events::assume_role_response),
+        request_id: request_id.to_owned(),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: operation.starts_with("Describe") || operation == sts::ASSUME_ROLE,
+        event_type: "AwsApiCall",
+        management_event: true,
+        recipient_account_id: recipient,
+        event_category: "Management",
+    });
 }
 
 fn fault_name(kind: FaultKind) -> String {
@@ -148,15 +286,29 @@ fn fault_name(kind: FaultKind) -> String {
         .unwrap_or_default()
 }
 
-/// The response for an injected fault, or `None` to close the connection.
+/// The answer to an injected fault, or `None` to close the connection.
 fn injected(
+    service: Service,
     kind: FaultKind,
     error_rule: Option<&(u16, String)>,
     operation: &str,
     request_id: &str,
-) -> Option<Response<Full<Bytes>>> {
+) -> Option<Outcome> {
     let err = |status, code: &'static str, msg: &str| {
-        Some(error(&AwsError::new(status, code, msg), request_id))
+        Some(Outcome::failed(
+            service,
+            AwsError::new(status, code, msg),
+            request_id,
+        ))
+    };
+    let unrecorded = |response| {
+        Some(Outcome {
+            response,
+            principal: None,
+            error: None,
+            session: None,
+            recorded: false,
+        })
     };
     match kind {
         // The usual awsQuery throttle; in both SDKs' throttling lists (api doc §5).
@@ -174,13 +326,13 @@ fn injected(
         // No AWS error code, as a proxy or load balancer would answer: botocore retries it on
         // the status alone, the Rust SDK does not retry it at all (api doc §5). The body is an
         // HTML page rather than empty because botocore cannot parse an empty 4xx body.
-        FaultKind::Bare429 => Some(respond(
+        FaultKind::Bare429 => unrecorded(respond(
             StatusCode::TOO_MANY_REQUESTS,
             request_id,
             "<html><body><h1>429 Too Many Requests</h1></body></html>".to_owned(),
         )),
         // Not XML at all: the SDK's parser is lenient about truncation, never about the root.
-        FaultKind::MalformedBody => Some(respond(
+        FaultKind::MalformedBody => unrecorded(respond(
             StatusCode::OK,
             request_id,
             format!("this is not XML: {operation} <<<"),
@@ -188,8 +340,9 @@ fn injected(
         FaultKind::Error => {
             let (status, code) = error_rule?;
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
-            Some(error(
-                &AwsError::new(
+            Some(Outcome::failed(
+                service,
+                AwsError::new(
                     status,
                     code.clone(),
                     "Injected by the emulator's fault rules.",
@@ -203,67 +356,123 @@ fn injected(
     }
 }
 
-/// SigV4, then Version/Action checks, then the operation.
+/// SigV4, then the session's expiry, then Version/Action checks, then the operation.
 fn authenticated(
     shared: &Shared,
+    service: Service,
     parts: &http::request::Parts,
     body: &[u8],
     query: &QueryRequest,
     operation: &str,
     request_id: &str,
-) -> (Response<Full<Bytes>>, Option<String>) {
+) -> Outcome {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let scope = Scope {
+        service: service.signing_name(),
+        region: shared.store.region(),
+    };
+    // The 15-minute window is checked against the real clock: clients sign with theirs, and
+    // moving the emulator's clock must not make every request stale.
     let principal = match sigv4::verify(
         parts.method.as_str(),
         path,
         &parts.headers,
         body,
-        shared.store.region(),
+        scope,
         SystemTime::now(),
-        |akid| shared.store.key(akid),
+        |akid| shared.key(akid),
     ) {
         Ok(p) => p,
-        Err(e) => return (error(&e, request_id), None),
+        Err(e) => return Outcome::failed(service, e, request_id),
     };
-    let account = Some(principal.account.clone());
+    // After the signature (assumption: AWS's order is not documented), on the emulator's
+    // clock so `POST /clock` can expire a session. 400 as the Query services answer it.
+    if let KeyHolder::Session(s) = &principal.holder
+        && shared.clock.now() >= s.expiration
+    {
+        let e = AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "ExpiredToken",
+            "The security token included in the request is expired",
+        );
+        return Outcome::failed(service, e, request_id).by(&principal);
+    }
     let Some(action) = &query.action else {
         let e = AwsError::new(
             StatusCode::BAD_REQUEST,
             "MissingAction",
             "The request must contain the parameter Action.",
         );
-        return (error(&e, request_id), account);
+        return Outcome::failed(service, e, request_id).by(&principal);
     };
     match query.version.as_deref() {
         None => {
-            return (
-                error(&AwsError::missing_parameter("Version"), request_id),
-                account,
-            );
+            return Outcome::failed(service, AwsError::missing_parameter("Version"), request_id)
+                .by(&principal);
         }
         // A Version the service does not have: AWS answers InvalidAction "Could not find
         // operation X for version Y" (assumption for Redshift specifically).
-        Some(v) if v != API_VERSION => {
+        Some(v) if v != service.api_version() => {
             let e = AwsError::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidAction",
                 format!("Could not find operation {action} for version {v}"),
             );
-            return (error(&e, request_id), account);
+            return Outcome::failed(service, e, request_id).by(&principal);
         }
         Some(_) => {}
     }
-    let Some(op) = ops::known(action) else {
-        return (error(&ops::invalid_action(action), request_id), account);
+    let op = match service {
+        Service::Sts => (action == sts::ASSUME_ROLE).then_some(sts::ASSUME_ROLE),
+        Service::Redshift => ops::known(action),
+    };
+    let Some(op) = op else {
+        let e = AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            format!(
+                "Could not find operation {action} for version {}",
+                service.api_version()
+            ),
+        );
+        return Outcome::failed(service, e, request_id).by(&principal);
     };
     shared.counters.update(operation, |c| c.forwarded += 1);
-    let res = match ops::call(&shared.store, &principal.account, op, query) {
-        Ok(result) => respond(
-            StatusCode::OK,
-            request_id,
-            success_body(op, &result, request_id),
-        ),
-        Err(e) => error(&e, request_id),
+    let result = match service {
+        Service::Sts => AssumeRoleInput::parse(query).and_then(|input| {
+            shared
+                .sts
+                .assume_role(&principal, &input, shared.clock.now())
+        }),
+        Service::Redshift => {
+            return match ops::call(&shared.store, &principal.account, op, query) {
+                Ok(result) => Outcome {
+                    response: respond(
+                        StatusCode::OK,
+                        request_id,
+                        success_body(service, op, &result, request_id),
+                    ),
+                    principal: Some(principal),
+                    error: None,
+                    session: None,
+                    recorded: true,
+                },
+                Err(e) => Outcome::failed(service, e, request_id).by(&principal),
+            };
+        }
     };
-    (res, account)
+    match result {
+        Ok(session) => Outcome {
+            response: respond(
+                StatusCode::OK,
+                request_id,
+                success_body(service, op, &sts::result_xml(&session), request_id),
+            ),
+            principal: Some(principal),
+            error: None,
+            session: Some(session),
+            recorded: true,
+        },
+        Err(e) => Outcome::failed(service, e, request_id).by(&principal),
+    }
 }

@@ -35,6 +35,10 @@ pub(crate) enum ArnError {
     NamespaceArn,
     #[error("a datashare ARN is arn:PARTITION:redshift:REGION:ACCOUNT:datashare:GUID/NAME")]
     DataShareArn,
+    #[error(
+        "a role ARN is arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME, the name 1 to 64 of A-Z a-z 0-9 _ + = , . @ -"
+    )]
+    RoleArn,
 }
 
 /// A 12-digit AWS account id.
@@ -325,6 +329,54 @@ impl fmt::Display for DataShareArn {
     }
 }
 
+/// An IAM role ARN, `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME` (IAM ARNs have no region).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RoleArn {
+    partition: String,
+    account: AccountId,
+    name: String,
+}
+
+/// IAM's role-name characters: `[\w+=,.@-]`, with `\w` as ASCII word characters.
+pub(crate) fn is_iam_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)
+}
+
+impl RoleArn {
+    pub(crate) fn parse(text: &str) -> Result<Self, ArnError> {
+        let (partition, service, region, account, resource) =
+            fields(text).ok_or(ArnError::RoleArn)?;
+        let path_and_name = resource.strip_prefix("role/").ok_or(ArnError::RoleArn)?;
+        let name = path_and_name.rsplit('/').next().unwrap_or_default();
+        let name_ok = (1..=64).contains(&name.len()) && name.chars().all(is_iam_name_char);
+        let partition_ok = !partition.is_empty()
+            && partition
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'-');
+        if service != "iam" || !region.is_empty() || !name_ok || !partition_ok {
+            return Err(ArnError::RoleArn);
+        }
+        Ok(RoleArn {
+            partition: partition.to_owned(),
+            account: AccountId::parse(account)?,
+            name: name.to_owned(),
+        })
+    }
+
+    pub(crate) fn partition(&self) -> &str {
+        &self.partition
+    }
+
+    pub(crate) fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// The name without the path: what an assumed-role ARN shows.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +579,28 @@ mod tests {
         ] {
             assert!(NamespaceArn::parse(text).is_err(), "{text:?}");
             assert!(DataShareArn::parse(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn role_arns_keep_the_name_without_the_path() {
+        let r = RoleArn::parse("arn:aws:iam::444455556666:role/datashare-gateway").unwrap();
+        assert_eq!(
+            (r.partition(), r.account().to_string().as_str(), r.name()),
+            ("aws", "444455556666", "datashare-gateway")
+        );
+        let r = RoleArn::parse("arn:aws-cn:iam::444455556666:role/team/a/b.c@d").unwrap();
+        assert_eq!((r.partition(), r.name()), ("aws-cn", "b.c@d"));
+        for bad in [
+            "arn:aws:iam:us-east-1:444455556666:role/x",
+            "arn:aws:sts::444455556666:role/x",
+            "arn:aws:iam::444455556666:user/x",
+            "arn:aws:iam::444455556666:role/",
+            "arn:aws:iam::444455556666:role/a b",
+            "arn:aws:iam::44445555666:role/x",
+            "arn::iam::444455556666:role/x",
+        ] {
+            assert!(RoleArn::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The fixtures file (TOML) and the admin API's seed body (JSON): access keys, namespaces,
-//! datashares and the grants on them. The same structs serve both, so a test can seed at
+//! The fixtures file (TOML) and the admin API's seed body (JSON): access keys, IAM roles,
+//! namespaces, datashares and the grants on them. The same structs serve both, so a test can seed at
 //! runtime anything a fixtures file can hold.
 
 use std::path::Path;
@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::EmulatorError;
-use super::arn::{AccountId, NamespaceArn, NamespaceGuid};
+use super::arn::{AccountId, NamespaceArn, NamespaceGuid, RoleArn, is_iam_name_char};
+use super::sts::{MAX_DURATION_SECS, MIN_ROLE_MAX_DURATION_SECS, external_id_breaks_model};
 
 /// Everything the emulator starts with. Every list may be empty.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -16,6 +17,9 @@ pub struct Fixtures {
     /// Access keys; the account owning the key that signed a request is the caller.
     #[serde(default)]
     pub keys: Vec<KeyFixture>,
+    /// IAM roles that STS AssumeRole can hand out sessions for.
+    #[serde(default)]
+    pub roles: Vec<RoleFixture>,
     /// Producer and consumer namespaces.
     #[serde(default)]
     pub namespaces: Vec<NamespaceFixture>,
@@ -37,8 +41,39 @@ pub struct KeyFixture {
     /// When set, requests signed with this key must carry this `x-amz-security-token`.
     #[serde(default)]
     pub session_token: Option<String>,
+    /// The IAM user the key belongs to, as the event log names the caller
+    /// (`arn:aws:iam::ACCOUNT:user/NAME`); default: the access key id.
+    #[serde(default)]
+    pub user_name: Option<String>,
 }
 
+impl KeyFixture {
+    /// The IAM user name the key acts as.
+    pub fn user_name(&self) -> &str {
+        self.user_name.as_deref().unwrap_or(&self.access_key_id)
+    }
+}
+
+/// An IAM role and the parts of its trust policy the emulator models.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFixture {
+    /// `arn:aws:iam::ACCOUNT:role/[PATH/]NAME`; sessions act as ACCOUNT.
+    pub arn: String,
+    /// The accounts whose users and roles the trust policy lets call AssumeRole.
+    pub trusted_accounts: Vec<String>,
+    /// When set, AssumeRole must pass exactly this `ExternalId` (an `sts:ExternalId` condition).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// AssumeRole must pass a `SourceIdentity` (an `sts:SourceIdentity` condition).
+    #[serde(default)]
+    pub require_source_identity: bool,
+    /// The role's maximum session duration in seconds, 3600 to 43200: a longer
+    /// `DurationSeconds` is refused. Default 43200 (assumption: AWS's default for a role is
+    /// 3600; the emulator lets any duration the API allows through unless a fixture caps it).
+    #[serde(default)]
+    pub max_session_duration: Option<u32>,
+}
 /// Provisioned cluster or Redshift Serverless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -188,6 +223,41 @@ impl Fixtures {
                     "access key id and secret must not be empty",
                 ));
             }
+            if let Some(name) = &key.user_name
+                && (!(1..=64).contains(&name.len()) || !name.chars().all(is_iam_name_char))
+            {
+                return Err(invalid(
+                    "keys.user_name",
+                    name,
+                    "an IAM user name is 1 to 64 of A-Z a-z 0-9 _ + = , . @ -",
+                ));
+            }
+        }
+        for role in &self.roles {
+            RoleArn::parse(&role.arn)
+                .map_err(|e| invalid("roles.arn", &role.arn, &e.to_string()))?;
+            for account in &role.trusted_accounts {
+                AccountId::parse(account)
+                    .map_err(|e| invalid("roles.trusted_accounts", account, &e.to_string()))?;
+            }
+            if let Some(id) = &role.external_id
+                && external_id_breaks_model(id)
+            {
+                return Err(invalid(
+                    "roles.external_id",
+                    id,
+                    "2 to 1224 of A-Z a-z 0-9 _ + = , . @ : / - (the model's externalIdType)",
+                ));
+            }
+            if let Some(secs) = role.max_session_duration
+                && !(MIN_ROLE_MAX_DURATION_SECS..=MAX_DURATION_SECS).contains(&secs)
+            {
+                return Err(invalid(
+                    "roles.max_session_duration",
+                    &secs.to_string(),
+                    "3600 to 43200 seconds (IAM's MaxSessionDuration range)",
+                ));
+            }
         }
         for ns in &self.namespaces {
             AccountId::parse(&ns.account)
@@ -251,6 +321,18 @@ mod tests {
                 .any(|k| k.access_key_id == "AKIAIOSFODNN7EXAMPLE")
         );
         assert!(f.datashares.iter().any(|d| d.name == "legal_hold_share"));
+        let platform = f
+            .keys
+            .iter()
+            .find(|k| k.access_key_id == "AKIA2PLATFORMEXAMPLE")
+            .unwrap();
+        assert_eq!(platform.account, "210987654321");
+        assert_eq!(f.roles.len(), 2);
+        assert!(
+            f.roles
+                .iter()
+                .all(|r| r.require_source_identity && r.trusted_accounts == ["210987654321"])
+        );
         assert_eq!(Fixtures::dev().unwrap(), f);
     }
 
@@ -260,6 +342,22 @@ mod tests {
             "[[keys]]\naccess_key_id='a'\nsecret_access_key='b'\naccount='111122223333'\nextra=1\n",
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn a_bad_role_names_the_key() {
+        let f: Fixtures = toml::from_str(
+            "[[roles]]\narn='arn:aws:iam::444455556666:user/x'\ntrusted_accounts=['210987654321']\n",
+        )
+        .unwrap();
+        let err = f.validate().unwrap_err().to_string();
+        assert!(err.contains("roles.arn"), "{err}");
+        let f: Fixtures = toml::from_str(
+            "[[roles]]\narn='arn:aws:iam::444455556666:role/x'\ntrusted_accounts=['210987654321']\nexternal_id='a b'\n",
+        )
+        .unwrap();
+        let err = f.validate().unwrap_err().to_string();
+        assert!(err.contains("roles.external_id"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,17 @@
-//! A Redshift emulator for the datashare operations: the AWS Query protocol over HTTP/1.1,
-//! SigV4 checked against configured keys, state kept as Redshift keeps it, and an admin API
-//! for fault injection, counters and seeding. See `docs/emulator.md`.
+//! A Redshift emulator for the datashare operations, with STS AssumeRole beside it: the AWS
+//! Query protocol over HTTP/1.1, SigV4 checked against configured keys and issued sessions,
+//! state kept as Redshift keeps it, a CloudTrail-like event log, and an admin API for fault
+//! injection, counters, events, the clock and seeding. See `docs/emulator.md`.
 //!
-//! - `arn`: account ids, region names, namespace GUIDs and ARNs (not the gateway's parser).
-//! - `protocol`: form decoding, XML writing, the Query error envelope.
-//! - `sigv4`: signature verification (aws-sigv4 does the math).
+//! - `arn`: account ids, region names, namespace GUIDs, role and datashare ARNs (not the
+//!   gateway's parser).
+//! - `protocol`: the two services, form decoding, XML writing, the Query error envelope.
+//! - `sigv4`: signature verification (aws-sigv4 does the math) and whose key signed.
 //! - `state`: namespaces, datashares, grants, associations and their transitions.
-//! - `ops`: the eight operations, member decoding and result XML.
+//! - `ops`: the eight Redshift operations, member decoding and result XML.
+//! - `sts`: roles, AssumeRole and the sessions it hands out.
+//! - `events`: the event log, with CloudTrail's field names.
+//! - `clock`: the emulator's "now", which the admin API can move forward.
 //! - `faults`: fault rules and per-operation counters.
 //! - `fixtures`: the fixtures file and the seed body.
 //! - `api` / `admin`: the two HTTP listeners.
@@ -14,12 +19,15 @@
 mod admin;
 mod api;
 mod arn;
+mod clock;
+mod events;
 mod faults;
 mod fixtures;
 mod ops;
 mod protocol;
 mod sigv4;
 mod state;
+mod sts;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +43,7 @@ use tokio::sync::watch;
 pub use faults::{FaultKind, FaultSpec, FaultSpecError};
 pub use fixtures::{
     AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture,
-    NamespaceFixture, NamespaceKindFixture,
+    NamespaceFixture, NamespaceKindFixture, RoleFixture,
 };
 
 use arn::Region;
@@ -113,9 +121,50 @@ impl EmulatorConfig {
 #[derive(Debug)]
 struct Shared {
     store: state::Store,
+    sts: sts::Sts,
     fixtures: Fixtures,
     faults: faults::Faults,
     counters: faults::Counters,
+    events: events::EventLog,
+    clock: clock::Clock,
+}
+
+impl Shared {
+    /// A fixture key or an issued session's key.
+    fn key(&self, access_key_id: &str) -> Option<sigv4::KeyInfo> {
+        self.store
+            .key(access_key_id)
+            .or_else(|| self.sts.session_key(access_key_id))
+    }
+
+    /// Adds fixtures at runtime (`POST /seed`); checked whole before anything changes.
+    fn seed(&self, fixtures: &Fixtures) -> Result<(), EmulatorError> {
+        fixtures.validate()?;
+        self.store.seed(fixtures)?;
+        self.sts.seed(&fixtures.roles)
+    }
+
+    /// Back to the fixtures: no sessions, faults, counters or events, the clock at real time.
+    fn reset(&self) -> Result<(), EmulatorError> {
+        self.store.reset(&self.fixtures)?;
+        self.sts.reset(&self.fixtures.roles)?;
+        self.faults.clear();
+        self.counters.reset();
+        self.events.clear();
+        self.clock.reset();
+        Ok(())
+    }
+
+    /// The admin API's `GET /state`.
+    fn snapshot(&self) -> serde_json::Value {
+        let mut state = self.store.snapshot();
+        if let Some(map) = state.as_object_mut() {
+            let sts = self.sts.snapshot();
+            map.insert("roles".into(), sts["roles"].clone());
+            map.insert("sessions".into(), sts["sessions"].clone());
+        }
+        state
+    }
 }
 
 /// Serves the API on `api` and the admin API on `admin` until `shutdown` resolves, then lets
@@ -132,10 +181,13 @@ pub async fn serve(
         f.validate()?;
     }
     let shared = Arc::new(Shared {
+        sts: sts::Sts::new(&region, &config.fixtures.roles)?,
         store: state::Store::new(region, &config.fixtures)?,
         fixtures: config.fixtures,
         faults: faults::Faults::new(config.faults),
         counters: faults::Counters::default(),
+        events: events::EventLog::default(),
+        clock: clock::Clock::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -181,7 +233,7 @@ fn spawn_api(
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let svc = service_fn(move |req| api::handle(shared.clone(), req));
+        let svc = service_fn(move |req| api::handle(shared.clone(), peer, req));
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
         tokio::select! {
             res = conn.as_mut() => {

@@ -7,10 +7,59 @@ use http::StatusCode;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// The XML namespace of every Redshift response (the model's `metadata.xmlNamespace`).
-pub(crate) const XMLNS: &str = "http://redshift.amazonaws.com/doc/2012-12-01/";
-/// The only API version Redshift's Query endpoint speaks.
-pub(crate) const API_VERSION: &str = "2012-12-01";
+/// The two AWS services the API listener speaks, each with its own model metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Service {
+    Redshift,
+    Sts,
+}
+
+impl Service {
+    /// Which service a request is for. Both share one listener, so the body decides:
+    /// `Action=AssumeRole` or `Version=2011-06-15` is STS, anything else Redshift (assumption:
+    /// the emulator's own rule; on AWS they are different hosts).
+    pub(crate) fn of(query: &QueryRequest) -> Service {
+        if query.action.as_deref() == Some("AssumeRole")
+            || query.version.as_deref() == Some(Service::Sts.api_version())
+        {
+            Service::Sts
+        } else {
+            Service::Redshift
+        }
+    }
+
+    /// The model's `metadata.xmlNamespace`.
+    pub(crate) fn xmlns(self) -> &'static str {
+        match self {
+            Service::Redshift => "http://redshift.amazonaws.com/doc/2012-12-01/",
+            Service::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
+        }
+    }
+
+    /// The only API version the service's Query endpoint speaks.
+    pub(crate) fn api_version(self) -> &'static str {
+        match self {
+            Service::Redshift => "2012-12-01",
+            Service::Sts => "2011-06-15",
+        }
+    }
+
+    /// The SigV4 signing name (the credential scope's service).
+    pub(crate) fn signing_name(self) -> &'static str {
+        match self {
+            Service::Redshift => "redshift",
+            Service::Sts => "sts",
+        }
+    }
+
+    /// CloudTrail's `eventSource`.
+    pub(crate) fn event_source(self) -> &'static str {
+        match self {
+            Service::Redshift => "redshift.amazonaws.com",
+            Service::Sts => "sts.amazonaws.com",
+        }
+    }
+}
 
 /// A decoded Query request body: `Action`, `Version` and the operation's members.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -60,6 +109,24 @@ impl QueryRequest {
             Some("false") => Ok(Some(false)),
             Some(other) => Err(AwsError::invalid_value(name, other)),
         }
+    }
+
+    /// A list member `PREFIX.member.N[.FIELD]=value`, as the Query protocol writes lists of
+    /// strings and of structures: `(N, [(FIELD or "", value)])` in index order.
+    pub(crate) fn indexed(&self, prefix: &str) -> Vec<(u32, Vec<(&str, &str)>)> {
+        let head = format!("{prefix}.member.");
+        let mut by_index: std::collections::BTreeMap<u32, Vec<(&str, &str)>> =
+            std::collections::BTreeMap::new();
+        for (k, v) in &self.params {
+            let Some(rest) = k.strip_prefix(&head) else {
+                continue;
+            };
+            let (n, field) = rest.split_once('.').unwrap_or((rest, ""));
+            if let Ok(n) = n.parse::<u32>() {
+                by_index.entry(n).or_default().push((field, v.as_str()));
+            }
+        }
+        by_index.into_iter().collect()
     }
 
     /// An optional integer member.
@@ -211,17 +278,25 @@ pub(crate) fn escape(value: &str) -> String {
 
 /// The success envelope: `<OpResponse>` with `<OpResult>` first, then `ResponseMetadata`
 /// (the Rust SDK fails when the order is reversed).
-pub(crate) fn success_body(action: &str, result: &str, request_id: &str) -> String {
+pub(crate) fn success_body(
+    service: Service,
+    action: &str,
+    result: &str,
+    request_id: &str,
+) -> String {
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{XMLNS}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
+        service.xmlns(),
         escape(request_id)
     )
 }
 
 /// The Query error envelope, with no `<Errors>` wrapper (the Rust SDK loses the code with one).
-pub(crate) fn error_body(err: &AwsError, request_id: &str) -> String {
+/// STS answers in the same envelope (its own namespace).
+pub(crate) fn error_body(service: Service, err: &AwsError, request_id: &str) -> String {
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{XMLNS}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        service.xmlns(),
         err.fault_type(),
         err.code,
         escape(&err.message),
@@ -271,16 +346,22 @@ mod tests {
 
     #[test]
     fn success_puts_result_before_metadata_and_errors_have_no_errors_wrapper() {
-        let ok = success_body("RejectDataShare", "<X>1</X>", "rid");
+        let ok = success_body(Service::Redshift, "RejectDataShare", "<X>1</X>", "rid");
         let result = ok.find("<RejectDataShareResult>").unwrap();
         let meta = ok.find("<ResponseMetadata>").unwrap();
         assert!(result < meta);
-        let err = error_body(&AwsError::invalid_datashare("no <share>"), "rid");
+        let err = error_body(
+            Service::Redshift,
+            &AwsError::invalid_datashare("no <share>"),
+            "rid",
+        );
         assert!(err.contains("<ErrorResponse xmlns=\"http://redshift.amazonaws.com/doc/2012-12-01/\"><Error><Type>Sender</Type><Code>InvalidDataShareFault</Code><Message>no &lt;share&gt;</Message></Error><RequestId>rid</RequestId>"));
         let server = error_body(
+            Service::Sts,
             &AwsError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "x"),
             "r",
         );
         assert!(server.contains("<Type>Receiver</Type>"));
+        assert!(server.contains("xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\""));
     }
 }

@@ -3,6 +3,7 @@
 //! constant time.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -15,25 +16,42 @@ use time::PrimitiveDateTime;
 use time::macros::format_description;
 
 use super::protocol::AwsError;
+use super::sts::Session;
 
-/// The SigV4 service name Redshift signs with.
-pub(crate) const SERVICE: &str = "redshift";
 /// How far `X-Amz-Date` may be from the emulator's clock (AWS documents 15 minutes).
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// What the emulator knows about an access key.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyInfo {
+    /// The account the key acts as: the user's, or the assumed role's.
     pub(crate) account: String,
     pub(crate) secret: String,
     pub(crate) session_token: Option<String>,
+    pub(crate) holder: KeyHolder,
+}
+
+/// Whose key it is: a long-term key of an IAM user (from the fixtures), or the temporary
+/// key of a role session (from AssumeRole).
+#[derive(Clone, Debug)]
+pub(crate) enum KeyHolder {
+    User { name: String },
+    Session(Arc<Session>),
 }
 
 /// The authenticated caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Principal {
     pub(crate) access_key_id: String,
     pub(crate) account: String,
+    pub(crate) holder: KeyHolder,
+}
+
+/// The access key id an `Authorization` header names, without verifying anything: the event
+/// log names the caller of a request whose signature failed.
+pub(crate) fn claimed_access_key_id(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    parse_authorization(auth).ok().map(|a| a.access_key_id)
 }
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
@@ -117,13 +135,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Verifies a request's signature. `path_and_query` is the request target as received.
+/// The credential scope a request must be signed for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scope<'a> {
+    /// The signing name, e.g. `redshift` or `sts`.
+    pub(crate) service: &'a str,
+    pub(crate) region: &'a str,
+}
+
+/// Verifies a request's signature. `path_and_query` is the request target as received; `now`
+/// is the real clock, since clients sign with theirs.
 pub(crate) fn verify(
     method: &str,
     path_and_query: &str,
     headers: &HeaderMap,
     body: &[u8],
-    region: &str,
+    Scope { service, region }: Scope<'_>,
     now: SystemTime,
     lookup: impl FnOnce(&str) -> Option<KeyInfo>,
 ) -> Result<Principal, AwsError> {
@@ -154,10 +181,10 @@ pub(crate) fn verify(
             "Date in Credential scope does not match X-Amz-Date.",
         ));
     }
-    if auth.service != SERVICE {
-        return Err(mismatch(
-            "Credential should be scoped to correct service: 'redshift'.",
-        ));
+    if auth.service != service {
+        return Err(mismatch(&format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
     }
     if auth.region != region {
         return Err(mismatch(&format!(
@@ -227,7 +254,7 @@ pub(crate) fn verify(
     let params: SigningParams<'_> = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name(SERVICE)
+        .name(service)
         .time(signed_at)
         .settings(settings)
         .build()
@@ -250,6 +277,7 @@ pub(crate) fn verify(
     Ok(Principal {
         access_key_id: auth.access_key_id.to_owned(),
         account: key.account,
+        holder: key.holder,
     })
 }
 
@@ -266,6 +294,9 @@ mod tests {
             account: "444455556666".into(),
             secret: SECRET.into(),
             session_token: token.map(str::to_owned),
+            holder: KeyHolder::User {
+                name: "consumer-admin".into(),
+            },
         })
     }
 
@@ -315,6 +346,11 @@ mod tests {
         headers
     }
 
+    const REDSHIFT: Scope<'static> = Scope {
+        service: "redshift",
+        region: "us-east-1",
+    };
+
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000)
     }
@@ -322,7 +358,7 @@ mod tests {
     #[test]
     fn a_golden_signature_from_aws_sigv4_verifies() {
         let h = signed_headers(SECRET, None, now(), "us-east-1");
-        let p = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap();
+        let p = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(None)).unwrap();
         assert_eq!(p.account, "444455556666");
         assert_eq!(p.access_key_id, AKID);
     }
@@ -330,16 +366,13 @@ mod tests {
     #[test]
     fn a_wrong_secret_or_changed_body_does_not_match() {
         let h = signed_headers("wrong", None, now(), "us-east-1");
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(None)).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.code.as_ref()),
             (403, "SignatureDoesNotMatch")
         );
         let h = signed_headers(SECRET, None, now(), "us-east-1");
-        let e = verify("POST", "/", &h, b"Action=X", "us-east-1", now(), |_| {
-            key(None)
-        })
-        .unwrap_err();
+        let e = verify("POST", "/", &h, b"Action=X", REDSHIFT, now(), |_| key(None)).unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
     }
 
@@ -375,13 +408,13 @@ mod tests {
         }
         // Unsigned headers added after signing do not matter.
         h.insert("amz-sdk-request", "attempt=1; max=3".parse().unwrap());
-        assert!(verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).is_ok());
+        assert!(verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(None)).is_ok());
     }
 
     #[test]
     fn each_rejection_has_its_aws_code() {
         let h = HeaderMap::new();
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(None)).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.code.as_ref()),
             (403, "MissingAuthenticationToken")
@@ -392,53 +425,62 @@ mod tests {
             "authorization",
             "AWS4-HMAC-SHA256 Credential=x".parse().unwrap(),
         );
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(None)).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.code.as_ref()),
             (400, "IncompleteSignature")
         );
 
         let h = signed_headers(SECRET, None, now(), "us-east-1");
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| None).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| None).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.code.as_ref()),
             (403, "InvalidClientTokenId")
         );
 
         let early = now() - Duration::from_secs(16 * 60);
-        let e = verify("POST", "/", &h, BODY, "us-east-1", early, |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, early, |_| key(None)).unwrap_err();
         assert_eq!(e.code, "RequestExpired");
         let late = now() + Duration::from_secs(16 * 60);
-        let e = verify("POST", "/", &h, BODY, "us-east-1", late, |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, late, |_| key(None)).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.code.as_ref()),
             (400, "RequestExpired")
         );
 
         let h = signed_headers(SECRET, None, now(), "eu-west-1");
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(None)).unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(None)).unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
     }
 
     #[test]
     fn session_tokens_are_signed_and_required_when_configured() {
         let h = signed_headers(SECRET, Some("tok"), now(), "us-east-1");
-        assert!(
-            verify("POST", "/", &h, BODY, "us-east-1", now(), |_| key(Some(
-                "tok"
-            )))
-            .is_ok()
-        );
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| {
+        assert!(verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(Some("tok"))).is_ok());
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| {
             key(Some("other"))
         })
         .unwrap_err();
         assert_eq!(e.code, "InvalidClientTokenId");
         let h = signed_headers(SECRET, None, now(), "us-east-1");
-        let e = verify("POST", "/", &h, BODY, "us-east-1", now(), |_| {
-            key(Some("tok"))
-        })
-        .unwrap_err();
+        let e = verify("POST", "/", &h, BODY, REDSHIFT, now(), |_| key(Some("tok"))).unwrap_err();
         assert_eq!(e.code, "InvalidClientTokenId");
+    }
+
+    #[test]
+    fn the_scope_must_name_the_service_the_request_is_for() {
+        let h = signed_headers(SECRET, None, now(), "us-east-1");
+        let sts = Scope {
+            service: "sts",
+            region: "us-east-1",
+        };
+        let e = verify("POST", "/", &h, BODY, sts, now(), |_| key(None)).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.message.as_str()),
+            (
+                403,
+                "Credential should be scoped to correct service: 'sts'."
+            )
+        );
     }
 }

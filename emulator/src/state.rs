@@ -20,7 +20,7 @@ use super::fixtures::{
     AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, NamespaceKindFixture,
 };
 use super::protocol::AwsError;
-use super::sigv4::KeyInfo;
+use super::sigv4::{KeyHolder, KeyInfo};
 
 /// `DataShareStatus` values (model enum).
 pub(crate) const ACTIVE: &str = "ACTIVE";
@@ -303,6 +303,9 @@ impl Store {
                         account: k.account.clone(),
                         secret: k.secret_access_key.clone(),
                         session_token: k.session_token.clone(),
+                        holder: KeyHolder::User {
+                            name: k.user_name().to_owned(),
+                        },
                     },
                 );
             }
@@ -824,16 +827,18 @@ mod tests {
             .unwrap();
         assert_eq!(statuses(&v), [ACTIVE]);
         assert_eq!(v.associations[0].consumer_accepted_writes, Some(true));
+        // The producer also sees the dev fixtures' second consumer, 777788889999, whose
+        // grant stays AUTHORIZED throughout.
         assert_eq!(
             statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]),
-            [ACTIVE]
+            [ACTIVE, AUTHORIZED]
         );
 
         let v = s.disassociate(CONSUMER, SALES, &account()).unwrap();
         assert_eq!(statuses(&v), [AVAILABLE]);
         assert_eq!(
             statuses(&s.describe(PRODUCER, Some(SALES)).unwrap()[0]),
-            [AUTHORIZED]
+            [AUTHORIZED, AUTHORIZED]
         );
 
         let v = s.reject(CONSUMER, SALES).unwrap();
@@ -850,7 +855,7 @@ mod tests {
         );
 
         let v = s.authorize(PRODUCER, SALES, CONSUMER, Some(false)).unwrap();
-        assert_eq!(statuses(&v), [AUTHORIZED]);
+        assert_eq!(statuses(&v), [AUTHORIZED, AUTHORIZED]);
         assert_eq!(v.associations[0].producer_allowed_writes, Some(false));
     }
 

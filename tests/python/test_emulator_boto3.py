@@ -1,8 +1,12 @@
-"""The emulator through boto3: every operation, every error, as botocore parses them."""
+"""The emulator through boto3: every operation, every error, STS AssumeRole and the event log,
+as botocore parses them."""
 
 import datetime
+import json
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import CONSUMER_KEY, PRODUCER_KEY
@@ -133,3 +137,108 @@ def test_server_errors_surface_their_codes(emulator, consumer):
     assert error_code(consumer.reject_data_share, DataShareArn=SALES) == "InternalFailure"
     emulator.inject_fault(kind="service_unavailable", operation="RejectDataShare", count=1)
     assert error_code(consumer.reject_data_share, DataShareArn=SALES) == "ServiceUnavailable"
+
+
+# STS AssumeRole and the session credentials it hands out.
+
+PLATFORM_KEY = ("AKIA2PLATFORMEXAMPLE", "pLatf0rmS3cretKey/EXAMPLEKEY/PLATFORMxyz")
+OTHER_ROLE = "arn:aws:iam::777788889999:role/datashare-gateway"
+OTHER_ROLE_EXTERNAL_ID = "dsgw-777788889999-example"
+
+
+def sts_client(emulator, key):
+    return boto3.client(
+        "sts",
+        region_name="us-east-1",
+        endpoint_url=emulator.endpoint_url,
+        aws_access_key_id=key[0],
+        aws_secret_access_key=key[1],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def session_redshift(emulator, creds):
+    return boto3.client(
+        "redshift",
+        region_name="us-east-1",
+        endpoint_url=emulator.endpoint_url,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def assume_other_role(emulator, **overrides):
+    params = dict(
+        RoleArn=OTHER_ROLE,
+        RoleSessionName="boto3-session",
+        ExternalId=OTHER_ROLE_EXTERNAL_ID,
+        SourceIdentity="alice@example.com",
+        Tags=[{"Key": "team", "Value": "data"}],
+    )
+    params.update(overrides)
+    return sts_client(emulator, PLATFORM_KEY).assume_role(**params)
+
+
+def test_assume_role_session_calls_redshift_and_is_in_the_event_log(emulator):
+    out = assume_other_role(emulator)
+    creds = out["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA")
+    assert isinstance(creds["Expiration"], datetime.datetime)
+    assert creds["Expiration"].utcoffset() == datetime.timedelta(0)
+    user = out["AssumedRoleUser"]
+    assert user["Arn"] == "arn:aws:sts::777788889999:assumed-role/datashare-gateway/boto3-session"
+    assert user["AssumedRoleId"].startswith("AROA") and user["AssumedRoleId"].endswith(":boto3-session")
+    assert out["SourceIdentity"] == "alice@example.com"
+    assert 0 <= out["PackedPolicySize"] <= 100
+    assert len(out["ResponseMetadata"]["RequestId"]) == 36
+
+    shares = session_redshift(emulator, creds).describe_data_shares_for_consumer()["DataShares"]
+    sales = next(s for s in shares if s["DataShareArn"] == SALES)
+    assert sales["DataShareAssociations"][0]["ConsumerIdentifier"] == "777788889999"
+    assert sales["DataShareAssociations"][0]["Status"] == "AVAILABLE"
+
+    events = emulator.admin_call("GET", "/events")["events"]
+    assert [e["eventName"] for e in events] == ["AssumeRole", "DescribeDataSharesForConsumer"]
+    assume, call = events
+    assert assume["eventSource"] == "sts.amazonaws.com"
+    assert assume["userIdentity"]["type"] == "IAMUser"
+    assert assume["requestParameters"]["tags"] == [{"key": "team", "value": "data"}]
+    assert "externalId" not in assume["requestParameters"]
+    assert assume["responseElements"]["credentials"]["accessKeyId"] == creds["AccessKeyId"]
+    assert call["eventSource"] == "redshift.amazonaws.com"
+    assert call["recipientAccountId"] == "777788889999"
+    assert call["userIdentity"]["type"] == "AssumedRole"
+    assert call["userIdentity"]["arn"] == user["Arn"]
+    assert call["userIdentity"]["sessionContext"]["sourceIdentity"] == "alice@example.com"
+    assert call["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] == OTHER_ROLE
+    raw = json.dumps(events)
+    for secret in (creds["SecretAccessKey"], creds["SessionToken"], OTHER_ROLE_EXTERNAL_ID, PLATFORM_KEY[1]):
+        assert secret not in raw
+
+
+def test_assume_role_errors_as_botocore_parses_them(emulator):
+    def code_and_status(**overrides):
+        with pytest.raises(ClientError) as info:
+            assume_other_role(emulator, **overrides)
+        return info.value.response["Error"]["Code"], info.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    assert code_and_status(ExternalId="not-the-external-id") == ("AccessDenied", 403)
+    assert code_and_status(RoleSessionName="a b") == ("ValidationError", 400)
+    assert code_and_status(DurationSeconds=43201) == ("ValidationError", 400)
+    untrusted = sts_client(emulator, CONSUMER_KEY)
+    with pytest.raises(ClientError) as info:
+        untrusted.assume_role(RoleArn=OTHER_ROLE, RoleSessionName="s1", ExternalId=OTHER_ROLE_EXTERNAL_ID, SourceIdentity="alice")
+    assert info.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_an_expired_session_is_expired_token(emulator):
+    creds = assume_other_role(emulator, DurationSeconds=900)["Credentials"]
+    redshift = session_redshift(emulator, creds)
+    redshift.describe_data_shares()
+    assert emulator.admin_call("POST", "/clock", {"advance_secs": 900})["offset_secs"] == 900
+    with pytest.raises(ClientError) as info:
+        redshift.describe_data_shares()
+    assert info.value.response["Error"]["Code"] == "ExpiredToken"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

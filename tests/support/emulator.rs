@@ -1,5 +1,5 @@
 //! Starts the real `datashare-gateway emulator` binary on free ports, talks to its admin API,
-//! and builds `aws-sdk-redshift` clients pointed at it. The child is killed (and reaped) and
+//! and builds `aws-sdk-redshift` and `aws-sdk-sts` clients pointed at it. The child is killed (and reaped) and
 //! its log file removed when the [`Emulator`] is dropped.
 
 use std::collections::BTreeMap;
@@ -36,6 +36,18 @@ pub const CONSUMER_SERVERLESS_NAMESPACE: &str = "arn:aws:redshift-serverless:us-
 pub const OTHER_ACCOUNT: &str = "777788889999";
 pub const OTHER_NAMESPACE: &str =
     "arn:aws:redshift:us-east-1:777788889999:namespace:7a7b7c7d-7e7f-4a0b-8c1d-2e3f4a5b6c7d";
+/// The gateway's own account: it assumes the roles below.
+pub const PLATFORM_ACCOUNT: &str = "210987654321";
+pub const PLATFORM_KEY: (&str, &str) = (
+    "AKIA2PLATFORMEXAMPLE",
+    "pLatf0rmS3cretKey/EXAMPLEKEY/PLATFORMxyz",
+);
+/// Trusts PLATFORM_ACCOUNT, needs CONSUMER_ROLE_EXTERNAL_ID and a source identity.
+pub const CONSUMER_ROLE: &str = "arn:aws:iam::444455556666:role/datashare-gateway";
+pub const CONSUMER_ROLE_EXTERNAL_ID: &str = "dsgw-444455556666-example";
+/// Trusts PLATFORM_ACCOUNT, needs OTHER_ROLE_EXTERNAL_ID and a source identity.
+pub const OTHER_ROLE: &str = "arn:aws:iam::777788889999:role/datashare-gateway";
+pub const OTHER_ROLE_EXTERNAL_ID: &str = "dsgw-777788889999-example";
 
 /// The repository root (where `Cargo.toml` is).
 pub fn repo_root() -> PathBuf {
@@ -230,6 +242,45 @@ impl Emulator {
         self.admin_ok("GET", "/state", None)
     }
 
+    /// The event log, oldest first (`GET /events`).
+    pub fn events(&self) -> Vec<Value> {
+        self.admin_ok("GET", "/events", None)["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn reset_events(&self) {
+        self.admin_ok("POST", "/events/reset", None);
+    }
+
+    /// Moves the emulator's clock `secs` further ahead; returns `{"now", "offset_secs"}`.
+    pub fn advance_clock(&self, secs: u64) -> Value {
+        self.admin_ok(
+            "POST",
+            "/clock",
+            Some(&serde_json::json!({ "advance_secs": secs })),
+        )
+    }
+
+    /// An aws-sdk-sts client signing with `key`, with up to 3 attempts.
+    pub fn sts_client(&self, key: (&str, &str)) -> aws_sdk_sts::Client {
+        sts_client(&self.endpoint_url(), key, 3)
+    }
+
+    /// An aws-sdk-redshift client signing with AssumeRole's temporary credentials.
+    pub fn session_client(
+        &self,
+        creds: &aws_sdk_sts::types::Credentials,
+    ) -> aws_sdk_redshift::Client {
+        session_client(
+            &self.endpoint_url(),
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            creds.session_token(),
+        )
+    }
+
     /// A client for the consumer account 444455556666.
     pub fn consumer(&self) -> aws_sdk_redshift::Client {
         client(&self.endpoint_url(), CONSUMER_KEY.0, CONSUMER_KEY.1, 3)
@@ -256,27 +307,80 @@ pub fn client(
     secret: &str,
     max_attempts: u32,
 ) -> aws_sdk_redshift::Client {
-    let creds = Credentials::new(akid, secret, None, None, "emulator-test");
+    redshift_client(
+        endpoint,
+        Credentials::new(akid, secret, None, None, "emulator-test"),
+        max_attempts,
+    )
+}
+
+/// An aws-sdk-redshift client signing with temporary credentials (`x-amz-security-token`),
+/// with no retries so a test sees the first answer.
+pub fn session_client(
+    endpoint: &str,
+    akid: &str,
+    secret: &str,
+    token: &str,
+) -> aws_sdk_redshift::Client {
+    redshift_client(
+        endpoint,
+        Credentials::new(
+            akid,
+            secret,
+            Some(token.to_owned()),
+            None,
+            "emulator-session",
+        ),
+        1,
+    )
+}
+
+fn retry_config(max_attempts: u32) -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(max_attempts)
+        .with_initial_backoff(Duration::from_millis(5))
+        .with_max_backoff(Duration::from_millis(20))
+}
+
+fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build()
+}
+
+fn redshift_client(
+    endpoint: &str,
+    creds: Credentials,
+    max_attempts: u32,
+) -> aws_sdk_redshift::Client {
     let conf = aws_sdk_redshift::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
         .credentials_provider(creds)
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(max_attempts)
-                .with_initial_backoff(Duration::from_millis(5))
-                .with_max_backoff(Duration::from_millis(20)),
-        )
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(10))
-                .operation_timeout(Duration::from_secs(30))
-                .build(),
-        )
+        .retry_config(retry_config(max_attempts))
+        .timeout_config(timeout_config())
         .build();
     aws_sdk_redshift::Client::from_conf(conf)
+}
+
+/// An aws-sdk-sts client for `endpoint` with static keys and `max_attempts` attempts.
+pub fn sts_client(
+    endpoint: &str,
+    (akid, secret): (&str, &str),
+    max_attempts: u32,
+) -> aws_sdk_sts::Client {
+    let conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(akid, secret, None, None, "emulator-test"))
+        .retry_config(retry_config(max_attempts))
+        .timeout_config(timeout_config())
+        .build();
+    aws_sdk_sts::Client::from_conf(conf)
 }
 
 /// A minimal HTTP/1.1 request with `Connection: close`; returns the status and the body.
@@ -360,6 +464,16 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 pub fn signed_post(
     addr: SocketAddr,
     body: &str,
+    key: (&str, &str),
+) -> (u16, Vec<(String, String)>, String) {
+    signed_post_for(addr, "redshift", body, key)
+}
+
+/// Like [`signed_post`], signed for `service` (e.g. `sts`).
+pub fn signed_post_for(
+    addr: SocketAddr,
+    service: &str,
+    body: &str,
     (akid, secret): (&str, &str),
 ) -> (u16, Vec<(String, String)>, String) {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -369,7 +483,7 @@ pub fn signed_post(
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)
-        .name("redshift")
+        .name(service)
         .time(std::time::SystemTime::now())
         .settings(SigningSettings::default())
         .build()
