@@ -54,12 +54,12 @@ struct GrantSeed {
     grant: GrantFixture,
 }
 
-/// `POST /clock`: move the emulator's clock forward.
+/// `POST /clock`: move the emulator's clock (back when negative).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClockAdvance {
-    /// Seconds to add to the current offset.
-    advance_secs: u64,
+    /// Seconds to add to the current offset (negative: back).
+    advance_secs: i64,
 }
 
 /// Handles one admin request.

@@ -1,49 +1,51 @@
-//! The emulator's notion of "now": the real clock plus an offset that `POST /clock` moves
-//! forward, so a test can expire a session without waiting for it.
+//! The emulator's notion of "now": the real clock plus an offset that `POST /clock` moves, so a
+//! test can expire a session without waiting for it (forward), or have sessions issued that are
+//! already near their end by the client's clock (back).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use time::OffsetDateTime;
 
-/// The furthest the clock may be moved ahead: ten years, far beyond any session, and small
+/// The furthest the clock may be moved either way: ten years, far beyond any session, and small
 /// enough that no date arithmetic overflows.
-pub(crate) const MAX_OFFSET_SECS: u64 = 10 * 366 * 24 * 60 * 60;
+pub(crate) const MAX_OFFSET_SECS: i64 = 10 * 366 * 24 * 60 * 60;
 
 /// Why the clock was not moved.
 #[derive(Debug, thiserror::Error)]
-#[error("advance_secs would move the clock {total} s ahead; at most {MAX_OFFSET_SECS} s in all")]
+#[error(
+    "advance_secs would put the clock {total} s from the real one; at most {MAX_OFFSET_SECS} s either way"
+)]
 pub(crate) struct TooFar {
-    total: u128,
+    total: i128,
 }
 
-/// Moves only forward, so a session that expired stays expired until `reset`.
+/// The real clock plus an offset, in whole seconds, that tests move.
 #[derive(Debug, Default)]
 pub(crate) struct Clock {
-    offset_secs: AtomicU64,
+    offset_secs: AtomicI64,
 }
 
 impl Clock {
     pub(crate) fn now(&self) -> OffsetDateTime {
-        // The offset is bounded by MAX_OFFSET_SECS, which fits an i64 and a date.
-        let offset = i64::try_from(self.offset_secs()).unwrap_or(0);
-        OffsetDateTime::now_utc() + time::Duration::seconds(offset)
+        // The offset is bounded by MAX_OFFSET_SECS, which keeps the date in range.
+        OffsetDateTime::now_utc() + time::Duration::seconds(self.offset_secs())
     }
 
-    pub(crate) fn offset_secs(&self) -> u64 {
+    pub(crate) fn offset_secs(&self) -> i64 {
         self.offset_secs.load(Ordering::Relaxed)
     }
 
-    /// Moves the clock `secs` further ahead; returns the new total offset.
-    pub(crate) fn advance(&self, secs: u64) -> Result<u64, TooFar> {
+    /// Moves the clock by `secs` (back when negative); returns the new total offset.
+    pub(crate) fn advance(&self, secs: i64) -> Result<i64, TooFar> {
         self.offset_secs
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
                 current
                     .checked_add(secs)
-                    .filter(|total| *total <= MAX_OFFSET_SECS)
+                    .filter(|total| total.abs() <= MAX_OFFSET_SECS)
             })
             .map(|previous| previous + secs)
             .map_err(|current| TooFar {
-                total: u128::from(current) + u128::from(secs),
+                total: i128::from(current) + i128::from(secs),
             })
     }
 
@@ -65,6 +67,9 @@ mod tests {
         assert!(clock.now() - before >= time::Duration::seconds(3660));
         assert!(clock.advance(MAX_OFFSET_SECS).is_err());
         assert_eq!(clock.offset_secs(), 3660);
+        assert_eq!(clock.advance(-4000).unwrap(), -340);
+        assert!(clock.now() < OffsetDateTime::now_utc());
+        assert!(clock.advance(-MAX_OFFSET_SECS).is_err());
         clock.reset();
         assert_eq!(clock.offset_secs(), 0);
     }

@@ -167,7 +167,7 @@ mod tests {
 
         // A fixed seed, so CI cannot flake; the count is what the contract promises.
         let mut rng = StdRng::seed_from_u64(7);
-        let mut word = |rng: &mut StdRng, alphabet: &[u8], min: usize, max: usize| -> String {
+        let word = |rng: &mut StdRng, alphabet: &[u8], min: usize, max: usize| -> String {
             let len = rng.random_range(min..=max);
             (0..len)
                 .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)

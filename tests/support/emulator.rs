@@ -255,7 +255,7 @@ impl Emulator {
     }
 
     /// Moves the emulator's clock `secs` further ahead; returns `{"now", "offset_secs"}`.
-    pub fn advance_clock(&self, secs: u64) -> Value {
+    pub fn advance_clock(&self, secs: i64) -> Value {
         self.admin_ok(
             "POST",
             "/clock",

@@ -83,6 +83,11 @@ pub struct GatewayOptions {
     /// `RUST_LOG` can be overridden). `OTEL_*` variables of the test's own environment are not
     /// passed on.
     pub env: Vec<(String, String)>,
+    /// `[accounts]` (account, role ARN, external id): non-empty serves these accounts through
+    /// their roles instead of `upstream.consumer_account` (each external id goes in a file).
+    pub accounts: Vec<(String, String, String)>,
+    /// `upstream.default_account` (with `accounts`).
+    pub default_account: Option<String>,
 }
 
 impl GatewayOptions {
@@ -104,6 +109,35 @@ impl GatewayOptions {
             audit_toml: String::new(),
             telemetry_toml: String::new(),
             env: Vec::new(),
+            accounts: Vec::new(),
+            default_account: None,
+        }
+    }
+
+    /// As `dev` runs: the platform account's credentials, both dev consumer accounts through
+    /// their roles, 444455556666 by default.
+    pub fn with_roles(endpoint_url: impl Into<String>) -> Self {
+        use super::emulator::{
+            CONSUMER_ROLE, CONSUMER_ROLE_EXTERNAL_ID, OTHER_ACCOUNT, OTHER_ROLE,
+            OTHER_ROLE_EXTERNAL_ID, PLATFORM_KEY,
+        };
+        GatewayOptions {
+            access_key: PLATFORM_KEY.0.into(),
+            secret_key: PLATFORM_KEY.1.into(),
+            accounts: vec![
+                (
+                    CONSUMER_ACCOUNT.into(),
+                    CONSUMER_ROLE.into(),
+                    CONSUMER_ROLE_EXTERNAL_ID.into(),
+                ),
+                (
+                    OTHER_ACCOUNT.into(),
+                    OTHER_ROLE.into(),
+                    OTHER_ROLE_EXTERNAL_ID.into(),
+                ),
+            ],
+            default_account: Some(CONSUMER_ACCOUNT.into()),
+            ..GatewayOptions::new(endpoint_url)
         }
     }
 }
@@ -137,6 +171,13 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| dir.path().join("audit"));
         let config_file = dir.path().join("gateway.toml");
+        for (account, _, external_id) in &options.accounts {
+            std::fs::write(
+                dir.path().join(format!("external-id-{account}")),
+                external_id,
+            )
+            .expect("write an external id");
+        }
         std::fs::write(&config_file, config_text(&options, &audit_dir)).expect("write config");
         Self::spawn(
             dir,
@@ -318,7 +359,7 @@ sync = {audit_sync}
 {audit_extra}
 
 [upstream]
-consumer_account = "{CONSUMER_ACCOUNT}"
+{served}
 region = "us-east-1"
 endpoint_url = {endpoint:?}
 max_attempts = {max_attempts}
@@ -328,10 +369,28 @@ attempt_timeout_ms = {attempt}
 operation_timeout_ms = {operation}
 throttle_retry_after_ms = 1500
 
+{accounts}
 {principals}
 {telemetry}
 {extra}
 "#,
+        served = if o.accounts.is_empty() {
+            format!("consumer_account = \"{CONSUMER_ACCOUNT}\"")
+        } else {
+            o.default_account
+                .as_ref()
+                .map(|a| format!("default_account = \"{a}\""))
+                .unwrap_or_default()
+        },
+        accounts = o
+            .accounts
+            .iter()
+            .map(|(account, role, _)| {
+                format!(
+                    "[accounts.\"{account}\"]\nrole_arn = \"{role}\"\nexternal_id_file = \"external-id-{account}\"\n"
+                )
+            })
+            .collect::<String>(),
         policy_dir = o.policy_dir.display().to_string(),
         audit_dir = audit_dir.display().to_string(),
         endpoint = o.endpoint_url,
