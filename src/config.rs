@@ -369,9 +369,15 @@ consumer_account = "444455556666"
     fn the_production_example_parses_with_safe_defaults() {
         let config = Config::parse(include_str!("../examples/gateway.toml")).unwrap();
         assert_eq!(config.auth.mode, AuthMode::Mtls);
+        assert_eq!(config.upstream.consumer_account, None);
         assert_eq!(
-            config.upstream.consumer_account.as_deref(),
+            config.upstream.default_account.as_deref(),
             Some("444455556666")
+        );
+        assert_eq!(config.accounts.len(), 2);
+        assert!(
+            crate::upstream::validate_accounts(&config.accounts, config.upstream.region.as_deref())
+                .is_ok()
         );
         assert!(config.server.health_listen.is_some());
         assert_eq!(
