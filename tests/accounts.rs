@@ -59,25 +59,6 @@ fn reason(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
-fn audit_records(dir: &std::path::Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("json"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn calls_into_both_accounts_are_made_by_the_callers_role_session() {
     let emulator = Emulator::start();
@@ -149,7 +130,7 @@ async fn calls_into_both_accounts_are_made_by_the_callers_role_session() {
     }
 
     // The audit trail names the session, the caller as AWS sees it, and STS's request id.
-    let records = audit_records(&gw.audit_dir);
+    let records = gateway::audit_records(&gw.audit_dir);
     let outcome = records
         .iter()
         .find(|r| r["kind"] == "outcome" && r["method"] == "AssociateConsumer")
@@ -327,7 +308,7 @@ async fn sts_refusals_throttling_and_outages_map_by_the_table() {
         !gw.logs().contains("not-the-external-id"),
         "the external id is never logged"
     );
-    let records = audit_records(&gw.audit_dir);
+    let records = gateway::audit_records(&gw.audit_dir);
     assert!(
         records
             .iter()
@@ -389,7 +370,7 @@ async fn an_account_the_gateway_does_not_serve_is_refused_and_recorded() {
     assert_eq!(reason(&err), "ACCOUNT_NOT_CONFIGURED");
     assert_eq!(emulator.counter("AssumeRole", "received"), 0);
     assert_eq!(emulator.counter(ASSOCIATE, "received"), 0);
-    let records = audit_records(&gw.audit_dir);
+    let records = gateway::audit_records(&gw.audit_dir);
     assert_eq!(records.len(), 1, "one record, no intent: {records:#?}");
     assert_eq!(records[0]["kind"], "call");
     assert_eq!(records[0]["outcome"]["reason"], "ACCOUNT_NOT_CONFIGURED");

@@ -56,25 +56,6 @@ async fn sales_status_for_namespace(gw: &Gateway) -> Option<i32> {
         })
 }
 
-fn audit_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("json"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn associate_list_disassociate_list_and_the_trail_verifies() {
     let emulator = Emulator::start();
@@ -200,7 +181,7 @@ async fn associate_list_disassociate_list_and_the_trail_verifies() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let records = audit_records(&gw.audit_dir);
+    let records = gateway::audit_records(&gw.audit_dir);
     let kinds = |method: &str| -> Vec<String> {
         records
             .iter()

@@ -204,14 +204,17 @@ fn sorted(ids: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
 /// whether the emulator received the call.
 async fn check(cases: &[Case]) {
     let emulator = Emulator::start();
-    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    // As `dev` runs: both org consumer accounts served through their roles.
+    let gw = Gateway::start(GatewayOptions::with_roles(emulator.endpoint_url())).await;
     let mut client = gw.client().await;
     for case in cases {
         check_validate_only(&mut client, &emulator, case).await;
         check_call(&mut client, &emulator, case).await;
         if case.allowed && case.method == Method::List {
             // A listing answers with data, not its decision: the audit record names it.
-            let last = last_record(&gw.audit_dir);
+            // The newest record, written before the call was answered.
+            let records = gateway::audit_records(&gw.audit_dir);
+            let last = records.last().expect("a record");
             assert_eq!(last["method"], "ListConsumerDataShares");
             let recorded: Vec<String> = last["decision"]["determining_policies"]
                 .as_array()
@@ -226,18 +229,6 @@ async fn check(cases: &[Case]) {
             );
         }
     }
-}
-
-/// The newest record of the gateway's audit trail (written before the call was answered).
-fn last_record(dir: &std::path::Path) -> serde_json::Value {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let text = std::fs::read_to_string(files.last().expect("an audit file")).expect("read");
-    serde_json::from_str(text.lines().last().expect("a record")).expect("json")
 }
 
 async fn check_validate_only(

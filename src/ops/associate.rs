@@ -2,11 +2,9 @@
 //! namespace, or all namespaces of a region (Redshift `AssociateDataShareConsumer`).
 
 use crate::arn::{AccountId, DataShareArn, Region};
-use crate::call::{
-    ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource, ValidationEnv,
-};
+use crate::call::{DataShare, Decision, Operation, PolicyInput, ValidationEnv};
 use crate::errors::FieldViolation;
-use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
+use crate::ops::{ConsumerTarget, Rpc, ShareTarget, TargetFields, share_policy_input};
 use crate::proto::datasharing::v1 as pb;
 
 /// The `AssociateConsumer` operation.
@@ -59,36 +57,24 @@ impl Operation for AssociateConsumer {
         params: &AssociateParams,
         env: &ValidationEnv,
     ) -> Result<AssociateRequest, Vec<FieldViolation>> {
-        let mut violations = Vec::new();
-        let data_share =
-            super::data_share_arn("data_share_arn", &params.data_share_arn, &mut violations);
-        let consumer = consumer_target(
+        let target = ShareTarget::validate(
+            &params.data_share_arn,
             &TargetFields {
                 entire_account_field: "associate_entire_account",
                 entire_account: params.associate_entire_account,
                 consumer_arn: &params.consumer_arn,
                 consumer_region: &params.consumer_region,
             },
-            &mut violations,
-        );
-        let account = super::target_account(
             &params.consumer_account,
-            consumer.as_ref(),
             env,
-            &mut violations,
-        );
-        match (data_share, consumer, account) {
-            (Some(data_share), Some(consumer), Some(account)) if violations.is_empty() => {
-                Ok(AssociateRequest {
-                    data_share,
-                    consumer,
-                    account,
-                    allow_writes: params.allow_writes,
-                    validate_only: params.validate_only,
-                })
-            }
-            _ => Err(violations),
-        }
+        )?;
+        Ok(AssociateRequest {
+            data_share: target.data_share,
+            consumer: target.consumer,
+            account: target.account,
+            allow_writes: params.allow_writes,
+            validate_only: params.validate_only,
+        })
     }
 
     fn consumer_account(request: &AssociateRequest) -> &AccountId {
@@ -96,17 +82,13 @@ impl Operation for AssociateConsumer {
     }
 
     fn policy_input(request: &AssociateRequest) -> PolicyInput {
-        let mut context =
-            consumer_context(&request.consumer, &request.account, &request.data_share);
-        context.push((
-            "allow_writes",
-            ContextValue::Bool(request.allow_writes.unwrap_or(false)),
-        ));
-        PolicyInput {
-            action: Self::METHOD,
-            resource: PolicyResource::DataShare(request.data_share.clone()),
-            context,
-        }
+        share_policy_input(
+            Self::METHOD,
+            &request.data_share,
+            &request.consumer,
+            &request.account,
+            request.allow_writes.unwrap_or(false),
+        )
     }
 
     fn validation_reply(request: &AssociateRequest, decision: &Decision) -> Option<AssociateReply> {
@@ -171,6 +153,7 @@ impl Rpc for AssociateConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::ContextValue;
 
     const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
     const NAMESPACE: &str =

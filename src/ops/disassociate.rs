@@ -3,11 +3,9 @@
 //! `DisassociateDataShareConsumer`).
 
 use crate::arn::{AccountId, DataShareArn, NamespaceArn};
-use crate::call::{
-    ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource, ValidationEnv,
-};
+use crate::call::{DataShare, Decision, Operation, PolicyInput, ValidationEnv};
 use crate::errors::FieldViolation;
-use crate::ops::{ConsumerTarget, Rpc, TargetFields, consumer_context, consumer_target};
+use crate::ops::{ConsumerTarget, Rpc, ShareTarget, TargetFields, share_policy_input};
 use crate::proto::datasharing::v1 as pb;
 
 /// The `DisassociateConsumer` operation.
@@ -57,35 +55,23 @@ impl Operation for DisassociateConsumer {
         params: &DisassociateParams,
         env: &ValidationEnv,
     ) -> Result<DisassociateRequest, Vec<FieldViolation>> {
-        let mut violations = Vec::new();
-        let data_share =
-            super::data_share_arn("data_share_arn", &params.data_share_arn, &mut violations);
-        let consumer = consumer_target(
+        let target = ShareTarget::validate(
+            &params.data_share_arn,
             &TargetFields {
                 entire_account_field: "disassociate_entire_account",
                 entire_account: params.disassociate_entire_account,
                 consumer_arn: &params.consumer_arn,
                 consumer_region: &params.consumer_region,
             },
-            &mut violations,
-        );
-        let account = super::target_account(
             &params.consumer_account,
-            consumer.as_ref(),
             env,
-            &mut violations,
-        );
-        match (data_share, consumer, account) {
-            (Some(data_share), Some(consumer), Some(account)) if violations.is_empty() => {
-                Ok(DisassociateRequest {
-                    data_share,
-                    consumer,
-                    account,
-                    validate_only: params.validate_only,
-                })
-            }
-            _ => Err(violations),
-        }
+        )?;
+        Ok(DisassociateRequest {
+            data_share: target.data_share,
+            consumer: target.consumer,
+            account: target.account,
+            validate_only: params.validate_only,
+        })
     }
 
     fn consumer_account(request: &DisassociateRequest) -> &AccountId {
@@ -93,15 +79,14 @@ impl Operation for DisassociateConsumer {
     }
 
     fn policy_input(request: &DisassociateRequest) -> PolicyInput {
-        let mut context =
-            consumer_context(&request.consumer, &request.account, &request.data_share);
-        // The schema shares one context type with AssociateConsumer; nothing is written here.
-        context.push(("allow_writes", ContextValue::Bool(false)));
-        PolicyInput {
-            action: Self::METHOD,
-            resource: PolicyResource::DataShare(request.data_share.clone()),
-            context,
-        }
+        share_policy_input(
+            Self::METHOD,
+            &request.data_share,
+            &request.consumer,
+            &request.account,
+            // The schema shares one context type with AssociateConsumer; nothing is written here.
+            false,
+        )
     }
 
     fn validation_reply(

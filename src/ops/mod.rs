@@ -234,9 +234,59 @@ pub(crate) fn target_account(
     }
 }
 
+/// What AssociateConsumer and DisassociateConsumer requests share, validated together: the
+/// datashare, exactly one consumer target, and the account the gateway acts in.
+pub(crate) struct ShareTarget {
+    pub(crate) data_share: DataShareArn,
+    pub(crate) consumer: ConsumerTarget,
+    pub(crate) account: AccountId,
+}
+
+impl ShareTarget {
+    /// Validates the datashare, the target and the account; every violation is named.
+    pub(crate) fn validate(
+        data_share_arn: &str,
+        fields: &TargetFields<'_>,
+        named_account: &str,
+        env: &ValidationEnv,
+    ) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        let data_share = self::data_share_arn("data_share_arn", data_share_arn, &mut violations);
+        let consumer = consumer_target(fields, &mut violations);
+        let account = target_account(named_account, consumer.as_ref(), env, &mut violations);
+        match (data_share, consumer, account) {
+            (Some(data_share), Some(consumer), Some(account)) if violations.is_empty() => {
+                Ok(ShareTarget {
+                    data_share,
+                    consumer,
+                    account,
+                })
+            }
+            _ => Err(violations),
+        }
+    }
+}
+
+/// The policy input of `action` on a datashare and consumer target (`ConsumerContext`).
+pub(crate) fn share_policy_input(
+    action: &'static str,
+    data_share: &DataShareArn,
+    consumer: &ConsumerTarget,
+    account: &AccountId,
+    allow_writes: bool,
+) -> PolicyInput {
+    let mut context = consumer_context(consumer, account, data_share);
+    context.push(("allow_writes", ContextValue::Bool(allow_writes)));
+    PolicyInput {
+        action,
+        resource: crate::call::PolicyResource::DataShare(data_share.clone()),
+        context,
+    }
+}
+
 /// The Cedar context describing a consumer target (`ConsumerContext` in the schema, without
 /// `allow_writes`).
-pub(crate) fn consumer_context(
+fn consumer_context(
     target: &ConsumerTarget,
     account: &AccountId,
     data_share: &DataShareArn,

@@ -429,3 +429,23 @@ pub fn namespace_request(share: &str, consumer_arn: &str) -> AssociateConsumerRe
         ..Default::default()
     }
 }
+
+/// Every record of the audit trail in `dir`, file by file, in order.
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("read an audit file")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON record"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

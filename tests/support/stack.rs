@@ -8,12 +8,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use datashare_gateway::arn::AccountId;
 use datashare_gateway::audit::AuditLog;
-use datashare_gateway::call::{Call, CallContext, CallerCredential, Operation, ValidatedCall};
+use datashare_gateway::call::{
+    Call, CallContext, CallerCredential, Operation, ValidatedCall, ValidationEnv,
+};
 use datashare_gateway::errors::GatewayError;
 use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::metrics::Metrics;
 use datashare_gateway::policy::{Policies, PolicyConfig};
 use datashare_gateway::server::StackParts;
+use datashare_gateway::upstream::Accounts;
+use std::collections::BTreeMap;
 
 /// The shipped example policies.
 pub fn examples_dir() -> PathBuf {
@@ -35,17 +39,25 @@ pub fn example_principals() -> PrincipalDirectory {
     toml::from_str::<File>(&text).expect("parse").principals
 }
 
-/// Stack parts with the example policies and principals, writing to `audit`. The concurrency
-/// limit is out of the way: these tests are about the other layers (limits have their own).
+/// Stack parts with the example policies and principals, writing to `audit`, serving the
+/// consumer account 444455556666 (also the default account). The concurrency limit is out of the
+/// way: these tests are about the other layers (limits have their own).
 pub fn parts(audit: AuditLog) -> StackParts {
-    StackParts::new(
-        Metrics::new(),
-        audit,
-        Arc::new(example_principals()),
-        example_policies(),
-        100_000,
-        Duration::from_secs(10),
-    )
+    let account = AccountId::parse("444455556666").expect("account");
+    StackParts {
+        validation: ValidationEnv {
+            default_account: Some(account.clone()),
+        },
+        accounts: Arc::new(Accounts::load(&BTreeMap::new(), Some(&account)).expect("accounts")),
+        ..StackParts::new(
+            Metrics::new(),
+            audit,
+            Arc::new(example_principals()),
+            example_policies(),
+            100_000,
+            Duration::from_secs(10),
+        )
+    }
 }
 
 /// A call of `Op` from `credential`, as the handler would make it.
