@@ -361,3 +361,48 @@ async fn the_configured_service_name_names_the_resource_and_shutdown_flushes_spa
         "a root span without traceparent"
     );
 }
+
+/// Through a role session: an `sts.AssumeRole` span inside the call's trace, a cache miss on the
+/// first call and a hit on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_session_is_traced_as_sts_assume_role_with_its_cache_outcome() {
+    let emulator = Emulator::start();
+    let receiver = Receiver::start().await;
+    let mut options = GatewayOptions::with_roles(emulator.endpoint_url());
+    options.telemetry_toml = format!("otlp_endpoint = {:?}", receiver.endpoint());
+    let gw = Gateway::start(options).await;
+    let mut client = gw.client().await;
+    let mut trace_ids = Vec::new();
+    for _ in 0..2 {
+        let trace_id = random_hex(16);
+        client
+            .associate_consumer(traced(message(SALES_SHARE), &trace_id, &random_hex(8)))
+            .await
+            .expect("associated through the role");
+        trace_ids.push(trace_id);
+    }
+    let spans = receiver
+        .wait_for(ARRIVAL, |spans| {
+            spans.iter().filter(|s| s.name == "sts.AssumeRole").count() >= 2
+                && spans.iter().filter(|s| s.name == RPC_SPAN).count() >= 2
+        })
+        .await;
+    for (trace_id, hit) in trace_ids.iter().zip(["false", "true"]) {
+        let in_trace: Vec<_> = spans
+            .iter()
+            .filter(|s| &s.trace_id == trace_id)
+            .cloned()
+            .collect();
+        let rpc = one(&in_trace, RPC_SPAN);
+        let sts = one(&in_trace, "sts.AssumeRole");
+        assert!(descends_from(&in_trace, sts, rpc), "{sts:?}");
+        assert_eq!(sts.attr("cache.hit"), Some(hit), "{sts:?}");
+        if hit == "false" {
+            assert!(
+                sts.attr("aws.request_id").is_some_and(|id| !id.is_empty()),
+                "{sts:?}"
+            );
+        }
+    }
+    assert_eq!(emulator.counter("AssumeRole", "received"), 1);
+}
