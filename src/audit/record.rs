@@ -155,7 +155,7 @@ pub(crate) struct EncodedBody(Vec<u8>);
 
 /// Serialises a record body (a struct or internally tagged enum: a JSON object).
 pub(crate) fn encode_body<B: Serialize>(body: &B) -> Result<EncodedBody, serde_json::Error> {
-    let mut json = serde_json::to_vec(body)?;
+    let mut json = escape_invisible(serde_json::to_string(body)?).into_bytes();
     if json.len() <= 2 || json.first() != Some(&b'{') || json.last() != Some(&b'}') {
         return Err(<serde_json::Error as serde::ser::Error>::custom(
             "a record body must be a non-empty JSON object",
@@ -164,6 +164,46 @@ pub(crate) fn encode_body<B: Serialize>(body: &B) -> Result<EncodedBody, serde_j
     json.pop();
     json.remove(0);
     Ok(EncodedBody(json))
+}
+
+/// Writes every character a reader of the trail could not see, or that would change how the
+/// text around it reads (controls, bidi and zero-width format characters, line and paragraph
+/// separators, private-use and unassigned code points), as a JSON `\u` escape. Such characters
+/// can only stand inside JSON strings, so the JSON means the same; the hash covers the escaped
+/// bytes, so `verify` checks what a reader sees.
+fn escape_invisible(json: String) -> String {
+    use std::fmt::Write as _;
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // serde_json escapes the ASCII controls but DEL.
+    let invisible = |c: char| {
+        c == '\u{7f}'
+            || !c.is_ascii()
+                && matches!(
+                    c.general_category(),
+                    GeneralCategory::Control
+                        | GeneralCategory::Format
+                        | GeneralCategory::LineSeparator
+                        | GeneralCategory::ParagraphSeparator
+                        | GeneralCategory::PrivateUse
+                        | GeneralCategory::Unassigned
+                )
+    };
+    if !json.chars().any(invisible) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if invisible(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The fields `verify` and recovery read back from a line; other fields are hashed, not parsed.
@@ -516,6 +556,38 @@ impl OutcomeFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invisible_characters_are_escaped_and_the_json_means_the_same() {
+        #[derive(Serialize)]
+        struct Body {
+            name: String,
+        }
+        let name = "\u{7f}sales\u{202E}erahs\u{200B}\u{2028}\u{E000}\u{85}\u{E0001}é".to_owned();
+        let encoded = encode_body(&Body { name: name.clone() }).unwrap();
+        let text = String::from_utf8(encoded.0.clone()).unwrap();
+        for hidden in [
+            '\u{7f}',
+            '\u{202E}',
+            '\u{200B}',
+            '\u{2028}',
+            '\u{E000}',
+            '\u{85}',
+            '\u{E0001}',
+        ] {
+            assert!(!text.contains(hidden), "{text}");
+        }
+        assert!(
+            text.contains("\\u202e") && text.contains("\\udb40\\udc01"),
+            "{text}"
+        );
+        assert!(
+            text.contains('é'),
+            "visible characters stay as they are: {text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&format!("{{{text}}}")).unwrap();
+        assert_eq!(back["name"], name);
+    }
 
     fn body() -> RecordBody {
         RecordBody::Intent(CallFacts {

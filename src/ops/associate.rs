@@ -326,4 +326,59 @@ mod tests {
         .unwrap_err();
         assert_eq!(fields(bad), ["consumer_account"]);
     }
+
+    #[test]
+    fn misleading_characters_are_refused_naming_their_code_point() {
+        let rlo = format!("{SHARE}\u{202E}");
+        for (value, expected) in [
+            (rlo.as_str(), "U+202E"),
+            (
+                "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales\u{200B}share",
+                "U+200B",
+            ),
+            (
+                "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales\u{2028}",
+                "U+2028",
+            ),
+            (
+                "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales\u{7}",
+                "U+0007",
+            ),
+        ] {
+            let err = validate(&AssociateParams {
+                data_share_arn: value.into(),
+                associate_entire_account: true,
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert_eq!(fields(err.clone()), ["data_share_arn"]);
+            assert!(
+                err[0].description.contains(expected),
+                "{}",
+                err[0].description
+            );
+        }
+        let spaced = validate(&AssociateParams {
+            consumer_region: " us-east-1".into(),
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(spaced.clone()), ["consumer_region"]);
+        assert!(spaced[0].description.contains("white space"));
+    }
+
+    #[test]
+    fn a_present_but_malformed_arn_is_not_called_missing() {
+        let err = validate(&AssociateParams {
+            data_share_arn: "arn:aws:redshift:us-east-1:1:datashare:x/y".into(),
+            associate_entire_account: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            !err[0].description.starts_with("required"),
+            "{}",
+            err[0].description
+        );
+    }
 }

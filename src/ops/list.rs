@@ -98,6 +98,14 @@ impl Operation for ListConsumerDataShares {
         env: &ValidationEnv,
     ) -> Result<ListRequest, Vec<FieldViolation>> {
         let mut violations = Vec::new();
+        let text = [
+            ("consumer_arn", params.consumer_arn.as_str()),
+            ("consumer_account", params.consumer_account.as_str()),
+            ("page_token", params.page_token.as_str()),
+        ];
+        if !super::plain_text(&text, &mut violations) {
+            return Err(violations);
+        }
         let consumer = if params.consumer_arn.is_empty() {
             None
         } else {

@@ -74,14 +74,59 @@ pub(crate) fn data_share_arn(
 ) -> Option<DataShareArn> {
     match DataShareArn::parse(value) {
         Ok(arn) => Some(arn),
+        Err(_) if value.is_empty() => {
+            violations.push(FieldViolation {
+                field,
+                description: "required: the datashare's ARN, arn:{partition}:redshift:{region}:{account}:datashare:{namespace-guid}/{name}".into(),
+            });
+            None
+        }
         Err(err) => {
             violations.push(FieldViolation {
                 field,
-                description: format!("required; {err}"),
+                description: err.to_string(),
             });
             None
         }
     }
+}
+
+/// Checks that every string field is plain text: no control, format (bidi overrides,
+/// zero-width characters), line or paragraph separator characters, and no leading or trailing
+/// white space. Such characters make a value read differently from what it is, in logs, audit
+/// records and consoles. Returns false when any field broke the rule (each is named).
+pub(crate) fn plain_text(
+    fields: &[(&'static str, &str)],
+    violations: &mut Vec<FieldViolation>,
+) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let before = violations.len();
+    for (field, value) in fields {
+        let misleading = value.chars().find(|c| {
+            matches!(
+                c.general_category(),
+                GeneralCategory::Control
+                    | GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+        });
+        if let Some(c) = misleading {
+            violations.push(FieldViolation {
+                field,
+                description: format!(
+                    "contains U+{:04X}, a control, format or separator character; only visible characters are accepted",
+                    u32::from(c)
+                ),
+            });
+        } else if value.trim() != *value {
+            violations.push(FieldViolation {
+                field,
+                description: "has leading or trailing white space".into(),
+            });
+        }
+    }
+    violations.len() == before
 }
 
 /// Exactly one consumer target, each field checked; every violation is named.
@@ -251,6 +296,15 @@ impl ShareTarget {
         env: &ValidationEnv,
     ) -> Result<Self, Vec<FieldViolation>> {
         let mut violations = Vec::new();
+        let text = [
+            ("data_share_arn", data_share_arn),
+            ("consumer_arn", fields.consumer_arn),
+            ("consumer_region", fields.consumer_region),
+            ("consumer_account", named_account),
+        ];
+        if !plain_text(&text, &mut violations) {
+            return Err(violations);
+        }
         let data_share = self::data_share_arn("data_share_arn", data_share_arn, &mut violations);
         let consumer = consumer_target(fields, &mut violations);
         let account = target_account(named_account, consumer.as_ref(), env, &mut violations);
