@@ -346,3 +346,72 @@ async fn a_keyed_log_rewritten_with_plain_sha256_fails() {
         assert!(out.contains("line 1 (byte 0) seq 1: "), "{alg}: {out}");
     }
 }
+
+/// The exit status of `audit verify ARGS`.
+fn verify_status(args: &[&str]) -> Option<i32> {
+    Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+        .arg("audit")
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("run the binary")
+        .status
+        .code()
+}
+
+#[tokio::test]
+async fn exit_codes_tell_verified_tampered_and_unreadable_apart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("audit");
+    let files = write_log(&dir, None, 20).await;
+    let dir_arg = dir.to_str().expect("utf-8");
+    assert_eq!(verify_status(&[dir_arg]), Some(0));
+
+    let missing = tmp.path().join("nowhere");
+    assert_eq!(
+        verify_status(&[missing.to_str().expect("utf-8")]),
+        Some(2),
+        "nothing to read is an I/O error, not tampering"
+    );
+    assert_eq!(
+        verify_status(&[dir_arg, "--hmac-key-env", "DSGW_TEST_UNSET_VARIABLE"]),
+        Some(2),
+        "an unusable key is a usage error"
+    );
+    assert_eq!(verify_status(&[]), Some(2), "clap's usage error");
+
+    let text = std::fs::read_to_string(&files[0]).expect("read");
+    std::fs::write(&files[0], text.replacen("req-0000", "req-9999", 1)).expect("tamper");
+    assert_eq!(verify_status(&[dir_arg]), Some(1), "tampering found");
+}
+
+#[tokio::test]
+async fn a_reader_that_closes_the_pipe_early_gets_no_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("audit");
+    // Many intents without an outcome: a long report, so the pipe closes while it is written.
+    let mut config = AuditConfig::new(&dir);
+    config.max_file_bytes = 1024 * 1024;
+    let log = AuditLog::open(&config).await.expect("open");
+    for i in 0..5000 {
+        log.append(RecordBody::Intent(facts(&format!("open-{i:05}"))))
+            .await
+            .expect("intent");
+    }
+    log.close().await;
+    let script = format!(
+        "{} audit verify {} | head -1; echo \"status=${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_datashare-gateway"),
+        dir.display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("audit verify: "), "{stdout}");
+    assert!(stdout.contains("status=0"), "{stdout}{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

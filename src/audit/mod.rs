@@ -6,7 +6,8 @@
 //! - [`Audit`] (outermost) and [`Intent`] (just outside Redshift): every call gets either one
 //!   `call` record, or (a call that changes state) an `intent` made durable before forwarding and
 //!   an `outcome`.
-//! - [`verify_and_report`]: what `datashare-gateway audit verify` runs.
+//! - [`verify_and_report`]: what `datashare-gateway audit verify` runs (exit 0 verified, 1
+//!   tampering found, 2 usage or I/O error).
 //!
 //! The schema is documented in `docs/audit.md`.
 
@@ -26,12 +27,33 @@ pub use record::{
 };
 pub use writer::{AuditError, AuditLog, AuditStats};
 
+/// What `audit verify` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record verifies.
+    Verified,
+    /// A record was edited, removed, reordered or cut off: tampering (or a damaged disk).
+    Tampered,
+    /// The trail could not be read (no files, unreadable files or directories).
+    Unreadable,
+}
+
 /// Verifies audit files or directories with the key the log was written with (`None`: a plain
-/// SHA-256 chain), prints the report, and says whether everything verified. Reads and hashes
+/// SHA-256 chain) and writes the report to `out`. A reader that goes away (a closed pipe, as in
+/// `audit verify DIR | head -1`) stops the report quietly; the verdict stands. Reads and hashes
 /// whole files, so it blocks: call it off the async workers.
-pub fn verify_and_report(paths: &[PathBuf], key: Option<HmacKey>) -> bool {
+pub fn verify_and_report(
+    paths: &[PathBuf],
+    key: Option<HmacKey>,
+    out: &mut impl std::io::Write,
+) -> Verdict {
     let chain = record::Chain::new(key);
     let report = verify::verify(paths, &chain);
-    verify::print_report(&report, &chain);
-    report.failure.is_none()
+    // A report that cannot be written (the reader left) changes nothing about the trail.
+    let _ = verify::write_report(out, &report, &chain).and_then(|()| out.flush());
+    match &report.failure {
+        None => Verdict::Verified,
+        Some(failure) if failure.unreadable => Verdict::Unreadable,
+        Some(_) => Verdict::Tampered,
+    }
 }

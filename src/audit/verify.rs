@@ -29,6 +29,9 @@ pub(crate) struct Failure {
     /// The seq the line claims, when it can be read.
     pub(crate) seq: Option<u64>,
     pub(crate) problem: String,
+    /// The trail could not be read at all (no files, a directory or file unreadable): nothing
+    /// was verified, which is not evidence of tampering.
+    pub(crate) unreadable: bool,
 }
 
 impl fmt::Display for Failure {
@@ -88,6 +91,7 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
                 offset: 0,
                 seq: None,
                 problem: format!("cannot list the directory: {err}"),
+                unreadable: true,
             })?;
             files.extend(segments.into_iter().map(|(_, p)| p));
         } else {
@@ -124,6 +128,7 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
             offset: 0,
             seq: None,
             problem: "no audit files (audit-<number>.jsonl) found".into(),
+            unreadable: true,
         });
         return report;
     }
@@ -134,6 +139,7 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
             offset: 0,
             seq: None,
             problem: format!("cannot read: {err}"),
+            unreadable: true,
         })
     };
 
@@ -203,6 +209,7 @@ fn verify_file(
         offset: offset as u64,
         seq,
         problem,
+        unreadable: false,
     };
     let mut ack_problem = None;
     let limit = match acks.get(&file_name(path)) {
@@ -348,42 +355,54 @@ fn check_line(
     Ok(())
 }
 
-/// Prints the human report of `audit verify`.
-pub(crate) fn print_report(report: &Report, chain: &Chain) {
-    println!(
+/// Writes the human report of `audit verify`.
+pub(crate) fn write_report(
+    out: &mut impl std::io::Write,
+    report: &Report,
+    chain: &Chain,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
         "audit verify: {} file(s), {} record(s) verified (seq 1..{}), {} chain",
         report.files,
         report.records,
         report.last_seq,
         chain.alg()
-    );
+    )?;
     for ack in &report.acknowledged {
-        println!(
+        writeln!(
+            out,
             "acknowledged torn bytes: {} offset {} length {} (recovery record seq {})",
             ack.file, ack.offset, ack.length, ack.by_seq
-        );
+        )?;
     }
     if !report.open_intents.is_empty() {
-        println!(
+        writeln!(
+            out,
             "intents without an outcome ({}): forwarded calls whose end was not recorded \
              (a crash, or still running)",
             report.open_intents.len()
-        );
+        )?;
         for intent in &report.open_intents {
-            println!(
+            writeln!(
+                out,
                 "  seq {} request_id {} at {} in {}",
                 intent.seq,
                 intent.request_id,
                 intent.ts,
                 intent.file.display()
-            );
+            )?;
         }
     }
     match &report.failure {
         Some(failure) => {
-            println!("FAILED: {failure}");
-            println!("records before it verify; nothing from this record on can be trusted");
+            writeln!(out, "FAILED: {failure}")?;
+            writeln!(
+                out,
+                "records before it verify; nothing from this record on can be trusted"
+            )?;
         }
-        None => println!("OK: chain and sequence verify"),
+        None => writeln!(out, "OK: chain and sequence verify")?,
     }
+    Ok(())
 }
