@@ -212,7 +212,8 @@ impl Gateway {
         )
         .unwrap_or_else(|err| {
             tracing::warn!(%request_id, error = %err, "client certificate names no principal");
-            CallerCredential::None
+            // A certificate was presented: the identity layer says it names no principal.
+            CallerCredential::Certificate(String::new())
         });
         // Deadlines count from the moment tonic's own grpc-timeout timer started: see `Arrival`.
         let arrived = request

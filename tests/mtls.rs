@@ -387,6 +387,17 @@ async fn a_trusted_certificate_naming_no_principal_is_unauthenticated() {
         .await
         .expect_err("no URI SAN, DNS SAN or CN");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // The caller did present a certificate: the message says what is wrong with it.
+    assert!(
+        status
+            .message()
+            .contains("the client certificate names no principal"),
+        "{status:?}"
+    );
+    assert!(
+        !status.message().contains("present a client certificate"),
+        "{status:?}"
+    );
     assert_eq!(
         status
             .get_error_details()

@@ -56,7 +56,8 @@ pub enum Command {
 }
 
 /// `datashare-gateway dev`: the emulator with the dev fixtures, and the gateway in insecure mode
-/// as the consumer account 444455556666 with the example policies.
+/// serving the consumer accounts 444455556666 and 777788889999 through their roles, with the
+/// example policies.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
     /// The gateway's gRPC address.
@@ -85,7 +86,6 @@ pub struct DevArgs {
     pub otlp_endpoint: Option<String>,
 }
 
-/// The consumer account `dev` acts as, and its key in the dev fixtures (public example values).
 /// `dev` acts as the emulator's platform account and reaches each consumer account through its
 /// role (the emulator's dev fixtures).
 const DEV_PLATFORM_ACCESS_KEY: &str = "AKIA2PLATFORMEXAMPLE";
@@ -207,14 +207,19 @@ initial_backoff_ms = 100
 {accounts}
 [telemetry]
 log_format = "text"
-otlp_endpoint = {otlp:?}
+{otlp}
 
 {principals}
 "#,
         admin_listen = args.admin_listen,
         policies = args.policies.display().to_string(),
         audit = args.audit_dir.display().to_string(),
-        otlp = args.otlp_endpoint.clone().unwrap_or_default(),
+        // Unset unless given: OTEL_EXPORTER_OTLP_ENDPOINT then applies, as `--help` says.
+        otlp = args
+            .otlp_endpoint
+            .as_ref()
+            .map(|endpoint| format!("otlp_endpoint = {endpoint:?}"))
+            .unwrap_or_default(),
         accounts = secrets.accounts_toml(),
     );
     let config = Config::parse(&text)?;

@@ -222,11 +222,10 @@ pub async fn build_client(
     if let Some(region) = &config.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
-    let endpoint = std::env::var("DATASHARE_GATEWAY_ENDPOINT_URL")
-        .ok()
-        .or_else(|| config.endpoint_url.clone());
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
+    // DATASHARE_GATEWAY_ENDPOINT_URL is applied once, by `Config::load`; `dev` builds its
+    // config in code and must keep pointing at its own emulator.
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
     }
     if let Some(credentials) = credentials {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
