@@ -97,6 +97,17 @@ pub struct CallContext {
     pub started: Instant,
     /// The caller's deadline, from `grpc-timeout`.
     pub deadline: Option<Instant>,
+    /// A `grpc-timeout` the gateway could not read (cut to 32 characters); validation refuses
+    /// the call.
+    pub malformed_timeout: Option<String>,
+}
+
+impl CallContext {
+    /// Whether less than `min` of the caller's deadline remains.
+    pub fn deadline_within(&self, min: std::time::Duration) -> bool {
+        self.deadline
+            .is_some_and(|deadline| deadline.saturating_duration_since(Instant::now()) < min)
+    }
 }
 
 /// The stage of a call as decoded: nothing is known of the caller yet.

@@ -140,6 +140,15 @@ pub enum GatewayError {
     /// The caller's deadline passed.
     #[error("the call's deadline passed before Redshift answered")]
     DeadlineExceeded,
+    /// Too little of the caller's deadline was left to start the call; nothing was forwarded.
+    #[error(
+        "less than {} ms of the call's deadline remained; nothing was forwarded",
+        min_remaining.as_millis()
+    )]
+    NotEnoughTime {
+        /// The least time a call must have left (`upstream.min_remaining_deadline_ms`).
+        min_remaining: Duration,
+    },
     /// Redshift (or the way to it) failed.
     #[error("{}", describe_upstream(.fault))]
     Upstream {
@@ -197,6 +206,7 @@ impl GatewayError {
             GatewayError::AccountNotConfigured { .. } => "ACCOUNT_NOT_CONFIGURED".into(),
             GatewayError::Overloaded => "OVERLOADED".into(),
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
+            GatewayError::NotEnoughTime { .. } => "DEADLINE_TOO_SHORT".into(),
             // These are the gateway's own diagnoses; the AWS code stays in the metadata.
             GatewayError::Upstream { fault, .. }
                 if matches!(

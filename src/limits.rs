@@ -51,6 +51,38 @@ impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for Limit {
     }
 }
 
+/// Refuses to start a call with less than `min_remaining` of its deadline left: the caller will
+/// have given up before Redshift answers, so the change would be carried out unseen.
+#[derive(Clone, Debug)]
+pub struct RequireTime {
+    min_remaining: Duration,
+}
+
+impl RequireTime {
+    /// Refuses calls with less than `min_remaining` left.
+    pub fn new(min_remaining: Duration) -> Self {
+        RequireTime { min_remaining }
+    }
+}
+
+impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for RequireTime {
+    type Out = Stage;
+
+    fn handle<S, F>(&self, call: Call<Op, Stage>, mut next: S) -> CallFuture<Op::Reply>
+    where
+        S: Service<Call<Op, Stage>, Response = Op::Reply, Error = GatewayError, Future = F>
+            + Send
+            + 'static,
+        F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
+    {
+        if call.ctx.deadline_within(self.min_remaining) {
+            let min_remaining = self.min_remaining;
+            return Box::pin(async move { Err(GatewayError::NotEnoughTime { min_remaining }) });
+        }
+        Box::pin(next.call(call))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use crate::call::{
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::identity::{AuthMode, Authenticate, CALLER_ID_HEADER, PrincipalDirectory};
-use crate::limits::Limit;
+use crate::limits::{Limit, RequireTime};
 use crate::metrics::{Measure, Metrics, ScrapeSource};
 use crate::middleware::MiddlewareLayer;
 use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares, Rpc};
@@ -100,6 +100,8 @@ pub struct StackParts {
     pub validation: ValidationEnv,
     /// The consumer accounts served; calls into others are refused.
     pub accounts: Arc<Accounts>,
+    /// The least time a call's deadline must leave before it is started.
+    pub min_remaining: Duration,
 }
 
 impl StackParts {
@@ -122,6 +124,9 @@ impl StackParts {
             limit: Limit::new(concurrency_limit, queue_timeout),
             validation: ValidationEnv::default(),
             accounts: Arc::new(Accounts::default()),
+            min_remaining: Duration::from_millis(
+                crate::upstream::DEFAULT_MIN_REMAINING_DEADLINE_MS,
+            ),
         }
     }
 }
@@ -164,6 +169,9 @@ where
         )))
         // Limits outside the write-ahead intent: a shed call leaves no intent behind.
         .layer(MiddlewareLayer::new(parts.limit.clone()))
+        // A call whose deadline is (nearly) spent is not started: no intent, nothing forwarded,
+        // rather than a change carried out for a caller who has been told it failed.
+        .layer(MiddlewareLayer::new(RequireTime::new(parts.min_remaining)))
         // Write-ahead: a state change's intent is durable before Redshift sees it (fail closed).
         .layer(MiddlewareLayer::new(StageSpan::new("audit.intent")))
         .layer(MiddlewareLayer::new(Intent::new(parts.audit.clone())))
@@ -221,6 +229,22 @@ impl Gateway {
             .get::<Arrival>()
             .map_or_else(Instant::now, |a| a.0);
         let started = Instant::now();
+        // A timeout the gateway cannot read is refused by validation, not taken as "none".
+        let (deadline, malformed_timeout) = match metadata.get("grpc-timeout") {
+            None => (None, None),
+            Some(value) => match value.to_str().ok().and_then(parse_grpc_timeout) {
+                Some(timeout) => (Some(arrived + answer_before(timeout)), None),
+                None => (
+                    None,
+                    Some(
+                        String::from_utf8_lossy(value.as_bytes())
+                            .chars()
+                            .take(32)
+                            .collect(),
+                    ),
+                ),
+            },
+        };
         CallContext {
             method,
             request_id,
@@ -229,11 +253,8 @@ impl Gateway {
             credential,
             received_at: SystemTime::now(),
             started,
-            deadline: metadata
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_grpc_timeout)
-                .map(|timeout| arrived + answer_before(timeout)),
+            deadline,
+            malformed_timeout,
         }
     }
 
@@ -350,7 +371,8 @@ fn is_acceptable_request_id(id: &str) -> bool {
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
+    // `u64::from_str` takes a leading `+`; the grpc spec allows digits only.
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u64 = digits.parse().ok()?;
@@ -553,6 +575,7 @@ impl App {
                 default_account: config.upstream.default_account(),
             },
             accounts,
+            min_remaining: Duration::from_millis(config.upstream.min_remaining_deadline_ms),
             ..StackParts::new(
                 metrics.clone(),
                 audit.clone(),
@@ -782,6 +805,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("+5S"), None);
+        assert_eq!(parse_grpc_timeout("-1S"), None);
+        assert_eq!(parse_grpc_timeout("abc"), None);
+        assert_eq!(parse_grpc_timeout("0n"), Some(Duration::ZERO));
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub fn code_of(err: &GatewayError) -> Code {
         GatewayError::AuditUnavailable(_) => Code::Unavailable,
         GatewayError::AccountNotConfigured { .. } => Code::FailedPrecondition,
         GatewayError::Overloaded => Code::ResourceExhausted,
-        GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
+        GatewayError::DeadlineExceeded | GatewayError::NotEnoughTime { .. } => {
+            Code::DeadlineExceeded
+        }
         GatewayError::Upstream { fault, .. } => fault_code(fault.kind),
         GatewayError::Internal(_) => Code::Internal,
     }
@@ -195,6 +197,14 @@ pub fn fault_table() -> Vec<FaultRow> {
             GatewayError::DeadlineExceeded,
             "",
             "caller's choice",
+        ),
+        own(
+            "less than `upstream.min_remaining_deadline_ms` of the deadline left before the intent or before Redshift (nothing forwarded)",
+            GatewayError::NotEnoughTime {
+                min_remaining: Duration::ZERO,
+            },
+            "",
+            "with a longer deadline",
         ),
     ];
     for rule in crate::upstream::fault_rules() {

@@ -24,6 +24,7 @@ pub(crate) fn context(method: &'static str, credential: CallerCredential) -> Cal
         received_at: SystemTime::now(),
         started: Instant::now(),
         deadline: None,
+        malformed_timeout: None,
     }
 }
 

@@ -35,6 +35,15 @@ impl<Op: Operation> Middleware<Op, Authenticated> for Validate {
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
+        if let Some(value) = &call.ctx.malformed_timeout {
+            let violation = crate::errors::FieldViolation {
+                field: "grpc-timeout",
+                description: format!(
+                    "{value:?} is not a gRPC timeout: 1 to 8 digits and a unit (H, M, S, m, u, n)"
+                ),
+            };
+            return Box::pin(async move { Err(GatewayError::InvalidArgument(vec![violation])) });
+        }
         match Op::validate(&call.params, &self.env) {
             Ok(request) => {
                 let principal = call.stage.principal.clone();

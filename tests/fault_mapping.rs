@@ -210,6 +210,16 @@ async fn raw_call_with_grpc_timeout(
     message: AssociateConsumerRequest,
     timeout: &str,
 ) -> (String, String) {
+    raw_call_with_grpc_timeout_id(gw, message, timeout, "raw-call").await
+}
+
+/// As [`raw_call_with_grpc_timeout`], with an `x-request-id`.
+async fn raw_call_with_grpc_timeout_id(
+    gw: &Gateway,
+    message: AssociateConsumerRequest,
+    timeout: &str,
+    request_id: &str,
+) -> (String, String) {
     use http_body_util::{BodyExt, Full};
     use prost::Message;
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -232,6 +242,7 @@ async fn raw_call_with_grpc_timeout(
     .header("te", "trailers")
     .header("grpc-timeout", timeout)
     .header("x-caller-id", REPORTING)
+    .header("x-request-id", request_id)
     .body(Full::new(bytes::Bytes::from(frame)))
     .unwrap();
     let response = sender.send_request(request).await.unwrap();
@@ -402,4 +413,55 @@ async fn every_fault_kind_maps_by_the_one_table_for_the_new_methods() {
         }
     }
     emulator.clear_faults();
+}
+
+/// A deadline that is spent, or nearly, on arrival: the caller hears DEADLINE_EXCEEDED and
+/// nothing is carried out behind its back (no intent, nothing forwarded); the record says why.
+#[tokio::test]
+async fn a_call_whose_deadline_is_spent_is_not_carried_out() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    for (timeout, request_id) in [("0n", "spent-0n"), ("1m", "spent-1m"), ("40m", "spent-40m")] {
+        let (status, _) =
+            raw_call_with_grpc_timeout_id(&gw, entire_account(SALES_SHARE), timeout, request_id)
+                .await;
+        assert_eq!(status, "4", "grpc-timeout {timeout}: DEADLINE_EXCEEDED");
+    }
+    // The stack runs on after the caller is answered; give it time to (not) forward.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        emulator.counter(OP, "received"),
+        0,
+        "nothing reached Redshift"
+    );
+    let records = gateway::audit_records(&gw.audit_dir);
+    for request_id in ["spent-0n", "spent-1m", "spent-40m"] {
+        let mine: Vec<_> = records
+            .iter()
+            .filter(|r| r["request_id"] == request_id)
+            .collect();
+        assert_eq!(mine.len(), 1, "one record, no intent: {mine:#?}");
+        assert_eq!(mine[0]["kind"], "call");
+        assert_eq!(mine[0]["outcome"]["code"], "DEADLINE_EXCEEDED");
+        assert_eq!(mine[0]["outcome"]["reason"], "DEADLINE_TOO_SHORT");
+        assert_eq!(mine[0]["outcome"]["forwarded"], false);
+    }
+    // A deadline with room is served.
+    let (status, _) =
+        raw_call_with_grpc_timeout_id(&gw, entire_account(SALES_SHARE), "5S", "roomy").await;
+    assert_eq!(status, "0");
+}
+
+/// A `grpc-timeout` the gateway cannot read is refused, not taken as "no deadline".
+#[tokio::test]
+async fn a_malformed_grpc_timeout_is_invalid_argument() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    for timeout in ["abc", "-1S", "5x", "123456789S", "+5S", "S"] {
+        let (status, message) =
+            raw_call_with_grpc_timeout_id(&gw, entire_account(SALES_SHARE), timeout, "bad").await;
+        assert_eq!(status, "3", "grpc-timeout {timeout:?}: {message}");
+        assert!(message.contains("grpc-timeout"), "{message}");
+    }
+    assert_eq!(emulator.counter(OP, "received"), 0);
 }

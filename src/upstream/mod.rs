@@ -44,6 +44,9 @@ use crate::call::{CallFuture, Operation, SessionNote, UpstreamNote, ValidatedCal
 use crate::errors::{FaultKind, GatewayError, UpstreamFault};
 use crate::metrics::Metrics;
 
+/// `upstream.min_remaining_deadline_ms` when unset.
+pub const DEFAULT_MIN_REMAINING_DEADLINE_MS: u64 = 50;
+
 /// `[upstream]`: how the gateway reaches Redshift.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +64,10 @@ pub struct UpstreamConfig {
     /// out.
     #[serde(default = "defaults::session_cache_size")]
     pub session_cache_size: usize,
+    /// A call with less than this left of its deadline, in milliseconds, is not started: checked
+    /// before the write-ahead intent and again before Redshift is called.
+    #[serde(default = "defaults::min_remaining_deadline_ms")]
+    pub min_remaining_deadline_ms: u64,
     /// The AWS region; unset uses the default chain (`AWS_REGION`, profile, IMDS).
     #[serde(default)]
     pub region: Option<String>,
@@ -110,6 +117,9 @@ mod defaults {
     pub(super) fn session_cache_size() -> usize {
         10_000
     }
+    pub(super) fn min_remaining_deadline_ms() -> u64 {
+        super::DEFAULT_MIN_REMAINING_DEADLINE_MS
+    }
 }
 
 impl UpstreamConfig {
@@ -119,6 +129,7 @@ impl UpstreamConfig {
             consumer_account: Some(consumer_account.into()),
             default_account: None,
             session_cache_size: defaults::session_cache_size(),
+            min_remaining_deadline_ms: defaults::min_remaining_deadline_ms(),
             region: None,
             endpoint_url: None,
             max_attempts: defaults::max_attempts(),
@@ -306,6 +317,7 @@ pub struct RedshiftService {
     accounts: Arc<Accounts>,
     sessions: Arc<SessionCache>,
     throttle_retry_after: Duration,
+    min_remaining: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -331,8 +343,23 @@ impl RedshiftService {
                 metrics.clone(),
             )),
             throttle_retry_after,
+            min_remaining: Duration::from_millis(config.min_remaining_deadline_ms),
             metrics,
         }
+    }
+
+    /// Refuses to call Redshift when the caller's deadline is (nearly) spent: checked again
+    /// here because a role session may have taken the time since the intent.
+    fn require_time<Op: Operation, Stage>(
+        &self,
+        call: &crate::call::Call<Op, Stage>,
+    ) -> Result<(), GatewayError> {
+        if call.ctx.deadline_within(self.min_remaining) {
+            return Err(GatewayError::NotEnoughTime {
+                min_remaining: self.min_remaining,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -367,14 +394,19 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                 }
             })?;
             let principal = call.stage.principal.id.clone();
-            call.trail.lock().forwarded = true;
             let started = std::time::Instant::now();
             let result = match &route {
-                Route::OwnCredentials => Op::send(&service.client, &call.stage.request, None).await,
+                Route::OwnCredentials => {
+                    service.require_time(&call)?;
+                    call.trail.lock().forwarded = true;
+                    Op::send(&service.client, &call.stage.request, None).await
+                }
                 Route::Role(role) => {
                     let lease = service
                         .lease(&call, account.as_str(), role, &principal)
                         .await?;
+                    service.require_time(&call)?;
+                    call.trail.lock().forwarded = true;
                     let result = Op::send(
                         &service.client,
                         &call.stage.request,

@@ -76,6 +76,7 @@ pub fn call<Op: Operation>(
             received_at: SystemTime::now(),
             started: Instant::now(),
             deadline: None,
+            malformed_timeout: None,
         },
         params,
     )
