@@ -265,6 +265,8 @@ pub struct TrailState {
     /// Set by the gRPC handler when the caller cancelled or its deadline passed before the call
     /// ended; the call still runs to its own end so that its outcome is recorded.
     pub caller_gone: bool,
+    /// Set by the audit layer once the call's closing record is durable.
+    pub recorded: bool,
 }
 
 impl Trail {

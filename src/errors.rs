@@ -157,6 +157,9 @@ pub enum GatewayError {
         /// Redshift's request id, when it answered.
         aws_request_id: Option<String>,
     },
+    /// The gateway shut down before the call ended (the grace period ran out).
+    #[error("the gateway shut down before the call ended; check the outcome before retrying")]
+    AbortedAtShutdown,
     /// A bug or misconfiguration inside the gateway.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -220,6 +223,7 @@ impl GatewayError {
                 .aws_code
                 .clone()
                 .unwrap_or_else(|| fault.kind.default_reason().into()),
+            GatewayError::AbortedAtShutdown => "ABORTED_AT_SHUTDOWN".into(),
             GatewayError::Internal(_) => "INTERNAL".into(),
         }
     }

@@ -15,7 +15,8 @@
 //! - [`identity`]: who the caller is (mTLS certificate or, in insecure mode, `x-caller-id`).
 //! - [`policy`]: Cedar policies, their schema, hot reload, and the policy layer.
 //! - [`audit`]: the durable, hash-chained audit trail, its layers and `audit verify`.
-//! - [`limits`]: a bound on concurrent upstream calls.
+//! - [`limits`]: a bound on concurrent upstream calls, and no call started with its deadline spent.
+//! - [`drain`]: the calls in flight, waited for at shutdown and recorded when aborted.
 //! - [`metrics`]: Prometheus metrics and the layer that counts calls.
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`
 //!   classification into AWS-neutral fault kinds; the only module naming AWS SDK types.
@@ -54,6 +55,7 @@ pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod errors;
 pub mod identity;
 pub mod limits;

@@ -19,6 +19,7 @@ use crate::call::{
     Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall, ValidationEnv,
 };
 use crate::config::Config;
+use crate::drain::InFlight;
 use crate::errors::GatewayError;
 use crate::identity::{AuthMode, Authenticate, CALLER_ID_HEADER, PrincipalDirectory};
 use crate::limits::{Limit, RequireTime};
@@ -187,6 +188,7 @@ pub struct Gateway {
     disassociate: CallService<DisassociateConsumer>,
     list: CallService<ListConsumerDataShares>,
     auth_mode: AuthMode,
+    in_flight: InFlight,
 }
 
 impl Gateway {
@@ -197,6 +199,7 @@ impl Gateway {
             disassociate: build_stack(parts, upstream.clone()),
             list: build_stack(parts, upstream),
             auth_mode,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -294,9 +297,16 @@ impl Gateway {
 
         let call = Call::<Op>::new(ctx, Op::params(request.into_inner()));
         let trail = call.trail.clone();
+        // Kept in case a shutdown must abort the call and record it so.
+        let params = serde_json::to_value(&call.params).unwrap_or_default();
         // The stack runs in its own task, so a caller that cancels or times out does not cut a
         // forwarded call short: it runs to its own end and its outcome is recorded.
-        let task = tokio::spawn(stack.clone().oneshot(call).instrument(span.clone()));
+        let task = self.in_flight.spawn(
+            call.ctx.clone(),
+            params,
+            trail.clone(),
+            stack.clone().oneshot(call).instrument(span.clone()),
+        );
         let mut gone = CallerGone {
             trail: Some(trail.clone()),
         };
@@ -633,6 +643,7 @@ impl App {
             health_listener,
             telemetry,
         } = self;
+        let in_flight = gateway.in_flight.clone();
         let (health, health_service) = tonic_health::server::health_reporter();
         // One readiness verdict for grpc.health.v1 and /readyz: serving, and the audit trail can
         // write (the gateway fails closed without it).
@@ -703,8 +714,10 @@ impl App {
             );
         }
 
+        // The probes listener answers NOT_SERVING through the drain, and stops only after it.
+        let (probes_stop, probes_stopped) = tokio::sync::watch::channel(false);
         if let Some(listener) = health_listener {
-            let mut stop = stop_rx.clone();
+            let mut stop = probes_stopped;
             let probes = Server::builder().add_service(health_service.clone());
             tokio::spawn(probes.serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
@@ -729,6 +742,8 @@ impl App {
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             done = &mut serving => {
+                in_flight.drain(Duration::ZERO, &audit).await;
+                let _ = probes_stop.send(true);
                 audit.close().await;
                 let _ = admin_stop.send(());
                 let _ = admin_task.await;
@@ -741,15 +756,21 @@ impl App {
             "shutting down: no new calls; finishing in-flight calls"
         );
         let _ = stop_tx.send(true);
+        let drain_started = Instant::now();
         let served = match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),
             Err(_) => {
-                tracing::warn!("grace period over; dropping the calls still in flight");
+                tracing::warn!("grace period over; dropping the connections still open");
                 serving.abort();
                 Ok(())
             }
         };
-        // Calls that outlived their callers are still recorded: the writer drains its queue.
+        // Calls that outlived their callers (or their connections) get the rest of the grace
+        // period; any still running then are aborted and recorded as such, before the log closes.
+        in_flight
+            .drain(grace.saturating_sub(drain_started.elapsed()), &audit)
+            .await;
+        let _ = probes_stop.send(true);
         audit.close().await;
         telemetry.shutdown(Duration::from_secs(2)).await;
         let _ = admin_stop.send(());

@@ -49,6 +49,7 @@ pub fn code_of(err: &GatewayError) -> Code {
             Code::DeadlineExceeded
         }
         GatewayError::Upstream { fault, .. } => fault_code(fault.kind),
+        GatewayError::AbortedAtShutdown => Code::Unavailable,
         GatewayError::Internal(_) => Code::Internal,
     }
 }
@@ -185,6 +186,12 @@ pub fn fault_table() -> Vec<FaultRow> {
             },
             " (metadata `consumer_account`)",
             "no: ask the gateway's operators",
+        ),
+        own(
+            "the gateway shut down before the call ended (grace period over; recorded as such)",
+            GatewayError::AbortedAtShutdown,
+            "",
+            "check the outcome first (list the datashare): Redshift may have acted",
         ),
         own(
             "gateway at its concurrency limit",

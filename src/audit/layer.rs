@@ -59,14 +59,15 @@ impl<Op: Operation> Middleware<Op, Received> for Audit {
                         call: facts,
                         outcome,
                     };
-                    if let Err(err) = log.append(body).await {
-                        tracing::error!(
+                    match log.append(body).await {
+                        Ok(_) => trail.lock().recorded = true,
+                        Err(err) => tracing::error!(
                             error = %err,
                             request_id = %ctx.request_id,
                             intent_seq,
                             "audit: the outcome of a forwarded call could not be recorded; \
                              its intent stays without an outcome"
-                        );
+                        ),
                     }
                     result
                 }
@@ -77,7 +78,10 @@ impl<Op: Operation> Middleware<Op, Received> for Audit {
                     })
                     .await
                 {
-                    Ok(_) => result,
+                    Ok(_) => {
+                        trail.lock().recorded = true;
+                        result
+                    }
                     Err(err) => Err(GatewayError::AuditUnavailable(Box::new(err))),
                 },
             }
