@@ -250,6 +250,11 @@ async fn reloads_under_load_switch_decisions_without_failing_a_call() {
     sighup(&gw);
     let allowed_from = wait_for_decision(&mut probe, Seen::Allowed).await;
     load.wait_for_calls(50).await;
+    let logs = gw.logs();
+    assert!(
+        logs.contains("analytics-account.cedar: 1, analytics.cedar: 2, data-platform.cedar: 2, guardrails.cedar: 3"),
+        "the reload names each file's policy count: {logs}"
+    );
 
     // Remove it again.
     let removed = Instant::now();

@@ -52,11 +52,12 @@ impl PolicyConfig {
         PolicyConfig {
             dir: dir.into(),
             schema: None,
-            watch: true,
+            watch: default_watch(),
         }
     }
 
-    /// Checks what can be checked without loading: the directory and schema file exist.
+    /// Checks what can be checked without parsing: the directory holds `*.cedar` entries that
+    /// are all readable files, and the schema file exists.
     pub fn validate(&self) -> Result<(), PolicyError> {
         if !self.dir.is_dir() {
             return Err(PolicyError::Config {
@@ -65,6 +66,7 @@ impl PolicyConfig {
                 rule: "must be an existing directory of *.cedar files",
             });
         }
+        load::policy_files(&self.dir)?;
         if let Some(schema) = &self.schema
             && !schema.is_file()
         {
@@ -100,6 +102,15 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    /// A `*.cedar` entry is not a readable file: refused, not skipped, so that no policy (a
+    /// guardrail, say) drops out of the set unnoticed.
+    #[error("{} is {what}, not a policy file", path.display())]
+    NotAFile {
+        /// The entry.
+        path: PathBuf,
+        /// What it is instead: "a directory", "a dangling symlink", "a special file".
+        what: &'static str,
+    },
     /// The directory holds no `*.cedar` file (which would deny everything: likely a mistake).
     #[error("no *.cedar files in {}", dir.display())]
     NoPolicies {
@@ -123,6 +134,38 @@ fn render(diagnostics: &[SourceDiagnostic]) -> String {
         .map(|d| format!("  {d}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What a loaded set is made of, for `policy validate` and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetSummary {
+    /// The ids of its policies, sorted.
+    pub ids: Vec<String>,
+    /// Each `*.cedar` file and how many policies it holds, by file name.
+    pub files: Vec<FilePolicies>,
+    /// SHA-256 (hex) of the files' names and contents and of the schema: the same set on disk
+    /// always has the same hash.
+    pub sha256: String,
+}
+
+/// One policy file's share of a set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePolicies {
+    /// The file name, without the directory.
+    pub name: String,
+    /// How many policies it holds.
+    pub policies: usize,
+}
+
+impl SetSummary {
+    /// `a.cedar: 2, b.cedar: 1`: the per-file counts on one line, for logs.
+    pub fn per_file(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.policies))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A decision with the evaluation errors behind it, for `policy check` and logs.
@@ -161,7 +204,14 @@ impl Policies {
     pub fn load(config: PolicyConfig) -> Result<Self, PolicyError> {
         config.validate()?;
         let snapshot = load::load(&config)?;
-        tracing::info!(dir = %config.dir.display(), policies = snapshot.len(), "policy set loaded");
+        let summary = snapshot.summary();
+        tracing::info!(
+            dir = %config.dir.display(),
+            policies = summary.ids.len(),
+            files = %summary.per_file(),
+            sha256 = %summary.sha256,
+            "policy set loaded"
+        );
         Ok(Policies {
             shared: Arc::new(Shared {
                 config,
@@ -196,11 +246,10 @@ impl Policies {
         self.shared.current.load().evaluate(principal, input)
     }
 
-    /// Loads and validates the set in `config.dir` without serving it (`policy validate`); the ids
-    /// of its policies.
-    pub fn validate_set(config: &PolicyConfig) -> Result<Vec<String>, PolicyError> {
+    /// Loads and validates the set in `config.dir` without serving it (`policy validate`).
+    pub fn validate_set(config: &PolicyConfig) -> Result<SetSummary, PolicyError> {
         config.validate()?;
-        Ok(load::load(config)?.ids().to_vec())
+        Ok(load::load(config)?.summary())
     }
 
     /// Loads, validates and swaps in the set on disk; returns its policy count. On error the
@@ -209,25 +258,37 @@ impl Policies {
         let shared = &self.shared;
         match load::load(&shared.config) {
             Ok(snapshot) => {
-                let count = snapshot.len();
+                let summary = snapshot.summary();
                 shared.current.store(Arc::new(snapshot));
                 *lock(&shared.last_reload_error) = None;
-                tracing::info!(dir = %shared.config.dir.display(), policies = count, "policy set reloaded");
-                Ok(count)
+                tracing::info!(
+                    dir = %shared.config.dir.display(),
+                    policies = summary.ids.len(),
+                    files = %summary.per_file(),
+                    sha256 = %summary.sha256,
+                    "policy set reloaded"
+                );
+                Ok(summary.ids.len())
             }
             Err(err) => {
+                let error = with_causes(&err);
                 tracing::error!(
                     dir = %shared.config.dir.display(),
-                    error = %err,
+                    %error,
                     "policy reload refused; the running set stays"
                 );
-                *lock(&shared.last_reload_error) = Some(err.to_string());
+                *lock(&shared.last_reload_error) = Some(error);
                 Err(err)
             }
         }
     }
 
-    /// Why the last reload was refused, until a reload succeeds.
+    /// The running set's ids, files and hash.
+    pub fn summary(&self) -> SetSummary {
+        self.shared.current.load().summary()
+    }
+
+    /// Why the last reload was refused (the error and its causes), until a reload succeeds.
     pub fn last_reload_error(&self) -> Option<String> {
         lock(&self.shared.last_reload_error).clone()
     }
@@ -251,6 +312,18 @@ impl Policies {
     pub fn config(&self) -> &PolicyConfig {
         &self.shared.config
     }
+}
+
+/// The error and its causes: "cannot read x.cedar: Permission denied (os error 13)".
+fn with_causes(err: &PolicyError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 // The mutex only guards an Option<String>; a poisoned one still holds a usable value.

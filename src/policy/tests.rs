@@ -304,9 +304,9 @@ fn a_custom_schema_that_does_not_describe_the_gateway_is_refused() {
     // Missing the `name` attribute the gateway supplies.
     std::fs::write(&schema, DEFAULT_SCHEMA.replace("  name: String,\n", "")).unwrap();
     let config = PolicyConfig {
-        dir: dir.path().to_owned(),
         schema: Some(schema),
         watch: false,
+        ..PolicyConfig::new(dir.path())
     };
     let err = Policies::load(config).unwrap_err();
     assert!(
@@ -534,6 +534,103 @@ async fn the_reloader_picks_up_file_changes_and_sighup() {
     reloader.abort();
 }
 
+#[test]
+fn a_cedar_entry_that_is_not_a_readable_file_fails_the_load_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let link = dir.path().join("org-guardrails.cedar");
+    std::os::unix::fs::symlink(dir.path().join("gone/guardrails.cedar"), &link).unwrap();
+    let config = PolicyConfig::new(dir.path());
+    let err = Policies::load(config.clone()).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::NotAFile { path, what: "a dangling symlink" } if path == &link),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("org-guardrails.cedar is a dangling symlink"),
+        "{err}"
+    );
+    // `check-config` validates the configuration without loading the set: it refuses it too.
+    assert!(matches!(
+        config.validate(),
+        Err(PolicyError::NotAFile { .. })
+    ));
+
+    std::fs::remove_file(&link).unwrap();
+    let nested = dir.path().join("team.cedar");
+    std::fs::create_dir(&nested).unwrap();
+    let err = Policies::load(config.clone()).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::NotAFile { path, what: "a directory" } if path == &nested),
+        "{err:?}"
+    );
+    assert!(
+        matches!(
+            Policies::validate_set(&config),
+            Err(PolicyError::NotAFile { .. })
+        ),
+        "policy validate refuses it"
+    );
+}
+
+#[test]
+fn a_reload_that_would_lose_a_file_is_refused_and_the_running_set_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    assert_eq!(policies.len(), 7);
+    let held = || {
+        policies.evaluate::<AssociateConsumer>(
+            &principal(REPORTING),
+            &request(LEGAL_HOLD, ns(PROVISIONED), None),
+        )
+    };
+    assert_eq!(held(), decision(false, &[LEGAL]));
+
+    // The guardrails become a link to a file that is not there (a botched deployment).
+    let guardrails = dir.path().join("guardrails.cedar");
+    std::fs::remove_file(&guardrails).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("releases/guardrails.cedar"), &guardrails).unwrap();
+    let err = policies.reload().unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::NotAFile { path, .. } if path == &guardrails),
+        "{err:?}"
+    );
+    assert_eq!(policies.len(), 7, "the running set stays whole");
+    assert_eq!(held(), decision(false, &[LEGAL]));
+    let last = policies.last_reload_error().expect("the refusal is kept");
+    assert!(
+        last.contains("guardrails.cedar is a dangling symlink"),
+        "{last}"
+    );
+}
+
+#[test]
+fn the_summary_counts_policies_per_file_and_hashes_what_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let summary = Policies::validate_set(&PolicyConfig::new(dir.path())).unwrap();
+    let counts: Vec<(&str, usize)> = summary
+        .files
+        .iter()
+        .map(|f| (f.name.as_str(), f.policies))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("analytics.cedar", 2),
+            ("data-platform.cedar", 2),
+            ("guardrails.cedar", 3)
+        ]
+    );
+    assert_eq!(
+        summary.per_file(),
+        "analytics.cedar: 2, data-platform.cedar: 2, guardrails.cedar: 3"
+    );
+    assert_eq!(summary.sha256.len(), 64);
+}
+
 // --- Property: the layer forwards only what policy allows, and decides as the rules say. ---
 
 const ORG: [&str; 3] = ["111122223333", "444455556666", "777788889999"];
@@ -736,9 +833,9 @@ fn action_groups_in_a_custom_schema_are_honoured() {
     )
     .unwrap();
     let config = PolicyConfig {
-        dir: policies_dir,
         schema: Some(schema),
         watch: false,
+        ..PolicyConfig::new(policies_dir)
     };
     let policies = Policies::load(config).unwrap();
     let manager = Principal {
