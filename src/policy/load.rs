@@ -1,6 +1,6 @@
 //! Reading a policy directory: parse every `*.cedar` file, name each policy, validate the set
-//! against the schema (strict), report problems with file, line and column, and hash what a
-//! load reads.
+//! against the schema (strict), and report problems with file, line and column; and the
+//! fingerprint of what a load reads, which tells the reloader whether the set on disk changed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -138,6 +138,26 @@ impl Fingerprint {
     fn finish(self) -> String {
         hex::encode(self.0.finalize())
     }
+}
+
+/// The fingerprint of the set on disk now, without parsing it: what [`load`] would report as its
+/// `sha256` if it loaded the same files.
+pub(super) fn fingerprint(config: &PolicyConfig) -> String {
+    let mut hash = Fingerprint::new();
+    match cedar_entries(&config.dir) {
+        Ok(entries) => {
+            for path in entries {
+                hash.entry(&file_name(&path), std::fs::read(&path).ok().as_deref());
+            }
+        }
+        // No entry at all: not the hash of any readable set.
+        Err(_) => hash.entry("", None),
+    }
+    match &config.schema {
+        Some(path) => hash.schema(std::fs::read(path).ok().as_deref()),
+        None => hash.schema(Some(DEFAULT_SCHEMA.as_bytes())),
+    }
+    hash.finish()
 }
 
 /// Parses the configured schema (its file and text), or the embedded one.

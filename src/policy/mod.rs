@@ -1,5 +1,6 @@
 //! The organisation's policy, in Cedar: loading and validating policy sets against the schema,
-//! evaluating calls, hot reload (SIGHUP and file changes) and the policy layer.
+//! evaluating calls, hot reload (SIGHUP, file events and a periodic hash of the files) and the
+//! policy layer.
 //!
 //! A call is evaluated as principal `Service::"<id>"` (attribute `groups`), the operation's
 //! action (`Action::"AssociateConsumer"`, ...), its resource (`DataShare::"<arn>"` with attributes
@@ -40,10 +41,22 @@ pub struct PolicyConfig {
     /// Reload when a file in `dir` (or the schema) changes, as well as on SIGHUP.
     #[serde(default = "default_watch")]
     pub watch: bool,
+    /// With `watch`, also hash the policy files (read through symlinks) and the schema this often
+    /// and reload when the hash changes: the fallback for changes no file event reports. 0 turns
+    /// it off; at most [`MAX_POLL_INTERVAL_SECS`].
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
 }
+
+/// The largest `policy.poll_interval_secs`: a day.
+pub const MAX_POLL_INTERVAL_SECS: u64 = 86_400;
 
 fn default_watch() -> bool {
     true
+}
+
+fn default_poll_interval_secs() -> u64 {
+    5
 }
 
 impl PolicyConfig {
@@ -53,11 +66,12 @@ impl PolicyConfig {
             dir: dir.into(),
             schema: None,
             watch: default_watch(),
+            poll_interval_secs: default_poll_interval_secs(),
         }
     }
 
     /// Checks what can be checked without parsing: the directory holds `*.cedar` entries that
-    /// are all readable files, and the schema file exists.
+    /// are all readable files, the schema file exists, the poll interval is in range.
     pub fn validate(&self) -> Result<(), PolicyError> {
         if !self.dir.is_dir() {
             return Err(PolicyError::Config {
@@ -67,6 +81,14 @@ impl PolicyConfig {
             });
         }
         load::policy_files(&self.dir)?;
+        // A longer period would overflow tokio's timer arithmetic long before it were useful.
+        if self.poll_interval_secs > MAX_POLL_INTERVAL_SECS {
+            return Err(PolicyError::Config {
+                key: "policy.poll_interval_secs",
+                value: self.poll_interval_secs.to_string(),
+                rule: "must be 0 (off) or at most 86400 (a day)",
+            });
+        }
         if let Some(schema) = &self.schema
             && !schema.is_file()
         {
@@ -184,7 +206,7 @@ struct Shared {
 }
 
 /// The running policy set: a cheap-to-clone handle shared by the policy layer, the reloader and
-/// the health service.
+/// the admin listener (a metrics source: the serving set's hash, a refused reload).
 #[derive(Clone)]
 pub struct Policies {
     shared: Arc<Shared>,
