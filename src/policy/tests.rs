@@ -718,7 +718,15 @@ async fn the_watcher_follows_a_configmap_update_that_swaps_the_data_symlink() {
     );
     assert_eq!(policies.len(), 8);
     assert_ne!(policies.summary().sha256, before);
-    let text = metrics.render();
+    // The reloader counts once the new set is in, so the count may trail the swap a little.
+    let mut text = metrics.render();
+    for _ in 0..100 {
+        if text.contains("datashare_gateway_policy_reload_total{result=\"ok\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = metrics.render();
+    }
     assert!(
         text.contains("datashare_gateway_policy_reload_total{result=\"ok\"} 1"),
         "{text}"
