@@ -1,5 +1,6 @@
 //! The admin HTTP listener: Prometheus `/metrics`, `/livez` (the process answers) and `/readyz`
-//! (the same verdict as `grpc.health.v1`: serving, audit trail writable, not shutting down).
+//! (the same verdict as `grpc.health.v1`: serving, audit trail writable, not shutting down; its
+//! body also reports a refused policy reload, which does not make the gateway unready).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -43,14 +44,28 @@ fn route(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n", "text/plain"),
-        (&Method::GET, "/readyz") if *ready.borrow() => text(StatusCode::OK, "ok\n", "text/plain"),
-        (&Method::GET, "/readyz") => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not serving\n",
-            "text/plain",
-        ),
+        (&Method::GET, "/readyz") => readyz(*ready.borrow(), metrics),
         _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }
+}
+
+/// 200 while serving, else 503. The body's first line is the verdict; the lines after it are what
+/// an operator should see that does not change it (a refused policy reload: the previous set
+/// still serves).
+fn readyz(serving: bool, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, mut body) = if serving {
+        (StatusCode::OK, String::from("ok\n"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::from("not serving\n"),
+        )
+    };
+    for note in metrics.readiness_notes() {
+        body.push_str(&note);
+        body.push('\n');
+    }
+    text(status, body, "text/plain")
 }
 
 /// Serves the admin endpoints until `shutdown` resolves. `ready` is the gateway's serving status.

@@ -1,6 +1,6 @@
-//! Prometheus metrics: calls, latency, policy decisions, upstream calls and retries, audit writer
-//! and trace export. Label values are bounded: methods, gRPC codes, decisions, operation names and
-//! AWS error codes, never ARNs or principals.
+//! Prometheus metrics: calls, latency, policy decisions and reloads, upstream calls and retries,
+//! audit writer and trace export. Label values are bounded: methods, gRPC codes, decisions,
+//! operation names, AWS error codes and the serving policy set's hash, never ARNs or principals.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -50,10 +50,22 @@ struct ResultLabels {
     result: &'static str,
 }
 
-/// Values read from other parts of the gateway when Prometheus scrapes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicySetLabels {
+    sha256: String,
+}
+
+/// Values read from other parts of the gateway when the admin listener is scraped (`/metrics`,
+/// `/readyz`).
 pub trait ScrapeSource: Send + Sync + std::fmt::Debug {
     /// Brings gauges and counters owned elsewhere (the audit writer, the span exporter) up to date.
     fn refresh(&self, metrics: &Metrics);
+
+    /// What `/readyz` adds to its body without changing readiness, such as a refused policy
+    /// reload (the previous set still serves); `None` when there is nothing to report.
+    fn readiness_note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The gateway's metrics and their registry.
@@ -80,7 +92,28 @@ pub struct Metrics {
     /// Role sessions in the cache (one per account, role and principal).
     pub sts_sessions_cached: Gauge,
     sts_assume_role: Family<ResultLabels, Counter>,
+    policy_reloads: Family<ResultLabels, Counter>,
+    /// One series, set to 1, labelled with the serving set's hash.
+    policy_set: Family<PolicySetLabels, Gauge>,
     sources: std::sync::Mutex<Vec<Arc<dyn ScrapeSource>>>,
+}
+
+/// How a policy reload ended (`policy_reload_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyReload {
+    /// The new set serves (`ok`).
+    Ok,
+    /// The new set was refused; the running one stays (`refused`).
+    Refused,
+}
+
+impl PolicyReload {
+    fn label(self) -> &'static str {
+        match self {
+            PolicyReload::Ok => "ok",
+            PolicyReload::Refused => "refused",
+        }
+    }
 }
 
 fn latency_buckets() -> Family<MethodLabels, Histogram> {
@@ -177,6 +210,25 @@ impl Metrics {
             "STS AssumeRole calls by result (ok, denied, throttled, error)",
             sts_assume_role.clone(),
         );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reload",
+            "Policy reloads by result: ok (the new set serves) or refused (the running set stays)",
+            policy_reloads.clone(),
+        );
+        // Both series exist from the start, so an alert on an increase of `refused` can fire on
+        // the first refusal.
+        for result in [PolicyReload::Ok, PolicyReload::Refused] {
+            drop(policy_reloads.get_or_create(&ResultLabels {
+                result: result.label(),
+            }));
+        }
+        let policy_set = Family::<PolicySetLabels, Gauge>::default();
+        registry.register(
+            "policy_set_info",
+            "The serving policy set, by the SHA-256 of its files and schema",
+            policy_set.clone(),
+        );
         Arc::new(Metrics {
             registry,
             calls,
@@ -193,6 +245,8 @@ impl Metrics {
             spans_dropped,
             sts_sessions_cached,
             sts_assume_role,
+            policy_reloads,
+            policy_set,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -203,6 +257,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(source);
+    }
+
+    /// The readiness notes of every source, for `/readyz`'s body.
+    pub fn readiness_notes(&self) -> Vec<String> {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        sources.iter().filter_map(|s| s.readiness_note()).collect()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -245,6 +309,26 @@ impl Metrics {
         self.sts_assume_role
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Counts one policy reload.
+    pub fn policy_reload(&self, result: PolicyReload) {
+        self.policy_reloads
+            .get_or_create(&ResultLabels {
+                result: result.label(),
+            })
+            .inc();
+    }
+
+    /// Shows the set with this hash as the serving one (`policy_set_info`), replacing any other.
+    pub fn policy_set(&self, sha256: &str) {
+        let labels = PolicySetLabels {
+            sha256: sha256.to_owned(),
+        };
+        if self.policy_set.get(&labels).is_none() {
+            self.policy_set.clear();
+            self.policy_set.get_or_create(&labels).set(1);
+        }
     }
 
     /// Counts one retry of an upstream operation.
@@ -353,5 +437,20 @@ mod tests {
             "datashare_gateway_upstream_retries_total{operation=\"AssociateDataShareConsumer\"} 1"
         ));
         assert!(text.contains("# TYPE datashare_gateway_upstream_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn policy_reloads_are_counted_from_zero_and_only_the_serving_set_is_shown() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(text.contains("datashare_gateway_policy_reload_total{result=\"ok\"} 0"));
+        assert!(text.contains("datashare_gateway_policy_reload_total{result=\"refused\"} 0"));
+        metrics.policy_set("aaa");
+        metrics.policy_reload(PolicyReload::Refused);
+        metrics.policy_set("bbb");
+        let text = metrics.render();
+        assert!(text.contains("datashare_gateway_policy_reload_total{result=\"refused\"} 1"));
+        assert!(text.contains("datashare_gateway_policy_set_info{sha256=\"bbb\"} 1"));
+        assert!(!text.contains("aaa"), "{text}");
     }
 }

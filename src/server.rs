@@ -567,7 +567,7 @@ impl App {
         let policies = Policies::load(config.policy.clone())?;
         // Before the gateway announces itself: a SIGHUP after the ready line must reload, not kill
         // the process (SIGHUP's default action), and a file changed then must not go unseen.
-        match policies.spawn_reloader() {
+        match policies.spawn_reloader(metrics.clone()) {
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "policy hot reload is off"),
         }

@@ -191,3 +191,21 @@ fn check_decides_every_method() {
     assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
     assert!(text(&wrong).contains("allow_writes"), "{}", text(&wrong));
 }
+
+#[test]
+fn validate_prints_how_many_policies_each_file_holds_and_the_sets_hash() {
+    let out = gateway(&["policy", "validate", examples().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let output = text(&out);
+    assert!(
+        output.contains(
+            "  analytics.cedar: 2 policies\n  data-platform.cedar: 2 policies\n  guardrails.cedar: 3 policies\n"
+        ),
+        "{output}"
+    );
+    let hash = output
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256: "))
+        .unwrap_or_else(|| panic!("no sha256 line: {output}"));
+    assert_eq!(hash.len(), 64, "{output}");
+}

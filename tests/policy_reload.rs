@@ -1,6 +1,7 @@
 //! Policy hot reload in the running gateway, under concurrent load: a reload never fails a call,
 //! decisions switch cleanly once the new set is in, and an invalid set is refused while the old
-//! one keeps serving, with the offending file named in the log.
+//! one keeps serving, with the offending file named in the log, counted in `/metrics` and shown
+//! in `/readyz`'s body.
 
 mod support;
 
@@ -13,6 +14,7 @@ use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
 use support::emulator::Emulator;
 use support::gateway::{self, Gateway, GatewayOptions, NOTEBOOK, REPORTING, SALES_SHARE};
+use support::prometheus::{Scrape, get, scrape};
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 use tonic::Code;
@@ -250,6 +252,11 @@ async fn reloads_under_load_switch_decisions_without_failing_a_call() {
     sighup(&gw);
     let allowed_from = wait_for_decision(&mut probe, Seen::Allowed).await;
     load.wait_for_calls(50).await;
+    let logs = gw.logs();
+    assert!(
+        logs.contains("analytics-account.cedar: 1, analytics.cedar: 2, data-platform.cedar: 2, guardrails.cedar: 3"),
+        "the reload names each file's policy count: {logs}"
+    );
 
     // Remove it again.
     let removed = Instant::now();
@@ -396,4 +403,100 @@ async fn a_change_and_sighup_right_after_the_ready_line_are_reloaded() {
         "{}",
         gw.logs()
     );
+}
+
+const RELOADS: &str = "datashare_gateway_policy_reload_total";
+const SET_INFO: &str = "datashare_gateway_policy_set_info";
+
+/// The `sha256` label of the one `policy_set_info` series.
+fn serving_set(scrape: &Scrape) -> String {
+    let sets: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.name == SET_INFO)
+        .collect();
+    assert_eq!(sets.len(), 1, "one serving set: {}", scrape.text);
+    assert_eq!(sets[0].value, 1.0);
+    sets[0].labels["sha256"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_is_counted_and_shown_by_readyz_which_stays_200() {
+    let emulator = Emulator::start();
+    let dir = policy_dir();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.policy_dir = dir.path().to_owned();
+    let gw = Gateway::start(options).await;
+    let mut client = gw.client().await;
+    let before = scrape(gw.admin).await;
+    assert_eq!(before.value(RELOADS, &[("result", "refused")]), Some(0.0));
+    assert_eq!(before.value(RELOADS, &[("result", "ok")]), Some(0.0));
+    let original = serving_set(&before);
+    assert_eq!(get(gw.admin, "/readyz").await, (200, "ok\n".to_owned()));
+
+    // The guardrails become a link to nowhere, in one step (no reload may see them just gone):
+    // the watcher sees it, the reload is refused.
+    let guardrails = dir.path().join("guardrails.cedar");
+    let kept = dir.path().join("guardrails.cedar.bak");
+    std::fs::copy(&guardrails, &kept).expect("keep the guardrails");
+    let link = dir.path().join(".guardrails.link");
+    std::os::unix::fs::symlink(dir.path().join("release-2/guardrails.cedar"), &link)
+        .expect("symlink");
+    std::fs::rename(&link, &guardrails).expect("replace the guardrails by the link");
+    let deadline = Instant::now() + RELOAD_WITHIN;
+    let refused = loop {
+        let now = scrape(gw.admin).await;
+        if now.value(RELOADS, &[("result", "refused")]) >= Some(1.0) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refused reload counted:\n{}\n{}",
+            now.text,
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(serving_set(&refused), original, "the old set serves");
+    let (status, body) = get(gw.admin, "/readyz").await;
+    assert_eq!(
+        status, 200,
+        "a refused reload leaves the gateway ready: {body}"
+    );
+    assert!(body.starts_with("ok\n"), "{body}");
+    assert!(
+        body.contains("policy reload refused")
+            && body.contains("guardrails.cedar is a dangling symlink"),
+        "{body}"
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("guardrails.cedar is a dangling symlink"),
+        "the log names the path: {logs}"
+    );
+    assert_eq!(
+        decision(&mut client).await,
+        Seen::Denied,
+        "the old set serves"
+    );
+
+    // Putting the file back is a good reload: the refusal is gone, and the same files hash as
+    // they did at start.
+    std::fs::rename(&kept, &guardrails).expect("restore the guardrails");
+    let deadline = Instant::now() + RELOAD_WITHIN;
+    loop {
+        // The reloader counts once the set is in, so the count may trail /readyz a little.
+        let body = get(gw.admin, "/readyz").await.1;
+        let after = scrape(gw.admin).await;
+        if body == "ok\n" && after.value(RELOADS, &[("result", "ok")]) >= Some(1.0) {
+            assert_eq!(serving_set(&after), original);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no good reload after the fix: {body}\n{}",
+            after.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -106,18 +106,29 @@ pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
 
 fn validate(dir: PathBuf, schema: Option<PathBuf>) -> ExitCode {
     let config = PolicyConfig {
-        dir,
         schema,
         watch: false,
+        ..PolicyConfig::new(dir)
     };
     match Policies::validate_set(&config) {
-        Ok(ids) => {
+        Ok(summary) => {
             println!(
                 "ok: {} policies in {} valid against the schema",
-                ids.len(),
+                summary.ids.len(),
                 config.dir.display()
             );
-            for id in ids {
+            // Per file, so a file that contributes fewer policies than expected stands out.
+            for file in &summary.files {
+                let noun = if file.policies == 1 {
+                    "policy"
+                } else {
+                    "policies"
+                };
+                println!("  {}: {} {noun}", file.name, file.policies);
+            }
+            println!("sha256: {}", summary.sha256);
+            println!("policy ids:");
+            for id in &summary.ids {
                 println!("  {id}");
             }
             ExitCode::SUCCESS
@@ -192,9 +203,9 @@ where
         }
     };
     let config = PolicyConfig {
-        dir: args.policies,
         schema: args.schema,
         watch: false,
+        ..PolicyConfig::new(args.policies)
     };
     let policies = match Policies::load(config) {
         Ok(p) => p,

@@ -9,6 +9,7 @@ use cedar_policy::{
 
 use crate::call::{ContextValue, Decision, PolicyInput, PolicyResource, Principal};
 use crate::policy::Evaluation;
+use crate::policy::load::Source;
 
 /// The Cedar names the gateway uses; the schema must declare them.
 pub(super) const PRINCIPAL_TYPE: &str = "Service";
@@ -38,6 +39,8 @@ pub(super) struct Snapshot {
     actions: Vec<Entity>,
     authorizer: Authorizer,
     ids: Vec<String>,
+    /// Its files and fingerprint, for logs, `policy validate` and `policy_set_info`.
+    source: Source,
     principal_type: EntityTypeName,
     datashare_type: EntityTypeName,
     consumer_account_type: EntityTypeName,
@@ -85,7 +88,7 @@ boxed_from!(
 );
 
 impl Snapshot {
-    pub(super) fn new(set: PolicySet, schema: Schema) -> Result<Self, BuildError> {
+    pub(super) fn new(set: PolicySet, schema: Schema, source: Source) -> Result<Self, BuildError> {
         let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
         ids.sort();
         let mut general = PolicySet::new();
@@ -118,6 +121,7 @@ impl Snapshot {
             schema,
             authorizer: Authorizer::new(),
             ids,
+            source,
             principal_type: PRINCIPAL_TYPE.parse()?,
             datashare_type: DATASHARE_TYPE.parse()?,
             consumer_account_type: CONSUMER_ACCOUNT_TYPE.parse()?,
@@ -131,6 +135,14 @@ impl Snapshot {
 
     pub(super) fn ids(&self) -> &[String] {
         &self.ids
+    }
+
+    pub(super) fn summary(&self) -> super::SetSummary {
+        super::SetSummary {
+            ids: self.ids.clone(),
+            files: self.source.files.clone(),
+            sha256: self.source.sha256.clone(),
+        }
     }
 
     pub(super) fn evaluate(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {

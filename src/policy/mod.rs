@@ -1,5 +1,6 @@
 //! The organisation's policy, in Cedar: loading and validating policy sets against the schema,
-//! evaluating calls, hot reload (SIGHUP and file changes) and the policy layer.
+//! evaluating calls, hot reload (SIGHUP, file events and a periodic hash of the files) and the
+//! policy layer.
 //!
 //! A call is evaluated as principal `Service::"<id>"` (attribute `groups`), the operation's
 //! action (`Action::"AssociateConsumer"`, ...), its resource (`DataShare::"<arn>"` with attributes
@@ -40,10 +41,22 @@ pub struct PolicyConfig {
     /// Reload when a file in `dir` (or the schema) changes, as well as on SIGHUP.
     #[serde(default = "default_watch")]
     pub watch: bool,
+    /// With `watch`, also hash the policy files (read through symlinks) and the schema this often
+    /// and reload when the hash changes: the fallback for changes no file event reports. 0 turns
+    /// it off; at most [`MAX_POLL_INTERVAL_SECS`].
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
 }
+
+/// The largest `policy.poll_interval_secs`: a day.
+pub const MAX_POLL_INTERVAL_SECS: u64 = 86_400;
 
 fn default_watch() -> bool {
     true
+}
+
+fn default_poll_interval_secs() -> u64 {
+    5
 }
 
 impl PolicyConfig {
@@ -52,17 +65,28 @@ impl PolicyConfig {
         PolicyConfig {
             dir: dir.into(),
             schema: None,
-            watch: true,
+            watch: default_watch(),
+            poll_interval_secs: default_poll_interval_secs(),
         }
     }
 
-    /// Checks what can be checked without loading: the directory and schema file exist.
+    /// Checks what can be checked without parsing: the directory holds `*.cedar` entries that
+    /// are all readable files, the schema file exists, the poll interval is in range.
     pub fn validate(&self) -> Result<(), PolicyError> {
         if !self.dir.is_dir() {
             return Err(PolicyError::Config {
                 key: "policy.dir",
                 value: self.dir.display().to_string(),
                 rule: "must be an existing directory of *.cedar files",
+            });
+        }
+        load::policy_files(&self.dir)?;
+        // A longer period would overflow tokio's timer arithmetic long before it were useful.
+        if self.poll_interval_secs > MAX_POLL_INTERVAL_SECS {
+            return Err(PolicyError::Config {
+                key: "policy.poll_interval_secs",
+                value: self.poll_interval_secs.to_string(),
+                rule: "must be 0 (off) or at most 86400 (a day)",
             });
         }
         if let Some(schema) = &self.schema
@@ -100,6 +124,15 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    /// A `*.cedar` entry is not a readable file: refused, not skipped, so that no policy (a
+    /// guardrail, say) drops out of the set unnoticed.
+    #[error("{} is {what}, not a policy file", path.display())]
+    NotAFile {
+        /// The entry.
+        path: PathBuf,
+        /// What it is instead: "a directory", "a dangling symlink", "a special file".
+        what: &'static str,
+    },
     /// The directory holds no `*.cedar` file (which would deny everything: likely a mistake).
     #[error("no *.cedar files in {}", dir.display())]
     NoPolicies {
@@ -125,6 +158,38 @@ fn render(diagnostics: &[SourceDiagnostic]) -> String {
         .join("\n")
 }
 
+/// What a loaded set is made of, for `policy validate` and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetSummary {
+    /// The ids of its policies, sorted.
+    pub ids: Vec<String>,
+    /// Each `*.cedar` file and how many policies it holds, by file name.
+    pub files: Vec<FilePolicies>,
+    /// SHA-256 (hex) of the files' names and contents and of the schema: the same set on disk
+    /// always has the same hash.
+    pub sha256: String,
+}
+
+/// One policy file's share of a set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePolicies {
+    /// The file name, without the directory.
+    pub name: String,
+    /// How many policies it holds.
+    pub policies: usize,
+}
+
+impl SetSummary {
+    /// `a.cedar: 2, b.cedar: 1`: the per-file counts on one line, for logs.
+    pub fn per_file(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.policies))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A decision with the evaluation errors behind it, for `policy check` and logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evaluation {
@@ -141,7 +206,7 @@ struct Shared {
 }
 
 /// The running policy set: a cheap-to-clone handle shared by the policy layer, the reloader and
-/// the health service.
+/// the admin listener (a metrics source: the serving set's hash, a refused reload).
 #[derive(Clone)]
 pub struct Policies {
     shared: Arc<Shared>,
@@ -161,7 +226,14 @@ impl Policies {
     pub fn load(config: PolicyConfig) -> Result<Self, PolicyError> {
         config.validate()?;
         let snapshot = load::load(&config)?;
-        tracing::info!(dir = %config.dir.display(), policies = snapshot.len(), "policy set loaded");
+        let summary = snapshot.summary();
+        tracing::info!(
+            dir = %config.dir.display(),
+            policies = summary.ids.len(),
+            files = %summary.per_file(),
+            sha256 = %summary.sha256,
+            "policy set loaded"
+        );
         Ok(Policies {
             shared: Arc::new(Shared {
                 config,
@@ -196,11 +268,10 @@ impl Policies {
         self.shared.current.load().evaluate(principal, input)
     }
 
-    /// Loads and validates the set in `config.dir` without serving it (`policy validate`); the ids
-    /// of its policies.
-    pub fn validate_set(config: &PolicyConfig) -> Result<Vec<String>, PolicyError> {
+    /// Loads and validates the set in `config.dir` without serving it (`policy validate`).
+    pub fn validate_set(config: &PolicyConfig) -> Result<SetSummary, PolicyError> {
         config.validate()?;
-        Ok(load::load(config)?.ids().to_vec())
+        Ok(load::load(config)?.summary())
     }
 
     /// Loads, validates and swaps in the set on disk; returns its policy count. On error the
@@ -209,25 +280,37 @@ impl Policies {
         let shared = &self.shared;
         match load::load(&shared.config) {
             Ok(snapshot) => {
-                let count = snapshot.len();
+                let summary = snapshot.summary();
                 shared.current.store(Arc::new(snapshot));
                 *lock(&shared.last_reload_error) = None;
-                tracing::info!(dir = %shared.config.dir.display(), policies = count, "policy set reloaded");
-                Ok(count)
+                tracing::info!(
+                    dir = %shared.config.dir.display(),
+                    policies = summary.ids.len(),
+                    files = %summary.per_file(),
+                    sha256 = %summary.sha256,
+                    "policy set reloaded"
+                );
+                Ok(summary.ids.len())
             }
             Err(err) => {
+                let error = with_causes(&err);
                 tracing::error!(
                     dir = %shared.config.dir.display(),
-                    error = %err,
+                    %error,
                     "policy reload refused; the running set stays"
                 );
-                *lock(&shared.last_reload_error) = Some(err.to_string());
+                *lock(&shared.last_reload_error) = Some(error);
                 Err(err)
             }
         }
     }
 
-    /// Why the last reload was refused, until a reload succeeds.
+    /// The running set's ids, files and hash.
+    pub fn summary(&self) -> SetSummary {
+        self.shared.current.load().summary()
+    }
+
+    /// Why the last reload was refused (the error and its causes), until a reload succeeds.
     pub fn last_reload_error(&self) -> Option<String> {
         lock(&self.shared.last_reload_error).clone()
     }
@@ -251,6 +334,18 @@ impl Policies {
     pub fn config(&self) -> &PolicyConfig {
         &self.shared.config
     }
+}
+
+/// The error and its causes: "cannot read x.cedar: Permission denied (os error 13)".
+fn with_causes(err: &PolicyError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 // The mutex only guards an Option<String>; a poisoned one still holds a usable value.
