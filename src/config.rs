@@ -286,6 +286,13 @@ impl Config {
         if s.concurrency_limit == 0 {
             return Err("server.concurrency_limit = 0: must be positive".into());
         }
+        // A forwarded call must be able to end within the drain, or its outcome is lost to it.
+        if s.shutdown_grace_secs.saturating_mul(1000) < self.upstream.operation_timeout_ms {
+            return Err(format!(
+                "server.shutdown_grace_secs = {}: must be at least upstream.operation_timeout_ms ({} ms), so that a call forwarded before shutdown can end within the drain",
+                s.shutdown_grace_secs, self.upstream.operation_timeout_ms
+            ));
+        }
         if s.keepalive_interval_secs == 0 || s.keepalive_timeout_secs == 0 {
             return Err(
                 "server.keepalive_interval_secs and server.keepalive_timeout_secs must be positive"

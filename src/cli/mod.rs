@@ -187,7 +187,7 @@ async fn dev(args: DevArgs) -> Result<ExitCode, CliError> {
         r#"[server]
 listen = "{grpc_addr}"
 admin_listen = "{admin_listen}"
-shutdown_grace_secs = 5
+shutdown_grace_secs = 15
 
 [auth]
 mode = "insecure"

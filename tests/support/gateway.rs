@@ -88,6 +88,10 @@ pub struct GatewayOptions {
     pub accounts: Vec<(String, String, String)>,
     /// `upstream.default_account` (with `accounts`).
     pub default_account: Option<String>,
+    /// `server.shutdown_grace_secs`.
+    pub shutdown_grace_secs: u64,
+    /// More keys of the `[server]` table (`health_listen = "..."`, ...).
+    pub server_toml: String,
 }
 
 impl GatewayOptions {
@@ -111,6 +115,8 @@ impl GatewayOptions {
             env: Vec::new(),
             accounts: Vec::new(),
             default_account: None,
+            shutdown_grace_secs: 5,
+            server_toml: String::new(),
         }
     }
 
@@ -305,6 +311,16 @@ impl Gateway {
         matches!(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await, Ok(Ok(s)) if s.success())
     }
 
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn sigterm(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
@@ -345,7 +361,8 @@ pub fn config_text(o: &GatewayOptions, audit_dir: &Path) -> String {
         r#"[server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
-shutdown_grace_secs = 5
+shutdown_grace_secs = {grace}
+{server_extra}
 
 [auth]
 {auth}
@@ -391,6 +408,8 @@ throttle_retry_after_ms = 1500
                 )
             })
             .collect::<String>(),
+        grace = o.shutdown_grace_secs,
+        server_extra = o.server_toml,
         policy_dir = o.policy_dir.display().to_string(),
         audit_dir = audit_dir.display().to_string(),
         endpoint = o.endpoint_url,
