@@ -33,6 +33,15 @@ pub struct AuditConfig {
     /// durable when acknowledged).
     #[serde(default = "default_sync")]
     pub sync: bool,
+    /// How long a record may take to become durable, in milliseconds. A slower append fails its
+    /// call (UNAVAILABLE, nothing forwarded), and a write stuck longer than this turns health
+    /// NOT_SERVING: a hung disk must not hang every call while readiness says all is well.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+}
+
+fn default_write_timeout_ms() -> u64 {
+    2_000
 }
 
 fn default_max_file_bytes() -> u64 {
@@ -63,6 +72,7 @@ impl AuditConfig {
             hmac_key_env: None,
             mirror_stdout: false,
             sync: default_sync(),
+            write_timeout_ms: default_write_timeout_ms(),
         }
     }
 
@@ -76,6 +86,9 @@ impl AuditConfig {
         }
         if self.queue_capacity == 0 {
             return Err("audit.queue_capacity = 0: must be at least 1".into());
+        }
+        if self.write_timeout_ms == 0 {
+            return Err("audit.write_timeout_ms = 0: must be at least 1".into());
         }
         if self.max_batch == 0 {
             return Err("audit.max_batch = 0: must be at least 1".into());

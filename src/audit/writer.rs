@@ -79,6 +79,10 @@ pub enum AuditError {
     /// The writer thread could not be started.
     #[error("cannot start the audit writer thread")]
     Spawn(#[source] io::Error),
+    /// The record was not durable within `audit.write_timeout_ms`; it is withdrawn if the
+    /// writer has not taken it yet.
+    #[error("the audit record was not durable within {0} ms")]
+    Timeout(u64),
 }
 
 /// Counters for metrics.
@@ -102,6 +106,10 @@ pub struct AuditStats {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// When the writer started its current write, in milliseconds after `epoch` plus one; 0
+    /// while it is not writing. Read by the watchdog.
+    busy_since_ms: AtomicU64,
+    epoch: OnceEpoch,
     records_written: AtomicU64,
     batches: AtomicU64,
     fsyncs: AtomicU64,
@@ -110,11 +118,40 @@ struct Counters {
     write_errors: AtomicU64,
 }
 
+/// The instant the writer's `busy_since_ms` counts from.
+#[derive(Debug)]
+struct OnceEpoch(Instant);
+
+impl Default for OnceEpoch {
+    fn default() -> Self {
+        OnceEpoch(Instant::now())
+    }
+}
+
+impl Counters {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the current write has been going on, if one is.
+    fn busy_for(&self) -> Option<std::time::Duration> {
+        match self.busy_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(
+                self.now_ms().saturating_sub(since - 1),
+            )),
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
 #[derive(Debug)]
 enum Msg {
     Append {
+        /// Set by a caller that stopped waiting: the writer drops the record if it has not
+        /// taken it yet.
+        withdrawn: Arc<std::sync::atomic::AtomicBool>,
         body: EncodedBody,
         reply: Reply,
     },
@@ -134,6 +171,7 @@ pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     health: watch::Receiver<bool>,
     counters: Arc<Counters>,
+    write_timeout: std::time::Duration,
 }
 
 impl AuditLog {
@@ -148,7 +186,10 @@ impl AuditLog {
         )?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (health_tx, health) = watch::channel(true);
+        let health_tx = Arc::new(health_tx);
+        let watchdog_health = Arc::clone(&health_tx);
         let counters = Arc::new(Counters::default());
+        let write_timeout = std::time::Duration::from_millis(config.write_timeout_ms);
         let (ready_tx, ready_rx) = oneshot::channel();
         let config = config.clone();
         let thread_counters = Arc::clone(&counters);
@@ -170,25 +211,46 @@ impl AuditLog {
             .map_err(AuditError::Spawn)?;
         ready_rx.await.map_err(|_| AuditError::Closed)??;
         tokio::spawn(probe_while_unhealthy(tx.downgrade(), health.clone()));
+        tokio::spawn(watch_for_a_stuck_writer(
+            tx.downgrade(),
+            Arc::clone(&counters),
+            watchdog_health,
+            write_timeout,
+        ));
         Ok(AuditLog {
             tx,
             health,
             counters,
+            write_timeout,
         })
     }
 
     /// Queues a record and resolves with its seq once it is durable. Waits while the queue is
-    /// full; the caller's deadline bounds the wait.
+    /// full, at most `audit.write_timeout_ms` in all: a record not durable by then fails with
+    /// [`AuditError::Timeout`] and is withdrawn unless the writer has already taken it.
     pub async fn append(&self, body: RecordBody) -> Result<u64, AuditError> {
         // Serialised here, on the caller's task, so that the single writer thread only numbers,
         // chains and hashes.
         let body = encode_body(&body).map_err(AuditError::Encode)?;
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::Append { body, reply })
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        answer.await.map_err(|_| AuditError::Closed)?
+        let withdrawn = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = Msg::Append {
+            withdrawn: Arc::clone(&withdrawn),
+            body,
+            reply,
+        };
+        let durable = async {
+            self.tx.send(queued).await.map_err(|_| AuditError::Closed)?;
+            answer.await.map_err(|_| AuditError::Closed)?
+        };
+        match tokio::time::timeout(self.write_timeout, durable).await {
+            Ok(result) => result,
+            Err(_) => {
+                withdrawn.store(true, Ordering::Relaxed);
+                let ms = u64::try_from(self.write_timeout.as_millis()).unwrap_or(u64::MAX);
+                Err(AuditError::Timeout(ms))
+            }
+        }
     }
 
     /// True while audit writes succeed: false from a failed write until the next good one.
@@ -234,6 +296,32 @@ async fn probe_while_unhealthy(tx: mpsc::WeakSender<Msg>, mut health: watch::Rec
         };
         // A full queue holds records, and writing them is a retry too.
         let _ = tx.try_send(Msg::Probe);
+    }
+}
+
+/// Turns health NOT_SERVING while a write has been stuck longer than `write_timeout` (a hung
+/// disk returns no error, so the writer cannot say so itself). The writer turns it back on with
+/// its next durable batch. Ends with the writer.
+async fn watch_for_a_stuck_writer(
+    tx: mpsc::WeakSender<Msg>,
+    counters: Arc<Counters>,
+    health: Arc<watch::Sender<bool>>,
+    write_timeout: std::time::Duration,
+) {
+    let period = (write_timeout / 4).max(std::time::Duration::from_millis(20));
+    loop {
+        tokio::time::sleep(period).await;
+        if tx.upgrade().is_none() {
+            return;
+        }
+        if counters.busy_for().is_some_and(|busy| busy > write_timeout)
+            && health.send_if_modified(|healthy| std::mem::replace(healthy, false))
+        {
+            tracing::error!(
+                timeout_ms = u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX),
+                "audit: a write is stuck (hung disk?); NOT_SERVING until it completes"
+            );
+        }
     }
 }
 
@@ -303,8 +391,11 @@ struct Writer {
     next_segment: u64,
     /// Torn bytes not yet acknowledged by a durable `recovery` record.
     pending: Vec<RecoveryNote>,
-    health: watch::Sender<bool>,
+    health: Arc<watch::Sender<bool>>,
     counters: Arc<Counters>,
+    /// Test hooks: stall or fail writes.
+    #[cfg(test)]
+    faults: Arc<test_faults::Faults>,
 }
 
 /// Where the chain ends in the existing files, and which bytes after it are torn.
@@ -397,7 +488,7 @@ impl Writer {
     fn start(
         config: &AuditConfig,
         key: Option<HmacKey>,
-        health: watch::Sender<bool>,
+        health: Arc<watch::Sender<bool>>,
         counters: Arc<Counters>,
     ) -> Result<Writer, AuditError> {
         let dir = config.dir.clone();
@@ -433,6 +524,8 @@ impl Writer {
             pending: recovered.torn,
             health,
             counters,
+            #[cfg(test)]
+            faults: test_faults::for_dir(&config.dir),
         };
         // A new file at every start: a file with a torn tail is never appended to, and problems
         // with the directory show now rather than on the first call.
@@ -457,7 +550,9 @@ impl Writer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Append { body, reply } => batch.push((body, reply)),
+                    // A caller that gave up has been answered; its record is not written.
+                    Msg::Append { withdrawn, .. } if withdrawn.load(Ordering::Relaxed) => {}
+                    Msg::Append { body, reply, .. } => batch.push((body, reply)),
                     Msg::Probe => probe = true,
                     Msg::Shutdown(done) => {
                         // Refuse new records; those already queued are still written below.
@@ -501,7 +596,11 @@ impl Writer {
             waiters.push((self.encode(&mut buf, &ts, &body), reply));
         }
         if outcome.is_ok() {
+            self.counters
+                .busy_since_ms
+                .store(self.counters.now_ms() + 1, Ordering::Relaxed);
             outcome = self.write_durable(&buf);
+            self.counters.busy_since_ms.store(0, Ordering::Relaxed);
         }
         match outcome {
             Ok(()) => {
@@ -568,19 +667,25 @@ impl Writer {
         let Some(segment) = self.segment.as_mut() else {
             return Err(io::Error::other("no audit file is open"));
         };
-        let result = segment.file.write_all(buf).and_then(|()| {
-            if !self.sync {
-                return Ok(());
-            }
-            let started = Instant::now();
-            segment.file.sync_data()?;
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let c = &self.counters;
-            c.fsyncs.fetch_add(1, Ordering::Relaxed);
-            c.fsync_micros_total.fetch_add(micros, Ordering::Relaxed);
-            c.fsync_micros_max.fetch_max(micros, Ordering::Relaxed);
-            Ok(())
-        });
+        #[cfg(test)]
+        let injected = self.faults.before_write();
+        #[cfg(not(test))]
+        let injected: io::Result<()> = Ok(());
+        let result = injected
+            .and_then(|()| segment.file.write_all(buf))
+            .and_then(|()| {
+                if !self.sync {
+                    return Ok(());
+                }
+                let started = Instant::now();
+                segment.file.sync_data()?;
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let c = &self.counters;
+                c.fsyncs.fetch_add(1, Ordering::Relaxed);
+                c.fsync_micros_total.fetch_add(micros, Ordering::Relaxed);
+                c.fsync_micros_max.fetch_max(micros, Ordering::Relaxed);
+                Ok(())
+            });
         // Writes to a file whose directory was deleted succeed, and the records go with it.
         let result = result.and_then(|()| match segment.file.metadata()?.nlink() {
             0 => Err(io::Error::other("the audit file was deleted")),
@@ -609,6 +714,12 @@ impl Writer {
             .file
             .metadata()
             .map_or(segment.len + attempted, |m| m.len());
+        // A file nothing reached (a full disk refuses the first byte) holds no unknown state:
+        // retry it rather than leave an empty file behind at every retry.
+        if on_disk == 0 && segment.len == 0 {
+            self.segment = Some(segment);
+            return;
+        }
         if on_disk > segment.len {
             self.pending.push(RecoveryNote {
                 file: segment.name,
@@ -634,6 +745,65 @@ impl Writer {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(Segment { file, name, len: 0 })
+    }
+}
+
+/// Test hooks, found by the audit directory so a test can reach the writer it opened.
+#[cfg(test)]
+pub(crate) mod test_faults {
+    use std::collections::HashMap;
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+    /// What the writer of one directory is told to do.
+    #[derive(Debug, Default)]
+    pub(crate) struct Faults {
+        /// Writes to fail with ENOSPC before any byte is written.
+        pub(crate) full_disk: AtomicUsize,
+        /// While true, writes block (a hung disk).
+        pub(crate) stalled: Mutex<bool>,
+        pub(crate) unstall: Condvar,
+    }
+
+    impl Faults {
+        pub(super) fn before_write(&self) -> io::Result<()> {
+            let mut stalled = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
+            while *stalled {
+                stalled = self
+                    .unstall
+                    .wait(stalled)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            drop(stalled);
+            let left = self.full_disk.load(Ordering::Relaxed);
+            if left > 0 {
+                self.full_disk.store(left - 1, Ordering::Relaxed);
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        }
+
+        pub(crate) fn stall(&self, on: bool) {
+            *self.stalled.lock().unwrap_or_else(|p| p.into_inner()) = on;
+            self.unstall.notify_all();
+        }
+    }
+
+    fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Faults>>> {
+        static FAULTS: OnceLock<Mutex<HashMap<PathBuf, Arc<Faults>>>> = OnceLock::new();
+        FAULTS.get_or_init(Default::default)
+    }
+
+    /// The hooks of the writer of `dir` (made on first use).
+    pub(crate) fn for_dir(dir: &Path) -> Arc<Faults> {
+        registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(dir.to_owned())
+            .or_default()
+            .clone()
     }
 }
 
@@ -664,6 +834,76 @@ mod tests {
             }
         }
         all
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_retried_in_the_same_file_not_a_new_one_each_time() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = AuditConfig::new(tmp.path());
+        let log = AuditLog::open(&config).await.expect("open");
+        let faults = test_faults::for_dir(tmp.path());
+        faults.full_disk.store(5, Ordering::Relaxed);
+        for i in 0..5 {
+            let err = log.append(intent(&format!("full-{i}"))).await;
+            assert!(matches!(err, Err(AuditError::Write(_))), "{err:?}");
+        }
+        assert!(!*log.health().borrow(), "a full disk is unhealthy");
+        log.append(intent("after")).await.expect("room again");
+        assert!(*log.health().borrow());
+        log.close().await;
+        let files = list_segments(tmp.path()).expect("list");
+        assert_eq!(files.len(), 1, "one file, retried: {files:?}");
+        let recs = lines_of(tmp.path());
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0]["request_id"], "after");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_write_times_out_its_callers_and_turns_health_off_until_it_completes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut config = AuditConfig::new(tmp.path());
+        config.write_timeout_ms = 200;
+        let log = AuditLog::open(&config).await.expect("open");
+        let mut health = log.health();
+        let faults = test_faults::for_dir(tmp.path());
+        faults.stall(true);
+        // The writer takes the first record and hangs on it; the second waits in the queue.
+        let first = tokio::spawn({
+            let log = log.clone();
+            async move { log.append(intent("taken-while-stuck")).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let second = log.append(intent("queued-while-stuck")).await;
+        assert!(
+            matches!(second, Err(AuditError::Timeout(200))),
+            "{second:?}"
+        );
+        let first = first.await.expect("join");
+        assert!(matches!(first, Err(AuditError::Timeout(200))), "{first:?}");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            health.wait_for(|healthy| !*healthy),
+        )
+        .await
+        .expect("the watchdog turns health off")
+        .expect("health");
+        faults.stall(false);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            health.wait_for(|healthy| *healthy),
+        )
+        .await
+        .expect("health comes back when the write completes")
+        .expect("health");
+        log.append(intent("after")).await.expect("writes again");
+        log.close().await;
+        let ids: Vec<_> = lines_of(tmp.path())
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        // The record the writer had taken was written when the disk came back; the one still
+        // queued when its caller gave up was withdrawn.
+        assert_eq!(ids, ["taken-while-stuck", "after"]);
     }
 
     #[tokio::test]
