@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("datasharing_descriptor.bin"),
         file_descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(file_descriptors)?;
+    // Undecodable request bodies are the caller's error: see src/codec.rs.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::ProtoCodec")
+        .compile_fds(file_descriptors)?;
     Ok(())
 }

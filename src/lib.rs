@@ -5,6 +5,7 @@
 //!
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 //! - [`proto`]: generated code for `datasharing.v1` and its descriptor set; nothing else.
+//! - [`codec`]: the services' protobuf codec (an undecodable body is INVALID_ARGUMENT).
 //! - [`arn`]: datashare and namespace ARNs, account ids and region names; the only parser of them.
 //! - [`call`]: the [`call::Operation`] trait and the typed [`call::Call`] the stack passes along,
 //!   stage by stage.
@@ -54,6 +55,7 @@ pub mod arn;
 pub mod audit;
 pub mod call;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod drain;
 pub mod errors;

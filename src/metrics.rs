@@ -304,6 +304,16 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Counts one call answered outside the middleware stack (refused before it became a call).
+    pub fn count_call(&self, method: &'static str, code: tonic::Code) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
     /// Counts one STS AssumeRole call; `result` is `ok`, `denied`, `throttled` or `error`.
     pub fn sts_assume_role(&self, result: &'static str) {
         self.sts_assume_role

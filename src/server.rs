@@ -404,35 +404,70 @@ fn answer_before(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 20).min(Duration::from_millis(5)))
 }
 
-/// When a request reached the gateway's router, stamped by [`ArrivalLayer`].
+/// When a request reached the gateway's router, stamped by [`HttpGuardLayer`].
 #[derive(Clone, Copy, Debug)]
 struct Arrival(Instant);
 
-/// Stamps each HTTP request with its arrival time, right inside tonic's `grpc-timeout` layer.
-#[derive(Clone, Copy, Debug, Default)]
-struct ArrivalLayer;
+/// The gRPC services' HTTP front: stamps each request's arrival (right inside tonic's
+/// `grpc-timeout` layer), refuses what is not gRPC (HTTP 415, before anything is decoded), and
+/// logs and counts requests whose body could not be decoded (the codec that refuses them knows
+/// no request).
+#[derive(Clone, Debug)]
+struct HttpGuardLayer {
+    metrics: Arc<Metrics>,
+}
 
-impl<S> tower::Layer<S> for ArrivalLayer {
-    type Service = Arrived<S>;
+impl<S> tower::Layer<S> for HttpGuardLayer {
+    type Service = HttpGuard<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Arrived { inner }
+        HttpGuard {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
-/// The service made by [`ArrivalLayer`].
+/// The service made by [`HttpGuardLayer`].
 #[derive(Clone, Debug)]
-struct Arrived<S> {
+struct HttpGuard<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Arrived<S>
+/// gRPC over HTTP/2 with protobuf: `application/grpc` or `application/grpc+proto`, with
+/// optional parameters. (`application/grpc-web` and `+json` start alike and are not.)
+fn is_grpc_content_type(value: Option<&http::HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let media = value.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/grpc")
+        || media.eq_ignore_ascii_case("application/grpc+proto")
+}
+
+/// The gateway's method a request path names; anything else is "other" (bounded labels).
+fn method_of_path(path: &str) -> &'static str {
+    match path.rsplit('/').next() {
+        Some(AssociateConsumer::METHOD) => AssociateConsumer::METHOD,
+        Some(DisassociateConsumer::METHOD) => DisassociateConsumer::METHOD,
+        Some(ListConsumerDataShares::METHOD) => ListConsumerDataShares::METHOD,
+        _ => "other",
+    }
+}
+
+type HttpFuture<E> =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for HttpGuard<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = HttpFuture<S::Error>;
 
     fn poll_ready(
         &mut self,
@@ -442,9 +477,59 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if !is_grpc_content_type(request.headers().get(http::header::CONTENT_TYPE)) {
+            tracing::info!(
+                path = %request.uri().path(),
+                content_type = ?request.headers().get(http::header::CONTENT_TYPE),
+                "refused: not a gRPC request (HTTP 415)"
+            );
+            let mut response = http::Response::new(tonic::body::Body::empty());
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return Box::pin(async move { Ok(response) });
+        }
         request.extensions_mut().insert(Arrival(Instant::now()));
-        self.inner.call(request)
+        let method = method_of_path(request.uri().path());
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_acceptable_request_id(v))
+            .map(str::to_owned);
+        let peer = peer_of(&request);
+        let metrics = self.metrics.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            if response
+                .headers_mut()
+                .remove(crate::status::UNDECODABLE_MARK)
+                .is_some()
+            {
+                tracing::info!(
+                    method,
+                    peer = ?peer,
+                    request_id = request_id.as_deref().unwrap_or(""),
+                    "refused: the request body is not a valid message (INVALID_ARGUMENT)"
+                );
+                metrics.count_call(method, tonic::Code::InvalidArgument);
+            }
+            Ok(response)
+        })
     }
+}
+
+/// The caller's address, from the connection info tonic puts in the request (TCP or TLS).
+fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
 }
 
 /// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
@@ -678,9 +763,14 @@ impl App {
         }
         // The admin listener outlives the drain, so the last scrape sees the final counts.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready_rx, async move {
-            let _ = admin_stopped.await;
-        }));
+        let admin_task = tokio::spawn(crate::admin::serve(
+            admin,
+            metrics.clone(),
+            ready_rx,
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -698,7 +788,9 @@ impl App {
             .max_encoding_message_size(max);
 
         let mut builder = Server::builder()
-            .layer(ArrivalLayer)
+            .layer(HttpGuardLayer {
+                metrics: metrics.clone(),
+            })
             .http2_keepalive_interval(Some(Duration::from_secs(
                 config.server.keepalive_interval_secs,
             )))

@@ -124,6 +124,28 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
     tonic::Status::with_error_details(code_of(err), err.to_string(), details)
 }
 
+/// The metadata key that marks a status as "the body could not be decoded" for the HTTP layer,
+/// which logs and counts such calls (the codec that makes the status knows no request) and then
+/// removes the key.
+pub const UNDECODABLE_MARK: &str = "x-datashare-gateway-undecodable";
+
+/// The status of a request whose body is not a valid protobuf message of its method (garbage,
+/// truncated, invalid UTF-8 in a string field): the caller's error, INVALID_ARGUMENT.
+pub fn undecodable(detail: &str) -> tonic::Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("UNDECODABLE_REQUEST", ERROR_DOMAIN, HashMap::new());
+    let mut status = tonic::Status::with_error_details(
+        Code::InvalidArgument,
+        format!("the request body is not a valid message of this method: {detail}"),
+        details,
+    );
+    status.metadata_mut().insert(
+        UNDECODABLE_MARK,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
 /// One row of the fault-to-status table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRow {
@@ -152,6 +174,18 @@ pub fn fault_table() -> Vec<FaultRow> {
             status: "`OUT_OF_RANGE` (refused by tonic before decoding, so not audited)".into(),
             reason: "none".into(),
             retry: "no",
+        },
+        FaultRow {
+            what: "content type not `application/grpc` (or `+proto`)".into(),
+            status: "HTTP 415 (refused before decoding, so not audited)".into(),
+            reason: "none".into(),
+            retry: "no: speak gRPC",
+        },
+        FaultRow {
+            what: "request body not a valid protobuf message of its method".into(),
+            status: "`INVALID_ARGUMENT` (refused before decoding into a call, so not audited; logged and counted)".into(),
+            reason: "`UNDECODABLE_REQUEST`".into(),
+            retry: "no: fix the client",
         },
         own(
             "invalid request",

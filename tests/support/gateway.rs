@@ -468,3 +468,69 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// What a raw HTTP/2 request to the gateway got back.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// The HTTP status.
+    pub http_status: u16,
+    /// `grpc-status` (from the trailers, or the headers of a trailers-only answer); empty if none.
+    pub grpc_status: String,
+    /// `grpc-message`.
+    pub grpc_message: String,
+}
+
+/// Sends one raw HTTP/2 POST to `path` with `content_type` (none when `None`), the
+/// `x-caller-id` and `x-request-id` headers, and `payload` framed as one gRPC message.
+pub async fn raw_grpc(
+    gw: &Gateway,
+    path: &str,
+    content_type: Option<&str>,
+    request_id: &str,
+    payload: &[u8],
+) -> RawAnswer {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(payload);
+    let mut request = http::Request::post(format!("http://{}{path}", gw.addr))
+        .header("te", "trailers")
+        .header("x-caller-id", REPORTING)
+        .header("x-request-id", request_id);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let request = request
+        .body(Full::new(bytes::Bytes::from(frame)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("body");
+    // A status without a body comes in the headers ("trailers-only"); otherwise in the trailers.
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .unwrap_or_else(|| parts.headers.clone());
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    RawAnswer {
+        http_status: parts.status.as_u16(),
+        grpc_status: get("grpc-status"),
+        grpc_message: get("grpc-message"),
+    }
+}
