@@ -11,6 +11,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest an admin connection stays open.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long to wait after an accept error before accepting again.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -81,7 +88,15 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors (EMFILE) lasts: retrying at once would spin a core.
+                tracing::warn!(error = %err, "admin: cannot accept a connection; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
@@ -89,9 +104,13 @@ pub async fn serve(
                 let response = route(&request, &metrics, &ready);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            // A client that never finishes its request headers does not hold a connection.
+            let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            // Scrapes and probes are quick; a connection kept longer is closed.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         });
     }
 }

@@ -66,6 +66,18 @@ pub struct ServerConfig {
     /// This gateway's name in role session tags (`dsgw:gateway`) and logs. Unset: the host
     /// name.
     pub instance: Option<String>,
+    /// Connections to the gRPC listener open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a client may take to finish the TLS handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Calls one connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Streams a client may reset before the server has accepted them (rapid-reset defence).
+    pub max_pending_accept_reset_streams: usize,
+    /// The longest a call's stream may last, from its first header to its answer, in
+    /// milliseconds: bounds headers and bodies that never finish arriving. At least
+    /// `upstream.operation_timeout_ms`.
+    pub request_timeout_ms: u64,
 }
 
 impl ServerConfig {
@@ -97,6 +109,11 @@ impl Default for ServerConfig {
             keepalive_timeout_secs: 10,
             shutdown_grace_secs: 20,
             instance: None,
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_concurrent_streams: 100,
+            max_pending_accept_reset_streams: 20,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -281,6 +298,24 @@ impl Config {
             return Err(format!(
                 "server.max_message_bytes = {}: must be 1024 to 4194304",
                 s.max_message_bytes
+            ));
+        }
+        for (key, value) in [
+            ("server.max_connections", s.max_connections as u64),
+            ("server.handshake_timeout_ms", s.handshake_timeout_ms),
+            (
+                "server.max_concurrent_streams",
+                u64::from(s.max_concurrent_streams),
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} = 0: must be positive"));
+            }
+        }
+        if s.request_timeout_ms < self.upstream.operation_timeout_ms {
+            return Err(format!(
+                "server.request_timeout_ms = {}: must be at least upstream.operation_timeout_ms ({} ms)",
+                s.request_timeout_ms, self.upstream.operation_timeout_ms
             ));
         }
         if s.concurrency_limit == 0 {

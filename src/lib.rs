@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`accept`]: the gRPC listener's connections: a cap, TLS handshakes with a timeout.
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 //! - [`proto`]: generated code for `datasharing.v1` and its descriptor set; nothing else.
 //! - [`codec`]: the services' protobuf codec (an undecodable body is INVALID_ARGUMENT).
@@ -50,6 +51,7 @@
 //! Identity, validation, policy, limits, audit (write-ahead when it changes state), metrics,
 //! spans and the fault mapping apply to it without change.
 
+pub mod accept;
 pub mod admin;
 pub mod arn;
 pub mod audit;

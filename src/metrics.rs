@@ -46,6 +46,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -92,6 +97,8 @@ pub struct Metrics {
     /// Role sessions in the cache (one per account, role and principal).
     pub sts_sessions_cached: Gauge,
     sts_assume_role: Family<ResultLabels, Counter>,
+    tls_handshake_failures: Family<ReasonLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     /// One series, set to 1, labelled with the serving set's hash.
     policy_set: Family<PolicySetLabels, Gauge>,
@@ -229,6 +236,18 @@ impl Metrics {
             "The serving policy set, by the SHA-256 of its files and schema",
             policy_set.clone(),
         );
+        let tls_handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the gRPC listener that failed (failed: refused certificate, bad protocol; timeout: server.handshake_timeout_ms)",
+            tls_handshake_failures.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections to the gRPC listener closed on accept (over_capacity: server.max_connections)",
+            connections_refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
             calls,
@@ -247,6 +266,8 @@ impl Metrics {
             sts_assume_role,
             policy_reloads,
             policy_set,
+            tls_handshake_failures,
+            connections_refused,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -302,6 +323,20 @@ impl Metrics {
         self.upstream_duration
             .get_or_create(&OperationLabels { operation })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts one failed TLS handshake; `reason` is `failed` or `timeout`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one connection closed on accept; `reason` is `over_capacity`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts one call answered outside the middleware stack (refused before it became a call).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
@@ -81,6 +81,9 @@ pub enum ServerError {
     /// A configuration value is unusable.
     #[error("{0}")]
     Config(String),
+    /// The TLS files do not make a usable TLS configuration.
+    #[error("cannot use the TLS configuration")]
+    Tls(#[source] crate::accept::TlsSetupError),
     /// Reflection could not be built from the descriptor set.
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -797,14 +800,28 @@ impl App {
             .http2_keepalive_timeout(Some(Duration::from_secs(
                 config.server.keepalive_timeout_secs,
             )))
-            .tcp_nodelay(true);
-        if config.auth.mode == AuthMode::Mtls {
-            builder = builder.tls_config(tls_config(&config)?)?;
-        } else {
-            tracing::warn!(
-                "auth.mode = \"insecure\": plaintext, callers name themselves in x-caller-id; never use this in production"
-            );
-        }
+            .tcp_nodelay(true)
+            // One client may not hold more than this many calls open on a connection, nor
+            // reset streams faster than they are accepted (rapid reset).
+            .max_concurrent_streams(Some(config.server.max_concurrent_streams))
+            .http2_max_pending_accept_reset_streams(Some(
+                config.server.max_pending_accept_reset_streams,
+            ))
+            // Bounds a stream whose headers or body never finish arriving.
+            .timeout(Duration::from_millis(config.server.request_timeout_ms));
+        let tls = match config.auth.mode {
+            AuthMode::Mtls => Some(mtls_acceptor(&config)?),
+            AuthMode::Insecure => {
+                tracing::warn!(
+                    "auth.mode = \"insecure\": plaintext, callers name themselves in x-caller-id; never use this in production"
+                );
+                None
+            }
+        };
+        let limits = crate::accept::Limits {
+            max_connections: config.server.max_connections,
+            handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
+        };
 
         // The probes listener answers NOT_SERVING through the drain, and stops only after it.
         let (probes_stop, probes_stopped) = tokio::sync::watch::channel(false);
@@ -825,12 +842,43 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(data_sharing);
         let mut stop = stop_rx;
-        let serving = tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ));
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let serving = match tls {
+            Some(acceptor) => {
+                let handshake_metrics = metrics.clone();
+                let connections = crate::accept::incoming(
+                    listener,
+                    limits,
+                    move |connection| {
+                        crate::accept::tls_handshake(
+                            acceptor.clone(),
+                            connection,
+                            limits.handshake_timeout,
+                            handshake_metrics.clone(),
+                        )
+                    },
+                    metrics.clone(),
+                );
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(connections),
+                    stopped,
+                ))
+            }
+            None => {
+                let connections = crate::accept::incoming(
+                    listener,
+                    limits,
+                    |connection| async move { Some(connection) },
+                    metrics.clone(),
+                );
+                tokio::spawn(router.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(connections),
+                    stopped,
+                ))
+            }
+        };
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             done = &mut serving => {
@@ -881,7 +929,7 @@ fn flatten(
     }
 }
 
-fn tls_config(config: &Config) -> Result<ServerTlsConfig, ServerError> {
+fn mtls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     let read = |key: &'static str, path: &Option<std::path::PathBuf>| {
         let path = path.clone().unwrap_or_default();
         std::fs::read(&path).map_err(|source| ServerError::TlsFile { key, path, source })
@@ -889,10 +937,7 @@ fn tls_config(config: &Config) -> Result<ServerTlsConfig, ServerError> {
     let cert = read("auth.cert", &config.auth.cert)?;
     let key = read("auth.key", &config.auth.key)?;
     let ca = read("auth.client_ca", &config.auth.client_ca)?;
-    // A client CA makes client certificates required; rustls checks chain, validity and usage.
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .client_ca_root(Certificate::from_pem(ca)))
+    crate::accept::mtls_acceptor(&cert, &key, &ca).map_err(ServerError::Tls)
 }
 
 /// The line printed on stdout once the gateway listens, for scripts and tests using port 0.

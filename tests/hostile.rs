@@ -97,3 +97,33 @@ async fn an_undecodable_body_is_invalid_argument_logged_and_counted() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_admin_client_that_never_finishes_its_headers_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    let mut slow = tokio::net::TcpStream::connect(gw.admin)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the admin listener cut a client stuck in its headers"
+    );
+    // Others are still served.
+    let (status, _) = support::prometheus::get(gw.admin, "/livez").await;
+    assert_eq!(status, 200);
+}

@@ -469,3 +469,86 @@ async fn insecure_mode_without_x_caller_id_is_unauthenticated() {
         .expect("with x-caller-id");
     assert_eq!(emulator.counter(OP, "received"), 0);
 }
+
+/// Reads until the server closes the connection or `within` passes; true when it closed.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_garbage_handshakes_are_cut_counted_and_leave_room_for_others() {
+    let pki = Pki::new();
+    let emulator = Emulator::start();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.auth = pki.auth();
+    options.server_toml = "handshake_timeout_ms = 300\nmax_connections = 4".into();
+    let gw = Gateway::start(options).await;
+
+    // Four sockets that never speak fill every slot: a fifth is closed on accept.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(
+            tokio::net::TcpStream::connect(gw.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut fifth = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    assert!(
+        closed_within(&mut fifth, Duration::from_millis(250)).await,
+        "over server.max_connections: closed at once"
+    );
+    // The silent ones are cut at the handshake timeout, which frees their slots.
+    for socket in &mut silent {
+        assert!(
+            closed_within(socket, Duration::from_secs(3)).await,
+            "a handshake that never finishes is cut"
+        );
+    }
+    // Garbage instead of a ClientHello.
+    let mut garbage = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut garbage, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(closed_within(&mut garbage, Duration::from_secs(3)).await);
+
+    // A real client is served again.
+    assert_a_valid_certificate_is_served(&pki, &gw).await;
+    let metrics = support::prometheus::scrape(gw.admin).await;
+    assert_eq!(
+        metrics.value(
+            "datashare_gateway_connections_refused_total",
+            &[("reason", "over_capacity")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value(
+            "datashare_gateway_tls_handshake_failures_total",
+            &[("reason", "timeout")]
+        ),
+        Some(4.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "datashare_gateway_tls_handshake_failures_total",
+                &[("reason", "failed")]
+            )
+            .is_some_and(|n| n >= 1.0)
+    );
+}

@@ -1,0 +1,207 @@
+//! The gRPC listener's connections: at most `server.max_connections` at once, each TLS handshake
+//! bounded by `server.handshake_timeout_ms`, failures counted and logged with the peer, and
+//! accept errors (EMFILE) met with a back-off rather than a busy loop.
+//!
+//! tonic's own TLS acceptor has no connection cap and reports handshake failures nowhere an
+//! operator looks, so the gateway accepts and handshakes itself and hands tonic finished streams
+//! (tonic still reads the client certificate from them for the identity layer).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::metrics::Metrics;
+
+/// How long to wait after an accept error (out of file descriptors, ...) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the TLS material could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A PEM file holds no usable certificate or key.
+    #[error("{key}: {problem}")]
+    Pem {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA bundle cannot verify clients.
+    #[error("auth.client_ca: cannot build the client certificate verifier")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// A TLS acceptor requiring client certificates that chain to `client_ca` (PEM), presenting
+/// `cert` and `key` (PEM), offering HTTP/2 only.
+pub fn mtls_acceptor(
+    cert: &[u8],
+    key: &[u8],
+    client_ca: &[u8],
+) -> Result<TlsAcceptor, TlsSetupError> {
+    let pem = |key: &'static str, problem: String| TlsSetupError::Pem { key, problem };
+    let certs = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem("auth.cert", e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem("auth.cert", "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem("auth.key", e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca) {
+        let ca = ca.map_err(|e| pem("auth.client_ca", e.to_string()))?;
+        roots.add(ca)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // A client CA makes client certificates required; rustls checks chain, validity and usage.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TCP connection holding one of the listener's connection slots until it closes.
+#[derive(Debug)]
+pub struct Slotted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Slotted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slotted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Slotted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// The connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// Accepts connections on `listener` (TLS with `tls`, plaintext without) and yields those that
+/// are ready for HTTP/2, until the returned receiver is dropped.
+pub fn incoming<Ready, T>(
+    listener: TcpListener,
+    limits: Limits,
+    handshake: impl Fn(Slotted) -> Ready + Send + 'static,
+    metrics: Arc<Metrics>,
+) -> mpsc::Receiver<io::Result<T>>
+where
+    Ready: std::future::Future<Output = Option<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: the condition lasts; retrying at once would spin.
+                    tracing::warn!(error = %err, "cannot accept a connection; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics.connection_refused("over_capacity");
+                tracing::debug!(%peer, "connection refused: server.max_connections reached");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = handshake(Slotted {
+                stream,
+                _slot: slot,
+            });
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(ready) = connection.await {
+                    let _ = tx.send(Ok(ready)).await;
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// The TLS handshake of one connection, bounded by `timeout`; failures are counted and logged
+/// with the peer and yield `None`.
+pub async fn tls_handshake(
+    acceptor: TlsAcceptor,
+    connection: Slotted,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> Option<tokio_rustls::server::TlsStream<Slotted>> {
+    let peer: Option<SocketAddr> = connection.stream.peer_addr().ok();
+    match tokio::time::timeout(timeout, acceptor.accept(connection)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            metrics.tls_handshake_failed("failed");
+            tracing::debug!(peer = ?peer, error = %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.tls_handshake_failed("timeout");
+            tracing::debug!(peer = ?peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
