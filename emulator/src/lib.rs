@@ -15,6 +15,7 @@
 //! - `faults`: fault rules and per-operation counters.
 //! - `fixtures`: the fixtures file and the seed body.
 //! - `api` / `admin`: the two HTTP listeners.
+//! - [`fuzzing`]: the request parsers and signature check, exposed for the fuzz targets.
 
 mod admin;
 mod api;
@@ -23,6 +24,7 @@ mod clock;
 mod events;
 mod faults;
 mod fixtures;
+pub mod fuzzing;
 mod ops;
 mod protocol;
 mod sigv4;

@@ -63,16 +63,19 @@ impl Service {
 
 /// A decoded Query request body: `Action`, `Version` and the operation's members.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct QueryRequest {
-    pub(crate) action: Option<String>,
-    pub(crate) version: Option<String>,
-    pub(crate) params: HashMap<String, String>,
+pub struct QueryRequest {
+    /// The first `Action` of the body.
+    pub action: Option<String>,
+    /// The first `Version` of the body.
+    pub version: Option<String>,
+    /// Every other member, by its form name (`DataShareArn`, `Tags.member.1.Key`, ...).
+    pub params: HashMap<String, String>,
 }
 
 impl QueryRequest {
     /// Decodes `application/x-www-form-urlencoded` (`+` and `%20` both mean space). When a key
     /// repeats, the first value wins (an assumption; AWS's behaviour is not documented).
-    pub(crate) fn parse(body: &[u8]) -> QueryRequest {
+    pub fn parse(body: &[u8]) -> QueryRequest {
         let mut req = QueryRequest::default();
         for (k, v) in form_urlencoded::parse(body) {
             match &*k {
@@ -113,7 +116,7 @@ impl QueryRequest {
 
     /// A list member `PREFIX.member.N[.FIELD]=value`, as the Query protocol writes lists of
     /// strings and of structures: `(N, [(FIELD or "", value)])` in index order.
-    pub(crate) fn indexed(&self, prefix: &str) -> Vec<(u32, Vec<(&str, &str)>)> {
+    pub fn indexed(&self, prefix: &str) -> Vec<(u32, Vec<(&str, &str)>)> {
         let head = format!("{prefix}.member.");
         let mut by_index: std::collections::BTreeMap<u32, Vec<(&str, &str)>> =
             std::collections::BTreeMap::new();

@@ -56,13 +56,19 @@ pub(crate) fn claimed_access_key_id(headers: &HeaderMap) -> Option<&str> {
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
 #[derive(Debug, PartialEq, Eq)]
-struct AuthHeader<'a> {
-    access_key_id: &'a str,
-    date: &'a str,
-    region: &'a str,
-    service: &'a str,
-    signed_headers: Vec<&'a str>,
-    signature: &'a str,
+pub struct AuthHeader<'a> {
+    /// The access key id of the credential scope.
+    pub access_key_id: &'a str,
+    /// The scope's date, `YYYYMMDD` when well formed (checked against `X-Amz-Date` by `verify`).
+    pub date: &'a str,
+    /// The scope's region.
+    pub region: &'a str,
+    /// The scope's service (signing name).
+    pub service: &'a str,
+    /// `SignedHeaders`, split at `;`, none empty.
+    pub signed_headers: Vec<&'a str>,
+    /// 64 hexadecimal digits.
+    pub signature: &'a str,
 }
 
 fn incomplete(msg: &str) -> AwsError {
@@ -81,7 +87,7 @@ fn invalid_token() -> AwsError {
     )
 }
 
-fn parse_authorization(value: &str) -> Result<AuthHeader<'_>, AwsError> {
+pub(crate) fn parse_authorization(value: &str) -> Result<AuthHeader<'_>, AwsError> {
     let rest = value.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
         incomplete("Authorization header requires the AWS4-HMAC-SHA256 algorithm.")
     })?;

@@ -7,7 +7,8 @@
 //!   `call` record, or (a call that changes state) an `intent` made durable before forwarding and
 //!   an `outcome`.
 //! - [`verify_and_report`]: what `datashare-gateway audit verify` runs (exit 0 verified, 1
-//!   tampering found, 2 usage or I/O error).
+//!   tampering found, 2 usage or I/O error); [`verify_paths`], the same check without the
+//!   printing (for the fuzz targets).
 //!
 //! The schema is documented in `docs/audit.md`.
 
@@ -55,5 +56,32 @@ pub fn verify_and_report(
         None => Verdict::Verified,
         Some(failure) if failure.unreadable => Verdict::Unreadable,
         Some(_) => Verdict::Tampered,
+    }
+}
+
+/// What [`verify_paths`] found: the counts `audit verify` prints, and its first failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifySummary {
+    /// Audit files read.
+    pub files: usize,
+    /// Records that verified: the first `records` lines, in file order.
+    pub records: u64,
+    /// The seq of the last record that verified (0: none).
+    pub last_seq: u64,
+    /// Intents without an outcome.
+    pub open_intents: usize,
+    /// The first thing that did not verify, as `audit verify` prints it.
+    pub failure: Option<String>,
+}
+
+/// [`verify_and_report`] without the report: the same check, its findings returned.
+pub fn verify_paths(paths: &[PathBuf], key: Option<HmacKey>) -> VerifySummary {
+    let report = verify::verify(paths, &record::Chain::new(key));
+    VerifySummary {
+        files: report.files,
+        records: report.records,
+        last_seq: report.last_seq,
+        open_intents: report.open_intents.len(),
+        failure: report.failure.map(|failure| failure.to_string()),
     }
 }
