@@ -1,9 +1,9 @@
-//! Amazon Resource Names for Redshift datashares and namespaces, and AWS region names.
+//! Amazon Resource Names for Redshift datashares and namespaces, IAM roles, and AWS region names.
 //!
-//! The gateway's one place ARNs are parsed: the validator and the policy layer use it. The
-//! emulator (the `datashare-emulator` crate) has its own parser on purpose, so a bug here is not
-//! hidden by the same bug in the stand-in for AWS. Parsing never panics on any input (see the
-//! property tests below).
+//! The gateway's one place ARNs are parsed: the validator, the policy layer and the accounts
+//! table use it. The emulator (the `datashare-emulator` crate) has its own parser on purpose, so
+//! a bug here is not hidden by the same bug in the stand-in for AWS. Parsing never panics on any
+//! input (see the property tests below).
 
 use std::fmt;
 
@@ -97,6 +97,8 @@ pub enum ArnError {
         "datashare name must be 1 to {MAX_DATASHARE_NAME_LEN} bytes with no '/', ':' or control characters"
     )]
     BadDatashareName,
+    #[error("must be an IAM role ARN, arn:{{partition}}:iam::{{account}}:role/{{path/}}{{name}}")]
+    NotARole,
 }
 
 /// A 12-digit AWS account id.
@@ -198,6 +200,54 @@ impl NamespaceId {
 impl fmt::Display for NamespaceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// `arn:{partition}:iam::{account}:role/{path/}{name}`: a role the gateway assumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleArn {
+    /// The partition.
+    pub partition: Partition,
+    /// The account the role belongs to.
+    pub account: AccountId,
+    /// The role's path and name (`datashare-gateway`, `team/datashare-gateway`).
+    pub name: String,
+}
+
+impl RoleArn {
+    /// Parses an IAM role ARN. IAM is global: the region field is empty.
+    pub fn parse(s: &str) -> Result<Self, ArnError> {
+        if s.len() > MAX_ARN_LEN {
+            return Err(ArnError::TooLong);
+        }
+        let mut it = s.splitn(6, ':');
+        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+            it.next(),
+            it.next(),
+            it.next(),
+            it.next(),
+            it.next(),
+            it.next(),
+        ) else {
+            return Err(ArnError::NotARole);
+        };
+        let partition = Partition::parse(partition)?;
+        let account = AccountId::parse(account)?;
+        let name = resource.strip_prefix("role/").ok_or(ArnError::NotARole)?;
+        // IAM's role path and name characters.
+        let name_ok = !name.is_empty()
+            && name.len() <= 512
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+        if !name_ok {
+            return Err(ArnError::NotARole);
+        }
+        Ok(RoleArn {
+            partition,
+            account,
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -383,6 +433,25 @@ impl fmt::Display for NamespaceArn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_arns_parse_with_their_partition_and_account() {
+        let role = RoleArn::parse("arn:aws-cn:iam::444455556666:role/team/datashare-gateway")
+            .expect("a role");
+        assert_eq!(role.partition, Partition::AwsCn);
+        assert_eq!(role.account.as_str(), "444455556666");
+        assert_eq!(role.name, "team/datashare-gateway");
+        for bad in [
+            "arn:aws:iam::444455556666:user/x",
+            "arn:aws:iam:us-east-1:444455556666:role/x",
+            "arn:aws:sts::444455556666:role/x",
+            "arn:aws:iam::4444:role/x",
+            "arn:aws:iam::444455556666:role/",
+            "arn:aws:iam::444455556666:role/a b",
+        ] {
+            assert!(RoleArn::parse(bad).is_err(), "{bad}");
+        }
+    }
     use proptest::prelude::*;
 
     const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";

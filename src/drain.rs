@@ -13,19 +13,30 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, CallFacts, OutcomeFacts, RecordBody};
-use crate::call::{CallContext, Trail};
+use crate::call::{CallContext, Trail, TrailState};
 use crate::errors::GatewayError;
 
 /// How long aborted calls get to unwind before their records are written.
 const UNWIND: Duration = Duration::from_millis(500);
 
+/// Makes the facts of an aborted call's record from its context and trail (the parameters are
+/// captured as they are, and serialised only if the record is ever needed).
+type Facts = Box<dyn Fn(&CallContext, &TrailState) -> CallFacts + Send>;
+
 /// What the record of an aborted call is made of.
-#[derive(Debug)]
 struct Entry {
     ctx: CallContext,
-    params: serde_json::Value,
+    facts: Facts,
     trail: Arc<Trail>,
     abort: Option<AbortHandle>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("request_id", &self.ctx.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -51,10 +62,10 @@ impl InFlight {
 
     /// Runs one call's stack as a tracked task. `ctx`, `params` and `trail` make its record if
     /// it has to be aborted at shutdown.
-    pub fn spawn<T: Send + 'static>(
+    pub fn spawn<T: Send + 'static, P: serde::Serialize + Send + 'static>(
         &self,
         ctx: CallContext,
-        params: serde_json::Value,
+        params: P,
         trail: Arc<Trail>,
         call: impl std::future::Future<Output = T> + Send + 'static,
     ) -> JoinHandle<T> {
@@ -64,7 +75,7 @@ impl InFlight {
             id,
             Entry {
                 ctx,
-                params,
+                facts: Box::new(move |ctx, state| CallFacts::of_call(ctx, &params, state)),
                 trail,
                 abort: None,
             },
@@ -104,7 +115,7 @@ impl InFlight {
             if state.recorded {
                 continue;
             }
-            let mut facts = CallFacts::of_call(&entry.ctx, &entry.params, &state);
+            let mut facts = (entry.facts)(&entry.ctx, &state);
             let outcome = OutcomeFacts::of_result::<()>(
                 &Err(GatewayError::AbortedAtShutdown),
                 &state,

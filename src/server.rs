@@ -301,7 +301,7 @@ impl Gateway {
         let call = Call::<Op>::new(ctx, Op::params(request.into_inner()));
         let trail = call.trail.clone();
         // Kept in case a shutdown must abort the call and record it so.
-        let params = serde_json::to_value(&call.params).unwrap_or_default();
+        let params = call.params.clone();
         // The stack runs in its own task, so a caller that cancels or times out does not cut a
         // forwarded call short: it runs to its own end and its outcome is recorded.
         let task = self.in_flight.spawn(
@@ -492,12 +492,8 @@ where
         }
         request.extensions_mut().insert(Arrival(Instant::now()));
         let method = method_of_path(request.uri().path());
-        let request_id = request
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_acceptable_request_id(v))
-            .map(str::to_owned);
+        // Kept cheaply (a shared buffer), read only if the body turns out undecodable.
+        let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
         let peer = peer_of(&request);
         let metrics = self.metrics.clone();
         let response = self.inner.call(request);
@@ -511,7 +507,11 @@ where
                 tracing::info!(
                     method,
                     peer = ?peer,
-                    request_id = request_id.as_deref().unwrap_or(""),
+                    request_id = request_id
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| is_acceptable_request_id(v))
+                        .unwrap_or(""),
                     "refused: the request body is not a valid message (INVALID_ARGUMENT)"
                 );
                 metrics.count_call(method, tonic::Code::InvalidArgument);

@@ -51,22 +51,6 @@ async fn call(
     client.associate_consumer(request).await.map(drop)
 }
 
-/// The records of every audit file in `dir`, in file and line order. Only complete lines count:
-/// bytes after the last newline are a torn tail.
-fn records(dir: &Path) -> Vec<Value> {
-    audit_files(dir)
-        .iter()
-        .flat_map(|path| {
-            let text = std::fs::read_to_string(path).expect("read an audit file");
-            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-            complete
-                .lines()
-                .map(|line| serde_json::from_str(line).expect("a record is JSON"))
-                .collect::<Vec<Value>>()
-        })
-        .collect()
-}
-
 fn audit_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("read the audit directory")
@@ -215,7 +199,7 @@ async fn an_unwritable_audit_directory_refuses_calls_reports_not_serving_and_rec
 
     let (ok, out) = verify(&gw.audit_dir);
     assert!(ok, "{out}");
-    let trail: Vec<String> = records(&gw.audit_dir)
+    let trail: Vec<String> = gateway::audit_records(&gw.audit_dir)
         .iter()
         .map(|r| format!("{}:{}", str_of(r, "kind"), str_of(r, "request_id")))
         .collect();
@@ -260,7 +244,7 @@ async fn a_deleted_audit_directory_refuses_calls_instead_of_losing_their_records
         .expect("calls succeed again");
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
 
-    let trail: Vec<String> = records(&gw.audit_dir)
+    let trail: Vec<String> = gateway::audit_records(&gw.audit_dir)
         .iter()
         .map(|r| format!("{}:{}", str_of(r, "kind"), str_of(r, "request_id")))
         .filter(|r| !r.starts_with("recovery:"))
@@ -397,7 +381,7 @@ async fn a_crash_under_load_leaves_a_verifiable_chain_with_an_intent_for_every_f
 
     let (ok, out) = verify(&gw.audit_dir);
     assert!(ok, "{out}");
-    let recs = records(&gw.audit_dir);
+    let recs = gateway::audit_records(&gw.audit_dir);
     assert_eq!(
         seqs(&recs),
         (1..=recs.len() as u64).collect::<Vec<_>>(),
@@ -435,7 +419,7 @@ async fn a_crash_under_load_leaves_a_verifiable_chain_with_an_intent_for_every_f
 async fn outcome_of(dir: &Path, request_id: &str) -> Value {
     let found = tokio::time::timeout(PATIENCE, async {
         loop {
-            if let Some(outcome) = records(dir)
+            if let Some(outcome) = gateway::audit_records(dir)
                 .into_iter()
                 .find(|r| r["kind"] == "outcome" && r["request_id"] == request_id)
             {
@@ -548,7 +532,7 @@ async fn ten_thousand_calls_from_64_clients_are_each_recorded_exactly_once() {
     }
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
 
-    let recs = records(&gw.audit_dir);
+    let recs = gateway::audit_records(&gw.audit_dir);
     assert_eq!(seqs(&recs), (1..=recs.len() as u64).collect::<Vec<_>>());
     let by_id = by_request_id(&recs);
     assert_eq!(by_id.len(), CALLS, "no record of a request id not sent");
@@ -623,7 +607,7 @@ async fn the_audit_files_hold_no_secret_keys_or_signatures() {
 
     let mut scanned = 0;
     for gw in [&good, &bad] {
-        let recs = records(&gw.audit_dir);
+        let recs = gateway::audit_records(&gw.audit_dir);
         assert!(!recs.is_empty());
         scanned += recs.len();
         for file in audit_files(&gw.audit_dir) {
@@ -633,7 +617,7 @@ async fn the_audit_files_hold_no_secret_keys_or_signatures() {
             }
         }
     }
-    let recs = records(&bad.audit_dir);
+    let recs = gateway::audit_records(&bad.audit_dir);
     let outcome = recs
         .iter()
         .find(|r| r["kind"] == "outcome")

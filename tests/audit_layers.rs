@@ -54,24 +54,6 @@ fn verify(dir: &Path) -> (bool, String) {
     )
 }
 
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("json"))
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -147,7 +129,7 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
 
     let (ok, out) = verify(&dir);
     assert!(ok, "{out}");
-    let recs = records(&dir);
+    let recs = support::gateway::audit_records(&dir);
     let ids: Vec<_> = recs
         .iter()
         .map(|r| {
@@ -209,7 +191,7 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
     let allowed = CALLS - denied;
     assert_eq!(upstream.count(), allowed);
 
-    let recs = records(tmp.path());
+    let recs = support::gateway::audit_records(tmp.path());
     let seqs: Vec<u64> = recs
         .iter()
         .map(|r| r["seq"].as_u64().expect("seq"))

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
@@ -182,28 +182,9 @@ fn with_request_id(
     request
 }
 
-/// Every audit record (JSON lines) under `dir`.
-fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
-}
-
 /// The principal of the closing record of the call with `request_id`.
 fn audited_principal(gw: &Gateway, request_id: &str) -> Option<String> {
-    audit_records(&gw.audit_dir)
+    gateway::audit_records(&gw.audit_dir)
         .into_iter()
         .find(|r| r["request_id"] == request_id && (r["kind"] == "call" || r["kind"] == "outcome"))
         .map(|r| r["principal"].as_str().unwrap_or_default().to_owned())
@@ -231,7 +212,7 @@ async fn assert_refused_at_transport(
         "{what}: the service answered: {status:?}"
     );
     assert!(
-        !audit_records(&gw.audit_dir)
+        !gateway::audit_records(&gw.audit_dir)
             .iter()
             .any(|r| r["request_id"] == "refused-call"),
         "{what}: the call was audited, so it reached the service"

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
@@ -77,24 +76,6 @@ fn one<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
     let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
     assert_eq!(found.len(), 1, "one {name} span expected in {spans:#?}");
     found[0]
-}
-
-fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("audit file")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("audit record is JSON"))
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +166,7 @@ async fn a_traced_call_continues_the_callers_trace_through_every_stage_and_each_
     attempts.sort();
     assert_eq!(attempts, ["1", "2", "3"], "one span per SDK attempt");
 
-    let records: Vec<_> = audit_records(&gw.audit_dir)
+    let records: Vec<_> = gateway::audit_records(&gw.audit_dir)
         .into_iter()
         .filter(|r| r["request_id"] == "trace-test-1")
         .collect();

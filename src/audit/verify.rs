@@ -275,7 +275,10 @@ fn check_line(
             "not a record: malformed, or its hash member is missing or damaged".into(),
         ));
     };
-    let raw: RawRecord = serde_json::from_slice(&split.hashed)
+    // The whole line is parsed, not just the members read below: serde skips unread members
+    // without checking their UTF-8 or escapes, and a line that is not JSON must not verify.
+    let raw: RawRecord = serde_json::from_slice::<serde_json::Value>(&split.hashed)
+        .and_then(serde_json::from_value)
         .map_err(|err| (claimed_seq(line), format!("not a valid record: {err}")))?;
     let seq = Some(raw.seq);
     if raw.v != SCHEMA_VERSION {

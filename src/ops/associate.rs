@@ -4,7 +4,9 @@
 use crate::arn::{AccountId, DataShareArn, Region};
 use crate::call::{DataShare, Decision, Operation, PolicyInput, ValidationEnv};
 use crate::errors::FieldViolation;
-use crate::ops::{ConsumerTarget, Rpc, ShareTarget, TargetFields, share_policy_input};
+use crate::ops::{
+    ConsumerTarget, Rpc, ShareAnswer, ShareTarget, TargetFields, share_policy_input, share_response,
+};
 use crate::proto::datasharing::v1 as pb;
 
 /// The `AssociateConsumer` operation.
@@ -127,26 +129,11 @@ impl Rpc for AssociateConsumer {
     }
 
     fn response(reply: AssociateReply) -> pb::AssociateConsumerResponse {
-        match reply {
-            AssociateReply::Validated(decision) => pb::AssociateConsumerResponse {
-                validation: Some(pb::ValidationResult {
-                    determining_policies: decision.determining_policies,
-                }),
-                ..Default::default()
-            },
-            AssociateReply::Associated(share) => {
-                let share = super::data_share_message(share);
-                pb::AssociateConsumerResponse {
-                    data_share_arn: share.data_share_arn,
-                    producer_arn: share.producer_arn,
-                    allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers,
-                    associations: share.associations,
-                    managed_by: share.managed_by,
-                    data_share_type: share.data_share_type,
-                    validation: None,
-                }
-            }
-        }
+        let answer = match reply {
+            AssociateReply::Associated(share) => ShareAnswer::Share(share),
+            AssociateReply::Validated(decision) => ShareAnswer::Decision(decision),
+        };
+        share_response!(pb::AssociateConsumerResponse, answer)
     }
 }
 

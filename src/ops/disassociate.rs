@@ -5,7 +5,9 @@
 use crate::arn::{AccountId, DataShareArn, NamespaceArn};
 use crate::call::{DataShare, Decision, Operation, PolicyInput, ValidationEnv};
 use crate::errors::FieldViolation;
-use crate::ops::{ConsumerTarget, Rpc, ShareTarget, TargetFields, share_policy_input};
+use crate::ops::{
+    ConsumerTarget, Rpc, ShareAnswer, ShareTarget, TargetFields, share_policy_input, share_response,
+};
 use crate::proto::datasharing::v1 as pb;
 
 /// The `DisassociateConsumer` operation.
@@ -129,26 +131,11 @@ impl Rpc for DisassociateConsumer {
     }
 
     fn response(reply: DisassociateReply) -> pb::DisassociateConsumerResponse {
-        match reply {
-            DisassociateReply::Validated(decision) => pb::DisassociateConsumerResponse {
-                validation: Some(pb::ValidationResult {
-                    determining_policies: decision.determining_policies,
-                }),
-                ..Default::default()
-            },
-            DisassociateReply::Disassociated(share) => {
-                let share = super::data_share_message(share);
-                pb::DisassociateConsumerResponse {
-                    data_share_arn: share.data_share_arn,
-                    producer_arn: share.producer_arn,
-                    allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers,
-                    associations: share.associations,
-                    managed_by: share.managed_by,
-                    data_share_type: share.data_share_type,
-                    validation: None,
-                }
-            }
-        }
+        let answer = match reply {
+            DisassociateReply::Disassociated(share) => ShareAnswer::Share(share),
+            DisassociateReply::Validated(decision) => ShareAnswer::Decision(decision),
+        };
+        share_response!(pb::DisassociateConsumerResponse, answer)
     }
 }
 

@@ -389,6 +389,45 @@ fn consumer_context(
     ]
 }
 
+/// The response of a call that answers with one datashare or, for `validate_only`, the policy
+/// decision: `AssociateConsumerResponse` and `DisassociateConsumerResponse` have these fields,
+/// with the same numbers, and differ only in name.
+macro_rules! share_response {
+    ($response:ty, $answer:expr) => {{
+        // A type alias is what a struct literal can name when the type comes in as a `ty`.
+        type Response = $response;
+        match $answer {
+            $crate::ops::ShareAnswer::Decision(decision) => Response {
+                validation: Some($crate::proto::datasharing::v1::ValidationResult {
+                    determining_policies: decision.determining_policies,
+                }),
+                ..Default::default()
+            },
+            $crate::ops::ShareAnswer::Share(share) => {
+                let share = $crate::ops::data_share_message(share);
+                Response {
+                    data_share_arn: share.data_share_arn,
+                    producer_arn: share.producer_arn,
+                    allow_publicly_accessible_consumers: share.allow_publicly_accessible_consumers,
+                    associations: share.associations,
+                    managed_by: share.managed_by,
+                    data_share_type: share.data_share_type,
+                    validation: None,
+                }
+            }
+        }
+    }};
+}
+pub(crate) use share_response;
+
+/// What [`share_response!`] answers with.
+pub(crate) enum ShareAnswer {
+    /// Redshift's datashare after the change.
+    Share(DataShare),
+    /// The decision on a `validate_only` request.
+    Decision(crate::call::Decision),
+}
+
 /// A datashare as the API returns it.
 pub(crate) fn data_share_message(share: DataShare) -> pb::DataShare {
     pb::DataShare {

@@ -264,7 +264,7 @@ impl Policies {
     }
 
     /// The decision on a policy input already made from a request.
-    pub fn explain_input(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
+    fn explain_input(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
         self.shared.current.load().evaluate(principal, input)
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tower::Service;
 
 use super::sessions::RoleTarget;
-use crate::arn::{AccountId, Partition, Region};
+use crate::arn::{AccountId, Partition, Region, RoleArn};
 use crate::call::{CallFuture, Operation, Validated, ValidatedCall};
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
@@ -62,31 +62,6 @@ pub enum AccountsError {
     },
 }
 
-/// The role ARN's partition and account, if it is `arn:{partition}:iam::{account}:role/{name}`.
-fn parse_role_arn(arn: &str) -> Option<(Partition, AccountId)> {
-    let rest = arn.strip_prefix("arn:")?;
-    let mut parts = rest.splitn(5, ':');
-    let partition = match parts.next()? {
-        "aws" => Partition::Aws,
-        "aws-cn" => Partition::AwsCn,
-        "aws-us-gov" => Partition::AwsUsGov,
-        _ => return None,
-    };
-    let (Some("iam"), Some(""), Some(account), Some(resource)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let name = resource.strip_prefix("role/")?;
-    let name_ok = !name.is_empty()
-        && name.len() <= 512
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
-    let account = AccountId::parse(account).ok()?;
-    name_ok.then_some((partition, account))
-}
-
 /// Checks the table: keys are account ids, role ARNs name that account in the gateway's
 /// partition (when its region is known), durations are in range, at most one external id source.
 pub fn validate_accounts(
@@ -108,14 +83,10 @@ pub fn validate_accounts(
             value: id.clone(),
             rule: format!("the table's keys are consumer account ids: {e}"),
         })?;
-        let Some((role_partition, role_account)) = parse_role_arn(&account.role_arn) else {
-            return Err(invalid(
-                "role_arn",
-                &account.role_arn,
-                "must be an IAM role ARN, arn:{partition}:iam::{account}:role/{name}",
-            ));
-        };
-        if role_account.as_str() != id {
+        let role = RoleArn::parse(&account.role_arn)
+            .map_err(|e| invalid("role_arn", &account.role_arn, &e.to_string()))?;
+        let role_partition = role.partition;
+        if role.account.as_str() != id {
             return Err(invalid(
                 "role_arn",
                 &account.role_arn,
@@ -185,11 +156,11 @@ impl Accounts {
             let external_id = external_id(id, account)?;
             routes.insert(
                 account_id,
-                Route::Role(RoleTarget {
-                    role_arn: account.role_arn.clone(),
+                Route::Role(RoleTarget::new(
+                    account.role_arn.clone(),
                     external_id,
-                    session_duration: Duration::from_secs(account.session_duration_secs),
-                }),
+                    Duration::from_secs(account.session_duration_secs),
+                )),
             );
         }
         Ok(Accounts { routes })

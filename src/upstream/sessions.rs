@@ -36,6 +36,21 @@ pub struct RoleTarget {
     pub external_id: Option<String>,
     /// The session's lifetime.
     pub session_duration: Duration,
+    /// The external id's SHA-256, made once: the session cache keys on it, not on the secret.
+    external_id_digest: [u8; 32],
+}
+
+impl RoleTarget {
+    /// A role, assumed with `external_id` for sessions of `session_duration`.
+    pub fn new(role_arn: String, external_id: Option<String>, session_duration: Duration) -> Self {
+        let external_id_digest = Sha256::digest(external_id.as_deref().unwrap_or("")).into();
+        RoleTarget {
+            role_arn,
+            external_id,
+            session_duration,
+            external_id_digest,
+        }
+    }
 }
 
 impl std::fmt::Debug for RoleTarget {
@@ -101,6 +116,17 @@ struct Key {
     /// A digest, so the cache's keys hold no secret.
     external_id: [u8; 32],
     principal: String,
+}
+
+impl Key {
+    fn new(account: &str, role: &RoleTarget, principal: &str) -> Self {
+        Key {
+            account: account.to_owned(),
+            role_arn: role.role_arn.clone(),
+            external_id: role.external_id_digest,
+            principal: principal.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -184,12 +210,7 @@ impl SessionCache {
         role: &RoleTarget,
         principal: &str,
     ) -> Result<Lease, AssumeFailure> {
-        let key = Key {
-            account: account.to_owned(),
-            role_arn: role.role_arn.clone(),
-            external_id: Sha256::digest(role.external_id.as_deref().unwrap_or("")).into(),
-            principal: principal.to_owned(),
-        };
+        let key = Key::new(account, role, principal);
         let span = tracing::info_span!(
             "sts",
             otel.name = "sts.AssumeRole",
@@ -247,12 +268,7 @@ impl SessionCache {
 
     /// Forgets the session of `principal` in `account` (Redshift said it expired).
     pub(crate) async fn forget(&self, account: &str, role: &RoleTarget, principal: &str) {
-        let key = Key {
-            account: account.to_owned(),
-            role_arn: role.role_arn.clone(),
-            external_id: Sha256::digest(role.external_id.as_deref().unwrap_or("")).into(),
-            principal: principal.to_owned(),
-        };
+        let key = Key::new(account, role, principal);
         let slot = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.get(&key).cloned()
