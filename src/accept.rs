@@ -153,6 +153,7 @@ where
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // EMFILE and friends: the condition lasts; retrying at once would spin.
+                    metrics.accept_failed("grpc");
                     tracing::warn!(error = %err, "cannot accept a connection; backing off");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;

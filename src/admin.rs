@@ -92,6 +92,7 @@ pub async fn serve(
             Ok((stream, _)) => stream,
             Err(err) => {
                 // Out of file descriptors (EMFILE) lasts: retrying at once would spin a core.
+                metrics.accept_failed("admin");
                 tracing::warn!(error = %err, "admin: cannot accept a connection; backing off");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;

@@ -51,6 +51,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -99,6 +104,7 @@ pub struct Metrics {
     sts_assume_role: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<ReasonLabels, Counter>,
     connections_refused: Family<ReasonLabels, Counter>,
+    accept_errors: Family<ListenerLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     /// One series, set to 1, labelled with the serving set's hash.
     policy_set: Family<PolicySetLabels, Gauge>,
@@ -248,6 +254,12 @@ impl Metrics {
             "Connections to the gRPC listener closed on accept (over_capacity: server.max_connections)",
             connections_refused.clone(),
         );
+        let accept_errors = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts on a listener (grpc, admin), each followed by a back-off: out of file descriptors (EMFILE) and the like",
+            accept_errors.clone(),
+        );
         Arc::new(Metrics {
             registry,
             calls,
@@ -268,6 +280,7 @@ impl Metrics {
             policy_set,
             tls_handshake_failures,
             connections_refused,
+            accept_errors,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -336,6 +349,13 @@ impl Metrics {
     pub fn connection_refused(&self, reason: &'static str) {
         self.connections_refused
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one failed accept on `listener` (`grpc` or `admin`).
+    pub fn accept_failed(&self, listener: &'static str) {
+        self.accept_errors
+            .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 
