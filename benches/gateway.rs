@@ -1,32 +1,39 @@
-//! End-to-end figures through real processes: the emulator, the gateway, and clients.
+//! End-to-end figures through real processes (the emulator, the gateway, and clients in this
+//! process), each gateway figure set against the direct aws-sdk-redshift client measured in the
+//! same run, so the machine's noise cancels in the ratios:
 //!
-//! 1. Latency with one caller: the same AssociateDataShareConsumer call made directly with
-//!    aws-sdk-redshift and through the gateway, in the same run; p50/p99 of each, the gateway's
-//!    added latency, and the gateway process's CPU time per call (from /proc); with the audit
-//!    trail durable (two fsyncs per call) and not, to tell the gateway's work from the disk's.
-//! 2. Throughput with 64 concurrent callers: durable audit (fsync) on vs off, as a ratio.
-//! 3. Throughput with 64 concurrent callers: traces exported over OTLP (to a receiver inside
-//!    this process) vs no trace exporter, as a ratio. Metrics are on in both (they cannot be
-//!    turned off). The runs alternate, off/on twice, so drift hits both alike.
+//! 1. CPU and throughput at 64 callers: the direct SDK (this process's own CPU per call, nothing
+//!    else runs in it) and the gateway (its process's CPU per call; durable audit, no traces),
+//!    alternated twice so drift hits both alike.
+//! 2. Added latency at one caller, intent durable before forwarding: direct and gateway calls
+//!    interleaved; p50 and p99 of each.
+//! 3. 10,000 calls in flight against a 200 ms upstream (the emulator's latency fault): the
+//!    gateway's peak RSS, sampled every 10 ms, and the calls that failed.
+//! 4. Traces exported over OTLP (to a receiver inside this process) vs none, at 64 callers,
+//!    alternated twice; the spans the gateway dropped.
 //!
-//! Run: `cargo bench --bench gateway`. Figures are printed; nothing is asserted.
+//! Run: `cargo bench --bench gateway`. Figures are printed, the last line is one JSON object;
+//! nothing is asserted.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use hdrhistogram::Histogram;
+use serde_json::json;
 use support::emulator::{self, Emulator};
-use support::gateway::{Gateway, GatewayOptions, REPORTING, SALES_SHARE};
+use support::gateway::{Gateway, GatewayOptions, REPORTING, SALES_SHARE, as_caller};
 
 const LATENCY_CALLS: usize = 2000;
 const WARMUP_CALLS: usize = 200;
 const CALLERS: usize = 64;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+const IN_FLIGHT: usize = 10_000;
+const UPSTREAM_DELAY_MS: u64 = 200;
 
 fn message() -> AssociateConsumerRequest {
     AssociateConsumerRequest {
@@ -52,21 +59,119 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn micros(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64
 }
 
-async fn latency(emulator: &Emulator, gateway: &Gateway, label: &str) {
-    let sdk = emulator::client(
+fn sdk_client(emulator: &Emulator) -> aws_sdk_redshift::Client {
+    emulator::client(
         &emulator.endpoint_url(),
         emulator::CONSUMER_KEY.0,
         emulator::CONSUMER_KEY.1,
         1,
-    );
+    )
+}
+
+/// Calls per second and CPU per call of one 64-caller window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    calls_per_s: f64,
+    cpu_us_per_call: f64,
+}
+
+/// 64 tasks calling Redshift directly with one SDK client for `THROUGHPUT_WINDOW`; CPU is this
+/// process's own, where only the SDK runs.
+async fn direct_window(sdk: &aws_sdk_redshift::Client) -> Window {
+    let done = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_time(std::process::id());
+    let stop_at = Instant::now() + THROUGHPUT_WINDOW;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let sdk = sdk.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    if sdk
+                        .associate_data_share_consumer()
+                        .data_share_arn(SALES_SHARE)
+                        .associate_entire_account(true)
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cpu = cpu_time(std::process::id()).saturating_sub(cpu_before);
+    let calls = done.load(Ordering::Relaxed).max(1) as f64;
+    Window {
+        calls_per_s: calls / THROUGHPUT_WINDOW.as_secs_f64(),
+        cpu_us_per_call: cpu.as_micros() as f64 / calls,
+    }
+}
+
+/// 64 callers through the gateway, each on its own connection; CPU is the gateway process's.
+async fn gateway_window(gateway: &Gateway) -> Window {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..CALLERS {
+        clients.push(gateway.client().await);
+    }
+    let cpu_before = cpu_time(gateway.pid());
+    let stop_at = Instant::now() + THROUGHPUT_WINDOW;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    if client
+                        .associate_consumer(as_caller(REPORTING, message()))
+                        .await
+                        .is_ok()
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cpu = cpu_time(gateway.pid()).saturating_sub(cpu_before);
+    let calls = done.load(Ordering::Relaxed).max(1) as f64;
+    Window {
+        calls_per_s: calls / THROUGHPUT_WINDOW.as_secs_f64(),
+        cpu_us_per_call: cpu.as_micros() as f64 / calls,
+    }
+}
+
+fn mean(windows: &[Window], f: impl Fn(&Window) -> f64) -> f64 {
+    windows.iter().map(f).sum::<f64>() / windows.len() as f64
+}
+
+/// Added latency at one caller: (p50, p99) of gateway minus direct, in µs.
+async fn latency(emulator: &Emulator, gateway: &Gateway) -> (f64, f64) {
+    let sdk = sdk_client(emulator);
     let mut grpc = gateway.client().await;
     let mut direct = Histogram::<u64>::new(3).expect("histogram");
     let mut through = Histogram::<u64>::new(3).expect("histogram");
-
     let call_sdk = || async {
         sdk.associate_data_share_consumer()
             .data_share_arn(SALES_SHARE)
@@ -76,12 +181,11 @@ async fn latency(emulator: &Emulator, gateway: &Gateway, label: &str) {
     };
     for _ in 0..WARMUP_CALLS {
         call_sdk().await.expect("direct call");
-        grpc.associate_consumer(support::gateway::as_caller(REPORTING, message()))
+        grpc.associate_consumer(as_caller(REPORTING, message()))
             .await
             .expect("gateway call");
     }
-    let cpu_before = cpu_time(gateway.pid());
-    // Interleave the two so machine noise hits both alike.
+    // Interleaved so machine noise hits both alike.
     for _ in 0..LATENCY_CALLS {
         let t = Instant::now();
         call_sdk().await.expect("direct call");
@@ -89,15 +193,14 @@ async fn latency(emulator: &Emulator, gateway: &Gateway, label: &str) {
             .record(t.elapsed().as_micros() as u64)
             .expect("record");
         let t = Instant::now();
-        grpc.associate_consumer(support::gateway::as_caller(REPORTING, message()))
+        grpc.associate_consumer(as_caller(REPORTING, message()))
             .await
             .expect("gateway call");
         through
             .record(t.elapsed().as_micros() as u64)
             .expect("record");
     }
-    let cpu = cpu_time(gateway.pid()).saturating_sub(cpu_before);
-    println!("latency, 1 caller, {LATENCY_CALLS} calls each, {label} (microseconds):");
+    println!("latency, 1 caller, {LATENCY_CALLS} calls each, audit durable (microseconds):");
     println!(
         "  direct SDK -> emulator      p50 {:>8.0}  p99 {:>8.0}",
         micros(&direct, 0.5),
@@ -108,40 +211,78 @@ async fn latency(emulator: &Emulator, gateway: &Gateway, label: &str) {
         micros(&through, 0.5),
         micros(&through, 0.99)
     );
+    let added = (
+        micros(&through, 0.5) - micros(&direct, 0.5),
+        micros(&through, 0.99) - micros(&direct, 0.99),
+    );
     println!(
         "  added by the gateway        p50 {:>8.0}  p99 {:>8.0}",
-        micros(&through, 0.5) - micros(&direct, 0.5),
-        micros(&through, 0.99) - micros(&direct, 0.99)
+        added.0, added.1
     );
-    println!(
-        "  gateway CPU per call        {:>8.0} us",
-        cpu.as_micros() as f64 / LATENCY_CALLS as f64
-    );
+    added
 }
 
-async fn throughput(gateway: &Gateway) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop_at = Instant::now() + THROUGHPUT_WINDOW;
-    let mut tasks = Vec::new();
-    for _ in 0..CALLERS {
-        let mut client = gateway.client().await;
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < stop_at {
-                if client
-                    .associate_consumer(support::gateway::as_caller(REPORTING, message()))
-                    .await
-                    .is_ok()
-                {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
+/// `IN_FLIGHT` calls at once against a slow upstream: (peak RSS in MiB, failed calls).
+async fn many_in_flight(emulator: &Emulator) -> (f64, u64) {
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.server_toml = format!("concurrency_limit = {}", IN_FLIGHT * 2);
+    let gateway = Gateway::start(options).await;
+    let pid = gateway.pid();
+    // One connection per 100 calls: the gateway's default stream bound per connection.
+    let mut clients = Vec::new();
+    for _ in 0..IN_FLIGHT / 100 {
+        clients.push(gateway.client().await);
     }
+    let baseline = rss_kib(pid);
+    emulator.inject_fault(json!({
+        "kind": "latency",
+        "operation": "AssociateDataShareConsumer",
+        "latency_ms": UPSTREAM_DELAY_MS,
+    }));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let failed = failed.clone();
+            tokio::spawn(async move {
+                if client
+                    .associate_consumer(as_caller(REPORTING, message()))
+                    .await
+                    .is_err()
+                {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
     for t in tasks {
         let _ = t.await;
     }
-    done.load(Ordering::Relaxed) as f64 / THROUGHPUT_WINDOW.as_secs_f64()
+    let elapsed = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    emulator.clear_faults();
+    let peak_mib = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    let failed = failed.load(Ordering::Relaxed);
+    println!(
+        "{IN_FLIGHT} calls in flight against a {UPSTREAM_DELAY_MS} ms upstream: done in {elapsed:.2?}, \
+         gateway RSS {:.1} MiB before, peak {peak_mib:.1} MiB ({:.1} KiB per call), {failed} failed",
+        baseline as f64 / 1024.0,
+        (peak.load(Ordering::Relaxed).saturating_sub(baseline)) as f64 / IN_FLIGHT as f64,
+    );
+    (peak_mib, failed)
 }
 
 fn main() {
@@ -151,71 +292,92 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let emulator = Emulator::start();
-        let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-        latency(&emulator, &gateway, "audit durable (fsync)").await;
+        let sdk = sdk_client(&emulator);
 
-        let durable = throughput(&gateway).await;
-        drop(gateway);
-        let mut options = GatewayOptions::new(emulator.endpoint_url());
-        options.audit_sync = false;
-        let not_durable_gateway = Gateway::start(options).await;
-        latency(
-            &emulator,
-            &not_durable_gateway,
-            "audit not durable (no fsync)",
-        )
-        .await;
-        let not_durable = throughput(&not_durable_gateway).await;
+        // 1. CPU and throughput at 64 callers, direct and through the gateway, alternated.
+        let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+        let _ = latency(&emulator, &gateway).await; // warms up both paths
+        let mut direct = Vec::new();
+        let mut through = Vec::new();
+        for _ in 0..2 {
+            direct.push(direct_window(&sdk).await);
+            through.push(gateway_window(&gateway).await);
+        }
+        let sdk_cpu = mean(&direct, |w| w.cpu_us_per_call);
+        let gateway_cpu = mean(&through, |w| w.cpu_us_per_call);
+        let direct_rate = mean(&direct, |w| w.calls_per_s);
+        let gateway_rate = mean(&through, |w| w.calls_per_s);
         println!(
-            "throughput, {CALLERS} callers, {}s each (calls/s):",
+            "{CALLERS} callers, {}s windows, two each, audit durable, no traces:",
             THROUGHPUT_WINDOW.as_secs()
         );
-        println!("  audit durable (fsync)       {durable:>10.0}");
-        println!("  audit not durable (no fsync){not_durable:>10.0}");
+        for (d, g) in direct.iter().zip(&through) {
+            println!(
+                "  direct SDK {:>7.0} calls/s {:>6.0} us CPU/call | gateway {:>7.0} calls/s {:>6.0} us CPU/call",
+                d.calls_per_s, d.cpu_us_per_call, g.calls_per_s, g.cpu_us_per_call
+            );
+        }
         println!(
-            "  durable / not durable       {:>10.3}",
-            durable / not_durable
+            "  gateway / direct: CPU per call {:.2}x, throughput {:.2}x",
+            gateway_cpu / sdk_cpu,
+            gateway_rate / direct_rate
         );
-        drop(not_durable_gateway);
 
+        // 2. Added latency at one caller.
+        let (added_p50, added_p99) = latency(&emulator, &gateway).await;
+        drop(gateway);
+
+        // 3. Memory with many calls in flight.
+        let (rss_mb, in_flight_errors) = many_in_flight(&emulator).await;
+
+        // 4. Traces on vs off.
         let receiver = support::otlp::Receiver::start().await;
         let mut off = Vec::new();
         let mut on = Vec::new();
+        let mut dropped = 0.0;
         for _ in 0..2 {
             let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-            off.push(throughput(&gateway).await);
+            off.push(gateway_window(&gateway).await);
             drop(gateway);
             let mut options = GatewayOptions::new(emulator.endpoint_url());
             options.telemetry_toml = format!("otlp_endpoint = {:?}", receiver.endpoint());
             let gateway = Gateway::start(options).await;
-            on.push(throughput(&gateway).await);
-            let dropped = support::prometheus::scrape(gateway.admin)
+            on.push(gateway_window(&gateway).await);
+            dropped += support::prometheus::scrape(gateway.admin)
                 .await
                 .value("datashare_gateway_trace_spans_dropped_total", &[])
                 .unwrap_or_default();
-            println!("  (tracing run: {dropped} spans dropped)");
             drop(gateway);
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let runs = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+        let otlp_ratio = mean(&on, |w| w.calls_per_s) / mean(&off, |w| w.calls_per_s);
+        println!(
+            "{CALLERS} callers, traces off: {} calls/s; OTLP export on: {} calls/s; on/off {otlp_ratio:.3}; \
+             {dropped} spans dropped, {} received",
+            off.iter().map(|w| format!("{:.0}", w.calls_per_s)).collect::<Vec<_>>().join(", "),
+            on.iter().map(|w| format!("{:.0}", w.calls_per_s)).collect::<Vec<_>>().join(", "),
+            receiver.spans().len()
+        );
+
+        let round = |x: f64, places: i32| {
+            let f = 10f64.powi(places);
+            (x * f).round() / f
         };
         println!(
-            "throughput, {CALLERS} callers, {}s each, two runs each (calls/s):",
-            THROUGHPUT_WINDOW.as_secs()
-        );
-        println!("  traces off (metrics on)     {}", runs(&off));
-        println!("  traces on  (OTLP export)    {}", runs(&on));
-        println!(
-            "  on / off (means)            {:>10.3}",
-            mean(&on) / mean(&off)
-        );
-        println!(
-            "  spans received              {:>10}",
-            receiver.spans().len()
+            "{}",
+            json!({
+                "sdk_cpu_us_per_call": round(sdk_cpu, 1),
+                "gateway_cpu_us_per_call": round(gateway_cpu, 1),
+                "cpu_ratio": round(gateway_cpu / sdk_cpu, 3),
+                "direct_calls_per_s": round(direct_rate, 0),
+                "gateway_calls_per_s": round(gateway_rate, 0),
+                "throughput_ratio": round(gateway_rate / direct_rate, 3),
+                "added_p50_us": round(added_p50, 0),
+                "added_p99_us": round(added_p99, 0),
+                "rss_mb_10k_in_flight": round(rss_mb, 1),
+                "errors_10k_in_flight": in_flight_errors,
+                "otlp_on_off_ratio": round(otlp_ratio, 3),
+                "spans_dropped": dropped,
+            })
         );
     });
 }
