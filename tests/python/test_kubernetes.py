@@ -13,6 +13,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 import urllib.request
 
@@ -91,6 +92,18 @@ def test_strict_validation_refuses_an_unknown_field(version):
     obj["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_kubernetes_validate_command_passes_every_file(version):
+    exe = pathlib.Path(sys.executable).parent / "kubernetes-validate"
+    files = sorted(str(p) for p in DEPLOY.glob("*.yaml"))
+    done = subprocess.run([str(exe), "--strict", "--quiet", "-k", version, *files],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Only the kinds that are not Kubernetes's go unchecked (and are checked below instead).
+    skipped = re.findall(r"Couldn't find schema for kind (\w+)", done.stdout + done.stderr)
+    assert set(skipped) == CUSTOM_KINDS | {"Kustomization"}, done.stdout + done.stderr
 
 
 def validate_custom(objs):
