@@ -19,7 +19,8 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/datashare-gateway /usr/local/bin/datashare-gateway
 # 65532 is distroless's nonroot user.
 USER 65532:65532
-# 50051: gRPC (mTLS). 50052: plaintext grpc.health.v1 only, for kubelet gRPC probes.
-EXPOSE 50051 50052
+# 50051: gRPC (mTLS). 50052: plaintext grpc.health.v1 only, for kubelet gRPC probes. 9464: the
+# admin listener (/metrics, /livez, /readyz) when server.admin_listen is 0.0.0.0:9464.
+EXPOSE 50051 50052 9464
 ENTRYPOINT ["/usr/local/bin/datashare-gateway"]
 CMD ["serve", "--config", "/etc/datashare-gateway/gateway.toml"]

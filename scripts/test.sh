@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, the Rust tests (unit, integration,
 # end to end through the emulator), the Python tests (boto3 against the emulator; grpcio and
-# grpcurl against the gateway), buf lint and hadolint. It installs the Python and Node tools it
-# needs into the checkout (.venv/, tools/node_modules/); Rust and Python 3 must be on PATH.
+# grpcurl against the gateway; the Kubernetes manifests), buf lint, hadolint and checkov. It
+# installs the Python and Node tools it needs into the checkout (.venv/, .venv-checkov/,
+# tools/node_modules/); Rust and Python 3 must be on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +12,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing Python tools into .venv"
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tools/requirements.txt
+# checkov pins its own boto3: a venv of its own.
+python3 -m venv .venv-checkov
+.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r tools/checkov-requirements.txt
 
-step "installing buf into tools/node_modules"
+step "installing buf and the cert-manager and Prometheus Operator schemas into tools/node_modules"
 (cd tools && npm ci --no-audit --no-fund --loglevel=error)
 
 step "cargo fmt --check"
@@ -30,7 +34,10 @@ tools/node_modules/.bin/buf lint
 step "hadolint"
 .venv/bin/hadolint Dockerfile
 
-step "pytest (boto3 against the emulator; grpcio and grpcurl against the gateway)"
+step "checkov (the Kubernetes manifests; skipped checks and why: .checkov.yaml)"
+.venv-checkov/bin/checkov --framework kubernetes -d deploy/kubernetes --quiet
+
+step "pytest (boto3 against the emulator; grpcio and grpcurl against the gateway; deploy/kubernetes)"
 # The binary under test is the one cargo test just built.
 export DATASHARE_GATEWAY_BIN="$PWD/target/debug/datashare-gateway"
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/python

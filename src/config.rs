@@ -221,10 +221,26 @@ pub enum ConfigError {
     },
 }
 
+/// Whether validation checks that the files a configuration names exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Files {
+    /// They must exist: the configuration is about to serve on this machine.
+    Check,
+    /// Every other rule only: the configuration is meant for a machine whose files are not here,
+    /// such as a pod whose certificates and policies are volumes mounted at start.
+    Skip,
+}
+
 impl Config {
     /// Reads, parses, applies environment overrides and validates a configuration file.
     /// Relative paths in the file are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_checking(path, Files::Check)
+    }
+
+    /// [`Config::load`], checking the files the configuration names exist or not as `files`
+    /// says.
+    pub fn load_checking(path: &Path, files: Files) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
@@ -235,10 +251,12 @@ impl Config {
         })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.apply_env();
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: path.into(),
-            message,
-        })?;
+        config
+            .validate_checking(files)
+            .map_err(|message| ConfigError::Invalid {
+                path: path.into(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -293,6 +311,12 @@ impl Config {
 
     /// Checks every rule; the message names the key, the value and the rule.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_checking(Files::Check)
+    }
+
+    /// [`Config::validate`], checking the files the configuration names exist or not as
+    /// `files` says.
+    pub fn validate_checking(&self, files: Files) -> Result<(), String> {
         let s = &self.server;
         if !(1024..=4 * 1024 * 1024).contains(&s.max_message_bytes) {
             return Err(format!(
@@ -342,7 +366,7 @@ impl Config {
             ] {
                 match value {
                     None => return Err(format!("{key}: required when auth.mode = \"mtls\"")),
-                    Some(p) if !p.is_file() => {
+                    Some(p) if files == Files::Check && !p.is_file() => {
                         return Err(format!("{key} = {}: no such file", p.display()));
                     }
                     Some(_) => {}
@@ -359,7 +383,11 @@ impl Config {
                 ));
             }
         }
-        self.policy.validate().map_err(|e| e.to_string())?;
+        match files {
+            Files::Check => self.policy.validate(),
+            Files::Skip => self.policy.validate_values(),
+        }
+        .map_err(|e| e.to_string())?;
         self.audit.validate()?;
         self.upstream.validate()?;
         let region = self
@@ -435,6 +463,32 @@ consumer_account = "444455556666"
         assert_eq!(config.auth.mode, AuthMode::Mtls);
         let err = config.validate().unwrap_err();
         assert!(err.starts_with("auth.cert"), "{err}");
+    }
+
+    #[test]
+    fn skipping_files_checks_every_other_rule() {
+        // The production example names certificates and a policy directory that exist only in
+        // its pod.
+        let config = Config::parse(include_str!("../examples/gateway.toml")).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.starts_with("auth.cert = /etc/datashare-gateway/tls/tls.crt"),
+            "{err}"
+        );
+        config.validate_checking(Files::Skip).unwrap();
+
+        let mut config = config;
+        config.server.shutdown_grace_secs = 1;
+        let err = config.validate_checking(Files::Skip).unwrap_err();
+        assert!(err.starts_with("server.shutdown_grace_secs = 1"), "{err}");
+        let mut config = Config::parse(include_str!("../examples/gateway.toml")).unwrap();
+        config.policy.poll_interval_secs = crate::policy::MAX_POLL_INTERVAL_SECS + 1;
+        let err = config.validate_checking(Files::Skip).unwrap_err();
+        assert!(err.starts_with("policy.poll_interval_secs"), "{err}");
+        let mut config = Config::parse(include_str!("../examples/gateway.toml")).unwrap();
+        config.auth.client_ca = None;
+        let err = config.validate_checking(Files::Skip).unwrap_err();
+        assert!(err.starts_with("auth.client_ca: required"), "{err}");
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_duration: Family<OperationLabels, Histogram>,
     upstream_retries: Family<OperationLabels, Counter>,
+    /// 1 while the gateway is serving (the verdict of `grpc.health.v1` and `/readyz`), else 0.
+    pub serving: Gauge,
+    /// 1 while the audit trail can be written, else 0 (calls fail closed).
+    pub audit_writable: Gauge,
     /// Records waiting in the audit writer's queue.
     pub audit_queue_depth: Gauge,
     /// Audit records made durable.
@@ -184,6 +188,18 @@ impl Metrics {
             "Redshift attempts beyond the first",
             upstream_retries.clone(),
         );
+        let serving = Gauge::default();
+        registry.register(
+            "serving",
+            "1 while grpc.health.v1 and /readyz report SERVING, 0 while NOT_SERVING (audit trail unwritable, or shutting down)",
+            serving.clone(),
+        );
+        let audit_writable = Gauge::default();
+        registry.register(
+            "audit_writable",
+            "1 while the audit trail can be written, 0 while it cannot (calls that need a record fail with AUDIT_UNAVAILABLE)",
+            audit_writable.clone(),
+        );
         let audit_queue_depth = Gauge::default();
         registry.register(
             "audit_queue_depth",
@@ -269,6 +285,8 @@ impl Metrics {
             upstream_calls,
             upstream_duration,
             upstream_retries,
+            serving,
+            audit_writable,
             audit_queue_depth,
             audit_records,
             audit_fsyncs,

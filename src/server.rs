@@ -619,6 +619,9 @@ impl ScrapeSource for ScrapeCounters {
         use std::sync::atomic::Ordering;
         let stats = self.audit.stats();
         metrics.audit_queue_depth.set(stats.queue_depth as i64);
+        metrics
+            .audit_writable
+            .set(i64::from(*self.audit.health().borrow()));
         let dropped = self.spans_dropped.load(Ordering::Relaxed);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         // Prometheus counters only go up: add what happened since the last scrape.
@@ -741,6 +744,7 @@ impl App {
             let mut audit_ok = audit.health();
             let mut stopping = stop_rx.clone();
             let health = health.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 loop {
                     let serving = *audit_ok.borrow_and_update() && !*stopping.borrow_and_update();
@@ -756,6 +760,7 @@ impl App {
                     }
                     health.set_service_status(SERVICE_NAME, status).await;
                     health.set_service_status("", status).await;
+                    metrics.serving.set(i64::from(serving));
                     let _ = ready_tx.send(serving);
                     tokio::select! {
                         changed = audit_ok.changed() => if changed.is_err() { break },

@@ -209,6 +209,12 @@ async fn livez_and_readyz_answer_200_while_grpc_health_says_serving() {
     assert_eq!(get(gw.admin, "/livez").await.0, 200);
     assert_eq!(get(gw.admin, "/readyz").await.0, 200);
     assert_eq!(get(gw.admin, "/nothing-here").await.0, 404);
+    let scraped = scrape(gw.admin).await;
+    assert_eq!(scraped.value("datashare_gateway_serving", &[]), Some(1.0));
+    assert_eq!(
+        scraped.value("datashare_gateway_audit_writable", &[]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,6 +270,13 @@ async fn readyz_and_grpc_health_both_turn_unready_when_the_audit_trail_cannot_be
         200,
         "alive, just not ready"
     );
+    // What the alerts of deploy/kubernetes/monitoring.yaml read.
+    let scraped = scrape(gw.admin).await;
+    assert_eq!(scraped.value("datashare_gateway_serving", &[]), Some(0.0));
+    assert_eq!(
+        scraped.value("datashare_gateway_audit_writable", &[]),
+        Some(0.0)
+    );
 
     std::fs::remove_file(&gw.audit_dir).expect("unblock");
     std::fs::rename(&moved, &gw.audit_dir).expect("move the directory back");
@@ -274,6 +287,12 @@ async fn readyz_and_grpc_health_both_turn_unready_when_the_audit_trail_cannot_be
     }
     assert_eq!(get(gw.admin, "/readyz").await.0, 200, "ready again");
     assert_eq!(health().await, ServingStatus::Serving);
+    let scraped = scrape(gw.admin).await;
+    assert_eq!(scraped.value("datashare_gateway_serving", &[]), Some(1.0));
+    assert_eq!(
+        scraped.value("datashare_gateway_audit_writable", &[]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,7 @@ impl PolicyConfig {
     /// Checks what can be checked without parsing: the directory holds `*.cedar` entries that
     /// are all readable files, the schema file exists, the poll interval is in range.
     pub fn validate(&self) -> Result<(), PolicyError> {
+        self.validate_values()?;
         if !self.dir.is_dir() {
             return Err(PolicyError::Config {
                 key: "policy.dir",
@@ -81,14 +82,6 @@ impl PolicyConfig {
             });
         }
         load::policy_files(&self.dir)?;
-        // A longer period would overflow tokio's timer arithmetic long before it were useful.
-        if self.poll_interval_secs > MAX_POLL_INTERVAL_SECS {
-            return Err(PolicyError::Config {
-                key: "policy.poll_interval_secs",
-                value: self.poll_interval_secs.to_string(),
-                rule: "must be 0 (off) or at most 86400 (a day)",
-            });
-        }
         if let Some(schema) = &self.schema
             && !schema.is_file()
         {
@@ -96,6 +89,19 @@ impl PolicyConfig {
                 key: "policy.schema",
                 value: schema.display().to_string(),
                 rule: "must be an existing Cedar schema file",
+            });
+        }
+        Ok(())
+    }
+
+    /// The rules that need no file: what `check-config --no-files` checks.
+    pub fn validate_values(&self) -> Result<(), PolicyError> {
+        // A longer period would overflow tokio's timer arithmetic long before it were useful.
+        if self.poll_interval_secs > MAX_POLL_INTERVAL_SECS {
+            return Err(PolicyError::Config {
+                key: "policy.poll_interval_secs",
+                value: self.poll_interval_secs.to_string(),
+                rule: "must be 0 (off) or at most 86400 (a day)",
             });
         }
         Ok(())
