@@ -250,32 +250,36 @@ async fn many_in_flight(emulator: &Emulator) -> (f64, u64) {
             }
         })
     };
-    let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
             let mut client = clients[i % clients.len()].clone();
-            let failed = failed.clone();
             tokio::spawn(async move {
-                if client
+                client
                     .associate_consumer(as_caller(REPORTING, message()))
                     .await
-                    .is_err()
-                {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
+                    .err()
             })
         })
         .collect();
+    // Failures by code and message, so a failed run says why.
+    let mut failures = std::collections::BTreeMap::<String, u64>::new();
     for t in tasks {
-        let _ = t.await;
+        if let Ok(Some(status)) = t.await {
+            *failures
+                .entry(format!("{:?}: {}", status.code(), status.message()))
+                .or_default() += 1;
+        }
     }
     let elapsed = started.elapsed();
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.join();
     emulator.clear_faults();
     let peak_mib = peak.load(Ordering::Relaxed) as f64 / 1024.0;
-    let failed = failed.load(Ordering::Relaxed);
+    let failed = failures.values().sum();
+    for (failure, count) in &failures {
+        println!("  {count} failed with {failure}");
+    }
     println!(
         "{IN_FLIGHT} calls in flight against a {UPSTREAM_DELAY_MS} ms upstream: done in {elapsed:.2?}, \
          gateway RSS {:.1} MiB before, peak {peak_mib:.1} MiB ({:.1} KiB per call), {failed} failed",
