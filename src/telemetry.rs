@@ -523,10 +523,17 @@ impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for StageSpan {
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
-        use tracing::Instrument;
+        // Entered once, while the inner layers build their futures, so each stage's span nests
+        // in the one before; not entered on every poll (as `instrument` would) because every
+        // poll of the Redshift call below would then enter and leave all four stage spans. The
+        // span stays open until the call ends, as before.
         let span = tracing::info_span!("stage", otel.name = self.name);
         let future = span.in_scope(|| next.call(call));
-        Box::pin(future.instrument(span))
+        Box::pin(async move {
+            let result = future.await;
+            drop(span);
+            result
+        })
     }
 }
 
