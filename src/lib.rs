@@ -17,6 +17,9 @@
 //! - [`identity`]: who the caller is (mTLS certificate or, in insecure mode, `x-caller-id`).
 //! - [`policy`]: Cedar policies, their schema, hot reload, and the policy layer.
 //! - [`audit`]: the durable, hash-chained audit trail, its layers and `audit verify`.
+//! - [`approvals`]: two-person approval bound to the exact request: the store (SQLite or
+//!   PostgreSQL, through sqlx), the layers that look approvals up and spend them, and the
+//!   `datasharing.v1.Approvals` operations.
 //! - [`limits`]: a bound on concurrent upstream calls, and no call started with its deadline spent.
 //! - [`drain`]: the calls in flight, waited for at shutdown and recorded when aborted.
 //! - [`metrics`]: Prometheus metrics and the layer that counts calls.
@@ -53,6 +56,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod approvals;
 pub mod arn;
 pub mod audit;
 pub mod call;

@@ -321,7 +321,7 @@ fn layer_call(principal: Principal, request: AssociateRequest) -> ValidatedCall<
         CallerCredential::Certificate(principal.id.clone()),
         Default::default(),
     )
-    .advance(Validated { principal, request })
+    .advance(Validated::new(principal, request))
 }
 
 type Stage = Validated<AssociateRequest>;
