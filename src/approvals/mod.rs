@@ -381,8 +381,14 @@ impl Approvals {
                     expires_at = %crate::audit::rfc3339(record.expires_at),
                     "approval pending: a request needs approval by another principal"
                 );
-                self.transition(&record, Transition::Created, None, request_id, None)
-                    .await?;
+                self.transition(
+                    &record,
+                    Transition::Created,
+                    Some(requester),
+                    request_id,
+                    None,
+                )
+                .await?;
             }
             return Ok(record);
         }

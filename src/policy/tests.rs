@@ -1006,7 +1006,7 @@ proptest! {
     fn slicing_and_trusted_building_never_change_a_decision(p in arb_principal(), r in arb_request()) {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
         let snapshot = POLICIES.shared.current.load();
-        let input = AssociateConsumer::policy_input(&r);
+        let input = AssociateConsumer::policy_input(&r, &crate::call::ApprovalFacts::default());
         prop_assert_eq!(snapshot.evaluate(&p, &input), snapshot.evaluate_unsliced(&p, &input));
         // Evaluation skips the schema checks; every request it builds passes them.
         prop_assert!(snapshot.build(&p, &input, engine::Checks::AgainstSchema).is_ok());
