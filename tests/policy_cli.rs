@@ -52,7 +52,7 @@ fn validate_accepts_the_example_policies() {
     let out = gateway(&["policy", "validate", examples().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let output = text(&out);
-    assert!(output.contains("ok: 7 policies"), "{output}");
+    assert!(output.contains("ok: 12 policies"), "{output}");
     assert!(output.contains("legal-hold-d1e2f3a4"), "{output}");
 }
 
@@ -199,7 +199,7 @@ fn validate_prints_how_many_policies_each_file_holds_and_the_sets_hash() {
     let output = text(&out);
     assert!(
         output.contains(
-            "  analytics.cedar: 2 policies\n  data-platform.cedar: 2 policies\n  guardrails.cedar: 3 policies\n"
+            "  analytics.cedar: 2 policies\n  approvals.cedar: 5 policies\n  data-platform.cedar: 2 policies\n  guardrails.cedar: 3 policies\n"
         ),
         "{output}"
     );

@@ -91,7 +91,13 @@ impl Authorize {
                 decision: bare,
                 required,
             },
-            None => Verdict::Deny(bare),
+            // Named: the forbids that deny it whatever its approvals, not those approvals would
+            // lift (a legal hold, not "writes need an approval").
+            None => Verdict::Deny(self.policies.evaluate_with::<Op>(
+                principal,
+                request,
+                &ApprovalFacts::with_approvals(MAX_REQUIRED_APPROVALS),
+            )),
         }
     }
 }
