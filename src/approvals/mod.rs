@@ -469,7 +469,7 @@ impl Approvals {
                     Some(comment),
                 )
                 .await?;
-                Ok(record)
+                Ok(*record)
             }
             ReviewOutcome::NotFound => Err(GatewayError::ApprovalNotFound {
                 approval_id: id.to_owned(),

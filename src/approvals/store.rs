@@ -272,7 +272,7 @@ pub(crate) struct NewApproval<'a> {
 #[derive(Debug)]
 pub(crate) enum ReviewOutcome {
     /// Recorded; the approval as it now stands.
-    Recorded(ApprovalRecord),
+    Recorded(Box<ApprovalRecord>),
     /// No such approval.
     NotFound,
     /// The approval is no longer open for review (its state, as of now).
@@ -562,7 +562,9 @@ impl Store {
             Some(false) => Ok(ReviewOutcome::AlreadyReviewed),
             Some(true) | None => match self.get(id).await? {
                 None => Ok(ReviewOutcome::NotFound),
-                Some(record) if recorded == Some(true) => Ok(ReviewOutcome::Recorded(record)),
+                Some(record) if recorded == Some(true) => {
+                    Ok(ReviewOutcome::Recorded(Box::new(record)))
+                }
                 Some(record) => Ok(ReviewOutcome::Closed(record.state_at(now))),
             },
         }
