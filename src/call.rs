@@ -508,3 +508,71 @@ pub struct DataShare {
     /// `DataShareType`, as Redshift spelled it.
     pub data_share_type: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> SemanticRequest {
+        SemanticRequest {
+            method: "AssociateConsumer",
+            data_share_arn: "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share".into(),
+            target_kind: "region",
+            target_value: "us-west-2".into(),
+            consumer_account: "444455556666".into(),
+            allow_writes: true,
+        }
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_semantic_field_and_nothing_else() {
+        let base = request().digest();
+        assert_eq!(base.len(), 64);
+        assert_eq!(request().digest(), base, "deterministic");
+        let variants = [
+            SemanticRequest {
+                method: "DisassociateConsumer",
+                ..request()
+            },
+            SemanticRequest {
+                data_share_arn: request().data_share_arn.replace("sales", "finance"),
+                ..request()
+            },
+            SemanticRequest {
+                target_kind: "account",
+                ..request()
+            },
+            SemanticRequest {
+                target_value: "us-east-1".into(),
+                ..request()
+            },
+            SemanticRequest {
+                consumer_account: "777788889999".into(),
+                ..request()
+            },
+            SemanticRequest {
+                allow_writes: false,
+                ..request()
+            },
+        ];
+        for variant in variants {
+            assert_ne!(variant.digest(), base, "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn field_boundaries_cannot_be_shifted() {
+        // Without lengths, "ab" + "c" and "a" + "bc" would hash alike.
+        let a = SemanticRequest {
+            target_value: "us-west-2".into(),
+            consumer_account: "444455556666".into(),
+            ..request()
+        };
+        let b = SemanticRequest {
+            target_value: "us-west-24".into(),
+            consumer_account: "44455556666".into(),
+            ..request()
+        };
+        assert_ne!(a.digest(), b.digest());
+    }
+}
