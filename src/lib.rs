@@ -43,7 +43,9 @@
 //!    with the errors it returns.
 //! 2. `src/ops/<operation>.rs` (and a line in `src/ops/mod.rs`): a type implementing
 //!    [`call::Operation`] (method, whether it changes state, parameters, validation, policy
-//!    input, `validate_only` answer) and [`ops::Rpc`] (proto glue).
+//!    input, `validate_only` answer, and for a state change in AWS `approval_role` returning
+//!    `Gated` with the request's semantic fields, so that policy can require approvals of it)
+//!    and [`ops::Rpc`] (proto glue).
 //! 3. `src/upstream/operations.rs`: its [`upstream::Forward`] impl (the SDK call and its output).
 //! 4. `src/server.rs`: one stack field in `Gateway` and a one-line trait method calling
 //!    `serve_call`.

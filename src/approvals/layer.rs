@@ -62,13 +62,24 @@ impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for FindApprovals {
                 let requester = call.stage.principal.id.clone();
                 let request_id = call.ctx.request_id.clone();
                 Box::pin(async move {
-                    let live = approvals.live_for(&requester, &request).await?;
+                    // A store that cannot be read only matters to a call that needs an
+                    // approval: the others go on as if there were none.
+                    let (live, unreadable) = match approvals.live_for(&requester, &request).await {
+                        Ok(live) => (live, None),
+                        Err(err) => (None, Some(err)),
+                    };
                     call.stage.approvals.approvals = live
                         .as_ref()
                         .filter(|l| l.state != ApprovalState::Denied)
                         .map_or(0, |l| u32::try_from(l.approvers.len()).unwrap_or(u32::MAX));
                     call.stage.approvals.live = live;
-                    match next.call(call).await {
+                    let result = next.call(call).await;
+                    if let (Some(err), Err(GatewayError::ApprovalRequired { .. })) =
+                        (unreadable, &result)
+                    {
+                        return Err(err);
+                    }
+                    match result {
                         Err(GatewayError::ApprovalRequired {
                             approval_id: None,
                             required_approvals,
