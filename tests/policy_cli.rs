@@ -115,6 +115,24 @@ fn check_denies_with_exit_1_and_the_forbid_ids() {
 }
 
 #[test]
+fn check_shows_how_many_approvals_a_request_needs() {
+    let loader = "spiffe://example.internal/ns/data/sa/loader";
+    let request = format!(
+        r#"{{"data_share_arn": "{SALES}", "consumer_arn": "{PROVISIONED}", "allow_writes": true}}"#
+    );
+    let none = check(loader, &[], &request);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+    assert!(
+        text(&none).contains("determining policies: writes-need-one-approval"),
+        "{}",
+        text(&none)
+    );
+    let one = check(loader, &["--approvals", "1"], &request);
+    assert_eq!(one.status.code(), Some(0), "{}", text(&one));
+    assert!(text(&one).contains("decision: ALLOW"), "{}", text(&one));
+}
+
+#[test]
 fn check_denies_when_nothing_permits_and_groups_can_be_given_on_the_command_line() {
     let request = format!(r#"{{"data_share_arn": "{SALES}", "associate_entire_account": true}}"#);
     let out = check(NOTEBOOK, &[], &request);

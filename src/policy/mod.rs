@@ -276,6 +276,16 @@ impl Policies {
         self.explain_input(principal, &input)
     }
 
+    /// The decision and any evaluation errors, given what the approvals store says.
+    pub fn explain_with<Op: Operation>(
+        &self,
+        principal: &Principal,
+        request: &Op::Request,
+        approvals: &ApprovalFacts,
+    ) -> Evaluation {
+        self.explain_input(principal, &Op::policy_input(request, approvals))
+    }
+
     /// The decision on a policy input already made from a request.
     pub fn explain_input(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
         self.shared.current.load().evaluate(principal, input)
