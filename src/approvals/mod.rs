@@ -589,3 +589,89 @@ impl Approvals {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_sqlite_beside_the_audit_trail_unless_named() {
+        let config = ApprovalsConfig::default();
+        assert_eq!(config.ttl_secs, 3_600);
+        assert_eq!(
+            config.location(Path::new("/var/audit")).unwrap(),
+            StoreLocation::Sqlite("/var/audit/approvals.db".into())
+        );
+        let named = ApprovalsConfig {
+            store: Some("postgres://gw@db:5432/approvals".into()),
+            ..ApprovalsConfig::default()
+        };
+        assert!(named.validate().is_ok());
+        assert!(matches!(
+            named.location(Path::new("/x")).unwrap(),
+            StoreLocation::Postgres(_)
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_never_show_a_password() {
+        let bad = |config: ApprovalsConfig| config.validate().unwrap_err();
+        let err = bad(ApprovalsConfig {
+            store: Some("mysql://root:hunter2@db/x".into()),
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.store"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = bad(ApprovalsConfig {
+            ttl_secs: 0,
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.ttl_secs = 0"), "{err}");
+        let err = bad(ApprovalsConfig {
+            sweep_interval_secs: 0,
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.sweep_interval_secs"), "{err}");
+        let location = StoreLocation::parse("postgres://gw:s3cret@db:5432/a").unwrap();
+        assert_eq!(location.redacted(), "postgres://gw@db:5432/a");
+        assert!(!format!("{location:?}").contains("s3cret"));
+        let unknown = toml::from_str::<ApprovalsConfig>("stor = \"sqlite:x\"").unwrap_err();
+        assert!(unknown.to_string().contains("stor"), "{unknown}");
+    }
+
+    #[test]
+    fn a_record_past_its_time_reads_expired() {
+        let now = SystemTime::now();
+        let record = ApprovalRecord {
+            id: "a".into(),
+            requester: "r".into(),
+            request: SemanticRequest {
+                method: "AssociateConsumer",
+                data_share_arn: String::new(),
+                target_kind: "account",
+                target_value: String::new(),
+                consumer_account: String::new(),
+                allow_writes: true,
+            },
+            digest: String::new(),
+            required_approvals: 1,
+            stored_state: ApprovalState::Approved,
+            created_at: now - Duration::from_secs(10),
+            expires_at: now - Duration::from_secs(1),
+            created_by_request_id: String::new(),
+            consumed_at: None,
+            consumed_by_request_id: None,
+            reviews: Vec::new(),
+        };
+        assert_eq!(record.state_at(now), ApprovalState::Expired);
+        assert_eq!(
+            record.state_at(now - Duration::from_secs(5)),
+            ApprovalState::Approved
+        );
+        let consumed = ApprovalRecord {
+            stored_state: ApprovalState::Consumed,
+            ..record
+        };
+        assert_eq!(consumed.state_at(now), ApprovalState::Consumed);
+    }
+}
