@@ -12,6 +12,8 @@ COPY emulator ./emulator
 COPY examples/emulator-fixtures.toml ./examples/
 # The Cedar schema is compiled into the binary as the default.
 COPY policy ./policy
+# The approvals store's migrations are compiled into the binary too.
+COPY migrations ./migrations
 RUN cargo build --release --locked --bin datashare-gateway
 
 # Runtime stage: glibc and CA certificates only, no shell, running as a non-root user.

@@ -5,9 +5,14 @@ use prost::Message;
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/datasharing/v1/datasharing.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let file_descriptors = protox::compile([proto], ["proto"])?;
+    let protos = [
+        "proto/datasharing/v1/datasharing.proto",
+        "proto/datasharing/v1/approvals.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let file_descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("datasharing_descriptor.bin"),

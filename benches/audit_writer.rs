@@ -45,6 +45,7 @@ fn body(i: usize) -> RecordBody {
             allowed: true,
             determining_policies: vec!["permit-analytics-sales".into()],
         }),
+        approval: None,
         truncated: Vec::new(),
     };
     if i.is_multiple_of(2) {

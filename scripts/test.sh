@@ -3,11 +3,24 @@
 # end to end through the emulator), the Python tests (boto3 against the emulator; grpcio and
 # grpcurl against the gateway; the Kubernetes manifests), buf lint, hadolint and checkov. It
 # installs the Python and Node tools it needs into the checkout (.venv/, .venv-checkov/,
-# tools/node_modules/); Rust and Python 3 must be on PATH.
+# tools/node_modules/); Rust and Python 3 must be on PATH, and Debian's postgresql package
+# installed (a throwaway server is started for the approvals test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "starting a throwaway PostgreSQL (the approvals store shared by two gateways)"
+# Never skipped: without PostgreSQL the suite fails here, in CI (CI=true) and anywhere else.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "PostgreSQL is not installed: apt-get install postgresql (.ci/run does; CI=${CI:-unset})" >&2
+  exit 1
+fi
+pg_dir=$(mktemp -d)
+trap 'bash scripts/throwaway-postgres.sh stop "$pg_dir"' EXIT
+DATASHARE_GATEWAY_TEST_POSTGRES=$(bash scripts/throwaway-postgres.sh start "$pg_dir")
+export DATASHARE_GATEWAY_TEST_POSTGRES
+echo "$DATASHARE_GATEWAY_TEST_POSTGRES"
 
 step "installing Python tools into .venv"
 python3 -m venv .venv

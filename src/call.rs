@@ -25,8 +25,9 @@ pub type CallFuture<Reply> =
 pub trait Operation: Copy + Debug + Send + Sync + 'static {
     /// The gRPC method name, which is also the Cedar action id and the audit records' `method`.
     const METHOD: &'static str;
-    /// Whether the operation changes anything in AWS. Such calls get a write-ahead intent record
-    /// before they are forwarded; the others are recorded once, after they end.
+    /// Whether the operation changes anything, in AWS or in the gateway's approvals. Such calls
+    /// get a write-ahead intent record before they are carried out; the others are recorded once,
+    /// after they end.
     const CHANGES_STATE: bool;
     /// The request's parameters exactly as the caller sent them (decoded, not yet validated);
     /// serialised into the audit record as they are.
@@ -42,11 +43,17 @@ pub trait Operation: Copy + Debug + Send + Sync + 'static {
         env: &ValidationEnv,
     ) -> Result<Self::Request, Vec<FieldViolation>>;
 
-    /// The consumer account the request acts in (resolved by validation).
-    fn consumer_account(request: &Self::Request) -> &AccountId;
+    /// The consumer account the request acts in (resolved by validation); `None` for calls that
+    /// act in no consumer account (the approvals service's).
+    fn consumer_account(request: &Self::Request) -> Option<&AccountId>;
 
-    /// What policy evaluates for this request.
-    fn policy_input(request: &Self::Request) -> PolicyInput;
+    /// What policy evaluates for this request, given what the approvals store says about it.
+    fn policy_input(request: &Self::Request, approvals: &ApprovalFacts) -> PolicyInput;
+
+    /// How the call meets two-person approval. Most operations never do.
+    fn approval_role(_request: &Self::Request) -> ApprovalRole<'_> {
+        ApprovalRole::None
+    }
 
     /// For a `validate_only` request that policy permits: the answer, instead of forwarding.
     /// `None` forwards the call.
@@ -128,6 +135,172 @@ pub struct Validated<Request> {
     pub principal: Principal,
     /// The operation's validated request.
     pub request: Request,
+    /// What the approvals store says about the call, looked up before policy (empty until then).
+    pub approvals: ApprovalFacts,
+}
+
+impl<Request> Validated<Request> {
+    /// A validated request of `principal`, before anything was looked up about it.
+    pub fn new(principal: Principal, request: Request) -> Self {
+        Validated {
+            principal,
+            request,
+            approvals: ApprovalFacts::default(),
+        }
+    }
+}
+
+/// How a call meets two-person approval ([`Operation::approval_role`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalRole<'a> {
+    /// Never gated by approvals, and not about one (a listing).
+    None,
+    /// A call that changes state in AWS: policy may require approvals of this exact request.
+    Gated {
+        /// What the approval is bound to.
+        request: SemanticRequest,
+        /// `validate_only`: report what approval would be required, create nothing.
+        validate_only: bool,
+    },
+    /// A call about one approval (get, approve, deny): policy sees it as the resource.
+    Reviews(&'a str),
+}
+
+/// The semantic fields of a state-changing request: two requests with the same fields are the
+/// same request, whatever else differs (`validate_only`, the request id). An approval is bound
+/// to their [`digest`](SemanticRequest::digest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SemanticRequest {
+    /// The operation ([`Operation::METHOD`]).
+    pub method: &'static str,
+    /// The datashare's ARN, as parsed and printed by the gateway.
+    pub data_share_arn: String,
+    /// `account` (entire account), `region`, `provisioned_namespace` or `serverless_namespace`.
+    pub target_kind: &'static str,
+    /// The namespace ARN or the region; empty for the entire account.
+    pub target_value: String,
+    /// The consumer account the request acts in, as resolved.
+    pub consumer_account: String,
+    /// `allow_writes` (false when unset, and for operations without it).
+    pub allow_writes: bool,
+}
+
+impl SemanticRequest {
+    /// The hex SHA-256 of a canonical encoding: a version tag, then each field in a fixed order
+    /// as a big-endian u32 length and its UTF-8 bytes (a boolean as one byte). Lengths make the
+    /// encoding unambiguous whatever the fields contain.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            hash.update(len.to_be_bytes());
+            hash.update(bytes);
+        };
+        field(b"datashare-gateway approval request v1");
+        field(self.method.as_bytes());
+        field(self.data_share_arn.as_bytes());
+        field(self.target_kind.as_bytes());
+        field(self.target_value.as_bytes());
+        field(self.consumer_account.as_bytes());
+        field(&[u8::from(self.allow_writes)]);
+        hex::encode(hash.finalize())
+    }
+}
+
+/// What the approvals store says about a call, for policy and for spending an approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApprovalFacts {
+    /// A gated call: the approvals this exact request has (`context.approvals`): those of its
+    /// live approval, unless that was denied.
+    pub approvals: u32,
+    /// A gated call: the live approval of this exact request by this caller, if there is one.
+    pub live: Option<LiveApproval>,
+    /// A call about one approval: the approval, as policy sees it.
+    pub subject: Option<ApprovalResource>,
+    /// Set by the policy layer when the call is permitted only with `live`'s approvals: the
+    /// approval must be consumed before the call is carried out.
+    pub must_spend: bool,
+}
+
+impl ApprovalFacts {
+    /// Facts saying the request has `approvals` approvals, nothing else.
+    pub fn with_approvals(approvals: u32) -> Self {
+        ApprovalFacts {
+            approvals,
+            ..ApprovalFacts::default()
+        }
+    }
+}
+
+/// The live approval (pending, approved, or denied and not yet expired) of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveApproval {
+    /// Its id.
+    pub id: String,
+    /// Its state.
+    pub state: ApprovalState,
+    /// Who approved it (never the requester), in the order they did.
+    pub approvers: Vec<String>,
+    /// How many approvals policy required when it was created.
+    pub required_approvals: u32,
+}
+
+/// The state of an approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApprovalState {
+    /// Waiting for approvals.
+    Pending,
+    /// Enough approvals: the requester may send the request again, once.
+    Approved,
+    /// Someone denied it.
+    Denied,
+    /// Spent by the request it approved.
+    Consumed,
+    /// Its time ran out before it was spent.
+    Expired,
+}
+
+impl ApprovalState {
+    /// Every state.
+    pub const ALL: [ApprovalState; 5] = [
+        ApprovalState::Pending,
+        ApprovalState::Approved,
+        ApprovalState::Denied,
+        ApprovalState::Consumed,
+        ApprovalState::Expired,
+    ];
+
+    /// As stored, recorded and shown (`PENDING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "PENDING",
+            ApprovalState::Approved => "APPROVED",
+            ApprovalState::Denied => "DENIED",
+            ApprovalState::Consumed => "CONSUMED",
+            ApprovalState::Expired => "EXPIRED",
+        }
+    }
+
+    /// The state `as_str` spells.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// An approval as policy sees it (`Approval::"<id>"`): the request it approves and who asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalResource {
+    /// The approval's id.
+    pub id: String,
+    /// The principal who made the request.
+    pub requester: String,
+    /// The request's semantic fields.
+    pub request: SemanticRequest,
+    /// Approvals policy required when the approval was created.
+    pub required_approvals: u32,
+    /// Its state.
+    pub state: ApprovalState,
 }
 
 /// One call of operation `Op` on its way through the stack, at stage `Stage`.
@@ -181,6 +354,15 @@ pub struct SessionNote {
     pub sts_request_id: Option<String>,
 }
 
+/// The approval a call spent, noted for its intent and outcome records and for AWS.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalNote {
+    /// The approval's id.
+    pub approval_id: String,
+    /// Who approved it.
+    pub approvers: Vec<String>,
+}
+
 /// The policy's verdict on a call.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
@@ -206,6 +388,10 @@ pub enum PolicyResource {
     DataShare(DataShareArn),
     /// `ConsumerAccount::"<account>"`: calls about a consumer account as a whole (listing).
     ConsumerAccount(AccountId),
+    /// `Approval::"<id>"`: calls about one approval.
+    Approval(ApprovalResource),
+    /// `ApprovalList::"approvals"`: listing approvals.
+    ApprovalList,
 }
 
 /// One value of a Cedar request's context.
@@ -215,6 +401,8 @@ pub enum ContextValue {
     String(String),
     /// A boolean.
     Bool(bool),
+    /// A number (Cedar `Long`).
+    Long(i64),
 }
 
 /// What policy evaluates: the action (the operation's method), the resource and the context.
@@ -262,6 +450,8 @@ pub struct TrailState {
     pub upstream: UpstreamNote,
     /// The role session the call used, when the account is reached through a role.
     pub session: SessionNote,
+    /// The approval the call spent, once consumed.
+    pub approval: Option<ApprovalNote>,
     /// Set by the gRPC handler when the caller cancelled or its deadline passed before the call
     /// ended; the call still runs to its own end so that its outcome is recorded.
     pub caller_gone: bool,
@@ -317,4 +507,72 @@ pub struct DataShare {
     pub managed_by: Option<String>,
     /// `DataShareType`, as Redshift spelled it.
     pub data_share_type: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> SemanticRequest {
+        SemanticRequest {
+            method: "AssociateConsumer",
+            data_share_arn: "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share".into(),
+            target_kind: "region",
+            target_value: "us-west-2".into(),
+            consumer_account: "444455556666".into(),
+            allow_writes: true,
+        }
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_semantic_field_and_nothing_else() {
+        let base = request().digest();
+        assert_eq!(base.len(), 64);
+        assert_eq!(request().digest(), base, "deterministic");
+        let variants = [
+            SemanticRequest {
+                method: "DisassociateConsumer",
+                ..request()
+            },
+            SemanticRequest {
+                data_share_arn: request().data_share_arn.replace("sales", "finance"),
+                ..request()
+            },
+            SemanticRequest {
+                target_kind: "account",
+                ..request()
+            },
+            SemanticRequest {
+                target_value: "us-east-1".into(),
+                ..request()
+            },
+            SemanticRequest {
+                consumer_account: "777788889999".into(),
+                ..request()
+            },
+            SemanticRequest {
+                allow_writes: false,
+                ..request()
+            },
+        ];
+        for variant in variants {
+            assert_ne!(variant.digest(), base, "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn field_boundaries_cannot_be_shifted() {
+        // Without lengths, "ab" + "c" and "a" + "bc" would hash alike.
+        let a = SemanticRequest {
+            target_value: "us-west-2".into(),
+            consumer_account: "444455556666".into(),
+            ..request()
+        };
+        let b = SemanticRequest {
+            target_value: "us-west-24".into(),
+            consumer_account: "44455556666".into(),
+            ..request()
+        };
+        assert_ne!(a.digest(), b.digest());
+    }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::approvals::ApprovalsConfig;
 use crate::audit::AuditConfig;
 use crate::identity::{AuthMode, PrincipalDirectory};
 use crate::policy::PolicyConfig;
@@ -35,6 +36,9 @@ pub struct Config {
     /// `[telemetry]`: logs.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `[approvals]`: the two-person approvals store.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
 }
 
 /// `[server]`
@@ -294,6 +298,14 @@ impl Config {
         if let Some(key) = &mut self.audit.hmac_key_file {
             resolve(key);
         }
+        // A relative SQLite path is the config file's neighbour, as every other path is.
+        if let Some(store) = &mut self.approvals.store
+            && let Some(path) = store.strip_prefix("sqlite:")
+            && !path.starts_with('/')
+            && !path.is_empty()
+        {
+            *store = format!("sqlite:{}", base.join(path).display());
+        }
     }
 
     /// Environment overrides for endpoints (secrets come from the environment already: AWS
@@ -389,6 +401,7 @@ impl Config {
         }
         .map_err(|e| e.to_string())?;
         self.audit.validate()?;
+        self.approvals.validate()?;
         self.upstream.validate()?;
         let region = self
             .upstream

@@ -157,6 +157,54 @@ pub enum GatewayError {
         /// Redshift's request id, when it answered.
         aws_request_id: Option<String>,
     },
+    /// Policy permits the call only with approvals it does not have (yet): nothing was forwarded.
+    #[error(
+        "this request needs {required_approvals} approval(s) by another principal before it is carried out{}",
+        approval_id.as_ref().map(|id| format!("; approval {id} is pending: ask an approver, then send the same request again")).unwrap_or_default()
+    )]
+    ApprovalRequired {
+        /// The pending approval of this exact request (none for `validate_only`, which creates
+        /// nothing, when there is none yet).
+        approval_id: Option<String>,
+        /// The approvals policy requires.
+        required_approvals: u32,
+        /// The valid approvals the request has.
+        approvals: u32,
+    },
+    /// The approval of this exact request was denied; it stands until it expires.
+    #[error("approval {approval_id} of this request was denied")]
+    ApprovalDenied {
+        /// The denied approval.
+        approval_id: String,
+    },
+    /// No approval has this id.
+    #[error("no approval {approval_id}")]
+    ApprovalNotFound {
+        /// The id asked for.
+        approval_id: String,
+    },
+    /// The approval is no longer open for review (it was denied, consumed or has expired).
+    #[error("approval {approval_id} is {}; only a PENDING or APPROVED approval can be approved or denied", state.as_str())]
+    ApprovalClosed {
+        /// The approval.
+        approval_id: String,
+        /// Its state.
+        state: crate::call::ApprovalState,
+    },
+    /// The requester tried to approve their own request.
+    #[error("the requester cannot approve their own request")]
+    SelfApproval,
+    /// This principal already approved or denied the approval; one principal counts once.
+    #[error("{principal} already reviewed approval {approval_id}; a principal counts once")]
+    AlreadyReviewed {
+        /// The approval.
+        approval_id: String,
+        /// The reviewer.
+        principal: String,
+    },
+    /// The approvals store cannot be reached or failed: calls that need it are refused.
+    #[error("the approvals store is unavailable; the call was not completed")]
+    ApprovalsUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The gateway shut down before the call ended (the grace period ran out).
     #[error("the gateway shut down before the call ended; check the outcome before retrying")]
     AbortedAtShutdown,
@@ -223,6 +271,13 @@ impl GatewayError {
                 .aws_code
                 .clone()
                 .unwrap_or_else(|| fault.kind.default_reason().into()),
+            GatewayError::ApprovalRequired { .. } => "APPROVAL_REQUIRED".into(),
+            GatewayError::ApprovalDenied { .. } => "APPROVAL_DENIED".into(),
+            GatewayError::ApprovalNotFound { .. } => "APPROVAL_NOT_FOUND".into(),
+            GatewayError::ApprovalClosed { .. } => "APPROVAL_CLOSED".into(),
+            GatewayError::SelfApproval => "SELF_APPROVAL".into(),
+            GatewayError::AlreadyReviewed { .. } => "ALREADY_REVIEWED".into(),
+            GatewayError::ApprovalsUnavailable(_) => "APPROVALS_UNAVAILABLE".into(),
             GatewayError::AbortedAtShutdown => "ABORTED_AT_SHUTDOWN".into(),
             GatewayError::Internal(_) => "INTERNAL".into(),
         }

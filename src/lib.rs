@@ -17,6 +17,9 @@
 //! - [`identity`]: who the caller is (mTLS certificate or, in insecure mode, `x-caller-id`).
 //! - [`policy`]: Cedar policies, their schema, hot reload, and the policy layer.
 //! - [`audit`]: the durable, hash-chained audit trail, its layers and `audit verify`.
+//! - [`approvals`]: two-person approval bound to the exact request: the store (SQLite or
+//!   PostgreSQL, through sqlx), the layers that look approvals up and spend them, and the
+//!   `datasharing.v1.Approvals` operations.
 //! - [`limits`]: a bound on concurrent upstream calls, and no call started with its deadline spent.
 //! - [`drain`]: the calls in flight, waited for at shutdown and recorded when aborted.
 //! - [`metrics`]: Prometheus metrics and the layer that counts calls.
@@ -40,7 +43,9 @@
 //!    with the errors it returns.
 //! 2. `src/ops/<operation>.rs` (and a line in `src/ops/mod.rs`): a type implementing
 //!    [`call::Operation`] (method, whether it changes state, parameters, validation, policy
-//!    input, `validate_only` answer) and [`ops::Rpc`] (proto glue).
+//!    input, `validate_only` answer, and for a state change in AWS `approval_role` returning
+//!    `Gated` with the request's semantic fields, so that policy can require approvals of it)
+//!    and [`ops::Rpc`] (proto glue).
 //! 3. `src/upstream/operations.rs`: its [`upstream::Forward`] impl (the SDK call and its output).
 //! 4. `src/server.rs`: one stack field in `Gateway` and a one-line trait method calling
 //!    `serve_call`.
@@ -53,6 +58,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod approvals;
 pub mod arn;
 pub mod audit;
 pub mod call;

@@ -61,6 +61,16 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    transition: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicySetLabels {
     sha256: String,
 }
@@ -112,6 +122,8 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     /// One series, set to 1, labelled with the serving set's hash.
     policy_set: Family<PolicySetLabels, Gauge>,
+    approvals_live: Family<StateLabels, Gauge>,
+    approval_transitions: Family<TransitionLabels, Counter>,
     sources: std::sync::Mutex<Vec<Arc<dyn ScrapeSource>>>,
 }
 
@@ -276,6 +288,24 @@ impl Metrics {
             "Failed accepts on a listener (grpc, admin), each followed by a back-off: out of file descriptors (EMFILE) and the like",
             accept_errors.clone(),
         );
+        let approvals_live = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "approvals",
+            "Live approvals in the store (every replica's), by state: pending, approved",
+            approvals_live.clone(),
+        );
+        let approval_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "approval_transitions",
+            "Approval transitions made by this gateway: created, approved, denied, consumed, expired",
+            approval_transitions.clone(),
+        );
+        for state in ["pending", "approved"] {
+            drop(approvals_live.get_or_create(&StateLabels { state }));
+        }
+        for transition in ["created", "approved", "denied", "consumed", "expired"] {
+            drop(approval_transitions.get_or_create(&TransitionLabels { transition }));
+        }
         Arc::new(Metrics {
             registry,
             calls,
@@ -299,6 +329,8 @@ impl Metrics {
             tls_handshake_failures,
             connections_refused,
             accept_errors,
+            approvals_live,
+            approval_transitions,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -354,6 +386,23 @@ impl Metrics {
         self.upstream_duration
             .get_or_create(&OperationLabels { operation })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Sets the gauge of live approvals.
+    pub fn set_live_approvals(&self, pending: i64, approved: i64) {
+        for (state, n) in [("pending", pending), ("approved", approved)] {
+            self.approvals_live
+                .get_or_create(&StateLabels { state })
+                .set(n);
+        }
+    }
+
+    /// Counts one approval transition (`created`, `approved`, `denied`, `consumed`,
+    /// `expired`).
+    pub fn approval_transition(&self, transition: &'static str) {
+        self.approval_transitions
+            .get_or_create(&TransitionLabels { transition })
+            .inc();
     }
 
     /// Counts one failed TLS handshake; `reason` is `failed` or `timeout`.

@@ -14,6 +14,8 @@ use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
+use crate::approvals::ops::{Approve, Deny, GetApproval, ListApprovals};
+use crate::approvals::{Approvals, ApprovalsService, FindApprovals, SpendApproval};
 use crate::audit::{Audit, AuditLog, Intent};
 use crate::call::{
     Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall, ValidationEnv,
@@ -28,6 +30,7 @@ use crate::middleware::MiddlewareLayer;
 use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares, Rpc};
 use crate::policy::{Authorize, Policies};
 use crate::proto::datasharing::v1 as pb;
+use crate::proto::datasharing::v1::approvals_server::{Approvals as ApprovalsApi, ApprovalsServer};
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
 use crate::telemetry;
 use crate::telemetry::{StageSpan, Telemetry};
@@ -45,6 +48,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
 /// The name health checks use for the gateway's service.
 pub const SERVICE_NAME: &str = "datasharing.v1.DataSharing";
+/// The name health checks use for the approvals service.
+pub const APPROVALS_SERVICE_NAME: &str = crate::approvals::ops::SERVICE;
 
 /// Why the gateway could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +83,9 @@ pub enum ServerError {
     /// The policies could not be loaded.
     #[error("cannot load the policies")]
     Policy(#[from] crate::policy::PolicyError),
+    /// The approvals store could not be opened.
+    #[error(transparent)]
+    Approvals(#[from] crate::approvals::OpenError),
     /// A configuration value is unusable.
     #[error("{0}")]
     Config(String),
@@ -106,6 +114,8 @@ pub struct StackParts {
     pub accounts: Arc<Accounts>,
     /// The least time a call's deadline must leave before it is started.
     pub min_remaining: Duration,
+    /// The approvals store; `None` (tests of other layers): no call has approvals, none is made.
+    pub approvals: Option<Approvals>,
 }
 
 impl StackParts {
@@ -131,6 +141,7 @@ impl StackParts {
             min_remaining: Duration::from_millis(
                 crate::upstream::DEFAULT_MIN_REMAINING_DEADLINE_MS,
             ),
+            approvals: None,
         }
     }
 }
@@ -163,6 +174,13 @@ where
         .layer(MiddlewareLayer::new(Validate::new(
             parts.validation.clone(),
         )))
+        // What policy decides with, from the approvals store: a gated call's live approval, or
+        // the approval a call is about. On the way back, a call refused for want of approval
+        // gets its pending approval.
+        .layer(MiddlewareLayer::new(StageSpan::new("approvals")))
+        .layer(MiddlewareLayer::new(FindApprovals::new(
+            parts.approvals.clone(),
+        )))
         // Policy before any upstream work; validate_only ends here with the decision.
         .layer(MiddlewareLayer::new(StageSpan::new("policy")))
         .layer(MiddlewareLayer::new(Authorize::new(parts.policies.clone())))
@@ -176,6 +194,11 @@ where
         // A call whose deadline is (nearly) spent is not started: no intent, nothing forwarded,
         // rather than a change carried out for a caller who has been told it failed.
         .layer(MiddlewareLayer::new(RequireTime::new(parts.min_remaining)))
+        // An approval is spent as late as possible, so that a call refused by a layer above
+        // keeps it, and before the intent, which names it.
+        .layer(MiddlewareLayer::new(SpendApproval::new(
+            parts.approvals.clone(),
+        )))
         // Write-ahead: a state change's intent is durable before Redshift sees it (fail closed).
         .layer(MiddlewareLayer::new(StageSpan::new("audit.intent")))
         .layer(MiddlewareLayer::new(Intent::new(parts.audit.clone())))
@@ -183,24 +206,38 @@ where
     BoxCloneSyncService::new(stack)
 }
 
-/// The `datasharing.v1.DataSharing` handler: decodes, hands the typed call to its operation's
-/// stack, encodes.
+/// The `datasharing.v1.DataSharing` and `datasharing.v1.Approvals` handler: decodes, hands the
+/// typed call to its operation's stack, encodes.
 #[derive(Clone, Debug)]
 pub struct Gateway {
     associate: CallService<AssociateConsumer>,
     disassociate: CallService<DisassociateConsumer>,
     list: CallService<ListConsumerDataShares>,
+    get_approval: CallService<GetApproval>,
+    list_approvals: CallService<ListApprovals>,
+    approve: CallService<Approve>,
+    deny: CallService<Deny>,
     auth_mode: AuthMode,
     in_flight: InFlight,
 }
 
 impl Gateway {
-    /// A handler whose every operation forwards to Redshift through its stack.
-    pub fn new(parts: &StackParts, upstream: RedshiftService, auth_mode: AuthMode) -> Self {
+    /// A handler whose DataSharing operations forward to Redshift, and whose Approvals
+    /// operations are carried out on the approvals store, each through its stack.
+    pub fn new(
+        parts: &StackParts,
+        upstream: RedshiftService,
+        approvals: ApprovalsService,
+        auth_mode: AuthMode,
+    ) -> Self {
         Gateway {
             associate: build_stack(parts, upstream.clone()),
             disassociate: build_stack(parts, upstream.clone()),
             list: build_stack(parts, upstream),
+            get_approval: build_stack(parts, approvals.clone()),
+            list_approvals: build_stack(parts, approvals.clone()),
+            approve: build_stack(parts, approvals.clone()),
+            deny: build_stack(parts, approvals),
             auth_mode,
             in_flight: InFlight::default(),
         }
@@ -279,10 +316,10 @@ impl Gateway {
         let parent = telemetry::extract_parent(request.metadata());
         let span = tracing::info_span!(
             "rpc",
-            otel.name = format!("datasharing.v1.DataSharing/{}", Op::METHOD),
+            otel.name = format!("{}/{}", Op::SERVICE, Op::METHOD),
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.service = "datasharing.v1.DataSharing",
+            rpc.service = Op::SERVICE,
             rpc.method = Op::METHOD,
             rpc.grpc.status_code = tracing::field::Empty,
             request_id = %request_id,
@@ -455,6 +492,10 @@ fn method_of_path(path: &str) -> &'static str {
         Some(AssociateConsumer::METHOD) => AssociateConsumer::METHOD,
         Some(DisassociateConsumer::METHOD) => DisassociateConsumer::METHOD,
         Some(ListConsumerDataShares::METHOD) => ListConsumerDataShares::METHOD,
+        Some(GetApproval::METHOD) => GetApproval::METHOD,
+        Some(ListApprovals::METHOD) => ListApprovals::METHOD,
+        Some(Approve::METHOD) => Approve::METHOD,
+        Some(Deny::METHOD) => Deny::METHOD,
         _ => "other",
     }
 }
@@ -572,6 +613,37 @@ impl DataSharing for Gateway {
     }
 }
 
+#[tonic::async_trait]
+impl ApprovalsApi for Gateway {
+    async fn get_approval(
+        &self,
+        request: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::GetApprovalResponse>, Status> {
+        self.serve_call(&self.get_approval, request).await
+    }
+
+    async fn list_approvals(
+        &self,
+        request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        self.serve_call(&self.list_approvals, request).await
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::ApproveRequest>,
+    ) -> Result<Response<pb::ApproveResponse>, Status> {
+        self.serve_call(&self.approve, request).await
+    }
+
+    async fn deny(
+        &self,
+        request: Request<pb::DenyRequest>,
+    ) -> Result<Response<pb::DenyResponse>, Status> {
+        self.serve_call(&self.deny, request).await
+    }
+}
+
 fn insert_ids(
     metadata: &mut tonic::metadata::MetadataMap,
     request_id: &str,
@@ -590,6 +662,7 @@ fn insert_ids(
 pub struct App {
     config: Config,
     gateway: Gateway,
+    approvals: Approvals,
     audit: AuditLog,
     metrics: Arc<Metrics>,
     admin: TcpListener,
@@ -671,11 +744,18 @@ impl App {
             config.server.instance_name(),
             metrics.clone(),
         );
+        let location = config
+            .approvals
+            .location(&config.audit.dir)
+            .map_err(ServerError::Config)?;
+        let approvals =
+            Approvals::open(&location, &config.approvals, audit.clone(), metrics.clone()).await?;
         let parts = StackParts {
             validation: ValidationEnv {
                 default_account: config.upstream.default_account(),
             },
             accounts,
+            approvals: Some(approvals.clone()),
             min_remaining: Duration::from_millis(config.upstream.min_remaining_deadline_ms),
             ..StackParts::new(
                 metrics.clone(),
@@ -701,10 +781,12 @@ impl App {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let gateway = Gateway::new(&parts, upstream, config.auth.mode);
+        let approvals_service = ApprovalsService::new(approvals.clone(), Arc::new(policies));
+        let gateway = Gateway::new(&parts, upstream, approvals_service, config.auth.mode);
         Ok(App {
             config,
             gateway,
+            approvals,
             audit,
             metrics,
             admin,
@@ -728,6 +810,7 @@ impl App {
         let App {
             config,
             gateway,
+            approvals,
             audit,
             metrics,
             admin,
@@ -759,6 +842,9 @@ impl App {
                         );
                     }
                     health.set_service_status(SERVICE_NAME, status).await;
+                    health
+                        .set_service_status(APPROVALS_SERVICE_NAME, status)
+                        .await;
                     health.set_service_status("", status).await;
                     metrics.serving.set(i64::from(serving));
                     let _ = ready_tx.send(serving);
@@ -791,9 +877,14 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let max = config.server.max_message_bytes;
+        let approvals_api = ApprovalsServer::new(gateway.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         let data_sharing = DataSharingServer::new(gateway)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        let sweeper =
+            approvals.spawn_sweeper(Duration::from_secs(config.approvals.sweep_interval_secs));
 
         let mut builder = Server::builder()
             .layer(HttpGuardLayer {
@@ -845,7 +936,8 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(data_sharing);
+            .add_service(data_sharing)
+            .add_service(approvals_api);
         let mut stop = stop_rx;
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -887,6 +979,7 @@ impl App {
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             done = &mut serving => {
+                sweeper.abort();
                 in_flight.drain(Duration::ZERO, &audit).await;
                 let _ = probes_stop.send(true);
                 audit.close().await;
@@ -901,6 +994,9 @@ impl App {
             "shutting down: no new calls; finishing in-flight calls"
         );
         let _ = stop_tx.send(true);
+        // No expiry is recorded after the trail closes; the next start (or another replica)
+        // records what falls due meanwhile.
+        sweeper.abort();
         let drain_started = Instant::now();
         let served = match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),

@@ -49,6 +49,13 @@ pub fn code_of(err: &GatewayError) -> Code {
             Code::DeadlineExceeded
         }
         GatewayError::Upstream { fault, .. } => fault_code(fault.kind),
+        GatewayError::ApprovalRequired { .. }
+        | GatewayError::ApprovalDenied { .. }
+        | GatewayError::ApprovalClosed { .. } => Code::FailedPrecondition,
+        GatewayError::ApprovalNotFound { .. } => Code::NotFound,
+        GatewayError::SelfApproval => Code::PermissionDenied,
+        GatewayError::AlreadyReviewed { .. } => Code::AlreadyExists,
+        GatewayError::ApprovalsUnavailable(_) => Code::Unavailable,
         GatewayError::AbortedAtShutdown => Code::Unavailable,
         GatewayError::Internal(_) => Code::Internal,
     }
@@ -100,6 +107,56 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
         }
         GatewayError::AccountNotConfigured { account } => {
             metadata.insert("consumer_account".into(), account.clone());
+        }
+        GatewayError::ApprovalRequired {
+            approval_id,
+            required_approvals,
+            approvals,
+        } => {
+            metadata.insert("required_approvals".into(), required_approvals.to_string());
+            metadata.insert("approvals".into(), approvals.to_string());
+            let subject = match approval_id {
+                Some(id) => {
+                    metadata.insert("approval_id".into(), id.clone());
+                    format!("approvals/{id}")
+                }
+                // validate_only creates no approval.
+                None => "approvals/-".to_owned(),
+            };
+            details.add_precondition_failure_violation(
+                "APPROVAL",
+                subject,
+                format!(
+                    "{approvals} of {required_approvals} required approval(s) by principals other than the requester; \
+                     an approver calls datasharing.v1.Approvals/Approve, then the same request is sent again"
+                ),
+            );
+        }
+        GatewayError::ApprovalDenied { approval_id } => {
+            metadata.insert("approval_id".into(), approval_id.clone());
+            details.add_precondition_failure_violation(
+                "APPROVAL",
+                format!("approvals/{approval_id}"),
+                "denied; the request can be made again once the approval expires".to_owned(),
+            );
+        }
+        GatewayError::ApprovalNotFound { approval_id } => {
+            metadata.insert("approval_id".into(), approval_id.clone());
+        }
+        GatewayError::ApprovalClosed { approval_id, state } => {
+            metadata.insert("approval_id".into(), approval_id.clone());
+            metadata.insert("state".into(), state.as_str().to_owned());
+            details.add_precondition_failure_violation(
+                "APPROVAL",
+                format!("approvals/{approval_id}"),
+                format!(
+                    "is {}; only a PENDING or APPROVED approval can be reviewed",
+                    state.as_str()
+                ),
+            );
+        }
+        GatewayError::AlreadyReviewed { approval_id, .. } => {
+            metadata.insert("approval_id".into(), approval_id.clone());
         }
         GatewayError::Upstream {
             fault,
@@ -220,6 +277,62 @@ pub fn fault_table() -> Vec<FaultRow> {
             },
             " (metadata `consumer_account`)",
             "no: ask the gateway's operators",
+        ),
+        own(
+            "policy permits the call only with approvals of this exact request by other principals, and it has too few (nothing forwarded; a pending approval is created, or the caller's own pending one named)",
+            GatewayError::ApprovalRequired {
+                approval_id: None,
+                required_approvals: 0,
+                approvals: 0,
+            },
+            " + `PreconditionFailure` (metadata `approval_id`, `required_approvals`, `approvals`)",
+            "after an approver approves: send the same request again",
+        ),
+        own(
+            "the approval of this exact request was denied (until it expires)",
+            GatewayError::ApprovalDenied {
+                approval_id: String::new(),
+            },
+            " + `PreconditionFailure` (metadata `approval_id`)",
+            "no; after it expires a new request asks again",
+        ),
+        own(
+            "`Approvals`: no approval with this id",
+            GatewayError::ApprovalNotFound {
+                approval_id: String::new(),
+            },
+            "",
+            "no",
+        ),
+        own(
+            "`Approvals`: approving or denying an approval that was denied, consumed or has expired",
+            GatewayError::ApprovalClosed {
+                approval_id: String::new(),
+                state: crate::call::ApprovalState::Expired,
+            },
+            " + `PreconditionFailure` (metadata `state`)",
+            "no",
+        ),
+        own(
+            "`Approvals`: the requester approving their own request",
+            GatewayError::SelfApproval,
+            "",
+            "no: another principal must approve",
+        ),
+        own(
+            "`Approvals`: a principal approving or denying twice",
+            GatewayError::AlreadyReviewed {
+                approval_id: String::new(),
+                principal: String::new(),
+            },
+            "",
+            "no: one principal counts once",
+        ),
+        own(
+            "the approvals store cannot be reached (a call that needs it is refused; fail closed)",
+            GatewayError::ApprovalsUnavailable("".into()),
+            "",
+            "yes, later",
         ),
         own(
             "the gateway shut down before the call ended (grace period over; recorded as such)",

@@ -47,7 +47,7 @@ impl<Op: Operation> Middleware<Op, Authenticated> for Validate {
         match Op::validate(&call.params, &self.env) {
             Ok(request) => {
                 let principal = call.stage.principal.clone();
-                let call = call.advance(Validated { principal, request });
+                let call = call.advance(Validated::new(principal, request));
                 Box::pin(next.call(call))
             }
             Err(violations) => {

@@ -91,6 +91,23 @@ async fn allow_writes_reaches_redshift_and_comes_back() {
         r.consumer_arn = PROVISIONED_NS.into();
         r.allow_writes = Some(true);
     });
+    // The example policies want a second person's approval for writes (tests/approvals.rs).
+    let refused = client
+        .associate_consumer(gateway::as_caller(gateway::LOADER, message.clone()))
+        .await
+        .expect_err("writes need an approval");
+    let approval_id = gateway::required_approval(&refused);
+    gw.approvals()
+        .await
+        .approve(gateway::as_caller(
+            gateway::APPROVER,
+            datashare_gateway::proto::datasharing::v1::ApproveRequest {
+                approval_id,
+                comment: "test".into(),
+            },
+        ))
+        .await
+        .expect("approved");
     let response = client
         .associate_consumer(gateway::as_caller(gateway::LOADER, message))
         .await

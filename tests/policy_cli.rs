@@ -52,7 +52,7 @@ fn validate_accepts_the_example_policies() {
     let out = gateway(&["policy", "validate", examples().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let output = text(&out);
-    assert!(output.contains("ok: 7 policies"), "{output}");
+    assert!(output.contains("ok: 12 policies"), "{output}");
     assert!(output.contains("legal-hold-d1e2f3a4"), "{output}");
 }
 
@@ -112,6 +112,24 @@ fn check_denies_with_exit_1_and_the_forbid_ids() {
         output.contains("legal-hold-d1e2f3a4, writes-require-data-writers"),
         "{output}"
     );
+}
+
+#[test]
+fn check_shows_how_many_approvals_a_request_needs() {
+    let loader = "spiffe://example.internal/ns/data/sa/loader";
+    let request = format!(
+        r#"{{"data_share_arn": "{SALES}", "consumer_arn": "{PROVISIONED}", "allow_writes": true}}"#
+    );
+    let none = check(loader, &[], &request);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+    assert!(
+        text(&none).contains("determining policies: writes-need-one-approval"),
+        "{}",
+        text(&none)
+    );
+    let one = check(loader, &["--approvals", "1"], &request);
+    assert_eq!(one.status.code(), Some(0), "{}", text(&one));
+    assert!(text(&one).contains("decision: ALLOW"), "{}", text(&one));
 }
 
 #[test]
@@ -199,7 +217,7 @@ fn validate_prints_how_many_policies_each_file_holds_and_the_sets_hash() {
     let output = text(&out);
     assert!(
         output.contains(
-            "  analytics.cedar: 2 policies\n  data-platform.cedar: 2 policies\n  guardrails.cedar: 3 policies\n"
+            "  analytics.cedar: 2 policies\n  approvals.cedar: 5 policies\n  data-platform.cedar: 2 policies\n  guardrails.cedar: 3 policies\n"
         ),
         "{output}"
     );

@@ -6,11 +6,11 @@ mod support;
 use std::collections::BTreeMap;
 
 use datashare_gateway::arn::AccountId;
-use datashare_gateway::call::{Operation, Principal, ValidationEnv};
+use datashare_gateway::call::{ApprovalFacts, Operation, Principal, ValidationEnv};
 use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::ops::AssociateConsumer;
 use datashare_gateway::ops::associate::AssociateParams;
-use datashare_gateway::policy::{Policies, PolicyConfig};
+use datashare_gateway::policy::{MAX_REQUIRED_APPROVALS, Policies, PolicyConfig};
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -143,6 +143,8 @@ enum Expected {
     Unauthenticated,
     Invalid,
     Denied(Vec<String>),
+    /// Denied as it stands, permitted with approvals it does not have: nothing forwarded.
+    ApprovalRequired,
     Validated(Vec<String>),
     /// Allowed, but into an account the gateway does not serve: refused before Redshift.
     NotServed,
@@ -172,8 +174,19 @@ fn expected(
             .unwrap_or_default(),
     };
     let decision = policies.evaluate::<AssociateConsumer>(&principal, &request);
+    let with = |n| {
+        policies.evaluate_with::<AssociateConsumer>(
+            &principal,
+            &request,
+            &ApprovalFacts::with_approvals(n),
+        )
+    };
     match (decision.allowed, params.validate_only) {
-        (false, _) => Expected::Denied(sorted(decision.determining_policies)),
+        (false, _) if (1..=MAX_REQUIRED_APPROVALS).any(|n| with(n).allowed) => {
+            Expected::ApprovalRequired
+        }
+        // Named: the forbids no number of approvals lifts.
+        (false, _) => Expected::Denied(sorted(with(MAX_REQUIRED_APPROVALS).determining_policies)),
         (true, true) => Expected::Validated(sorted(decision.determining_policies)),
         // The gateway under test serves one account; policy may allow others.
         (true, false) if request.account.as_str() != SERVED_ACCOUNT => Expected::NotServed,
@@ -266,6 +279,13 @@ async fn no_request_reaches_redshift_without_an_allow() {
                         .unwrap_or_default();
                     prop_assert_eq!(&got, determining);
                     "denied"
+                }
+                Expected::ApprovalRequired => {
+                    let status = result.err().ok_or_else(|| TestCaseError::fail("needs approval but OK"))?;
+                    prop_assert_eq!(status.code(), Code::FailedPrecondition, "{:?}", status);
+                    let reason = status.get_error_details().error_info().map(|i| i.reason.clone());
+                    prop_assert_eq!(reason.as_deref(), Some("APPROVAL_REQUIRED"));
+                    "approval required"
                 }
                 Expected::Validated(determining) => {
                     let reply = result

@@ -254,7 +254,7 @@ async fn reloads_under_load_switch_decisions_without_failing_a_call() {
     load.wait_for_calls(50).await;
     let logs = gw.logs();
     assert!(
-        logs.contains("analytics-account.cedar: 1, analytics.cedar: 2, data-platform.cedar: 2, guardrails.cedar: 3"),
+        logs.contains("analytics-account.cedar: 1, analytics.cedar: 2, approvals.cedar: 5, data-platform.cedar: 2, guardrails.cedar: 3"),
         "the reload names each file's policy count: {logs}"
     );
 

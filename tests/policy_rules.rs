@@ -328,6 +328,12 @@ fn the_cases_cover_every_example_policy_id() {
             LEGAL_HOLD,
             DATA_PLATFORM_LIST,
             ANALYTICS_LIST,
+            // The approval rules, each exercised end to end in tests/approvals.rs.
+            "writes-need-one-approval",
+            "data-approvers-review",
+            "data-approvers-read-approvals",
+            "requesters-read-own-approvals",
+            "requesters-list-approvals",
         ])
     );
 }
@@ -376,8 +382,9 @@ async fn writes_need_the_data_writers_group() {
         deny(NOTEBOOK, SALES_SHARE, Namespace(SERVERLESS_NS))
             .writes(true)
             .by(&[WRITES]),
+        // Writes by a data-writer need a second person's approval: tests/approvals.rs.
         allow(LOADER, SALES_SHARE, Namespace(PROVISIONED_NS))
-            .writes(true)
+            .writes(false)
             .by(&[DATA_PLATFORM]),
     ])
     .await;

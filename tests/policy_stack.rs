@@ -75,7 +75,9 @@ async fn the_stack_authenticates_validates_and_authorizes_before_forwarding() {
             writes.clone(),
             Err(Code::PermissionDenied),
         ),
-        (caller(LOADER), writes, Ok(())),
+        // Writes by a data-writer need an approval; these stack parts have no store, so it
+        // stays FAILED_PRECONDITION (tests/approvals.rs runs the whole flow).
+        (caller(LOADER), writes, Err(Code::FailedPrecondition)),
         (caller(REPORTING), invalid, Err(Code::InvalidArgument)),
     ];
     let mut expected_forwards = 0;

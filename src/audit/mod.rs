@@ -23,8 +23,8 @@ use std::path::PathBuf;
 pub use config::AuditConfig;
 pub use layer::{Audit, Intent};
 pub use record::{
-    CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts, RecordBody,
-    SCHEMA_VERSION,
+    ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
+    RecordBody, SCHEMA_VERSION, rfc3339,
 };
 pub use writer::{AuditError, AuditLog, AuditStats};
 

@@ -62,6 +62,42 @@ pub enum RecordBody {
         /// How the call ended.
         outcome: OutcomeFacts,
     },
+    /// One transition of a two-person approval.
+    Approval(ApprovalEvent),
+}
+
+/// An approval's transition: created, approved (one approval given), denied, consumed (spent by
+/// the request it approves) or expired.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApprovalEvent {
+    /// The approval.
+    pub approval_id: String,
+    /// `created`, `approved`, `denied`, `consumed` or `expired`.
+    pub transition: &'static str,
+    /// Its state after the transition.
+    pub state: &'static str,
+    /// Who made the transition: the reviewer, or the requester whose call created or consumed
+    /// it; absent for expiry.
+    pub by: Option<String>,
+    /// The request id of the call that made the transition (absent for expiry).
+    pub request_id: Option<String>,
+    /// Who made the request it approves.
+    pub requester: String,
+    /// The operation it approves.
+    pub method: &'static str,
+    /// The request's semantic fields (datashare, consumer kind and value, account, writes).
+    pub request: serde_json::Value,
+    /// Their SHA-256.
+    pub digest: String,
+    /// Approvals policy required when it was created.
+    pub required_approvals: u32,
+    /// Who has approved it so far.
+    pub approvers: Vec<String>,
+    /// The reviewer's comment (approved, denied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// When it expires (RFC 3339 UTC).
+    pub expires_at: String,
 }
 
 /// Who asked for what, and what policy said. Holds no credentials: the caller's certificate or
@@ -87,6 +123,9 @@ pub struct CallFacts {
     pub params: serde_json::Value,
     /// The policy decision, once made.
     pub decision: Option<DecisionRecord>,
+    /// The approval the call spends (intent) or spent (outcome): its id and approvers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::call::ApprovalNote>,
     /// The fields that were cut to [`MAX_STRING_BYTES`] (or lists to their maximum length).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<String>,
@@ -130,6 +169,9 @@ pub struct OutcomeFacts {
     /// STS's request id for the AssumeRole that made (or refused) the session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sts_request_id: Option<String>,
+    /// The approval a call was refused for (`APPROVAL_REQUIRED`, `APPROVAL_DENIED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 /// A `recovery` record: bytes at the end of a file that are not whole records (a crash tore the
@@ -412,7 +454,7 @@ pub(crate) fn split_line(line: &[u8]) -> Option<SplitLine<'_>> {
 }
 
 /// RFC 3339 UTC with nanoseconds.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     // Formatting fails only for years outside 0..=9999, which a clock cannot produce.
     OffsetDateTime::from(t)
         .format(&Rfc3339)
@@ -499,6 +541,7 @@ impl CallFacts {
                     &mut truncated,
                 ),
             }),
+            approval: trail.approval.clone(),
             truncated,
         }
     }
@@ -549,6 +592,11 @@ impl OutcomeFacts {
                 .sts_request_id
                 .as_deref()
                 .map(|a| bound(a, "outcome.sts_request_id", truncated)),
+            approval_id: match result {
+                Err(GatewayError::ApprovalRequired { approval_id, .. }) => approval_id.clone(),
+                Err(GatewayError::ApprovalDenied { approval_id }) => Some(approval_id.clone()),
+                _ => None,
+            },
         }
     }
 }

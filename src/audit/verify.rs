@@ -350,7 +350,7 @@ fn check_line(
                 ));
             }
         }
-        "call" | "recovery" => {}
+        "call" | "recovery" | "approval" => {}
         other => return Err((seq, format!("unknown record kind {other:?}"))),
     }
     state.prev = split.hash.to_owned();

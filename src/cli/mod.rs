@@ -203,6 +203,9 @@ dir = {policies:?}
 [audit]
 dir = {audit:?}
 
+[approvals]
+store = {approvals_store:?}
+
 [upstream]
 default_account = "{DEV_DEFAULT_ACCOUNT}"
 region = "{region}"
@@ -219,6 +222,13 @@ log_format = "text"
         admin_listen = args.admin_listen,
         policies = args.policies.display().to_string(),
         audit = args.audit_dir.display().to_string(),
+        // dev's approvals live beside its audit trail, and survive a restart of dev.
+        approvals_store = format!(
+            "sqlite:{}",
+            args.audit_dir
+                .join(crate::approvals::DEFAULT_SQLITE_FILE)
+                .display()
+        ),
         // Unset unless given: OTEL_EXPORTER_OTLP_ENDPOINT then applies, as `--help` says.
         otlp = args
             .otlp_endpoint
@@ -256,7 +266,7 @@ log_format = "text"
     .await?;
     let audit_dir = std::fs::canonicalize(&args.audit_dir).unwrap_or(args.audit_dir.clone());
     eprintln!(
-        "\ndatashare-gateway dev\n  gRPC (insecure, x-caller-id): {grpc_addr}\n  Redshift emulator:            http://{api_addr} (admin http://{admin_addr})\n  consumer accounts:            {} (default {DEV_DEFAULT_ACCOUNT}), each through role datashare-gateway\n  audit trail:                  {}\n  policies:                     {}\n\nTry:\n  grpcurl -plaintext -H 'x-caller-id: spiffe://example.internal/ns/data/sa/reporting' -d '{{\"data_share_arn\": \"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share\", \"consumer_arn\": \"arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9\"}}' {grpc_addr} datasharing.v1.DataSharing/AssociateConsumer\n",
+        "\ndatashare-gateway dev\n  gRPC (insecure, x-caller-id): {grpc_addr}\n  Redshift emulator:            http://{api_addr} (admin http://{admin_addr})\n  consumer accounts:            {} (default {DEV_DEFAULT_ACCOUNT}), each through role datashare-gateway\n  audit trail:                  {}\n  approvals store:              sqlite in the audit trail's directory\n  policies:                     {}\n\nTry:\n  grpcurl -plaintext -H 'x-caller-id: spiffe://example.internal/ns/data/sa/reporting' -d '{{\"data_share_arn\": \"arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share\", \"consumer_arn\": \"arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9\"}}' {grpc_addr} datasharing.v1.DataSharing/AssociateConsumer\n",
         DEV_ACCOUNTS.map(|(account, _, _)| account).join(", "),
         audit_dir.display(),
         args.policies.display(),

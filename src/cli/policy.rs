@@ -57,6 +57,10 @@ pub enum PolicyCommand {
         /// the consumer of entire-account and region associations without `consumer_account`.
         #[arg(long, default_value = "444455556666")]
         consumer_account: String,
+        /// The approvals the request has, by principals other than the requester
+        /// (`context.approvals`): 0 shows whether it needs any, 1 whether one suffices.
+        #[arg(long, default_value_t = 0)]
+        approvals: u32,
     },
 }
 
@@ -82,6 +86,7 @@ pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
             method,
             request,
             consumer_account,
+            approvals,
         } => {
             let args = CheckArgs {
                 policies,
@@ -91,6 +96,7 @@ pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
                 principals,
                 request,
                 consumer_account,
+                approvals,
             };
             match method.as_str() {
                 AssociateConsumer::METHOD => check::<AssociateConsumer>(args),
@@ -148,6 +154,7 @@ struct CheckArgs {
     principals: Option<PathBuf>,
     request: String,
     consumer_account: String,
+    approvals: u32,
 }
 
 fn check<Op>(args: CheckArgs) -> ExitCode
@@ -218,7 +225,11 @@ where
         id: args.principal,
         groups,
     };
-    let evaluation = policies.explain::<Op>(&principal, &request);
+    let evaluation = policies.explain_with::<Op>(
+        &principal,
+        &request,
+        &crate::call::ApprovalFacts::with_approvals(args.approvals),
+    );
     let decision = &evaluation.decision;
     println!(
         "decision: {}",

@@ -2,10 +2,13 @@
 //! namespace, or all namespaces of a region (Redshift `AssociateDataShareConsumer`).
 
 use crate::arn::{AccountId, DataShareArn, Region};
-use crate::call::{DataShare, Decision, Operation, PolicyInput, ValidationEnv};
+use crate::call::{
+    ApprovalFacts, ApprovalRole, DataShare, Decision, Operation, PolicyInput, ValidationEnv,
+};
 use crate::errors::FieldViolation;
 use crate::ops::{
-    ConsumerTarget, Rpc, ShareAnswer, ShareTarget, TargetFields, share_policy_input, share_response,
+    ConsumerTarget, Rpc, ShareAnswer, ShareTarget, TargetFields, semantic_request,
+    share_policy_input, share_response,
 };
 use crate::proto::datasharing::v1 as pb;
 
@@ -79,18 +82,32 @@ impl Operation for AssociateConsumer {
         })
     }
 
-    fn consumer_account(request: &AssociateRequest) -> &AccountId {
-        &request.account
+    fn consumer_account(request: &AssociateRequest) -> Option<&AccountId> {
+        Some(&request.account)
     }
 
-    fn policy_input(request: &AssociateRequest) -> PolicyInput {
+    fn policy_input(request: &AssociateRequest, approvals: &ApprovalFacts) -> PolicyInput {
         share_policy_input(
             Self::METHOD,
             &request.data_share,
             &request.consumer,
             &request.account,
             request.allow_writes.unwrap_or(false),
+            approvals,
         )
+    }
+
+    fn approval_role(request: &AssociateRequest) -> ApprovalRole<'_> {
+        ApprovalRole::Gated {
+            request: semantic_request(
+                Self::METHOD,
+                &request.data_share,
+                &request.consumer,
+                &request.account,
+                request.allow_writes.unwrap_or(false),
+            ),
+            validate_only: request.validate_only,
+        }
     }
 
     fn validation_reply(request: &AssociateRequest, decision: &Decision) -> Option<AssociateReply> {
@@ -247,7 +264,7 @@ mod tests {
             ..params()
         })
         .unwrap();
-        let input = AssociateConsumer::policy_input(&request);
+        let input = AssociateConsumer::policy_input(&request, &ApprovalFacts::default());
         assert_eq!(input.action, "AssociateConsumer");
         let get = |name: &str| {
             input

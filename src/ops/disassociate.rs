@@ -3,10 +3,13 @@
 //! `DisassociateDataShareConsumer`).
 
 use crate::arn::{AccountId, DataShareArn, NamespaceArn};
-use crate::call::{DataShare, Decision, Operation, PolicyInput, ValidationEnv};
+use crate::call::{
+    ApprovalFacts, ApprovalRole, DataShare, Decision, Operation, PolicyInput, ValidationEnv,
+};
 use crate::errors::FieldViolation;
 use crate::ops::{
-    ConsumerTarget, Rpc, ShareAnswer, ShareTarget, TargetFields, share_policy_input, share_response,
+    ConsumerTarget, Rpc, ShareAnswer, ShareTarget, TargetFields, semantic_request,
+    share_policy_input, share_response,
 };
 use crate::proto::datasharing::v1 as pb;
 
@@ -76,11 +79,11 @@ impl Operation for DisassociateConsumer {
         })
     }
 
-    fn consumer_account(request: &DisassociateRequest) -> &AccountId {
-        &request.account
+    fn consumer_account(request: &DisassociateRequest) -> Option<&AccountId> {
+        Some(&request.account)
     }
 
-    fn policy_input(request: &DisassociateRequest) -> PolicyInput {
+    fn policy_input(request: &DisassociateRequest, approvals: &ApprovalFacts) -> PolicyInput {
         share_policy_input(
             Self::METHOD,
             &request.data_share,
@@ -88,7 +91,21 @@ impl Operation for DisassociateConsumer {
             &request.account,
             // The schema shares one context type with AssociateConsumer; nothing is written here.
             false,
+            approvals,
         )
+    }
+
+    fn approval_role(request: &DisassociateRequest) -> ApprovalRole<'_> {
+        ApprovalRole::Gated {
+            request: semantic_request(
+                Self::METHOD,
+                &request.data_share,
+                &request.consumer,
+                &request.account,
+                false,
+            ),
+            validate_only: request.validate_only,
+        }
     }
 
     fn validation_reply(

@@ -3,7 +3,8 @@
 
 use crate::arn::{AccountId, NamespaceArn};
 use crate::call::{
-    ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource, ValidationEnv,
+    ApprovalFacts, ContextValue, DataShare, Decision, Operation, PolicyInput, PolicyResource,
+    ValidationEnv,
 };
 use crate::errors::FieldViolation;
 use crate::ops::page_token;
@@ -187,11 +188,11 @@ impl Operation for ListConsumerDataShares {
         })
     }
 
-    fn consumer_account(request: &ListRequest) -> &AccountId {
-        &request.account
+    fn consumer_account(request: &ListRequest) -> Option<&AccountId> {
+        Some(&request.account)
     }
 
-    fn policy_input(request: &ListRequest) -> PolicyInput {
+    fn policy_input(request: &ListRequest, _approvals: &ApprovalFacts) -> PolicyInput {
         PolicyInput {
             action: Self::METHOD,
             resource: PolicyResource::ConsumerAccount(request.account.clone()),

@@ -9,20 +9,24 @@
 pub mod associate;
 pub mod disassociate;
 pub mod list;
-mod page_token;
+pub(crate) mod page_token;
 
 pub use associate::AssociateConsumer;
 pub use disassociate::DisassociateConsumer;
 pub use list::ListConsumerDataShares;
 
 use crate::arn::{AccountId, DataShareArn, NamespaceArn, NamespaceKind, Partition, Region};
-use crate::call::{ContextValue, DataShare, Operation, PolicyInput, ValidationEnv};
+use crate::call::{
+    ApprovalFacts, ContextValue, DataShare, Operation, PolicyInput, SemanticRequest, ValidationEnv,
+};
 use crate::errors::FieldViolation;
 use crate::proto::datasharing::v1 as pb;
 
 /// An operation as a gRPC method: how its protobuf request becomes parameters and its reply a
 /// protobuf response. The handler in `server` is written once over this.
 pub trait Rpc: Operation {
+    /// The gRPC service the method belongs to.
+    const SERVICE: &'static str = "datasharing.v1.DataSharing";
     /// The protobuf request message.
     type Message: Send + 'static;
     /// The protobuf response message.
@@ -36,10 +40,16 @@ pub trait Rpc: Operation {
 /// The policy inputs of a sample request of every operation: the policy loader checks that the
 /// schema describes each of them, so a schema that does not is refused at load.
 pub fn policy_probes() -> Vec<PolicyInput> {
+    let none = ApprovalFacts::default();
     vec![
-        AssociateConsumer::policy_input(&AssociateConsumer::sample_request()),
-        DisassociateConsumer::policy_input(&DisassociateConsumer::sample_request()),
-        ListConsumerDataShares::policy_input(&ListConsumerDataShares::sample_request()),
+        AssociateConsumer::policy_input(&AssociateConsumer::sample_request(), &none),
+        DisassociateConsumer::policy_input(&DisassociateConsumer::sample_request(), &none),
+        ListConsumerDataShares::policy_input(&ListConsumerDataShares::sample_request(), &none),
+        // A request that needs approvals, so the schema must describe `context.approvals`.
+        AssociateConsumer::policy_input(
+            &AssociateConsumer::sample_request(),
+            &ApprovalFacts::with_approvals(1),
+        ),
     ]
 }
 
@@ -321,20 +331,61 @@ impl ShareTarget {
     }
 }
 
-/// The policy input of `action` on a datashare and consumer target (`ConsumerContext`).
+/// The policy input of `action` on a datashare and consumer target (`ConsumerContext`), with
+/// the approvals this exact request has.
 pub(crate) fn share_policy_input(
     action: &'static str,
     data_share: &DataShareArn,
     consumer: &ConsumerTarget,
     account: &AccountId,
     allow_writes: bool,
+    approvals: &ApprovalFacts,
 ) -> PolicyInput {
     let mut context = consumer_context(consumer, account, data_share);
     context.push(("allow_writes", ContextValue::Bool(allow_writes)));
+    context.push((
+        "approvals",
+        ContextValue::Long(i64::from(approvals.approvals)),
+    ));
     PolicyInput {
         action,
         resource: crate::call::PolicyResource::DataShare(data_share.clone()),
         context,
+    }
+}
+
+/// The semantic fields of a request on a datashare and consumer target: what an approval binds.
+pub(crate) fn semantic_request(
+    method: &'static str,
+    data_share: &DataShareArn,
+    consumer: &ConsumerTarget,
+    account: &AccountId,
+    allow_writes: bool,
+) -> SemanticRequest {
+    let (target_kind, target_value) = target_kind_and_value(consumer);
+    SemanticRequest {
+        method,
+        data_share_arn: data_share.to_string(),
+        target_kind,
+        target_value,
+        consumer_account: account.to_string(),
+        allow_writes,
+    }
+}
+
+/// A consumer target as policies and approvals name it: its kind, and the namespace ARN or the
+/// region (empty for the entire account).
+fn target_kind_and_value(target: &ConsumerTarget) -> (&'static str, String) {
+    match target {
+        ConsumerTarget::Namespace(ns) => (
+            match ns.kind {
+                NamespaceKind::Provisioned => "provisioned_namespace",
+                NamespaceKind::Serverless => "serverless_namespace",
+            },
+            ns.to_string(),
+        ),
+        ConsumerTarget::Region(region) => ("region", region.to_string()),
+        ConsumerTarget::EntireAccount => ("account", String::new()),
     }
 }
 
@@ -345,19 +396,15 @@ fn consumer_context(
     account: &AccountId,
     data_share: &DataShareArn,
 ) -> Vec<(&'static str, ContextValue)> {
-    let (kind, account, arn, region, partition) = match target {
+    let (kind, _) = target_kind_and_value(target);
+    let (account, arn, region, partition) = match target {
         ConsumerTarget::Namespace(ns) => (
-            match ns.kind {
-                NamespaceKind::Provisioned => "provisioned_namespace",
-                NamespaceKind::Serverless => "serverless_namespace",
-            },
             ns.account.to_string(),
             ns.to_string(),
             ns.region.to_string(),
             ns.partition,
         ),
         ConsumerTarget::Region(region) => (
-            "region",
             account.to_string(),
             String::new(),
             region.to_string(),
@@ -366,7 +413,6 @@ fn consumer_context(
         // The consumer account, reached through the datashare's partition: an entire-account
         // association cannot cross partitions.
         ConsumerTarget::EntireAccount => (
-            "account",
             account.to_string(),
             String::new(),
             String::new(),

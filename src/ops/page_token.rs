@@ -18,7 +18,7 @@ pub(crate) enum PageTokenError {
     Malformed,
     /// Issued for a request with other filters.
     #[error(
-        "issued for a request with another consumer_account, consumer_arn or status; send the same filters with it, or start again without one"
+        "issued for a request with other filters (consumer_account, consumer_arn, status or state); send the same filters with it, or start again without one"
     )]
     OtherFilters,
 }
@@ -35,6 +35,15 @@ pub(crate) fn filter_fingerprint(account: &str, consumer_arn: &str, status: &str
         .chain_update(consumer_arn.as_bytes())
         .chain_update(b"\0")
         .chain_update(status.as_bytes())
+        .finalize();
+    hex::encode(&digest[..8])
+}
+
+/// What a ListApprovals page token binds its cursor to: the state filter.
+pub(crate) fn approvals_fingerprint(state: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"datashare-gateway approvals filters\0")
+        .chain_update(state.as_bytes())
         .finalize();
     hex::encode(&digest[..8])
 }

@@ -15,6 +15,10 @@ use crate::policy::load::Source;
 pub(super) const PRINCIPAL_TYPE: &str = "Service";
 pub(super) const DATASHARE_TYPE: &str = "DataShare";
 pub(super) const CONSUMER_ACCOUNT_TYPE: &str = "ConsumerAccount";
+pub(super) const APPROVAL_TYPE: &str = "Approval";
+pub(super) const APPROVAL_LIST_TYPE: &str = "ApprovalList";
+/// The one `ApprovalList` entity: every approval, which listing is about.
+pub(super) const APPROVAL_LIST_ID: &str = "approvals";
 
 /// An immutable, validated policy set, ready to evaluate. Swapped whole on reload.
 ///
@@ -44,6 +48,8 @@ pub(super) struct Snapshot {
     principal_type: EntityTypeName,
     datashare_type: EntityTypeName,
     consumer_account_type: EntityTypeName,
+    approval_type: EntityTypeName,
+    approval_list_type: EntityTypeName,
     /// The schema's actions by id, parsed once.
     action_uids: HashMap<String, EntityUid>,
 }
@@ -125,6 +131,8 @@ impl Snapshot {
             principal_type: PRINCIPAL_TYPE.parse()?,
             datashare_type: DATASHARE_TYPE.parse()?,
             consumer_account_type: CONSUMER_ACCOUNT_TYPE.parse()?,
+            approval_type: APPROVAL_TYPE.parse()?,
+            approval_list_type: APPROVAL_LIST_TYPE.parse()?,
             action_uids,
         })
     }
@@ -257,6 +265,7 @@ impl Snapshot {
             let value = match value {
                 ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
                 ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
+                ContextValue::Long(n) => RestrictedExpression::new_long(*n),
             };
             ((*name).to_owned(), value)
         }))?;
@@ -296,6 +305,49 @@ impl Snapshot {
                 EntityUid::from_type_name_and_id(
                     self.consumer_account_type.clone(),
                     EntityId::new(account.as_str()),
+                ),
+                HashSet::new(),
+            ),
+            PolicyResource::Approval(approval) => {
+                let request = &approval.request;
+                // The requester is an entity, so a policy can say `resource.requester == principal`.
+                let requester =
+                    RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                        self.principal_type.clone(),
+                        EntityId::new(&approval.requester),
+                    ));
+                Entity::new(
+                    EntityUid::from_type_name_and_id(
+                        self.approval_type.clone(),
+                        EntityId::new(&approval.id),
+                    ),
+                    HashMap::from([
+                        ("requester".to_owned(), requester),
+                        ("method".to_owned(), string(request.method)),
+                        ("data_share_arn".to_owned(), string(&request.data_share_arn)),
+                        ("consumer_kind".to_owned(), string(request.target_kind)),
+                        ("consumer".to_owned(), string(&request.target_value)),
+                        (
+                            "consumer_account".to_owned(),
+                            string(&request.consumer_account),
+                        ),
+                        (
+                            "allow_writes".to_owned(),
+                            RestrictedExpression::new_bool(request.allow_writes),
+                        ),
+                        (
+                            "required_approvals".to_owned(),
+                            RestrictedExpression::new_long(i64::from(approval.required_approvals)),
+                        ),
+                        ("state".to_owned(), string(approval.state.as_str())),
+                    ]),
+                    HashSet::new(),
+                )?
+            }
+            PolicyResource::ApprovalList => Entity::new_no_attrs(
+                EntityUid::from_type_name_and_id(
+                    self.approval_list_type.clone(),
+                    EntityId::new(APPROVAL_LIST_ID),
                 ),
                 HashSet::new(),
             ),

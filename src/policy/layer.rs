@@ -1,11 +1,24 @@
 //! The policy layer: evaluates each validated call and forwards only what policy allows.
+//!
+//! For a call that changes state in AWS, policy also decides whether it needs two-person
+//! approval: a call denied as it stands (no approvals) but permitted with the approvals its live
+//! approval has goes on, marked to spend that approval; one that more approvals would permit is
+//! [`GatewayError::ApprovalRequired`]; one that no number of approvals would permit is
+//! [`GatewayError::PolicyDenied`].
 
 use tower::Service;
 
-use crate::call::{CallFuture, Operation, Validated, ValidatedCall};
+use crate::call::{
+    ApprovalFacts, ApprovalRole, ApprovalState, CallFuture, Decision, Operation, Validated,
+    ValidatedCall,
+};
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
 use crate::policy::Policies;
+
+/// The most approvals the policy layer asks policy about: a call that even this many would not
+/// permit is denied outright.
+pub const MAX_REQUIRED_APPROVALS: u32 = 10;
 
 /// Evaluates each call against the running policy set. Takes validated calls (it needs the
 /// principal and the validated request) and sits before anything that reaches Redshift; a
@@ -22,36 +35,128 @@ impl Authorize {
     }
 }
 
+/// What policy says of a call, approvals considered.
+#[derive(Debug)]
+enum Verdict {
+    /// Permitted; `spend` when only thanks to the live approval's approvals.
+    Permit { decision: Decision, spend: bool },
+    /// Denied as it stands, but this many approvals would permit it.
+    NeedsApprovals { decision: Decision, required: u32 },
+    /// Denied whatever the approvals.
+    Deny(Decision),
+}
+
+impl Authorize {
+    fn verdict<Op: Operation>(&self, call: &ValidatedCall<Op>) -> Verdict {
+        let principal = &call.stage.principal;
+        let request = &call.stage.request;
+        let facts = &call.stage.approvals;
+        if !matches!(Op::approval_role(request), ApprovalRole::Gated { .. }) {
+            let decision = self.policies.evaluate_with::<Op>(principal, request, facts);
+            return if decision.allowed {
+                Verdict::Permit {
+                    decision,
+                    spend: false,
+                }
+            } else {
+                Verdict::Deny(decision)
+            };
+        }
+        // Without approvals first: most calls need none, and must not spend one they have.
+        let bare = self
+            .policies
+            .evaluate_with::<Op>(principal, request, &ApprovalFacts::default());
+        if bare.allowed {
+            return Verdict::Permit {
+                decision: bare,
+                spend: false,
+            };
+        }
+        if facts.approvals > 0 {
+            let with = self.policies.evaluate_with::<Op>(principal, request, facts);
+            if with.allowed {
+                return Verdict::Permit {
+                    decision: with,
+                    spend: true,
+                };
+            }
+        }
+        let required = (facts.approvals + 1..=MAX_REQUIRED_APPROVALS).find(|n| {
+            self.policies
+                .evaluate_with::<Op>(principal, request, &ApprovalFacts::with_approvals(*n))
+                .allowed
+        });
+        match required {
+            Some(required) => Verdict::NeedsApprovals {
+                decision: bare,
+                required,
+            },
+            // Named: the forbids that deny it whatever its approvals, not those approvals would
+            // lift (a legal hold, not "writes need an approval").
+            None => Verdict::Deny(self.policies.evaluate_with::<Op>(
+                principal,
+                request,
+                &ApprovalFacts::with_approvals(MAX_REQUIRED_APPROVALS),
+            )),
+        }
+    }
+}
+
 impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for Authorize {
     type Out = Validated<Op::Request>;
 
-    fn handle<S, F>(&self, call: ValidatedCall<Op>, mut next: S) -> CallFuture<Op::Reply>
+    fn handle<S, F>(&self, mut call: ValidatedCall<Op>, mut next: S) -> CallFuture<Op::Reply>
     where
         S: Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
             + Send
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
-        let principal = &call.stage.principal;
-        let decision = self.policies.evaluate::<Op>(principal, &call.stage.request);
+        let verdict = self.verdict(&call);
+        let decision = match &verdict {
+            Verdict::Permit { decision, .. }
+            | Verdict::NeedsApprovals { decision, .. }
+            | Verdict::Deny(decision) => decision.clone(),
+        };
         tracing::debug!(
-            principal = %principal.id,
+            principal = %call.stage.principal.id,
             action = Op::METHOD,
             allowed = decision.allowed,
             determining_policies = ?decision.determining_policies,
             "policy decision"
         );
         call.trail.lock().decision = Some(decision.clone());
-        if !decision.allowed {
-            return Box::pin(async move {
+        match verdict {
+            Verdict::Deny(decision) => Box::pin(async move {
                 Err(GatewayError::PolicyDenied {
                     determining_policies: decision.determining_policies,
                 })
-            });
+            }),
+            Verdict::NeedsApprovals { required, .. } => {
+                let facts = &call.stage.approvals;
+                let error = match &facts.live {
+                    Some(live) if live.state == ApprovalState::Denied => {
+                        GatewayError::ApprovalDenied {
+                            approval_id: live.id.clone(),
+                        }
+                    }
+                    live => GatewayError::ApprovalRequired {
+                        approval_id: live.as_ref().map(|l| l.id.clone()),
+                        required_approvals: required,
+                        approvals: facts.approvals,
+                    },
+                };
+                Box::pin(async move { Err(error) })
+            }
+            Verdict::Permit { decision, spend } => {
+                // validate_only answers here: it says the call would go through, and spends
+                // nothing.
+                if let Some(reply) = Op::validation_reply(&call.stage.request, &decision) {
+                    return Box::pin(async move { Ok(reply) });
+                }
+                call.stage.approvals.must_spend = spend;
+                Box::pin(next.call(call))
+            }
         }
-        if let Some(reply) = Op::validation_reply(&call.stage.request, &decision) {
-            return Box::pin(async move { Ok(reply) });
-        }
-        Box::pin(next.call(call))
     }
 }

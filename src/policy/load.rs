@@ -370,7 +370,10 @@ fn probe(snapshot: &Snapshot, config: &PolicyConfig) -> Result<(), PolicyError> 
         id: "probe".into(),
         groups: vec!["probe".into()],
     };
-    for input in crate::ops::policy_probes() {
+    for input in crate::ops::policy_probes()
+        .into_iter()
+        .chain(crate::approvals::ops::policy_probes())
+    {
         snapshot
             .build(&principal, &input, Checks::AgainstSchema)
             .map_err(|err| {

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
-use crate::call::{Decision, Operation, PolicyInput, Principal};
+use crate::call::{ApprovalFacts, Decision, Operation, PolicyInput, Principal};
 
-pub use layer::Authorize;
+pub use layer::{Authorize, MAX_REQUIRED_APPROVALS};
 pub use load::SourceDiagnostic;
 
 /// The schema the gateway ships (`policy/schema.cedarschema`), used when none is configured.
@@ -249,7 +249,8 @@ impl Policies {
         })
     }
 
-    /// The decision on `request` of operation `Op` by `principal` under the current set.
+    /// The decision on `request` of operation `Op` by `principal` under the current set, for a
+    /// request with no approvals.
     pub fn evaluate<Op: Operation>(
         &self,
         principal: &Principal,
@@ -258,19 +259,41 @@ impl Policies {
         self.explain::<Op>(principal, request).decision
     }
 
-    /// The decision and any evaluation errors. Errors never allow: a policy that fails to evaluate
-    /// is not satisfied, and a request that cannot be built is denied.
+    /// The decision on `request`, given what the approvals store says about it.
+    pub fn evaluate_with<Op: Operation>(
+        &self,
+        principal: &Principal,
+        request: &Op::Request,
+        approvals: &ApprovalFacts,
+    ) -> Decision {
+        self.explain_input(principal, &Op::policy_input(request, approvals))
+            .decision
+    }
+
+    /// The decision and any evaluation errors, for a request with no approvals. Errors never
+    /// allow: a policy that fails to evaluate is not satisfied, and a request that cannot be
+    /// built is denied.
     pub fn explain<Op: Operation>(
         &self,
         principal: &Principal,
         request: &Op::Request,
     ) -> Evaluation {
-        let input = Op::policy_input(request);
+        let input = Op::policy_input(request, &ApprovalFacts::default());
         self.explain_input(principal, &input)
     }
 
+    /// The decision and any evaluation errors, given what the approvals store says.
+    pub fn explain_with<Op: Operation>(
+        &self,
+        principal: &Principal,
+        request: &Op::Request,
+        approvals: &ApprovalFacts,
+    ) -> Evaluation {
+        self.explain_input(principal, &Op::policy_input(request, approvals))
+    }
+
     /// The decision on a policy input already made from a request.
-    fn explain_input(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
+    pub fn explain_input(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
         self.shared.current.load().evaluate(principal, input)
     }
 
@@ -339,6 +362,22 @@ impl Policies {
     /// The configuration the set was loaded with.
     pub fn config(&self) -> &PolicyConfig {
         &self.shared.config
+    }
+}
+
+impl crate::approvals::ReadPolicy for Policies {
+    fn may_read(&self, principal: &Principal, approval: &crate::call::ApprovalResource) -> bool {
+        use crate::approvals::ops::GetApproval;
+        let facts = ApprovalFacts {
+            subject: Some(approval.clone()),
+            ..ApprovalFacts::default()
+        };
+        let request = crate::approvals::ops::ApprovalRequest {
+            approval_id: approval.id.clone(),
+            comment: String::new(),
+        };
+        self.evaluate_with::<GetApproval>(principal, &request, &facts)
+            .allowed
     }
 }
 

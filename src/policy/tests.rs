@@ -39,6 +39,7 @@ const CHINA_NAMESPACE: &str =
 const DATA_PLATFORM: &str = "data-platform-associate-in-org";
 const ANALYTICS: &str = "analytics-associate-namespaces-in-org";
 const WRITES: &str = "writes-require-data-writers";
+const NEEDS_APPROVAL: &str = "writes-need-one-approval";
 const PARTITION: &str = "no-cross-partition";
 const LEGAL: &str = "legal-hold-d1e2f3a4";
 
@@ -127,8 +128,9 @@ fn every_example_rule_allows_and_denies_as_documented() {
         ("analytics, consumer outside the org", NOTEBOOK, request(SALES, ns(FOREIGN_NAMESPACE), None), decision(false, &[])),
         // writes need data-writers.
         ("data-platform, writes", REPORTING, request(SALES, ns(PROVISIONED), Some(true)), decision(false, &[WRITES])),
-        ("data-platform + data-writers, writes", LOADER, request(SALES, ns(PROVISIONED), Some(true)), decision(true, &[DATA_PLATFORM])),
-        ("data-platform + data-writers, writes, entire account", LOADER, request(SALES, entire(), Some(true)), decision(true, &[DATA_PLATFORM])),
+        // ... and one approval (by someone else: the approvals layer counts only those).
+        ("data-platform + data-writers, writes", LOADER, request(SALES, ns(PROVISIONED), Some(true)), decision(false, &[NEEDS_APPROVAL])),
+        ("data-platform + data-writers, writes, entire account", LOADER, request(SALES, entire(), Some(true)), decision(false, &[NEEDS_APPROVAL])),
         ("analytics, writes", NOTEBOOK, request(SALES, ns(SERVERLESS), Some(true)), decision(false, &[WRITES])),
         ("data-platform, writes explicitly off", REPORTING, request(SALES, ns(PROVISIONED), Some(false)), decision(true, &[DATA_PLATFORM])),
         // no association across partitions.
@@ -137,7 +139,7 @@ fn every_example_rule_allows_and_denies_as_documented() {
         ("analytics, namespace in another partition", NOTEBOOK, request(SALES, ns(CHINA_NAMESPACE), None), decision(false, &[PARTITION])),
         // legal hold: nothing on the held namespace.
         ("data-platform, legal hold", REPORTING, request(LEGAL_HOLD, ns(PROVISIONED), None), decision(false, &[LEGAL])),
-        ("data-writers, legal hold, entire account", LOADER, request(LEGAL_HOLD, entire(), Some(true)), decision(false, &[LEGAL])),
+        ("data-writers, legal hold, entire account", LOADER, request(LEGAL_HOLD, entire(), Some(true)), decision(false, &[LEGAL, NEEDS_APPROVAL])),
         ("analytics, legal hold", NOTEBOOK, request(LEGAL_HOLD, ns(SERVERLESS), None), decision(false, &[LEGAL])),
         ("data-platform, legal hold and writes", REPORTING, request(LEGAL_HOLD, ns(PROVISIONED), Some(true)), decision(false, &[LEGAL, WRITES])),
         // nothing else is permitted.
@@ -153,6 +155,21 @@ fn every_example_rule_allows_and_denies_as_documented() {
             "{name}: {:?}",
             evaluation.errors
         );
+    }
+    // With one approval, writes by data-writers are permitted; nothing else changes.
+    let approved = crate::call::ApprovalFacts::with_approvals(1);
+    #[rustfmt::skip]
+    let approved_cases: Vec<(&str, &str, AssociateRequest, Decision)> = vec![
+        ("approved writes", LOADER, request(SALES, ns(PROVISIONED), Some(true)), decision(true, &[DATA_PLATFORM])),
+        ("approved writes, entire account", LOADER, request(SALES, entire(), Some(true)), decision(true, &[DATA_PLATFORM])),
+        ("approved writes, not a data-writer", REPORTING, request(SALES, ns(PROVISIONED), Some(true)), decision(false, &[WRITES])),
+        ("approved writes, legal hold", LOADER, request(LEGAL_HOLD, entire(), Some(true)), decision(false, &[LEGAL])),
+        ("approved, no writes", REPORTING, request(SALES, ns(PROVISIONED), None), decision(true, &[DATA_PLATFORM])),
+    ];
+    for (name, who, req, expected) in approved_cases {
+        let decision =
+            policies.evaluate_with::<AssociateConsumer>(&principal(who), &req, &approved);
+        assert_eq!(decision, expected, "{name}");
     }
 }
 
@@ -321,7 +338,7 @@ fn layer_call(principal: Principal, request: AssociateRequest) -> ValidatedCall<
         CallerCredential::Certificate(principal.id.clone()),
         Default::default(),
     )
-    .advance(Validated { principal, request })
+    .advance(Validated::new(principal, request))
 }
 
 type Stage = Validated<AssociateRequest>;
@@ -415,10 +432,10 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
     for round in 0..40 {
         if round % 2 == 0 {
             std::fs::write(&lockdown, LOCKDOWN).unwrap();
-            assert_eq!(policies.reload().unwrap(), 8);
+            assert_eq!(policies.reload().unwrap(), 13);
         } else {
             std::fs::remove_file(&lockdown).unwrap();
-            assert_eq!(policies.reload().unwrap(), 7);
+            assert_eq!(policies.reload().unwrap(), 12);
         }
         tokio::task::yield_now().await;
     }
@@ -436,7 +453,7 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
         .last_reload_error()
         .expect("last_reload_error is set");
     assert!(last.contains("lockdown.cedar:3:"), "{last}");
-    assert_eq!(policies.len(), 7);
+    assert_eq!(policies.len(), 12);
     assert_eq!(
         policies.evaluate::<AssociateConsumer>(
             &principal(REPORTING),
@@ -453,7 +470,7 @@ async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() 
 
     // A good reload clears the error.
     std::fs::write(&lockdown, LOCKDOWN).unwrap();
-    assert_eq!(policies.reload().unwrap(), 8);
+    assert_eq!(policies.reload().unwrap(), 13);
     assert_eq!(policies.last_reload_error(), None);
     assert_eq!(
         policies.evaluate::<AssociateConsumer>(
@@ -583,7 +600,7 @@ fn a_reload_that_would_lose_a_file_is_refused_and_the_running_set_stays() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
     let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
-    assert_eq!(policies.len(), 7);
+    assert_eq!(policies.len(), 12);
     let held = || {
         policies.evaluate::<AssociateConsumer>(
             &principal(REPORTING),
@@ -601,7 +618,7 @@ fn a_reload_that_would_lose_a_file_is_refused_and_the_running_set_stays() {
         matches!(&err, PolicyError::NotAFile { path, .. } if path == &guardrails),
         "{err:?}"
     );
-    assert_eq!(policies.len(), 7, "the running set stays whole");
+    assert_eq!(policies.len(), 12, "the running set stays whole");
     assert_eq!(held(), decision(false, &[LEGAL]));
     let last = policies.last_reload_error().expect("the refusal is kept");
     assert!(
@@ -624,13 +641,14 @@ fn the_summary_counts_policies_per_file_and_hashes_what_is_on_disk() {
         counts,
         [
             ("analytics.cedar", 2),
+            ("approvals.cedar", 5),
             ("data-platform.cedar", 2),
             ("guardrails.cedar", 3)
         ]
     );
     assert_eq!(
         summary.per_file(),
-        "analytics.cedar: 2, data-platform.cedar: 2, guardrails.cedar: 3"
+        "analytics.cedar: 2, approvals.cedar: 5, data-platform.cedar: 2, guardrails.cedar: 3"
     );
     let config = PolicyConfig::new(dir.path());
     assert_eq!(load::fingerprint(&config), summary.sha256);
@@ -849,6 +867,8 @@ fn oracle(p: &Principal, r: &AssociateRequest) -> bool {
     let in_org = ORG.contains(&share.account.as_str()) && ORG.contains(&consumer_account.as_str());
     let permitted = in_org && (has("data-platform") || (has("analytics") && is_namespace));
     let forbidden = (r.allow_writes == Some(true) && !has("data-writers"))
+        // Writes by data-writers need one approval; the call under test has none.
+        || (r.allow_writes == Some(true) && has("data-writers"))
         || partition != share.partition
         || share.namespace.as_str() == "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6";
     permitted && !forbidden
@@ -935,6 +955,11 @@ proptest! {
                 prop_assert!(!recorded.allowed && !forwarded);
                 prop_assert_eq!(determining_policies, recorded.determining_policies);
             }
+            Err(GatewayError::ApprovalRequired { required_approvals, .. }) => {
+                prop_assert!(!recorded.allowed && !forwarded);
+                prop_assert_eq!(required_approvals, 1);
+                prop_assert_eq!(r.allow_writes, Some(true));
+            }
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
     }
@@ -963,7 +988,7 @@ fn pinned_policies() -> Policies {
 #[test]
 fn pinned_policies_apply_to_their_principal_only() {
     let policies = pinned_policies();
-    assert_eq!(policies.len(), 11);
+    assert_eq!(policies.len(), 16);
     let finance_entire = request(FINANCE, ConsumerTarget::EntireAccount, None);
     assert_eq!(
         policies.evaluate::<AssociateConsumer>(&principal(REPORTING), &finance_entire),
@@ -1006,7 +1031,7 @@ proptest! {
     fn slicing_and_trusted_building_never_change_a_decision(p in arb_principal(), r in arb_request()) {
         static POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(pinned_policies);
         let snapshot = POLICIES.shared.current.load();
-        let input = AssociateConsumer::policy_input(&r);
+        let input = AssociateConsumer::policy_input(&r, &crate::call::ApprovalFacts::default());
         prop_assert_eq!(snapshot.evaluate(&p, &input), snapshot.evaluate_unsliced(&p, &input));
         // Evaluation skips the schema checks; every request it builds passes them.
         prop_assert!(snapshot.build(&p, &input, engine::Checks::AgainstSchema).is_ok());

@@ -387,7 +387,11 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
         );
         let record_span = span.clone();
         let call_future = async move {
-            let account = Op::consumer_account(&call.stage.request).clone();
+            let account = Op::consumer_account(&call.stage.request)
+                .cloned()
+                .ok_or_else(|| {
+                    GatewayError::Internal("a Redshift call without a consumer account".into())
+                })?;
             let route = service.accounts.route(&account).cloned().ok_or_else(|| {
                 GatewayError::AccountNotConfigured {
                     account: account.to_string(),
@@ -402,9 +406,20 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                     Op::send(&service.client, &call.stage.request, None).await
                 }
                 Route::Role(role) => {
-                    let lease = service
-                        .lease(&call, account.as_str(), role, &principal)
-                        .await?;
+                    let approval = call.trail.lock().approval.clone();
+                    let lease = match &approval {
+                        // An approved call gets a session of its own, tagged with the approval.
+                        Some(note) => {
+                            service
+                                .lease_for_approval(&call, role, &principal, &note.approval_id)
+                                .await?
+                        }
+                        None => {
+                            service
+                                .lease(&call, account.as_str(), role, &principal)
+                                .await?
+                        }
+                    };
                     service.require_time(&call)?;
                     call.trail.lock().forwarded = true;
                     let result = Op::send(
@@ -486,15 +501,28 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
 }
 
 impl RedshiftService {
-    /// A role session for the call's caller, noted in the call's trail for the audit record.
-    async fn lease<Op: Operation, Stage>(
+    /// An uncached role session for one approved call, noted in the call's trail.
+    async fn lease_for_approval<Op: Operation, Stage>(
         &self,
         call: &crate::call::Call<Op, Stage>,
-        account: &str,
         role: &RoleTarget,
         principal: &str,
+        approval_id: &str,
     ) -> Result<Lease, GatewayError> {
-        match self.sessions.session(account, role, principal).await {
+        let result = self
+            .sessions
+            .for_approval(role, principal, approval_id)
+            .await;
+        self.note_session(call, principal, result)
+    }
+
+    fn note_session<Op: Operation, Stage>(
+        &self,
+        call: &crate::call::Call<Op, Stage>,
+        principal: &str,
+        result: Result<Lease, sessions::AssumeFailure>,
+    ) -> Result<Lease, GatewayError> {
+        match result {
             Ok(lease) => {
                 call.trail.lock().session = SessionNote {
                     assumed_role_arn: Some(lease.session.assumed_role_arn.clone()),
@@ -512,6 +540,18 @@ impl RedshiftService {
                 Err(failure.into_error())
             }
         }
+    }
+
+    /// A role session for the call's caller, noted in the call's trail for the audit record.
+    async fn lease<Op: Operation, Stage>(
+        &self,
+        call: &crate::call::Call<Op, Stage>,
+        account: &str,
+        role: &RoleTarget,
+        principal: &str,
+    ) -> Result<Lease, GatewayError> {
+        let result = self.sessions.session(account, role, principal).await;
+        self.note_session(call, principal, result)
     }
 }
 

@@ -241,7 +241,7 @@ impl SessionCache {
                 _ => {}
             }
             tracing::Span::current().record("cache.hit", false);
-            match self.assume(role, principal).await {
+            match self.assume(role, principal, None).await {
                 Ok(session) => {
                     *state = SlotState::Ready(session.clone());
                     Ok(Lease {
@@ -266,6 +266,36 @@ impl SessionCache {
         .await
     }
 
+    /// A session of `role` for `principal` for one approved call: assumed now, never cached, and
+    /// tagged `dsgw:approval` with the approval's id, so that AWS's record of the session (the
+    /// AssumeRole event, which the Redshift call's access key leads to) names the approval.
+    pub(crate) async fn for_approval(
+        &self,
+        role: &RoleTarget,
+        principal: &str,
+        approval_id: &str,
+    ) -> Result<Lease, AssumeFailure> {
+        let span = tracing::info_span!(
+            "sts",
+            otel.name = "sts.AssumeRole",
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "STS",
+            rpc.method = "AssumeRole",
+            cache.hit = false,
+            approval_id = %approval_id,
+            aws.request_id = tracing::field::Empty,
+            aws.error_code = tracing::field::Empty,
+        );
+        self.assume(role, principal, Some(approval_id))
+            .instrument(span)
+            .await
+            .map(|session| Lease {
+                session,
+                cached: false,
+            })
+    }
+
     /// Forgets the session of `principal` in `account` (Redshift said it expired).
     pub(crate) async fn forget(&self, account: &str, role: &RoleTarget, principal: &str) {
         let key = Key::new(account, role, principal);
@@ -278,7 +308,12 @@ impl SessionCache {
         }
     }
 
-    async fn assume(&self, role: &RoleTarget, principal: &str) -> Result<Session, AssumeFailure> {
+    async fn assume(
+        &self,
+        role: &RoleTarget,
+        principal: &str,
+        approval_id: Option<&str>,
+    ) -> Result<Session, AssumeFailure> {
         let source_identity = source_identity(principal);
         let tag = |key: &str, value: &str| {
             Tag::builder()
@@ -294,7 +329,7 @@ impl SessionCache {
                 })
         };
         let duration = i32::try_from(role.session_duration.as_secs()).unwrap_or(i32::MAX);
-        let result = self
+        let mut request = self
             .sts
             .assume_role()
             .role_arn(&role.role_arn)
@@ -304,9 +339,11 @@ impl SessionCache {
             .duration_seconds(duration)
             // Not transitive: the tags name this session's caller, not a chain's.
             .tags(tag("dsgw:principal", &principal_tag_value(principal))?)
-            .tags(tag("dsgw:gateway", &principal_tag_value(&self.instance))?)
-            .send()
-            .await;
+            .tags(tag("dsgw:gateway", &principal_tag_value(&self.instance))?);
+        if let Some(approval_id) = approval_id {
+            request = request.tags(tag("dsgw:approval", approval_id)?);
+        }
+        let result = request.send().await;
         let request_id = {
             use aws_sdk_sts::operation::RequestId;
             match &result {

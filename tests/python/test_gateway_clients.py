@@ -24,6 +24,8 @@ SERVERLESS_NS = "arn:aws:redshift-serverless:us-east-1:444455556666:namespace/0f
 REPORTING = "spiffe://example.internal/ns/data/sa/reporting"
 NOTEBOOK = "spiffe://example.internal/ns/analytics/sa/notebook"
 FRONTEND = "spiffe://example.internal/ns/web/sa/frontend"
+LOADER = "spiffe://example.internal/ns/data/sa/loader"
+APPROVER = "spiffe://example.internal/ns/security/sa/approver"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,7 @@ def pb(tmp_path_factory):
     rc = protoc.main([
         "protoc", f"-I{REPO / 'proto'}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}",
         str(REPO / "proto/datasharing/v1/datasharing.proto"),
+        str(REPO / "proto/datasharing/v1/approvals.proto"),
     ])
     assert rc == 0
     sys.path.insert(0, str(out))
@@ -67,6 +70,14 @@ def pb(tmp_path_factory):
 
     yield datasharing_pb2, datasharing_pb2_grpc
     sys.path.remove(str(out))
+
+
+@pytest.fixture(scope="module")
+def approvals_pb(pb):
+    """The Approvals service's stubs, generated with the DataSharing ones."""
+    from datasharing.v1 import approvals_pb2, approvals_pb2_grpc
+
+    return approvals_pb2, approvals_pb2_grpc
 
 
 def call(dev, pb, caller, **fields):
@@ -81,7 +92,8 @@ def error_details(err):
     status = rpc_status.from_call(err)
     found = {}
     for detail in status.details:
-        for name, cls in (("error_info", error_details_pb2.ErrorInfo), ("bad_request", error_details_pb2.BadRequest)):
+        for name, cls in (("error_info", error_details_pb2.ErrorInfo), ("bad_request", error_details_pb2.BadRequest),
+                          ("precondition_failure", error_details_pb2.PreconditionFailure)):
             if detail.Is(cls.DESCRIPTOR):
                 msg = cls()
                 detail.Unpack(msg)
@@ -244,3 +256,78 @@ def test_grpcurl_lists_and_disassociates(dev):
                    "datasharing.v1.DataSharing/DisassociateConsumer")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["validation"]["determiningPolicies"] == ["data-platform-associate-in-org"]
+
+
+def test_grpcio_client_runs_the_two_person_approval_flow(dev, pb, approvals_pb):
+    messages, services = pb
+    approval_messages, approval_services = approvals_pb
+    request = messages.AssociateConsumerRequest(data_share_arn=SALES_SHARE, consumer_region="eu-west-1",
+                                                allow_writes=True)
+    loader = [("x-caller-id", LOADER)]
+    with grpc.insecure_channel(dev["grpc"]) as channel:
+        sharing = services.DataSharingStub(channel)
+        approvals = approval_services.ApprovalsStub(channel)
+
+        def refused():
+            with pytest.raises(grpc.RpcError) as caught:
+                sharing.AssociateConsumer(request, metadata=loader, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            details = error_details(caught.value)
+            info = details["error_info"]
+            assert info.reason == "APPROVAL_REQUIRED"
+            assert info.metadata["required_approvals"] == "1"
+            violation = details["precondition_failure"].violations[0]
+            assert violation.subject == f"approvals/{info.metadata['approval_id']}"
+            return info.metadata["approval_id"]
+
+        approval_id = refused()
+        assert refused() == approval_id, "the same request while pending: the same approval"
+
+        # The requester may not approve; the approver may.
+        with pytest.raises(grpc.RpcError) as caught:
+            approvals.Approve(approval_messages.ApproveRequest(approval_id=approval_id, comment="mine"),
+                              metadata=loader, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        approved = approvals.Approve(approval_messages.ApproveRequest(approval_id=approval_id, comment="ok"),
+                                     metadata=[("x-caller-id", APPROVER)], timeout=10).approval
+        assert approved.state == approval_messages.APPROVAL_STATE_APPROVED
+        assert approved.request.consumer_kind == "region" and approved.request.consumer == "eu-west-1"
+        assert approved.request.allow_writes
+
+        reply = sharing.AssociateConsumer(request, metadata=loader, timeout=10)
+        assert any(a.consumer_region == "eu-west-1" for a in reply.associations)
+        assert refused() != approval_id, "spent: the next identical request needs a new approval"
+
+        mine = approvals.ListApprovals(approval_messages.ListApprovalsRequest(), metadata=loader, timeout=10)
+        states = {a.approval_id: a.state for a in mine.approvals}
+        assert states[approval_id] == approval_messages.APPROVAL_STATE_CONSUMED
+        assert all(a.requester == LOADER for a in mine.approvals)
+
+
+def test_grpcurl_walks_through_the_approval_flow(dev):
+    listed = grpcurl(dev, dev["grpc"], "list", "datasharing.v1.Approvals")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == [
+        "datasharing.v1.Approvals.Approve",
+        "datasharing.v1.Approvals.Deny",
+        "datasharing.v1.Approvals.GetApproval",
+        "datasharing.v1.Approvals.ListApprovals",
+    ]
+    body = json.dumps({"data_share_arn": SALES_SHARE, "consumer_region": "ap-southeast-2", "allow_writes": True})
+    asked = grpcurl(dev, "-H", f"x-caller-id: {LOADER}", "-d", body, dev["grpc"],
+                    "datasharing.v1.DataSharing/AssociateConsumer")
+    assert asked.returncode != 0 and "APPROVAL_REQUIRED" in asked.stderr, asked.stderr
+    approval_id = json.loads(asked.stderr[asked.stderr.index('{"@type":"type.googleapis.com/google.rpc.ErrorInfo"'):]
+                             .split("\n")[0])["metadata"]["approval_id"]
+    approve = json.dumps({"approval_id": approval_id, "comment": "ticket 42"})
+    done = grpcurl(dev, "-H", f"x-caller-id: {APPROVER}", "-d", approve, dev["grpc"],
+                   "datasharing.v1.Approvals/Approve")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["approval"]["state"] == "APPROVAL_STATE_APPROVED"
+    again = grpcurl(dev, "-H", f"x-caller-id: {LOADER}", "-d", body, dev["grpc"],
+                    "datasharing.v1.DataSharing/AssociateConsumer")
+    assert again.returncode == 0, again.stderr
+    once_more = grpcurl(dev, "-H", f"x-caller-id: {LOADER}", "-d", body, dev["grpc"],
+                        "datasharing.v1.DataSharing/AssociateConsumer")
+    assert once_more.returncode != 0 and "APPROVAL_REQUIRED" in once_more.stderr
+    assert approval_id not in once_more.stderr

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
+use datashare_gateway::proto::datasharing::v1::approvals_client::ApprovalsClient;
 use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -34,6 +35,8 @@ pub const NOTEBOOK: &str = "spiffe://example.internal/ns/analytics/sa/notebook";
 pub const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
 /// Groups `data-platform` and `data-writers`.
 pub const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
+/// Group `data-approvers`.
+pub const APPROVER: &str = "spiffe://example.internal/ns/security/sa/approver";
 
 /// How callers authenticate to the gateway under test.
 #[derive(Clone, Debug)]
@@ -295,6 +298,13 @@ impl Gateway {
             .expect("connect to gateway")
     }
 
+    /// A plaintext client of the Approvals service (insecure mode).
+    pub async fn approvals(&self) -> ApprovalsClient<Channel> {
+        ApprovalsClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to gateway")
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub async fn kill9(&mut self) {
         let _ = self.child.kill().await;
@@ -438,6 +448,31 @@ pub fn as_caller<M>(caller: &str, message: M) -> tonic::Request<M> {
         .metadata_mut()
         .insert("x-caller-id", caller.parse().expect("ascii caller id"));
     request
+}
+
+/// The `google.rpc.ErrorInfo` reason and metadata of an error status.
+pub fn error_info(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>) {
+    use tonic_types::StatusExt;
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    (info.reason, info.metadata)
+}
+
+/// The pending approval an `APPROVAL_REQUIRED` status names; panics on any other status.
+pub fn required_approval(status: &tonic::Status) -> String {
+    let (reason, metadata) = error_info(status);
+    assert_eq!(
+        (status.code(), reason.as_str()),
+        (tonic::Code::FailedPrecondition, "APPROVAL_REQUIRED"),
+        "{status:?}"
+    );
+    metadata
+        .get("approval_id")
+        .cloned()
+        .unwrap_or_else(|| panic!("no approval_id in {status:?}"))
 }
 
 /// A request for `share` with `consumer_arn`.

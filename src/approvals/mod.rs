@@ -1,0 +1,677 @@
+//! Two-person approval bound to the exact request.
+//!
+//! Policy decides which calls need approvals (`context.approvals` in Cedar, see the policy
+//! layer); this module keeps the approvals and spends them:
+//!
+//! - [`Approvals`]: the handle on the store ([`StoreLocation`]: SQLite by default, a file beside
+//!   the audit trail; PostgreSQL when replicas share it). Every transition (created, approved,
+//!   denied, consumed, expired) is one conditional statement or transaction in the store, then
+//!   one `approval` audit record and a metric; a new pending approval is also logged at info
+//!   (the hook for a notifier).
+//! - [`FindApprovals`] (before policy) looks up what policy needs: the live approval of a gated
+//!   call's exact request, or the approval a call is about; on the way back it creates the
+//!   pending approval a call was refused for. [`SpendApproval`] (just before the write-ahead
+//!   intent) consumes the approval of a call policy permitted only thanks to it, by
+//!   compare-and-set, so that exactly one call spends it across replicas.
+//! - [`ops`]: the `datasharing.v1.Approvals` operations (GetApproval, ListApprovals, Approve,
+//!   Deny), served by [`ApprovalsService`] through the same stack as every call.
+//!
+//! An approval is bound to its requester, method and the digest of the request's semantic
+//! fields ([`crate::call::SemanticRequest`]), expires after `approvals.ttl_secs`, and is spent
+//! once: the same request again needs a new approval.
+
+mod layer;
+pub mod ops;
+mod service;
+mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use layer::{FindApprovals, SpendApproval};
+pub use service::{ApprovalsService, CarryOut, ReadPolicy};
+pub use store::{StoreError, StoreLocation};
+
+use crate::audit::{ApprovalEvent, AuditLog, RecordBody};
+use crate::call::{ApprovalResource, ApprovalState, LiveApproval, SemanticRequest};
+use crate::errors::GatewayError;
+use crate::metrics::Metrics;
+use store::{Cursor, NewApproval, ReviewOutcome, Store};
+
+/// `approvals.ttl_secs` when unset: an hour.
+pub const DEFAULT_TTL_SECS: u64 = 3_600;
+/// The longest `approvals.ttl_secs`: thirty days.
+pub const MAX_TTL_SECS: u64 = 30 * 24 * 3_600;
+/// The name of the default SQLite file, in the audit directory.
+pub const DEFAULT_SQLITE_FILE: &str = "approvals.db";
+
+/// `[approvals]`: where approvals are kept and how long they last.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// `sqlite:PATH` (one replica; a relative path is taken from the config file's directory)
+    /// or `postgres://user@host:port/database` (every replica shares it; give the password in
+    /// `PGPASSWORD` or a pgpass file, not here). Unset: `sqlite:<audit.dir>/approvals.db`.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How long an approval lives, from its creation, in seconds: 1 to 2592000.
+    #[serde(default = "default_ttl_secs")]
+    pub ttl_secs: u64,
+    /// How often expired approvals are marked (and recorded) EXPIRED, in seconds: 1 to 3600. An
+    /// approval past its time is never spendable, marked or not.
+    #[serde(default = "default_sweep_interval_secs")]
+    pub sweep_interval_secs: u64,
+    /// Connections to the store at most: 1 to 100.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_ttl_secs() -> u64 {
+    DEFAULT_TTL_SECS
+}
+
+fn default_sweep_interval_secs() -> u64 {
+    30
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            store: None,
+            ttl_secs: default_ttl_secs(),
+            sweep_interval_secs: default_sweep_interval_secs(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl ApprovalsConfig {
+    /// Checks every value; the message names the key, the value and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(store) = &self.store {
+            let location = StoreLocation::parse(store).map_err(|rule| {
+                // The value may hold a password: shown redacted, or not at all.
+                let shown = StoreLocation::Postgres(store.clone()).redacted();
+                format!("approvals.store = {shown:?}: {rule}")
+            })?;
+            drop(location);
+        }
+        if !(1..=MAX_TTL_SECS).contains(&self.ttl_secs) {
+            return Err(format!(
+                "approvals.ttl_secs = {}: must be 1 to {MAX_TTL_SECS}",
+                self.ttl_secs
+            ));
+        }
+        if !(1..=3_600).contains(&self.sweep_interval_secs) {
+            return Err(format!(
+                "approvals.sweep_interval_secs = {}: must be 1 to 3600",
+                self.sweep_interval_secs
+            ));
+        }
+        if !(1..=100).contains(&self.max_connections) {
+            return Err(format!(
+                "approvals.max_connections = {}: must be 1 to 100",
+                self.max_connections
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the store is: `store`, else an SQLite file in `audit_dir`. Call after
+    /// [`ApprovalsConfig::validate`].
+    pub fn location(&self, audit_dir: &Path) -> Result<StoreLocation, String> {
+        match &self.store {
+            Some(store) => {
+                StoreLocation::parse(store).map_err(|rule| format!("approvals.store: {rule}"))
+            }
+            None => Ok(StoreLocation::Sqlite(audit_dir.join(DEFAULT_SQLITE_FILE))),
+        }
+    }
+}
+
+/// A reviewer's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewVerdict {
+    /// Approve.
+    Approve,
+    /// Deny.
+    Deny,
+}
+
+/// One approval or denial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    /// Who.
+    pub principal: String,
+    /// Approve or deny.
+    pub verdict: ReviewVerdict,
+    /// Their comment.
+    pub comment: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// An approval as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// Its id (a UUID).
+    pub id: String,
+    /// Who made the request.
+    pub requester: String,
+    /// The request's semantic fields.
+    pub request: SemanticRequest,
+    /// Their digest.
+    pub digest: String,
+    /// Approvals policy required when it was created.
+    pub required_approvals: u32,
+    /// The state as stored; see [`ApprovalRecord::state_at`].
+    pub stored_state: ApprovalState,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it expires, unless spent first.
+    pub expires_at: SystemTime,
+    /// The request id of the call that created it.
+    pub created_by_request_id: String,
+    /// When it was consumed.
+    pub consumed_at: Option<SystemTime>,
+    /// The request id of the call that consumed it.
+    pub consumed_by_request_id: Option<String>,
+    /// Its approvals and denials, oldest first.
+    pub reviews: Vec<Review>,
+}
+
+impl ApprovalRecord {
+    /// The state at `now`: a PENDING or APPROVED approval whose time is up is EXPIRED, whether
+    /// or not the store says so yet.
+    pub fn state_at(&self, now: SystemTime) -> ApprovalState {
+        match self.stored_state {
+            ApprovalState::Pending | ApprovalState::Approved if self.expires_at <= now => {
+                ApprovalState::Expired
+            }
+            state => state,
+        }
+    }
+
+    /// Who approved it, oldest first.
+    pub fn approvers(&self) -> Vec<String> {
+        self.reviews
+            .iter()
+            .filter(|r| r.verdict == ReviewVerdict::Approve)
+            .map(|r| r.principal.clone())
+            .collect()
+    }
+
+    /// As policy sees it.
+    pub fn resource(&self, now: SystemTime) -> ApprovalResource {
+        ApprovalResource {
+            id: self.id.clone(),
+            requester: self.requester.clone(),
+            request: self.request.clone(),
+            required_approvals: self.required_approvals,
+            state: self.state_at(now),
+        }
+    }
+
+    fn live(&self, now: SystemTime) -> LiveApproval {
+        LiveApproval {
+            id: self.id.clone(),
+            state: self.state_at(now),
+            approvers: self.approvers(),
+            required_approvals: self.required_approvals,
+        }
+    }
+}
+
+/// Why the approvals store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the approvals store {location}")]
+pub struct OpenError {
+    /// Where (a PostgreSQL URL without its password).
+    pub location: String,
+    /// Why.
+    #[source]
+    pub source: StoreError,
+}
+
+/// What a transition record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transition {
+    Created,
+    Approved,
+    Denied,
+    Consumed,
+    Expired,
+}
+
+impl Transition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transition::Created => "created",
+            Transition::Approved => "approved",
+            Transition::Denied => "denied",
+            Transition::Consumed => "consumed",
+            Transition::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    ttl: Duration,
+    location: String,
+}
+
+/// The approvals store with its audit trail and metrics; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Approvals {
+    inner: Arc<Inner>,
+}
+
+fn unavailable(err: StoreError) -> GatewayError {
+    tracing::error!(error = %err, cause = ?std::error::Error::source(&err), "approvals store failed; refusing the call");
+    GatewayError::ApprovalsUnavailable(Box::new(err))
+}
+
+impl Approvals {
+    /// Opens (and migrates) the store at `location`.
+    pub async fn open(
+        location: &StoreLocation,
+        config: &ApprovalsConfig,
+        audit: AuditLog,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, OpenError> {
+        let store = Store::open(location, config.max_connections)
+            .await
+            .map_err(|source| OpenError {
+                location: location.redacted(),
+                source,
+            })?;
+        tracing::info!(store = %location.redacted(), ttl_secs = config.ttl_secs, "approvals store open");
+        let approvals = Approvals {
+            inner: Arc::new(Inner {
+                store,
+                audit,
+                metrics,
+                ttl: Duration::from_secs(config.ttl_secs),
+                location: location.redacted(),
+            }),
+        };
+        approvals.refresh_gauge().await;
+        Ok(approvals)
+    }
+
+    /// Where the store is (without a password).
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// The approval with this id.
+    pub async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, GatewayError> {
+        self.inner.store.get(id).await.map_err(unavailable)
+    }
+
+    /// The live approval of `request` by `requester`, as the policy layer sees it.
+    pub(crate) async fn live_for(
+        &self,
+        requester: &str,
+        request: &SemanticRequest,
+    ) -> Result<Option<LiveApproval>, GatewayError> {
+        let now = SystemTime::now();
+        let record = self
+            .inner
+            .store
+            .live(requester, request.method, &request.digest(), now)
+            .await
+            .map_err(unavailable)?;
+        Ok(record.map(|r| r.live(now)))
+    }
+
+    /// The live approval of `request` by `requester`, created PENDING if there is none.
+    pub(crate) async fn require(
+        &self,
+        requester: &str,
+        request: &SemanticRequest,
+        required_approvals: u32,
+        request_id: &str,
+    ) -> Result<ApprovalRecord, GatewayError> {
+        let digest = request.digest();
+        // Twice at most: an approval whose time ran out between the sweep and the insert still
+        // holds the request's place; the second sweep frees it.
+        for _ in 0..2 {
+            let now = SystemTime::now();
+            self.expire_due_at(now).await?;
+            let new = NewApproval {
+                id: uuid::Uuid::new_v4().to_string(),
+                requester,
+                request,
+                digest: &digest,
+                required_approvals,
+                created_at: now,
+                expires_at: now + self.inner.ttl,
+                request_id,
+            };
+            let Some((record, created)) = self
+                .inner
+                .store
+                .insert_pending(&new)
+                .await
+                .map_err(unavailable)?
+            else {
+                continue;
+            };
+            if created {
+                tracing::info!(
+                    approval_id = %record.id,
+                    requester = %record.requester,
+                    method = record.request.method,
+                    data_share_arn = %record.request.data_share_arn,
+                    consumer_kind = record.request.target_kind,
+                    consumer = %record.request.target_value,
+                    consumer_account = %record.request.consumer_account,
+                    allow_writes = record.request.allow_writes,
+                    required_approvals = record.required_approvals,
+                    expires_at = %crate::audit::rfc3339(record.expires_at),
+                    "approval pending: a request needs approval by another principal"
+                );
+                self.transition(
+                    &record,
+                    Transition::Created,
+                    Some(requester),
+                    request_id,
+                    None,
+                )
+                .await?;
+            }
+            return Ok(record);
+        }
+        Err(GatewayError::ApprovalsUnavailable(
+            "an expired approval kept its request's place".into(),
+        ))
+    }
+
+    /// Consumes `live` for `request_id` by compare-and-set; the consumed approval, or `None`
+    /// when another call spent it first (or its time ran out).
+    pub(crate) async fn consume(
+        &self,
+        live: &LiveApproval,
+        requester: &str,
+        request_id: &str,
+    ) -> Result<Option<ApprovalRecord>, GatewayError> {
+        let now = SystemTime::now();
+        if !self
+            .inner
+            .store
+            .consume(&live.id, request_id, now)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(None);
+        }
+        let record = self
+            .get(&live.id)
+            .await?
+            .ok_or_else(|| GatewayError::Internal("a consumed approval vanished".into()))?;
+        self.transition(
+            &record,
+            Transition::Consumed,
+            Some(requester),
+            request_id,
+            None,
+        )
+        .await?;
+        Ok(Some(record))
+    }
+
+    /// Records `reviewer`'s approval or denial of approval `id`.
+    pub(crate) async fn review(
+        &self,
+        id: &str,
+        reviewer: &str,
+        verdict: ReviewVerdict,
+        comment: &str,
+        request_id: &str,
+    ) -> Result<ApprovalRecord, GatewayError> {
+        let existing = self
+            .get(id)
+            .await?
+            .ok_or_else(|| GatewayError::ApprovalNotFound {
+                approval_id: id.to_owned(),
+            })?;
+        // Whatever policy says: an approval is a second person's word.
+        if verdict == ReviewVerdict::Approve && existing.requester == reviewer {
+            return Err(GatewayError::SelfApproval);
+        }
+        let outcome = self
+            .inner
+            .store
+            .review(id, reviewer, verdict, comment, SystemTime::now())
+            .await
+            .map_err(unavailable)?;
+        match outcome {
+            ReviewOutcome::Recorded(record) => {
+                let transition = match verdict {
+                    ReviewVerdict::Approve => Transition::Approved,
+                    ReviewVerdict::Deny => Transition::Denied,
+                };
+                self.transition(
+                    &record,
+                    transition,
+                    Some(reviewer),
+                    request_id,
+                    Some(comment),
+                )
+                .await?;
+                Ok(*record)
+            }
+            ReviewOutcome::NotFound => Err(GatewayError::ApprovalNotFound {
+                approval_id: id.to_owned(),
+            }),
+            ReviewOutcome::Closed(state) => Err(GatewayError::ApprovalClosed {
+                approval_id: id.to_owned(),
+                state,
+            }),
+            ReviewOutcome::AlreadyReviewed => Err(GatewayError::AlreadyReviewed {
+                approval_id: id.to_owned(),
+                principal: reviewer.to_owned(),
+            }),
+        }
+    }
+
+    /// Up to `limit` approvals after `after`, newest first, in `state` (any when `None`).
+    pub(crate) async fn list(
+        &self,
+        state: Option<ApprovalState>,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, GatewayError> {
+        self.inner
+            .store
+            .list(state, after, limit, SystemTime::now())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Marks every approval whose time is up EXPIRED, recording each; returns how many.
+    pub async fn expire_due(&self) -> Result<usize, GatewayError> {
+        self.expire_due_at(SystemTime::now()).await
+    }
+
+    async fn expire_due_at(&self, now: SystemTime) -> Result<usize, GatewayError> {
+        let expired = self
+            .inner
+            .store
+            .expire_due(now)
+            .await
+            .map_err(unavailable)?;
+        for record in &expired {
+            tracing::info!(approval_id = %record.id, requester = %record.requester, "approval expired");
+            self.transition(record, Transition::Expired, None, "", None)
+                .await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Expires approvals every `interval`, and keeps the gauge of live approvals current (it
+    /// counts every replica's, from the store).
+    pub fn spawn_sweeper(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let approvals = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = approvals.expire_due().await {
+                    tracing::warn!(error = %err, "approvals sweep failed; retrying at the next tick");
+                }
+                approvals.refresh_gauge().await;
+            }
+        })
+    }
+
+    async fn refresh_gauge(&self) {
+        match self.inner.store.count_live(SystemTime::now()).await {
+            Ok((pending, approved)) => self.inner.metrics.set_live_approvals(pending, approved),
+            Err(err) => tracing::warn!(error = %err, "cannot count live approvals"),
+        }
+    }
+
+    /// One transition: counted, recorded in the audit trail (the caller's answer waits for
+    /// it: a transition that cannot be recorded fails the call), and the gauge refreshed.
+    async fn transition(
+        &self,
+        record: &ApprovalRecord,
+        transition: Transition,
+        by: Option<&str>,
+        request_id: &str,
+        comment: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        self.inner.metrics.approval_transition(transition.as_str());
+        let event = ApprovalEvent {
+            approval_id: record.id.clone(),
+            transition: transition.as_str(),
+            state: record.state_at(SystemTime::now()).as_str(),
+            by: by.map(str::to_owned),
+            request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+            requester: record.requester.clone(),
+            method: record.request.method,
+            request: serde_json::json!({
+                "data_share_arn": record.request.data_share_arn,
+                "consumer_kind": record.request.target_kind,
+                "consumer": record.request.target_value,
+                "consumer_account": record.request.consumer_account,
+                "allow_writes": record.request.allow_writes,
+            }),
+            digest: record.digest.clone(),
+            required_approvals: record.required_approvals,
+            approvers: record.approvers(),
+            comment: comment.map(str::to_owned),
+            expires_at: crate::audit::rfc3339(record.expires_at),
+        };
+        let appended = self.inner.audit.append(RecordBody::Approval(event)).await;
+        let approvals = self.clone();
+        tokio::spawn(async move { approvals.refresh_gauge().await });
+        appended.map(|_| ()).map_err(|err| {
+            tracing::error!(
+                error = %err,
+                approval_id = %record.id,
+                transition = transition.as_str(),
+                "audit: an approval transition could not be recorded"
+            );
+            GatewayError::AuditUnavailable(Box::new(err))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_sqlite_beside_the_audit_trail_unless_named() {
+        let config = ApprovalsConfig::default();
+        assert_eq!(config.ttl_secs, 3_600);
+        assert_eq!(
+            config.location(Path::new("/var/audit")).unwrap(),
+            StoreLocation::Sqlite("/var/audit/approvals.db".into())
+        );
+        let named = ApprovalsConfig {
+            store: Some("postgres://gw@db:5432/approvals".into()),
+            ..ApprovalsConfig::default()
+        };
+        assert!(named.validate().is_ok());
+        assert!(matches!(
+            named.location(Path::new("/x")).unwrap(),
+            StoreLocation::Postgres(_)
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_never_show_a_password() {
+        let bad = |config: ApprovalsConfig| config.validate().unwrap_err();
+        let err = bad(ApprovalsConfig {
+            store: Some("mysql://root:hunter2@db/x".into()),
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.store"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = bad(ApprovalsConfig {
+            ttl_secs: 0,
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.ttl_secs = 0"), "{err}");
+        let err = bad(ApprovalsConfig {
+            sweep_interval_secs: 0,
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.sweep_interval_secs"), "{err}");
+        let location = StoreLocation::parse("postgres://gw:s3cret@db:5432/a").unwrap();
+        assert_eq!(location.redacted(), "postgres://gw@db:5432/a");
+        assert!(!format!("{location:?}").contains("s3cret"));
+        let unknown = toml::from_str::<ApprovalsConfig>("stor = \"sqlite:x\"").unwrap_err();
+        assert!(unknown.to_string().contains("stor"), "{unknown}");
+    }
+
+    #[test]
+    fn a_record_past_its_time_reads_expired() {
+        let now = SystemTime::now();
+        let record = ApprovalRecord {
+            id: "a".into(),
+            requester: "r".into(),
+            request: SemanticRequest {
+                method: "AssociateConsumer",
+                data_share_arn: String::new(),
+                target_kind: "account",
+                target_value: String::new(),
+                consumer_account: String::new(),
+                allow_writes: true,
+            },
+            digest: String::new(),
+            required_approvals: 1,
+            stored_state: ApprovalState::Approved,
+            created_at: now - Duration::from_secs(10),
+            expires_at: now - Duration::from_secs(1),
+            created_by_request_id: String::new(),
+            consumed_at: None,
+            consumed_by_request_id: None,
+            reviews: Vec::new(),
+        };
+        assert_eq!(record.state_at(now), ApprovalState::Expired);
+        assert_eq!(
+            record.state_at(now - Duration::from_secs(5)),
+            ApprovalState::Approved
+        );
+        let consumed = ApprovalRecord {
+            stored_state: ApprovalState::Consumed,
+            ..record
+        };
+        assert_eq!(consumed.state_at(now), ApprovalState::Consumed);
+    }
+}

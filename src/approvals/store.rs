@@ -1,0 +1,668 @@
+//! The approvals store: SQLite (one replica, a file) or PostgreSQL (every replica shares it),
+//! through sqlx, with the migrations in `migrations/` run at start.
+//!
+//! Every state change is one conditional statement or one short transaction, so that two
+//! replicas (or two calls) racing for the same approval cannot both win: consumption is a
+//! compare-and-set on the state, a review holds the approval's row for its transaction, and at
+//! most one live approval per (requester, method, digest) is a unique index. The same SQL runs
+//! on both databases (`$N` parameters, which sqlx's SQLite driver also reads by number).
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::Row;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use super::{ApprovalRecord, Review, ReviewVerdict};
+use crate::call::{ApprovalState, SemanticRequest};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement, or could not be reached.
+    #[error("approvals database")]
+    Database(#[from] sqlx::Error),
+    /// The migrations could not be applied.
+    #[error("approvals database migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds a value this code never writes.
+    #[error("approvals database: row {id}: unexpected {column} {value:?}")]
+    Corrupt {
+        /// The approval.
+        id: String,
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        value: String,
+    },
+}
+
+/// Where approvals are kept.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file (made if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by URL (`postgres://user@host:5432/db?sslmode=...`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl StoreLocation {
+    /// Parses `approvals.store`: `sqlite:PATH` or `postgres://...` (`postgresql://...`).
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if let Some(path) = value.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(
+                    "sqlite: needs a file path, as in sqlite:/var/lib/datashare-gateway/approvals.db",
+                );
+            }
+            return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            PgConnectOptions::from_str(value).map_err(
+                |_| "not a PostgreSQL URL sqlx can read (postgres://user@host:port/database)",
+            )?;
+            return Ok(StoreLocation::Postgres(value.to_owned()));
+        }
+        Err("must be sqlite:PATH or postgres://...")
+    }
+
+    /// As logs may show it: a PostgreSQL URL without its password.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => format!("sqlite:{}", path.display()),
+            StoreLocation::Postgres(url) => match url.split_once("://") {
+                Some((scheme, rest)) => match rest.split_once('@') {
+                    Some((user, host)) => {
+                        let user = user.split_once(':').map_or(user, |(u, _)| u);
+                        format!("{scheme}://{user}@{host}")
+                    }
+                    None => url.clone(),
+                },
+                None => "postgres://<unparsed>".into(),
+            },
+        }
+    }
+}
+
+/// The migrations in `migrations/`, compiled in.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Vec<Migration>, Box<dyn std::error::Error + Send + Sync>>,
+                > + Send
+                + 'static,
+        >,
+    > {
+        Box::pin(async {
+            Ok(vec![Migration::new(
+                1,
+                Cow::Borrowed("approvals"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/0001_approvals.sql")),
+                false,
+            )])
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has: the same code, type-checked
+/// once per database.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The columns every approval query selects, in [`decode!`]'s order.
+const COLUMNS: &str = "id, requester, method, digest, data_share_arn, target_kind, target_value, \
+    consumer_account, allow_writes, required_approvals, state, created_at_ms, expires_at_ms, \
+    created_by_request_id, consumed_at_ms, consumed_by_request_id";
+
+/// An approval row without its reviews, as read.
+struct RowData {
+    id: String,
+    requester: String,
+    method: String,
+    digest: String,
+    data_share_arn: String,
+    target_kind: String,
+    target_value: String,
+    consumer_account: String,
+    allow_writes: bool,
+    required_approvals: i64,
+    state: String,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    created_by_request_id: String,
+    consumed_at_ms: Option<i64>,
+    consumed_by_request_id: Option<String>,
+}
+
+/// Reads a row selected with [`COLUMNS`] (a macro, so it type-checks for either database's row).
+macro_rules! decode {
+    ($row:expr) => {{
+        let row = $row;
+        RowData {
+            id: row.try_get("id")?,
+            requester: row.try_get("requester")?,
+            method: row.try_get("method")?,
+            digest: row.try_get("digest")?,
+            data_share_arn: row.try_get("data_share_arn")?,
+            target_kind: row.try_get("target_kind")?,
+            target_value: row.try_get("target_value")?,
+            consumer_account: row.try_get("consumer_account")?,
+            allow_writes: row.try_get("allow_writes")?,
+            required_approvals: row.try_get("required_approvals")?,
+            state: row.try_get("state")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+            created_by_request_id: row.try_get("created_by_request_id")?,
+            consumed_at_ms: row.try_get("consumed_at_ms")?,
+            consumed_by_request_id: row.try_get("consumed_by_request_id")?,
+        }
+    }};
+}
+
+/// The methods and target kinds this code writes, as `'static` names.
+fn known(
+    id: &str,
+    column: &'static str,
+    value: &str,
+    names: &[&'static str],
+) -> Result<&'static str, StoreError> {
+    names
+        .iter()
+        .copied()
+        .find(|name| *name == value)
+        .ok_or_else(|| StoreError::Corrupt {
+            id: id.to_owned(),
+            column,
+            value: value.to_owned(),
+        })
+}
+
+pub(crate) const METHODS: [&str; 2] = ["AssociateConsumer", "DisassociateConsumer"];
+const TARGET_KINDS: [&str; 4] = [
+    "account",
+    "region",
+    "provisioned_namespace",
+    "serverless_namespace",
+];
+
+impl RowData {
+    fn into_record(self, reviews: Vec<Review>) -> Result<ApprovalRecord, StoreError> {
+        let state = ApprovalState::parse(&self.state).ok_or_else(|| StoreError::Corrupt {
+            id: self.id.clone(),
+            column: "state",
+            value: self.state.clone(),
+        })?;
+        Ok(ApprovalRecord {
+            request: SemanticRequest {
+                method: known(&self.id, "method", &self.method, &METHODS)?,
+                data_share_arn: self.data_share_arn,
+                target_kind: known(&self.id, "target_kind", &self.target_kind, &TARGET_KINDS)?,
+                target_value: self.target_value,
+                consumer_account: self.consumer_account,
+                allow_writes: self.allow_writes,
+            },
+            id: self.id,
+            requester: self.requester,
+            digest: self.digest,
+            required_approvals: u32::try_from(self.required_approvals).unwrap_or(u32::MAX),
+            stored_state: state,
+            created_at: from_ms(self.created_at_ms),
+            expires_at: from_ms(self.expires_at_ms),
+            created_by_request_id: self.created_by_request_id,
+            consumed_at: self.consumed_at_ms.map(from_ms),
+            consumed_by_request_id: self.consumed_by_request_id,
+            reviews,
+        })
+    }
+}
+
+pub(crate) fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A new approval, before it is stored.
+#[derive(Clone, Debug)]
+pub(crate) struct NewApproval<'a> {
+    pub(crate) id: String,
+    pub(crate) requester: &'a str,
+    pub(crate) request: &'a SemanticRequest,
+    pub(crate) digest: &'a str,
+    pub(crate) required_approvals: u32,
+    pub(crate) created_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) request_id: &'a str,
+}
+
+/// How a review ended.
+#[derive(Debug)]
+pub(crate) enum ReviewOutcome {
+    /// Recorded; the approval as it now stands.
+    Recorded(Box<ApprovalRecord>),
+    /// No such approval.
+    NotFound,
+    /// The approval is no longer open for review (its state, as of now).
+    Closed(ApprovalState),
+    /// The reviewer already reviewed it.
+    AlreadyReviewed,
+}
+
+/// Where a listing resumes: after the approval created at `created_at_ms` with id `id`, newest
+/// first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub(crate) created_at_ms: i64,
+    pub(crate) id: String,
+}
+
+/// The approvals database.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (an SQLite file is made if missing) and applies the migrations.
+    pub(crate) async fn open(
+        location: &StoreLocation,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let backend = match location {
+            StoreLocation::Sqlite(path) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    // Readers do not wait for the writer; each commit is fsynced, as audit
+                    // records are: an approval is a security decision.
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                Backend::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(max_connections)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            StoreLocation::Postgres(url) => Backend::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(PgConnectOptions::from_str(url)?)
+                    .await?,
+            ),
+        };
+        // sqlx takes an advisory lock on PostgreSQL, so replicas starting together migrate once.
+        let migrator = Migrator::new(Embedded).await?;
+        let store = Store { backend };
+        on_pool!(store, |pool| migrator.run(pool).await?);
+        Ok(store)
+    }
+
+    async fn reviews(&self, id: &str) -> Result<Vec<Review>, StoreError> {
+        const SQL: &str = "SELECT principal, verdict, comment, reviewed_at_ms FROM approval_reviews \
+             WHERE approval_id = $1 ORDER BY reviewed_at_ms, principal";
+        let rows: Vec<(String, String, String, i64)> = on_pool!(self, |pool| {
+            let mut out = Vec::new();
+            for row in sqlx::query(SQL).bind(id).fetch_all(pool).await? {
+                out.push((
+                    row.try_get("principal")?,
+                    row.try_get("verdict")?,
+                    row.try_get("comment")?,
+                    row.try_get("reviewed_at_ms")?,
+                ));
+            }
+            out
+        });
+        rows.into_iter()
+            .map(|(principal, verdict, comment, at)| {
+                let verdict = match verdict.as_str() {
+                    "APPROVE" => ReviewVerdict::Approve,
+                    "DENY" => ReviewVerdict::Deny,
+                    other => {
+                        return Err(StoreError::Corrupt {
+                            id: id.to_owned(),
+                            column: "verdict",
+                            value: other.to_owned(),
+                        });
+                    }
+                };
+                Ok(Review {
+                    principal,
+                    verdict,
+                    comment,
+                    at: from_ms(at),
+                })
+            })
+            .collect()
+    }
+
+    async fn with_reviews(&self, rows: Vec<RowData>) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let reviews = self.reviews(&row.id).await?;
+            out.push(row.into_record(reviews)?);
+        }
+        Ok(out)
+    }
+
+    /// The approval with this id.
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM approvals WHERE id = $1");
+        let row: Option<RowData> = on_pool!(self, |pool| {
+            match sqlx::query(&sql).bind(id).fetch_optional(pool).await? {
+                Some(row) => Some(decode!(&row)),
+                None => None,
+            }
+        });
+        Ok(self
+            .with_reviews(row.into_iter().collect())
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The live approval of this request by `requester`, unless it has expired.
+    pub(crate) async fn live(
+        &self,
+        requester: &str,
+        method: &str,
+        digest: &str,
+        now: SystemTime,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM approvals WHERE live AND requester = $1 AND method = $2 \
+             AND digest = $3 AND expires_at_ms > $4"
+        );
+        let row: Option<RowData> = on_pool!(self, |pool| {
+            match sqlx::query(&sql)
+                .bind(requester)
+                .bind(method)
+                .bind(digest)
+                .bind(to_ms(now))
+                .fetch_optional(pool)
+                .await?
+            {
+                Some(row) => Some(decode!(&row)),
+                None => None,
+            }
+        });
+        Ok(self
+            .with_reviews(row.into_iter().collect())
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Stores `new` as PENDING unless the request already has a live approval; returns the live
+    /// approval and whether it is `new`. Call [`Store::expire_due`] first, so that an expired
+    /// approval no longer holds the request's place.
+    pub(crate) async fn insert_pending(
+        &self,
+        new: &NewApproval<'_>,
+    ) -> Result<Option<(ApprovalRecord, bool)>, StoreError> {
+        const SQL: &str = "INSERT INTO approvals (id, requester, method, digest, data_share_arn, \
+             target_kind, target_value, consumer_account, allow_writes, required_approvals, state, \
+             live, version, created_at_ms, expires_at_ms, created_by_request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PENDING', TRUE, 0, $11, $12, $13) \
+             ON CONFLICT DO NOTHING";
+        let inserted = on_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(&new.id)
+                .bind(new.requester)
+                .bind(new.request.method)
+                .bind(new.digest)
+                .bind(&new.request.data_share_arn)
+                .bind(new.request.target_kind)
+                .bind(&new.request.target_value)
+                .bind(&new.request.consumer_account)
+                .bind(new.request.allow_writes)
+                .bind(i64::from(new.required_approvals))
+                .bind(to_ms(new.created_at))
+                .bind(to_ms(new.expires_at))
+                .bind(new.request_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        let live = self
+            .live(
+                new.requester,
+                new.request.method,
+                new.digest,
+                new.created_at,
+            )
+            .await?;
+        Ok(live.map(|record| {
+            let created = inserted == 1 && record.id == new.id;
+            (record, created)
+        }))
+    }
+
+    /// Marks the approval CONSUMED by `request_id` if it is still PENDING or APPROVED and not
+    /// expired: the compare-and-set that lets exactly one call spend it. True when this call did.
+    pub(crate) async fn consume(
+        &self,
+        id: &str,
+        request_id: &str,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE approvals SET state = 'CONSUMED', live = FALSE, \
+             consumed_at_ms = $1, consumed_by_request_id = $2 \
+             WHERE id = $3 AND state IN ('PENDING', 'APPROVED') AND expires_at_ms > $1";
+        let changed = on_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(to_ms(now))
+                .bind(request_id)
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// Records `reviewer`'s verdict on a live, unexpired approval in one transaction: an
+    /// approval that reaches its required count becomes APPROVED, a denial makes it DENIED.
+    pub(crate) async fn review(
+        &self,
+        id: &str,
+        reviewer: &str,
+        verdict: ReviewVerdict,
+        comment: &str,
+        now: SystemTime,
+    ) -> Result<ReviewOutcome, StoreError> {
+        // Holds the row (PostgreSQL: a row lock; SQLite: the write lock) until commit, and
+        // checks that it is open for review.
+        const HOLD: &str = "UPDATE approvals SET version = version + 1 \
+             WHERE id = $1 AND state IN ('PENDING', 'APPROVED') AND expires_at_ms > $2";
+        const ADD: &str = "INSERT INTO approval_reviews \
+             (approval_id, principal, verdict, comment, reviewed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+        const APPROVE: &str = "UPDATE approvals SET state = 'APPROVED' WHERE id = $1 \
+             AND state = 'PENDING' AND required_approvals <= \
+             (SELECT COUNT(*) FROM approval_reviews WHERE approval_id = $1 AND verdict = 'APPROVE')";
+        const DENY: &str = "UPDATE approvals SET state = 'DENIED' WHERE id = $1";
+        let verdict_text = match verdict {
+            ReviewVerdict::Approve => "APPROVE",
+            ReviewVerdict::Deny => "DENY",
+        };
+        // Some(true): recorded; Some(false): already reviewed; None: not open for review.
+        let recorded: Option<bool> = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let held = sqlx::query(HOLD)
+                .bind(id)
+                .bind(to_ms(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if held != 1 {
+                tx.rollback().await?;
+                None
+            } else {
+                let added = sqlx::query(ADD)
+                    .bind(id)
+                    .bind(reviewer)
+                    .bind(verdict_text)
+                    .bind(comment)
+                    .bind(to_ms(now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if added != 1 {
+                    tx.rollback().await?;
+                    Some(false)
+                } else {
+                    let next = match verdict {
+                        ReviewVerdict::Approve => APPROVE,
+                        ReviewVerdict::Deny => DENY,
+                    };
+                    sqlx::query(next).bind(id).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Some(true)
+                }
+            }
+        });
+        match recorded {
+            Some(false) => Ok(ReviewOutcome::AlreadyReviewed),
+            Some(true) | None => match self.get(id).await? {
+                None => Ok(ReviewOutcome::NotFound),
+                Some(record) if recorded == Some(true) => {
+                    Ok(ReviewOutcome::Recorded(Box::new(record)))
+                }
+                Some(record) => Ok(ReviewOutcome::Closed(record.state_at(now))),
+            },
+        }
+    }
+
+    /// Expires every PENDING or APPROVED approval whose time is up and returns them (each
+    /// exactly once across replicas: the update says which rows it changed); a DENIED approval
+    /// whose time is up stops holding its request's place.
+    pub(crate) async fn expire_due(
+        &self,
+        now: SystemTime,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let expire = format!(
+            "UPDATE approvals SET state = 'EXPIRED', live = FALSE \
+             WHERE state IN ('PENDING', 'APPROVED') AND expires_at_ms <= $1 RETURNING {COLUMNS}"
+        );
+        const RELEASE: &str = "UPDATE approvals SET live = FALSE WHERE live AND state = 'DENIED' AND expires_at_ms <= $1";
+        let rows: Vec<RowData> = on_pool!(self, |pool| {
+            let mut rows = Vec::new();
+            for row in sqlx::query(&expire)
+                .bind(to_ms(now))
+                .fetch_all(pool)
+                .await?
+            {
+                rows.push(decode!(&row));
+            }
+            sqlx::query(RELEASE).bind(to_ms(now)).execute(pool).await?;
+            rows
+        });
+        self.with_reviews(rows).await
+    }
+
+    /// Up to `limit` approvals after `after`, newest first, in `state` as of `now` (every state
+    /// when `None`).
+    pub(crate) async fn list(
+        &self,
+        state: Option<ApprovalState>,
+        after: Option<&Cursor>,
+        limit: u32,
+        now: SystemTime,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        // The state as of now: a PENDING or APPROVED approval whose time is up is EXPIRED
+        // whether or not the sweeper has marked it yet.
+        let filter = match state {
+            None => "TRUE",
+            Some(ApprovalState::Pending) => "state = 'PENDING' AND expires_at_ms > $4",
+            Some(ApprovalState::Approved) => "state = 'APPROVED' AND expires_at_ms > $4",
+            Some(ApprovalState::Denied) => "state = 'DENIED'",
+            Some(ApprovalState::Consumed) => "state = 'CONSUMED'",
+            Some(ApprovalState::Expired) => {
+                "(state = 'EXPIRED' OR (state IN ('PENDING', 'APPROVED') AND expires_at_ms <= $4))"
+            }
+        };
+        // `$4 = $4` keeps the parameter used whatever the filter.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM approvals WHERE {filter} AND $4 = $4 \
+             AND (created_at_ms < $1 OR (created_at_ms = $1 AND id < $2)) \
+             ORDER BY created_at_ms DESC, id DESC LIMIT $3"
+        );
+        let (created, id) = match after {
+            Some(cursor) => (cursor.created_at_ms, cursor.id.as_str()),
+            // After everything: ids are never empty, so `id < ''` is never true.
+            None => (i64::MAX, ""),
+        };
+        let rows: Vec<RowData> = on_pool!(self, |pool| {
+            let mut rows = Vec::new();
+            for row in sqlx::query(&sql)
+                .bind(created)
+                .bind(id)
+                .bind(i64::from(limit))
+                .bind(to_ms(now))
+                .fetch_all(pool)
+                .await?
+            {
+                rows.push(decode!(&row));
+            }
+            rows
+        });
+        self.with_reviews(rows).await
+    }
+
+    /// How many approvals are PENDING and APPROVED (and not expired) now.
+    pub(crate) async fn count_live(&self, now: SystemTime) -> Result<(i64, i64), StoreError> {
+        const SQL: &str = "SELECT state, COUNT(*) AS n FROM approvals \
+             WHERE state IN ('PENDING', 'APPROVED') AND expires_at_ms > $1 GROUP BY state";
+        let counts: Vec<(String, i64)> = on_pool!(self, |pool| {
+            let mut out = Vec::new();
+            for row in sqlx::query(SQL).bind(to_ms(now)).fetch_all(pool).await? {
+                out.push((row.try_get("state")?, row.try_get("n")?));
+            }
+            out
+        });
+        let get = |state: &str| {
+            counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n)
+        };
+        Ok((get("PENDING"), get("APPROVED")))
+    }
+}
