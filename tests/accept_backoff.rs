@@ -36,7 +36,10 @@ fn soft_open_files_limit(pid: u32) -> String {
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .expect("Max open files line");
-    line.split_whitespace().nth(3).expect("soft limit").to_owned()
+    line.split_whitespace()
+        .nth(3)
+        .expect("soft limit")
+        .to_owned()
 }
 
 fn accept_failures(logs: &str, admin: bool) -> usize {
