@@ -27,6 +27,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use support::emulator::{self, Emulator};
 use support::gateway::{Gateway, GatewayOptions, REPORTING, SALES_SHARE, as_caller};
+use support::process::{cpu_time, rss_kib};
 
 const LATENCY_CALLS: usize = 2000;
 const WARMUP_CALLS: usize = 200;
@@ -41,31 +42,6 @@ fn message() -> AssociateConsumerRequest {
         associate_entire_account: true,
         ..Default::default()
     }
-}
-
-/// User + system CPU time of a process, from /proc/PID/stat (clock ticks are 100 Hz on Linux).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the ')'.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn micros(h: &Histogram<u64>, q: f64) -> f64 {

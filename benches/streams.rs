@@ -18,19 +18,21 @@ use std::time::{Duration, Instant};
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use support::emulator::Emulator;
 use support::gateway::{Gateway, GatewayOptions, REPORTING, SALES_SHARE, as_caller};
+use support::process::rss_kib;
 
 const STREAMS: u64 = 100_000;
 /// One stream in this many is left open (headers, no body) rather than reset.
 const LEFT_OPEN_EVERY: u64 = 1_000;
 const METHOD: &str = "/datasharing.v1.DataSharing/AssociateConsumer";
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+/// A call the gateway authorizes and audits but does not forward.
+fn validate_only_call() -> AssociateConsumerRequest {
+    AssociateConsumerRequest {
+        data_share_arn: SALES_SHARE.into(),
+        associate_entire_account: true,
+        validate_only: true,
+        ..Default::default()
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -127,14 +129,8 @@ async fn main() {
     // Warm up with ordinary calls, so the baseline includes what serving calls costs.
     let mut client = gateway.client().await;
     for _ in 0..200 {
-        let message = AssociateConsumerRequest {
-            data_share_arn: SALES_SHARE.into(),
-            associate_entire_account: true,
-            validate_only: true,
-            ..Default::default()
-        };
         client
-            .associate_consumer(as_caller(REPORTING, message))
+            .associate_consumer(as_caller(REPORTING, validate_only_call()))
             .await
             .expect("warm-up call");
     }
@@ -154,15 +150,7 @@ async fn main() {
     // The gateway still serves.
     let mut client = gateway.client().await;
     let served = client
-        .associate_consumer(as_caller(
-            REPORTING,
-            AssociateConsumerRequest {
-                data_share_arn: SALES_SHARE.into(),
-                associate_entire_account: true,
-                validate_only: true,
-                ..Default::default()
-            },
-        ))
+        .associate_consumer(as_caller(REPORTING, validate_only_call()))
         .await
         .is_ok();
 

@@ -439,7 +439,8 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// tonic enforces `grpc-timeout` itself and answers CANCELLED. The handler's own deadline falls a
 /// little earlier, counted from the same instant ([`Arrival`]); tonic polls the handler before its
-/// timer, so the handler's DEADLINE_EXCEEDED always wins.
+/// timer, so the handler's DEADLINE_EXCEEDED wins whenever the request body has been read. A
+/// deadline spent before the body arrives is tonic's to answer: that request never became a call.
 fn answer_before(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 20).min(Duration::from_millis(5)))
 }

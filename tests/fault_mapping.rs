@@ -417,15 +417,32 @@ async fn every_fault_kind_maps_by_the_one_table_for_the_new_methods() {
 
 /// A deadline that is spent, or nearly, on arrival: the caller hears DEADLINE_EXCEEDED and
 /// nothing is carried out behind its back (no intent, nothing forwarded); the record says why.
+///
+/// tonic runs its own `grpc-timeout` timer outside the gateway. When the deadline is already
+/// spent and the request's body frame has not arrived by the first poll (headers and body come in
+/// separate HTTP/2 frames), that timer answers CANCELLED before the gateway has a call to decide
+/// on: such a request never became a call, so it is neither forwarded nor recorded (as for any
+/// request refused before it is decoded; docs/audit.md). A deadline that leaves time for the
+/// body to arrive is always the gateway's to answer.
 #[tokio::test]
 async fn a_call_whose_deadline_is_spent_is_not_carried_out() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    let mut answered_by_the_gateway = Vec::new();
     for (timeout, request_id) in [("0n", "spent-0n"), ("1m", "spent-1m"), ("40m", "spent-40m")] {
-        let (status, _) =
+        let (status, message) =
             raw_call_with_grpc_timeout_id(&gw, entire_account(SALES_SHARE), timeout, request_id)
                 .await;
-        assert_eq!(status, "4", "grpc-timeout {timeout}: DEADLINE_EXCEEDED");
+        match status.as_str() {
+            "4" => answered_by_the_gateway.push(request_id),
+            // tonic's timer, only where the deadline may pass before the body is read.
+            "1" if timeout != "40m" => {
+                assert!(message.contains("Timeout expired"), "{timeout}: {message}")
+            }
+            _ => panic!(
+                "grpc-timeout {timeout}: status {status} ({message}), want DEADLINE_EXCEEDED"
+            ),
+        }
     }
     // The stack runs on after the caller is answered; give it time to (not) forward.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -440,6 +457,10 @@ async fn a_call_whose_deadline_is_spent_is_not_carried_out() {
             .iter()
             .filter(|r| r["request_id"] == request_id)
             .collect();
+        if !answered_by_the_gateway.contains(&request_id) {
+            assert!(mine.is_empty(), "never a call, never recorded: {mine:#?}");
+            continue;
+        }
         assert_eq!(mine.len(), 1, "one record, no intent: {mine:#?}");
         assert_eq!(mine[0]["kind"], "call");
         assert_eq!(mine[0]["outcome"]["code"], "DEADLINE_EXCEEDED");

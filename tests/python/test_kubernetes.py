@@ -301,6 +301,24 @@ def test_every_file_the_config_names_is_mounted_where_it_says():
     assert volumes[config_file["name"]]["configMap"]["name"] == "datashare-gateway-config"
 
 
+def test_replicas_share_one_approvals_store_whose_password_is_a_secret():
+    # With more than one replica, an SQLite file per pod would let each replica keep its own
+    # approvals: the store must be the PostgreSQL they share, its password never in the config.
+    assert statefulset()["spec"]["replicas"] > 1
+    store = gateway_config()["approvals"]["store"]
+    assert store.startswith("postgres://"), store
+    assert ":" not in store.removeprefix("postgres://").split("@")[0], "no password in the URL"
+    env = {e["name"]: e for e in gateway_container()["env"]}
+    ref = env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    example_secrets = {o["metadata"]["name"]: o for o in manifests()["secrets.example.yaml"]}
+    assert ref["key"] in example_secrets[ref["name"]]["stringData"]
+    port = int(store.split("@")[1].split("/")[0].split(":")[1])
+    egress_ports = {
+        p["port"] for rule in find("NetworkPolicy")["spec"]["egress"] for p in rule.get("ports", [])
+    }
+    assert port in egress_ports, f"the NetworkPolicy lets no traffic out to the store's port {port}"
+
+
 # The alerts read what the gateway exports.
 
 def vector_selectors(node):

@@ -11,5 +11,6 @@
 pub mod emulator;
 pub mod gateway;
 pub mod otlp;
+pub mod process;
 pub mod prometheus;
 pub mod stack;
