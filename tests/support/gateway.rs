@@ -95,6 +95,8 @@ pub struct GatewayOptions {
     pub shutdown_grace_secs: u64,
     /// More keys of the `[server]` table (`health_listen = "..."`, ...).
     pub server_toml: String,
+    /// More keys of the `[upstream]` table (`min_remaining_deadline_ms = 5000`, ...).
+    pub upstream_toml: String,
 }
 
 impl GatewayOptions {
@@ -120,6 +122,7 @@ impl GatewayOptions {
             default_account: None,
             shutdown_grace_secs: 5,
             server_toml: String::new(),
+            upstream_toml: String::new(),
         }
     }
 
@@ -395,6 +398,7 @@ connect_timeout_ms = 1000
 attempt_timeout_ms = {attempt}
 operation_timeout_ms = {operation}
 throttle_retry_after_ms = 1500
+{upstream_extra}
 
 {accounts}
 {principals}
@@ -420,6 +424,7 @@ throttle_retry_after_ms = 1500
             .collect::<String>(),
         grace = o.shutdown_grace_secs,
         server_extra = o.server_toml,
+        upstream_extra = o.upstream_toml,
         policy_dir = o.policy_dir.display().to_string(),
         audit_dir = audit_dir.display().to_string(),
         endpoint = o.endpoint_url,
