@@ -149,4 +149,10 @@ fn main() {
             quantiles[i].1 as f64 / quantiles[0].1 as f64
         );
     }
+    // The machine-readable summary: the worse p99 of the two 1,000-policy sets.
+    let p99_1000 = quantiles[1..].iter().map(|q| q.1).max().unwrap_or(0);
+    println!(
+        "{{\"policies_1000_p99_us\":{:.1}}}",
+        p99_1000 as f64 / 1_000.0
+    );
 }
