@@ -51,8 +51,11 @@ impl Authorize {
         let principal = &call.stage.principal;
         let request = &call.stage.request;
         let facts = &call.stage.approvals;
+        // One set for every question below: a reload between two of them must not make a call
+        // denied by the old set look "permitted with approvals" by the new one.
+        let policies = self.policies.pinned();
         if !matches!(Op::approval_role(request), ApprovalRole::Gated { .. }) {
-            let decision = self.policies.evaluate_with::<Op>(principal, request, facts);
+            let decision = policies.evaluate_with::<Op>(principal, request, facts);
             return if decision.allowed {
                 Verdict::Permit {
                     decision,
@@ -63,9 +66,7 @@ impl Authorize {
             };
         }
         // Without approvals first: most calls need none, and must not spend one they have.
-        let bare = self
-            .policies
-            .evaluate_with::<Op>(principal, request, &ApprovalFacts::default());
+        let bare = policies.evaluate_with::<Op>(principal, request, &ApprovalFacts::default());
         if bare.allowed {
             return Verdict::Permit {
                 decision: bare,
@@ -73,7 +74,7 @@ impl Authorize {
             };
         }
         if facts.approvals > 0 {
-            let with = self.policies.evaluate_with::<Op>(principal, request, facts);
+            let with = policies.evaluate_with::<Op>(principal, request, facts);
             if with.allowed {
                 return Verdict::Permit {
                     decision: with,
@@ -82,7 +83,7 @@ impl Authorize {
             }
         }
         let required = (facts.approvals + 1..=MAX_REQUIRED_APPROVALS).find(|n| {
-            self.policies
+            policies
                 .evaluate_with::<Op>(principal, request, &ApprovalFacts::with_approvals(*n))
                 .allowed
         });
@@ -93,7 +94,7 @@ impl Authorize {
             },
             // Named: the forbids that deny it whatever its approvals, not those approvals would
             // lift (a legal hold, not "writes need an approval").
-            None => Verdict::Deny(self.policies.evaluate_with::<Op>(
+            None => Verdict::Deny(policies.evaluate_with::<Op>(
                 principal,
                 request,
                 &ApprovalFacts::with_approvals(MAX_REQUIRED_APPROVALS),

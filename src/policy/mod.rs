@@ -297,6 +297,12 @@ impl Policies {
         self.shared.current.load().evaluate(principal, input)
     }
 
+    /// The set serving now, held still: every decision asked of it comes from the same set,
+    /// whatever reloads happen meanwhile.
+    pub fn pinned(&self) -> PinnedPolicies {
+        PinnedPolicies(self.shared.current.load_full())
+    }
+
     /// Loads and validates the set in `config.dir` without serving it (`policy validate`).
     pub fn validate_set(config: &PolicyConfig) -> Result<SetSummary, PolicyError> {
         config.validate()?;
@@ -396,6 +402,33 @@ fn with_causes(err: &PolicyError) -> String {
 // The mutex only guards an Option<String>; a poisoned one still holds a usable value.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One policy set, held for a sequence of decisions that must agree with each other (the policy
+/// layer's search for how many approvals a call needs): a reload in between cannot mix two sets.
+#[derive(Clone)]
+pub struct PinnedPolicies(Arc<engine::Snapshot>);
+
+impl std::fmt::Debug for PinnedPolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedPolicies")
+            .field("policies", &self.0.len())
+            .finish()
+    }
+}
+
+impl PinnedPolicies {
+    /// The decision on `request`, given what the approvals store says about it.
+    pub fn evaluate_with<Op: Operation>(
+        &self,
+        principal: &Principal,
+        request: &Op::Request,
+        approvals: &ApprovalFacts,
+    ) -> Decision {
+        self.0
+            .evaluate(principal, &Op::policy_input(request, approvals))
+            .decision
+    }
 }
 
 #[cfg(test)]
