@@ -1133,3 +1133,31 @@ fn every_example_rule_for_disassociate_and_list() {
         }
     }
 }
+
+#[test]
+fn a_pinned_set_keeps_answering_as_it_did_across_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    let reporting = principal(REPORTING);
+    let req = request(SALES, ns(PROVISIONED), None);
+    let none = ApprovalFacts::default();
+    let pinned = policies.pinned();
+    std::fs::write(dir.path().join("lockdown.cedar"), LOCKDOWN).unwrap();
+    policies.reload().unwrap();
+    // The serving set changed; the pinned one did not.
+    assert_eq!(
+        policies.evaluate::<AssociateConsumer>(&reporting, &req),
+        decision(false, &["lockdown"])
+    );
+    assert_eq!(
+        pinned.evaluate_with::<AssociateConsumer>(&reporting, &req, &none),
+        decision(true, &[DATA_PLATFORM])
+    );
+    assert_eq!(
+        policies
+            .pinned()
+            .evaluate_with::<AssociateConsumer>(&reporting, &req, &none),
+        decision(false, &["lockdown"])
+    );
+}
