@@ -217,18 +217,7 @@ pub struct RoleArn {
 impl RoleArn {
     /// Parses an IAM role ARN. IAM is global: the region field is empty.
     pub fn parse(s: &str) -> Result<Self, ArnError> {
-        if s.len() > MAX_ARN_LEN {
-            return Err(ArnError::TooLong);
-        }
-        let mut it = s.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-            it.next(),
-            it.next(),
-            it.next(),
-            it.next(),
-            it.next(),
-            it.next(),
-        ) else {
+        let ["arn", partition, "iam", "", account, resource] = six_fields(s)? else {
             return Err(ArnError::NotARole);
         };
         let partition = Partition::parse(partition)?;
@@ -260,7 +249,9 @@ struct ArnParts<'a> {
     resource: &'a str,
 }
 
-fn split_arn(s: &str) -> Result<ArnParts<'_>, ArnError> {
+/// The six colon-separated fields of an ARN, after the checks every ARN gets; the last (the
+/// resource) may contain further colons.
+fn six_fields(s: &str) -> Result<[&str; 6], ArnError> {
     if s.is_empty() {
         return Err(ArnError::Empty);
     }
@@ -268,14 +259,21 @@ fn split_arn(s: &str) -> Result<ArnParts<'_>, ArnError> {
         return Err(ArnError::TooLong);
     }
     let mut it = s.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+    match [
         it.next(),
         it.next(),
         it.next(),
         it.next(),
         it.next(),
         it.next(),
-    ) else {
+    ] {
+        [Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)] => Ok([a, b, c, d, e, f]),
+        _ => Err(ArnError::NotAnArn),
+    }
+}
+
+fn split_arn(s: &str) -> Result<ArnParts<'_>, ArnError> {
+    let ["arn", partition, service, region, account, resource] = six_fields(s)? else {
         return Err(ArnError::NotAnArn);
     };
     let partition = Partition::parse(partition)?;
