@@ -64,13 +64,13 @@ fn body(i: usize) -> RecordBody {
 }
 
 async fn open(dir: &std::path::Path) -> Result<AuditLog, BenchError> {
-    Ok(AuditLog::open(&AuditConfig::new(dir)).await?)
+    Ok(AuditLog::open(&AuditConfig::new(dir), "test").await?)
 }
 
 async fn open_unsynced(dir: &std::path::Path) -> Result<AuditLog, BenchError> {
     let mut config = AuditConfig::new(dir);
     config.sync = false;
-    Ok(AuditLog::open(&config).await?)
+    Ok(AuditLog::open(&config, "test").await?)
 }
 
 fn print_stats(name: &str, records: usize, elapsed: Duration, stats: &AuditStats) -> f64 {

@@ -357,6 +357,20 @@ impl Config {
         if s.concurrency_limit == 0 {
             return Err("server.concurrency_limit = 0: must be positive".into());
         }
+        // It names the log in checkpoints (`datashare-gateway/<instance>`, a signed note's key
+        // name: no spaces or `+`) and the S3 key prefix of shipped files.
+        if let Some(instance) = &s.instance
+            && (instance.is_empty()
+                || instance.len() > 63
+                || !instance
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
+        {
+            return Err(format!(
+                "server.instance = {instance:?}: must be 1-63 letters, digits, dots, hyphens \
+                 or underscores"
+            ));
+        }
         // A forwarded call must be able to end within the drain, or its outcome is lost to it.
         if s.shutdown_grace_secs.saturating_mul(1000) < self.upstream.operation_timeout_ms {
             return Err(format!(

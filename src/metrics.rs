@@ -111,6 +111,13 @@ pub struct Metrics {
     pub audit_fsyncs: Counter,
     /// Total time spent in audit fsyncs, in seconds.
     pub audit_fsync_seconds: Counter<f64, AtomicU64>,
+    /// Signed audit checkpoints written.
+    pub audit_checkpoints: Counter,
+    /// Bytes of audit files and checkpoints not yet shipped to S3 (the open file included).
+    pub audit_unshipped_bytes: Gauge,
+    /// Age of the oldest audit file or checkpoint not yet shipped, in seconds (0: none).
+    pub audit_oldest_unshipped_seconds: Gauge,
+    audit_ship: Family<ResultLabels, Counter>,
     /// Trace spans dropped: the export queue was full, or their export failed or timed out.
     pub spans_dropped: Counter,
     /// Role sessions in the cache (one per account, role and principal).
@@ -233,6 +240,31 @@ impl Metrics {
             Unit::Seconds,
             audit_fsync_seconds.clone(),
         );
+        let audit_checkpoints = Counter::default();
+        registry.register(
+            "audit_checkpoints",
+            "Signed audit checkpoints written",
+            audit_checkpoints.clone(),
+        );
+        let audit_unshipped_bytes = Gauge::default();
+        registry.register(
+            "audit_unshipped_bytes",
+            "Bytes of audit files and checkpoints not yet shipped to S3 (the open file included); grows while S3 is unreachable",
+            audit_unshipped_bytes.clone(),
+        );
+        let audit_oldest_unshipped_seconds = Gauge::default();
+        registry.register_with_unit(
+            "audit_oldest_unshipped",
+            "Age of the oldest audit file or checkpoint not yet shipped to S3 (0: everything shipped)",
+            Unit::Seconds,
+            audit_oldest_unshipped_seconds.clone(),
+        );
+        let audit_ship = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "audit_ship",
+            "Uploads of audit files and checkpoints to S3 by result: shipped, already_present (a re-upload after a crash found the same bytes), conflict (a different object holds the name: an alarm), error (retried)",
+            audit_ship.clone(),
+        );
         let spans_dropped = Counter::default();
         registry.register(
             "trace_spans_dropped",
@@ -321,6 +353,10 @@ impl Metrics {
             audit_records,
             audit_fsyncs,
             audit_fsync_seconds,
+            audit_checkpoints,
+            audit_unshipped_bytes,
+            audit_oldest_unshipped_seconds,
+            audit_ship,
             spans_dropped,
             sts_sessions_cached,
             sts_assume_role,
@@ -433,6 +469,14 @@ impl Metrics {
                 method,
                 code: format!("{code:?}"),
             })
+            .inc();
+    }
+
+    /// Counts one upload to S3 of an audit file or checkpoint; `result` is `shipped`,
+    /// `already_present`, `conflict` or `error`.
+    pub fn audit_shipped(&self, result: &'static str) {
+        self.audit_ship
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

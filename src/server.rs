@@ -16,7 +16,7 @@ use tower::{ServiceBuilder, ServiceExt};
 
 use crate::approvals::ops::{Approve, Deny, GetApproval, ListApprovals};
 use crate::approvals::{Approvals, ApprovalsService, FindApprovals, SpendApproval};
-use crate::audit::{Audit, AuditLog, Intent};
+use crate::audit::{Audit, AuditLog, Intent, Shipper};
 use crate::call::{
     Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall, ValidationEnv,
 };
@@ -665,6 +665,7 @@ pub struct App {
     gateway: Gateway,
     approvals: Approvals,
     audit: AuditLog,
+    shipper: Option<Shipper>,
     metrics: Arc<Metrics>,
     admin: TcpListener,
     health_listener: Option<TcpListener>,
@@ -685,7 +686,7 @@ pub struct BuildOptions {
 struct ScrapeCounters {
     audit: AuditLog,
     spans_dropped: Arc<std::sync::atomic::AtomicU64>,
-    seen: std::sync::Mutex<(u64, u64, u64, u64)>,
+    seen: std::sync::Mutex<(u64, u64, u64, u64, u64)>,
 }
 
 impl ScrapeSource for ScrapeCounters {
@@ -709,11 +710,15 @@ impl ScrapeSource for ScrapeCounters {
             .audit_fsync_seconds
             .inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
         metrics.spans_dropped.inc_by(dropped.saturating_sub(seen.3));
+        metrics
+            .audit_checkpoints
+            .inc_by(stats.checkpoints.saturating_sub(seen.4));
         *seen = (
             stats.records_written,
             stats.fsyncs,
             stats.fsync_micros_total,
             dropped,
+            stats.checkpoints,
         );
     }
 }
@@ -723,7 +728,21 @@ impl App {
     /// binds the admin and health listeners. Every failure here is a clear error at start.
     pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
         let metrics = Metrics::new();
-        let audit = AuditLog::open(&config.audit).await?;
+        let instance = config.server.instance_name();
+        let audit = AuditLog::open(&config.audit, &instance).await?;
+        let shipper = match &config.audit.ship {
+            Some(ship) => Some(
+                Shipper::start(
+                    ship,
+                    &config.audit.dir,
+                    &instance,
+                    audit.sealed_below(),
+                    metrics.clone(),
+                )
+                .await,
+            ),
+            None => None,
+        };
         let accounts = Arc::new(
             Accounts::load(&config.accounts, config.upstream.own_account().as_ref())
                 .map_err(|e| ServerError::Config(e.to_string()))?,
@@ -770,7 +789,7 @@ impl App {
         metrics.add_source(Arc::new(ScrapeCounters {
             audit: audit.clone(),
             spans_dropped: options.telemetry.dropped_spans(),
-            seen: std::sync::Mutex::new((0, 0, 0, 0)),
+            seen: std::sync::Mutex::new((0, 0, 0, 0, 0)),
         }));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -789,6 +808,7 @@ impl App {
             gateway,
             approvals,
             audit,
+            shipper,
             metrics,
             admin,
             health_listener,
@@ -813,6 +833,7 @@ impl App {
             gateway,
             approvals,
             audit,
+            shipper,
             metrics,
             admin,
             health_listener,
@@ -984,6 +1005,9 @@ impl App {
                 in_flight.drain(Duration::ZERO, &audit).await;
                 let _ = probes_stop.send(true);
                 audit.close().await;
+                if let Some(shipper) = shipper {
+                    shipper.finish(grace).await;
+                }
                 let _ = admin_stop.send(());
                 let _ = admin_task.await;
                 return flatten(done);
@@ -1014,6 +1038,12 @@ impl App {
             .await;
         let _ = probes_stop.send(true);
         audit.close().await;
+        // The writer sealed the open file with a final checkpoint; ship them within what is
+        // left of the grace period (at least a second), else at the next start.
+        if let Some(shipper) = shipper {
+            let left = grace.saturating_sub(drain_started.elapsed());
+            shipper.finish(left.max(Duration::from_secs(1))).await;
+        }
         telemetry.shutdown(Duration::from_secs(2)).await;
         let _ = admin_stop.send(());
         let _ = admin_task.await;

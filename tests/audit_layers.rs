@@ -62,7 +62,7 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
     let mut config = AuditConfig::new(&dir);
     // Every batch starts a new file, so every write needs the directory.
     config.max_file_bytes = 1;
-    let log = AuditLog::open(&config).await.expect("open");
+    let log = AuditLog::open(&config, "test").await.expect("open");
     let mut health = log.health();
     let parts = parts(log.clone());
     let upstream = associate_upstream();
@@ -165,7 +165,7 @@ async fn ten_thousand_concurrent_calls_are_each_recorded_once() {
     let mut config = AuditConfig::new(tmp.path());
     config.max_file_bytes = 1024 * 1024;
     config.queue_capacity = 256;
-    let log = AuditLog::open(&config).await.expect("open");
+    let log = AuditLog::open(&config, "test").await.expect("open");
     let upstream = associate_upstream();
     let stack = build_stack::<AssociateConsumer, _>(&parts(log.clone()), upstream.clone());
     let tasks: Vec<_> = (0..CALLS)

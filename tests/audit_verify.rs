@@ -23,7 +23,7 @@ async fn write_log(dir: &Path, key_file: Option<&Path>, calls: usize) -> Vec<Pat
     let mut config = AuditConfig::new(dir);
     config.max_file_bytes = 3000;
     config.hmac_key_file = key_file.map(Path::to_owned);
-    let log = AuditLog::open(&config).await.expect("open");
+    let log = AuditLog::open(&config, "test").await.expect("open");
     for i in 0..calls {
         let id = format!("req-{i:04}");
         let intent_seq = log
@@ -236,7 +236,7 @@ async fn a_torn_tail_fails_until_a_restart_acknowledges_it() {
 async fn intents_without_an_outcome_are_listed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     write_log(tmp.path(), None, 2).await;
-    let log = AuditLog::open(&AuditConfig::new(tmp.path()))
+    let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
         .await
         .expect("open");
     let seq = log
@@ -392,7 +392,7 @@ async fn a_reader_that_closes_the_pipe_early_gets_no_panic() {
     // Many intents without an outcome: a long report, so the pipe closes while it is written.
     let mut config = AuditConfig::new(&dir);
     config.max_file_bytes = 1024 * 1024;
-    let log = AuditLog::open(&config).await.expect("open");
+    let log = AuditLog::open(&config, "test").await.expect("open");
     for i in 0..5000 {
         log.append(RecordBody::Intent(facts(&format!("open-{i:05}"))))
             .await

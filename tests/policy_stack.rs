@@ -24,7 +24,9 @@ const LOADER: &str = "spiffe://example.internal/ns/data/sa/loader";
 const FRONTEND: &str = "spiffe://example.internal/ns/web/sa/frontend";
 
 async fn audit_log(dir: &std::path::Path) -> AuditLog {
-    AuditLog::open(&AuditConfig::new(dir)).await.expect("audit")
+    AuditLog::open(&AuditConfig::new(dir), "test")
+        .await
+        .expect("audit")
 }
 
 #[tokio::test]

@@ -38,6 +38,82 @@ pub struct AuditConfig {
     /// NOT_SERVING: a hung disk must not hang every call while readiness says all is well.
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
+    /// `[audit.checkpoint]`: signed checkpoints of the chain head. Unset: none are made.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `[audit.ship]`: sealed files and checkpoints copied to S3. Unset: the trail stays local.
+    #[serde(default)]
+    pub ship: Option<ShipConfig>,
+}
+
+/// `[audit.checkpoint]`
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The Ed25519 private key (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` or
+    /// `datashare-gateway audit keygen` writes it).
+    pub signing_key_file: PathBuf,
+    /// A checkpoint after this many records. Default 1000.
+    #[serde(default = "default_interval_records")]
+    pub interval_records: u64,
+    /// A checkpoint at least this often while records are written, in seconds. Default 60.
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: u64,
+}
+
+/// `[audit.ship]`
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipConfig {
+    /// The bucket (created with Object Lock enabled).
+    pub bucket: String,
+    /// Objects go under `<prefix>/<instance>/`. Default empty (under `<instance>/`).
+    #[serde(default)]
+    pub prefix: String,
+    /// The bucket's region.
+    pub region: String,
+    /// Another S3 endpoint (an S3-compatible store, a test server). Unset: AWS's.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), for S3-compatible stores. Default false.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// `COMPLIANCE` (nobody can shorten or remove the retention, root included) or
+    /// `GOVERNANCE` (a principal with `s3:BypassGovernanceRetention` can).
+    pub object_lock_mode: ObjectLockMode,
+    /// How long each object is retained, in days.
+    pub retention_days: u32,
+    /// The open file is sealed (closed, a new one started) and shipped at least this often,
+    /// in seconds, even if it is not full. Default 300.
+    #[serde(default = "default_seal_interval_secs")]
+    pub seal_interval_secs: u64,
+    /// Delete local audit files and checkpoints this many days after they were last written,
+    /// once shipped (never before, and never the newest audit file). Unset: keep them all.
+    #[serde(default)]
+    pub local_retention_days: Option<u32>,
+}
+
+/// The Object Lock mode of shipped objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub enum ObjectLockMode {
+    /// Nobody can shorten or remove the retention.
+    #[serde(rename = "COMPLIANCE")]
+    Compliance,
+    /// A principal with `s3:BypassGovernanceRetention` can.
+    #[serde(rename = "GOVERNANCE")]
+    Governance,
+}
+
+fn default_interval_records() -> u64 {
+    1_000
+}
+
+fn default_interval_secs() -> u64 {
+    60
+}
+
+fn default_seal_interval_secs() -> u64 {
+    300
 }
 
 fn default_write_timeout_ms() -> u64 {
@@ -73,6 +149,8 @@ impl AuditConfig {
             mirror_stdout: false,
             sync: default_sync(),
             write_timeout_ms: default_write_timeout_ms(),
+            checkpoint: None,
+            ship: None,
         }
     }
 
@@ -101,7 +179,81 @@ impl AuditConfig {
         if self.hmac_key_env.as_deref() == Some("") {
             return Err("audit.hmac_key_env = \"\": must name an environment variable".into());
         }
+        if let Some(checkpoint) = &self.checkpoint {
+            if checkpoint.interval_records == 0 {
+                return Err("audit.checkpoint.interval_records = 0: must be at least 1".into());
+            }
+            if checkpoint.interval_secs == 0 {
+                return Err("audit.checkpoint.interval_secs = 0: must be at least 1".into());
+            }
+        }
+        if let Some(ship) = &self.ship {
+            ship.validate(self.checkpoint.is_some())?;
+        }
         Ok(())
+    }
+}
+
+impl ShipConfig {
+    fn validate(&self, checkpoints: bool) -> Result<(), String> {
+        // Bucket names: 3-63 lowercase letters, digits, dots and hyphens.
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !bucket_ok {
+            return Err(format!(
+                "audit.ship.bucket = {:?}: must be an S3 bucket name (3-63 lowercase letters, \
+                 digits, dots and hyphens)",
+                self.bucket
+            ));
+        }
+        if self.prefix.starts_with('/') || self.prefix.contains("//") {
+            return Err(format!(
+                "audit.ship.prefix = {:?}: must not start with / or hold an empty segment",
+                self.prefix
+            ));
+        }
+        if self.region.is_empty() {
+            return Err("audit.ship.region must not be empty".into());
+        }
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "audit.ship.endpoint_url = {url:?}: must start with http:// or https://"
+            ));
+        }
+        if self.retention_days == 0 {
+            return Err("audit.ship.retention_days = 0: must be at least 1".into());
+        }
+        if self.seal_interval_secs == 0 {
+            return Err("audit.ship.seal_interval_secs = 0: must be at least 1".into());
+        }
+        if self.local_retention_days == Some(0) {
+            return Err(
+                "audit.ship.local_retention_days = 0: must be at least 1 (or unset)".into(),
+            );
+        }
+        if !checkpoints {
+            return Err(
+                "audit.ship is set without audit.checkpoint: shipped files without signed \
+                 checkpoints cannot show that none is missing; configure [audit.checkpoint]"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The key prefix of this gateway's objects: `<prefix>/<instance>/` (no leading slash).
+    pub fn key_prefix(&self, instance: &str) -> String {
+        let prefix = self.prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            format!("{instance}/")
+        } else {
+            format!("{prefix}/{instance}/")
+        }
     }
 }
 
@@ -139,5 +291,48 @@ mod tests {
                 .expect_err("both")
                 .contains("hmac_key_file")
         );
+    }
+
+    #[test]
+    fn checkpoint_and_ship_sections_parse_with_defaults_and_name_bad_keys() {
+        let config: AuditConfig = toml::from_str(
+            "dir = \"/a\"\n[checkpoint]\nsigning_key_file = \"/k\"\n\
+             [ship]\nbucket = \"trail\"\nregion = \"eu-west-1\"\n\
+             object_lock_mode = \"COMPLIANCE\"\nretention_days = 365\n",
+        )
+        .expect("parse");
+        let checkpoint = config.checkpoint.as_ref().expect("checkpoint");
+        assert_eq!(
+            (checkpoint.interval_records, checkpoint.interval_secs),
+            (1000, 60)
+        );
+        let ship = config.ship.as_ref().expect("ship");
+        assert_eq!(ship.seal_interval_secs, 300);
+        assert_eq!(ship.object_lock_mode, ObjectLockMode::Compliance);
+        assert_eq!(ship.key_prefix("gw-0"), "gw-0/");
+        assert!(config.validate().is_ok());
+
+        let mut bad = config.clone();
+        bad.checkpoint = None;
+        assert!(
+            bad.validate()
+                .expect_err("no checkpoint")
+                .contains("audit.checkpoint")
+        );
+        let mut bad = config.clone();
+        if let Some(ship) = bad.ship.as_mut() {
+            ship.bucket = "Trail_1".into();
+        }
+        assert!(
+            bad.validate()
+                .expect_err("bucket")
+                .contains("audit.ship.bucket")
+        );
+        let err = toml::from_str::<AuditConfig>(
+            "dir = \"/a\"\n[ship]\nbucket = \"b\"\nregion = \"r\"\n\
+             object_lock_mode = \"LEGAL\"\nretention_days = 1\n",
+        )
+        .expect_err("mode");
+        assert!(err.to_string().contains("COMPLIANCE"), "{err}");
     }
 }

@@ -165,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn records_carry_no_credentials_or_error_causes_and_bound_strings() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let log = AuditLog::open(&AuditConfig::new(tmp.path()))
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
             .await
             .expect("open");
         let failing = tower::service_fn(|call: Call<AssociateConsumer>| async move {

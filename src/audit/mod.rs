@@ -12,20 +12,26 @@
 //!
 //! The schema is documented in `docs/audit.md`.
 
+mod checkpoint;
 mod config;
 mod layer;
 mod record;
+mod ship;
 mod verify;
 mod writer;
 
 use std::path::PathBuf;
 
-pub use config::AuditConfig;
+pub use checkpoint::{
+    CHECKPOINT_DIR, CheckpointKeyError, checkpoint_seq, generate_key_pair, load_verifying_key,
+};
+pub use config::{AuditConfig, CheckpointConfig, ObjectLockMode, ShipConfig};
 pub use layer::{Audit, Intent};
 pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
+pub use ship::{ShipStats, Shipper, read_shipped_checkpoints};
 pub use writer::{AuditError, AuditLog, AuditStats};
 
 /// What `audit verify` found.
@@ -39,17 +45,34 @@ pub enum Verdict {
     Unreadable,
 }
 
+/// Checkpoints to verify a trail against: the public key and the signed notes, as read.
+#[derive(Debug)]
+pub struct Checkpoints {
+    /// The Ed25519 public key they must be signed with.
+    pub public_key: ed25519_dalek::VerifyingKey,
+    /// Where they were read from, for the report (a directory, `s3://...`).
+    pub source: String,
+    /// Each checkpoint: where it was read (a path or `s3://bucket/key`) and its bytes.
+    pub notes: Vec<(String, Vec<u8>)>,
+}
+
 /// Verifies audit files or directories with the key the log was written with (`None`: a plain
-/// SHA-256 chain) and writes the report to `out`. A reader that goes away (a closed pipe, as in
-/// `audit verify DIR | head -1`) stops the report quietly; the verdict stands. Reads and hashes
-/// whole files, so it blocks: call it off the async workers.
+/// SHA-256 chain) and, given `checkpoints`, that every checkpoint is signed with their public key
+/// and finds its record with the same hash (so a trail cut short shows). Writes the report to
+/// `out`. A reader that goes away (a closed pipe, as in `audit verify DIR | head -1`) stops the
+/// report quietly; the verdict stands. Reads and hashes whole files, so it blocks: call it off
+/// the async workers.
 pub fn verify_and_report(
     paths: &[PathBuf],
     key: Option<HmacKey>,
+    checkpoints: Option<&Checkpoints>,
     out: &mut impl std::io::Write,
 ) -> Verdict {
     let chain = record::Chain::new(key);
-    let report = verify::verify(paths, &chain);
+    let report = match checkpoints {
+        None => verify::verify(paths, &chain),
+        Some(checkpoints) => verify_against(paths, &chain, checkpoints),
+    };
     // A report that cannot be written (the reader left) changes nothing about the trail.
     let _ = verify::write_report(out, &report, &chain).and_then(|()| out.flush());
     match &report.failure {
@@ -57,6 +80,53 @@ pub fn verify_and_report(
         Some(failure) if failure.unreadable => Verdict::Unreadable,
         Some(_) => Verdict::Tampered,
     }
+}
+
+fn verify_against(
+    paths: &[PathBuf],
+    chain: &record::Chain,
+    checkpoints: &Checkpoints,
+) -> verify::Report {
+    let failed = |file: &str, problem: String, unreadable: bool| verify::Report {
+        failure: Some(verify::Failure {
+            file: PathBuf::from(file),
+            line: 0,
+            offset: 0,
+            seq: None,
+            problem,
+            unreadable,
+        }),
+        ..verify::Report::default()
+    };
+    if checkpoints.notes.is_empty() {
+        return failed(
+            &checkpoints.source,
+            "no checkpoints (checkpoint-<seq>.txt) found: nothing shows whether the trail was cut \
+             short"
+                .into(),
+            true,
+        );
+    }
+    let mut signed = Vec::with_capacity(checkpoints.notes.len());
+    for (source, bytes) in &checkpoints.notes {
+        match checkpoint::open(bytes, &checkpoints.public_key) {
+            Ok(body) => signed.push(verify::SignedCheckpoint {
+                source: source.clone(),
+                seq: body.seq,
+                head: body.head,
+                origin: body.origin,
+                time: body.time,
+            }),
+            Err(bad) => return failed(source, format!("checkpoint rejected: {bad}"), false),
+        }
+    }
+    let wanted = signed.iter().map(|c| c.seq).collect();
+    let mut report = verify::verify_keeping(paths, chain, &wanted);
+    if report.failure.as_ref().is_some_and(|f| f.unreadable) {
+        return report;
+    }
+    verify::check_checkpoints(&mut report, signed);
+    report
 }
 
 /// What [`verify_paths`] found: the counts `audit verify` prints, and its first failure.

@@ -189,6 +189,32 @@ pub(crate) struct RecoveryNote {
     pub(crate) cause: String,
 }
 
+/// A `checkpoint` record: a signed checkpoint was written (and is shipped with the trail).
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename = "checkpoint")]
+pub(crate) struct CheckpointNote {
+    /// The checkpoint's file, inside the audit directory (`checkpoints/<name>`).
+    pub(crate) checkpoint: String,
+    /// The seq of the last record it covers.
+    pub(crate) covers_seq: u64,
+    /// That record's hash.
+    pub(crate) head: String,
+    /// The log's origin (`datashare-gateway/<instance>`), also the signing key's name.
+    pub(crate) origin: String,
+    /// The signing key's ID (8 hex digits), as in the signature line.
+    pub(crate) key_id: String,
+    /// What made it: `records`, `interval`, `rotation`, `seal` or `shutdown`.
+    pub(crate) reason: &'static str,
+}
+
+/// A record the writer makes itself.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum WriterRecord {
+    Recovery(RecoveryNote),
+    Checkpoint(CheckpointNote),
+}
+
 /// A record body serialised by the caller (so that the writer thread, which must number and
 /// chain records one at a time, only splices and hashes): the members of a JSON object, without
 /// its braces, starting with `"kind"`.

@@ -1,6 +1,6 @@
 //! `audit verify`: checks the chain and the sequence and finds the first bad record.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -66,6 +66,10 @@ pub(crate) struct Report {
     pub(crate) last_seq: u64,
     pub(crate) acknowledged: Vec<Ack>,
     pub(crate) open_intents: Vec<OpenIntent>,
+    /// The hashes of the records at the seqs asked for (those checkpoints cover).
+    pub(crate) heads: HashMap<u64, String>,
+    /// What the checkpoints showed, one line each, printed before the verdict.
+    pub(crate) checkpoint_lines: Vec<String>,
     pub(crate) failure: Option<Failure>,
 }
 
@@ -108,10 +112,18 @@ struct State<'a> {
     expected_seq: u64,
     prev: String,
     intents: BTreeMap<u64, OpenIntent>,
+    /// Seqs whose hash to keep (in `heads`).
+    wanted: &'a HashSet<u64>,
+    heads: HashMap<u64, String>,
 }
 
 /// Verifies the files named by `paths` as one chain starting at seq 1.
 pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
+    verify_keeping(paths, chain, &HashSet::new())
+}
+
+/// [`verify`], keeping the hashes of the records at the `wanted` seqs in the report's `heads`.
+pub(crate) fn verify_keeping(paths: &[PathBuf], chain: &Chain, wanted: &HashSet<u64>) -> Report {
     let mut report = Report::default();
     let files = match collect_files(paths) {
         Ok(files) => files,
@@ -182,6 +194,8 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
         expected_seq: 1,
         prev: GENESIS.to_owned(),
         intents: BTreeMap::new(),
+        wanted,
+        heads: HashMap::new(),
     };
     for path in &files {
         let checked =
@@ -192,7 +206,91 @@ pub(crate) fn verify(paths: &[PathBuf], chain: &Chain) -> Report {
         }
     }
     report.open_intents = state.intents.into_values().collect();
+    report.heads = state.heads;
     report
+}
+
+/// A checkpoint whose signature verified: where it came from and what it says.
+#[derive(Clone, Debug)]
+pub(crate) struct SignedCheckpoint {
+    /// Where it was read (a path, or `s3://bucket/key`).
+    pub(crate) source: String,
+    pub(crate) seq: u64,
+    pub(crate) head: String,
+    pub(crate) origin: String,
+    pub(crate) time: String,
+}
+
+/// Checks the log against checkpoints whose signatures verified: each must find its record
+/// with the same hash. A log that ends before a checkpoint's seq was cut short (records cut off
+/// the end, or its newest file deleted). Adds the findings to the report; the first problem
+/// becomes its failure unless the chain already failed before that record.
+pub(crate) fn check_checkpoints(report: &mut Report, mut checkpoints: Vec<SignedCheckpoint>) {
+    checkpoints.sort_by_key(|c| c.seq);
+    let failure = |c: &SignedCheckpoint, problem: String| Failure {
+        file: PathBuf::from(&c.source),
+        line: 0,
+        offset: 0,
+        seq: Some(c.seq),
+        problem,
+        unreadable: false,
+    };
+    for c in &checkpoints {
+        if c.seq > report.last_seq {
+            if report.failure.is_none() {
+                report.failure = Some(failure(
+                    c,
+                    format!(
+                        "the checkpoint of {} made at {} covers seq {} (head {}), but the log \
+                         ends at seq {}: records {}..{} were cut off the end of the trail or \
+                         their file deleted",
+                        c.origin,
+                        c.time,
+                        c.seq,
+                        c.head,
+                        report.last_seq,
+                        report.last_seq + 1,
+                        c.seq
+                    ),
+                ));
+            }
+            return;
+        }
+        if report.heads.get(&c.seq) != Some(&c.head) {
+            if report.failure.is_none() {
+                report.failure = Some(failure(
+                    c,
+                    format!(
+                        "the checkpoint made at {} says record {} has hash {}, but the log's \
+                         record {} hashes to {}: the trail was rewritten after the checkpoint",
+                        c.time,
+                        c.seq,
+                        c.head,
+                        c.seq,
+                        report.heads.get(&c.seq).map_or("(none)", String::as_str)
+                    ),
+                ));
+            }
+            return;
+        }
+    }
+    if let Some(newest) = checkpoints.last() {
+        let mut line = format!(
+            "checkpoints: {} signed checkpoint(s) verify and match the log; the newest covers \
+             seq 1..{} ({})",
+            checkpoints.len(),
+            newest.seq,
+            newest.source
+        );
+        if report.last_seq > newest.seq {
+            line.push_str(&format!(
+                "; records {}..{} are newer than any checkpoint (not yet covered)",
+                newest.seq + 1,
+                report.last_seq
+            ));
+        }
+        report.checkpoint_lines.push(line);
+    }
 }
 
 fn verify_file(
@@ -350,8 +448,11 @@ fn check_line(
                 ));
             }
         }
-        "call" | "recovery" | "approval" => {}
+        "call" | "recovery" | "approval" | "checkpoint" => {}
         other => return Err((seq, format!("unknown record kind {other:?}"))),
+    }
+    if state.wanted.contains(&raw.seq) {
+        state.heads.insert(raw.seq, split.hash.to_owned());
     }
     state.prev = split.hash.to_owned();
     state.expected_seq += 1;
@@ -396,6 +497,9 @@ pub(crate) fn write_report(
                 intent.file.display()
             )?;
         }
+    }
+    for line in &report.checkpoint_lines {
+        writeln!(out, "{line}")?;
     }
     match &report.failure {
         Some(failure) => {

@@ -15,10 +15,13 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use ed25519_dalek::SigningKey;
+
+use super::checkpoint::{self, CheckpointBody, CheckpointKeyError};
 use super::config::AuditConfig;
 use super::record::{
-    Chain, EncodedBody, GENESIS, HmacKey, KeyError, RawRecord, RecordBody, RecoveryNote,
-    SCHEMA_VERSION, encode_body, rfc3339, split_line,
+    Chain, CheckpointNote, EncodedBody, GENESIS, HmacKey, KeyError, RawRecord, RecordBody,
+    RecoveryNote, SCHEMA_VERSION, WriterRecord, encode_body, rfc3339, split_line,
 };
 
 /// Why the audit log cannot start or cannot make a record durable.
@@ -30,6 +33,23 @@ pub enum AuditError {
     /// The HMAC key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The checkpoint signing key could not be loaded.
+    #[error("audit.checkpoint.signing_key_file: {0}")]
+    CheckpointKey(#[from] CheckpointKeyError),
+    /// A signed checkpoint covers records the log no longer holds: it was cut short.
+    #[error(
+        "{checkpoint} covers seq {covered} but the audit files end at seq {last}: records were \
+         cut off the end of the trail (or its newest file deleted); refusing to continue this \
+         chain (run `audit verify --public-key` and investigate)"
+    )]
+    CutShort {
+        /// The checkpoint file.
+        checkpoint: PathBuf,
+        /// The seq it covers.
+        covered: u64,
+        /// The seq the files end at.
+        last: u64,
+    },
     /// The audit directory could not be made.
     #[error("cannot create the audit directory {path}")]
     CreateDir {
@@ -102,6 +122,10 @@ pub struct AuditStats {
     pub fsync_micros_max: u64,
     /// Batches that failed to become durable.
     pub write_errors: u64,
+    /// Signed checkpoints written.
+    pub checkpoints: u64,
+    /// Checkpoints that could not be written.
+    pub checkpoint_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +140,8 @@ struct Counters {
     fsync_micros_total: AtomicU64,
     fsync_micros_max: AtomicU64,
     write_errors: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_errors: AtomicU64,
 }
 
 /// The instant the writer's `busy_since_ms` counts from.
@@ -157,6 +183,8 @@ enum Msg {
     },
     /// While unhealthy: try to write (a new file, pending recovery records) without a call.
     Probe,
+    /// Once a second while checkpoints or sealing are configured: time-based work.
+    Tick,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -170,20 +198,36 @@ const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     health: watch::Receiver<bool>,
+    sealed_below: watch::Receiver<u64>,
     counters: Arc<Counters>,
     write_timeout: std::time::Duration,
 }
 
 impl AuditLog {
     /// Makes the directory (0700), continues the chain found there (writing a `recovery` record
-    /// for a torn tail) and starts the writer. Fails when any of that fails.
+    /// for a torn tail) and starts the writer. Fails when any of that fails. `instance` names
+    /// the log in its checkpoints (`datashare-gateway/<instance>`).
     #[tracing::instrument(skip(config), fields(dir = %config.dir.display()))]
-    pub async fn open(config: &AuditConfig) -> Result<AuditLog, AuditError> {
+    pub async fn open(config: &AuditConfig, instance: &str) -> Result<AuditLog, AuditError> {
         config.validate().map_err(AuditError::Config)?;
         let key = HmacKey::load(
             config.hmac_key_file.as_deref(),
             config.hmac_key_env.as_deref(),
         )?;
+        let checkpointer = match &config.checkpoint {
+            Some(c) => Some(Checkpointer {
+                key: checkpoint::load_signing_key(&c.signing_key_file)?,
+                origin: checkpoint::origin(instance),
+                every_records: c.interval_records,
+                every: std::time::Duration::from_secs(c.interval_secs),
+                covered: checkpoint::newest_seq(&config.dir),
+                quiet_through: 0,
+                last_at: Instant::now(),
+            }),
+            None => None,
+        };
+        let (sealed_tx, sealed_below) = watch::channel(0);
+        let timed_work = config.checkpoint.is_some() || config.ship.is_some();
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (health_tx, health) = watch::channel(true);
         let health_tx = Arc::new(health_tx);
@@ -196,7 +240,14 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                match Writer::start(&config, key, health_tx, thread_counters) {
+                match Writer::start(
+                    &config,
+                    key,
+                    checkpointer,
+                    sealed_tx,
+                    health_tx,
+                    thread_counters,
+                ) {
                     Ok(writer) => {
                         // The receiver only goes away if `open` was cancelled; the writer then
                         // stops when the queue's senders are dropped.
@@ -211,6 +262,9 @@ impl AuditLog {
             .map_err(AuditError::Spawn)?;
         ready_rx.await.map_err(|_| AuditError::Closed)??;
         tokio::spawn(probe_while_unhealthy(tx.downgrade(), health.clone()));
+        if timed_work {
+            tokio::spawn(tick(tx.downgrade()));
+        }
         tokio::spawn(watch_for_a_stuck_writer(
             tx.downgrade(),
             Arc::clone(&counters),
@@ -220,6 +274,7 @@ impl AuditLog {
         Ok(AuditLog {
             tx,
             health,
+            sealed_below,
             counters,
             write_timeout,
         })
@@ -258,6 +313,12 @@ impl AuditLog {
         self.health.clone()
     }
 
+    /// Every audit file numbered below this is sealed: complete, never written again (the
+    /// shipper's cue). `u64::MAX` once the writer has stopped.
+    pub fn sealed_below(&self) -> watch::Receiver<u64> {
+        self.sealed_below.clone()
+    }
+
     /// The writer's counters and the queue depth, for metrics.
     pub fn stats(&self) -> AuditStats {
         let c = &self.counters;
@@ -269,6 +330,8 @@ impl AuditLog {
             fsync_micros_total: c.fsync_micros_total.load(Ordering::Relaxed),
             fsync_micros_max: c.fsync_micros_max.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            checkpoint_errors: c.checkpoint_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -296,6 +359,21 @@ async fn probe_while_unhealthy(tx: mpsc::WeakSender<Msg>, mut health: watch::Rec
         };
         // A full queue holds records, and writing them is a retry too.
         let _ = tx.try_send(Msg::Probe);
+    }
+}
+
+/// Sends the writer a [`Msg::Tick`] every second, for checkpoints and seals due by time. Holds
+/// only a weak sender, so it never keeps the writer alive; ends with it.
+async fn tick(tx: mpsc::WeakSender<Msg>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(tx) = tx.upgrade() else {
+            return;
+        };
+        // A full queue means the writer is busy writing, and it checks after every batch.
+        let _ = tx.try_send(Msg::Tick);
     }
 }
 
@@ -373,8 +451,33 @@ pub(crate) fn complete_lines(bytes: &[u8]) -> Vec<(usize, usize)> {
 struct Segment {
     file: File,
     name: String,
+    number: u64,
     /// Bytes known durable (or at least written) in the file.
     len: u64,
+    opened: Instant,
+}
+
+/// Signs checkpoints of the chain head.
+struct Checkpointer {
+    key: SigningKey,
+    origin: String,
+    every_records: u64,
+    every: std::time::Duration,
+    /// The seq the newest checkpoint covers.
+    covered: u64,
+    /// The seq of the newest checkpoint's own record, which needs no checkpoint of its own.
+    quiet_through: u64,
+    last_at: Instant,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Checkpointer")
+            .field("origin", &self.origin)
+            .field("covered", &self.covered)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -387,10 +490,16 @@ struct Writer {
     mirror_stdout: bool,
     next_seq: u64,
     prev: String,
+    /// The seq and hash of the last durable record.
+    durable: (u64, String),
     segment: Option<Segment>,
     next_segment: u64,
-    /// Torn bytes not yet acknowledged by a durable `recovery` record.
-    pending: Vec<RecoveryNote>,
+    /// Records of the writer's own not yet durable: `recovery` (torn bytes) and `checkpoint`.
+    pending: Vec<WriterRecord>,
+    checkpointer: Option<Checkpointer>,
+    /// Seal the open file once it is this old (`audit.ship.seal_interval_secs`).
+    seal_every: Option<std::time::Duration>,
+    sealed_below: watch::Sender<u64>,
     health: Arc<watch::Sender<bool>>,
     counters: Arc<Counters>,
     /// Test hooks: stall or fail writes.
@@ -488,6 +597,8 @@ impl Writer {
     fn start(
         config: &AuditConfig,
         key: Option<HmacKey>,
+        checkpointer: Option<Checkpointer>,
+        sealed_below: watch::Sender<u64>,
         health: Arc<watch::Sender<bool>>,
         counters: Arc<Counters>,
     ) -> Result<Writer, AuditError> {
@@ -502,6 +613,17 @@ impl Writer {
         })?;
         let chain = Chain::new(key);
         let recovered = recover(&dir, &segments, &chain)?;
+        if let Some(c) = &checkpointer
+            && c.covered > recovered.last_seq
+        {
+            return Err(AuditError::CutShort {
+                checkpoint: dir
+                    .join(checkpoint::CHECKPOINT_DIR)
+                    .join(checkpoint::checkpoint_name(c.covered)),
+                covered: c.covered,
+                last: recovered.last_seq,
+            });
+        }
         for note in &recovered.torn {
             tracing::warn!(
                 file = %note.file,
@@ -518,10 +640,21 @@ impl Writer {
             sync: config.sync,
             mirror_stdout: config.mirror_stdout,
             next_seq: recovered.last_seq + 1,
+            durable: (recovered.last_seq, recovered.last_hash.clone()),
             prev: recovered.last_hash,
             segment: None,
             next_segment: segments.last().map_or(1, |(n, _)| n + 1),
-            pending: recovered.torn,
+            pending: recovered
+                .torn
+                .into_iter()
+                .map(WriterRecord::Recovery)
+                .collect(),
+            checkpointer,
+            seal_every: config
+                .ship
+                .as_ref()
+                .map(|ship| std::time::Duration::from_secs(ship.seal_interval_secs)),
+            sealed_below,
             health,
             counters,
             #[cfg(test)]
@@ -536,6 +669,7 @@ impl Writer {
                 source,
             })?;
         writer.segment = Some(segment);
+        writer.mark_sealed();
         if !writer.pending.is_empty() {
             writer.commit(Vec::new()).map_err(AuditError::Write)?;
         }
@@ -554,6 +688,7 @@ impl Writer {
                     Msg::Append { withdrawn, .. } if withdrawn.load(Ordering::Relaxed) => {}
                     Msg::Append { body, reply, .. } => batch.push((body, reply)),
                     Msg::Probe => probe = true,
+                    Msg::Tick => {}
                     Msg::Shutdown(done) => {
                         // Refuse new records; those already queued are still written below.
                         rx.close();
@@ -568,7 +703,11 @@ impl Writer {
                 // Failures are answered to each waiter inside `commit`.
                 let _ = self.commit(batch);
             }
+            self.checkpoint_or_seal_if_due();
         }
+        // Stopped: seal the open file with a final checkpoint, for the shipper's last pass.
+        self.seal("shutdown");
+        self.sealed_below.send_replace(u64::MAX);
         for done in stoppers {
             let _ = done.send(());
         }
@@ -581,6 +720,7 @@ impl Writer {
         let ts = rfc3339(SystemTime::now());
         let (seq0, prev0) = (self.next_seq, self.prev.clone());
         let notes = std::mem::take(&mut self.pending);
+        let last_durable = self.durable.clone();
         let mut buf = Vec::with_capacity(256 + batch.len() * 1024);
         let mut outcome = Ok(());
         for note in &notes {
@@ -604,6 +744,7 @@ impl Writer {
         }
         match outcome {
             Ok(()) => {
+                self.durable = (self.next_seq - 1, self.prev.clone());
                 let written = (notes.len() + waiters.len()) as u64;
                 self.counters
                     .records_written
@@ -630,6 +771,7 @@ impl Writer {
                 let err = Arc::new(err);
                 self.next_seq = seq0;
                 self.prev = prev0;
+                self.durable = last_durable;
                 let mut restored = notes;
                 restored.append(&mut self.pending);
                 self.pending = restored;
@@ -661,8 +803,14 @@ impl Writer {
             Some(s) => s.len > 0 && s.len + buf.len() as u64 > self.max_file_bytes,
         };
         if rotate {
-            self.segment = None;
+            // The full file is sealed with a checkpoint of its last record; the checkpoint's own
+            // record goes out with the next batch.
+            if self.segment.take().is_some() {
+                self.checkpoint("rotation");
+            }
+            self.mark_sealed();
             self.segment = Some(self.open_segment()?);
+            self.mark_sealed();
         }
         let Some(segment) = self.segment.as_mut() else {
             return Err(io::Error::other("no audit file is open"));
@@ -720,13 +868,14 @@ impl Writer {
             self.segment = Some(segment);
             return;
         }
+        self.mark_sealed();
         if on_disk > segment.len {
-            self.pending.push(RecoveryNote {
+            self.pending.push(WriterRecord::Recovery(RecoveryNote {
                 file: segment.name,
                 offset: segment.len,
                 length: on_disk - segment.len,
                 cause: format!("write failed: {err}"),
-            });
+            }));
         }
     }
 
@@ -739,12 +888,130 @@ impl Writer {
             .create_new(true)
             .mode(0o600)
             .open(self.dir.join(&name))?;
+        let number = self.next_segment;
         self.next_segment += 1;
         if self.sync {
             // The new name must survive a crash along with the records in it.
             File::open(&self.dir)?.sync_all()?;
         }
-        Ok(Segment { file, name, len: 0 })
+        Ok(Segment {
+            file,
+            name,
+            number,
+            len: 0,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Publishes which files are sealed: all below the open one (all so far, if none is open).
+    fn mark_sealed(&self) {
+        let below = self
+            .segment
+            .as_ref()
+            .map_or(self.next_segment, |s| s.number);
+        self.sealed_below.send_if_modified(|old| {
+            let changed = *old != below;
+            *old = below;
+            changed
+        });
+    }
+
+    /// After each batch and each tick: a checkpoint when `interval_records` records or
+    /// `interval_secs` have passed since the last, and a seal when the open file is older than
+    /// `seal_interval_secs`.
+    fn checkpoint_or_seal_if_due(&mut self) {
+        if let (Some(every), Some(segment)) = (self.seal_every, &self.segment)
+            && segment.len > 0
+            && segment.opened.elapsed() >= every
+        {
+            self.seal("seal");
+            return;
+        }
+        let durable = self.durable.0;
+        let reason = match &self.checkpointer {
+            Some(c) => {
+                let uncovered = durable.saturating_sub(c.covered.max(c.quiet_through));
+                if uncovered >= c.every_records {
+                    Some("records")
+                } else if uncovered > 0 && c.last_at.elapsed() >= c.every {
+                    Some("interval")
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        if let Some(reason) = reason {
+            self.checkpoint(reason);
+            self.write_own_records();
+        }
+    }
+
+    /// Seals the open file: a checkpoint of its last record, that checkpoint's record, and the
+    /// next record goes to a new file.
+    fn seal(&mut self, reason: &'static str) {
+        if self.segment.as_ref().is_none_or(|s| s.len == 0) {
+            return;
+        }
+        self.checkpoint(reason);
+        self.write_own_records();
+        if self.segment.take().is_some() {
+            self.mark_sealed();
+        }
+    }
+
+    /// Makes the writer's own pending records durable now (without a call's batch).
+    fn write_own_records(&mut self) {
+        if !self.pending.is_empty() && self.commit(Vec::new()).is_ok() {
+            if let Some(c) = self.checkpointer.as_mut() {
+                c.quiet_through = self.durable.0;
+            }
+        }
+    }
+
+    /// Signs a checkpoint of the last durable record, writes it durably under `checkpoints/`
+    /// and queues its `checkpoint` record. A failure is logged and counted, and retried at the
+    /// next interval: the records themselves are already durable.
+    fn checkpoint(&mut self, reason: &'static str) {
+        let Some(c) = self.checkpointer.as_mut() else {
+            return;
+        };
+        let (seq, head) = self.durable.clone();
+        if seq == 0 || seq <= c.covered {
+            return;
+        }
+        c.last_at = Instant::now();
+        let body = CheckpointBody {
+            origin: c.origin.clone(),
+            seq,
+            head: head.clone(),
+            time: rfc3339(SystemTime::now()),
+        };
+        let note = checkpoint::sign(&body, &c.key);
+        match checkpoint::write_durable(&self.dir, seq, &note) {
+            Ok(file) => {
+                c.covered = seq;
+                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.pending.push(WriterRecord::Checkpoint(CheckpointNote {
+                    checkpoint: file,
+                    covers_seq: seq,
+                    head,
+                    origin: c.origin.clone(),
+                    key_id: checkpoint::key_id_hex(&c.origin, &c.key.verifying_key()),
+                    reason,
+                }));
+            }
+            Err(err) => {
+                self.counters
+                    .checkpoint_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    error = %err,
+                    seq,
+                    "audit: cannot write a checkpoint; retried at the next interval"
+                );
+            }
+        }
     }
 }
 
@@ -840,7 +1107,7 @@ mod tests {
     async fn a_full_disk_is_retried_in_the_same_file_not_a_new_one_each_time() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = AuditConfig::new(tmp.path());
-        let log = AuditLog::open(&config).await.expect("open");
+        let log = AuditLog::open(&config, "test").await.expect("open");
         let faults = test_faults::for_dir(tmp.path());
         faults.full_disk.store(5, Ordering::Relaxed);
         for i in 0..5 {
@@ -863,7 +1130,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut config = AuditConfig::new(tmp.path());
         config.write_timeout_ms = 200;
-        let log = AuditLog::open(&config).await.expect("open");
+        let log = AuditLog::open(&config, "test").await.expect("open");
         let mut health = log.health();
         let faults = test_faults::for_dir(tmp.path());
         faults.stall(true);
@@ -917,7 +1184,7 @@ mod tests {
                 .join(if key.is_some() { "keyed" } else { "plain" });
             let mut config = AuditConfig::new(&dir);
             config.hmac_key_file = key.clone();
-            let log = AuditLog::open(&config).await.expect("open");
+            let log = AuditLog::open(&config, "test").await.expect("open");
             for i in 0..5 {
                 assert_eq!(
                     log.append(intent(&format!("r{i}"))).await.expect("append"),
@@ -941,7 +1208,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut config = AuditConfig::new(tmp.path());
         config.max_file_bytes = 2000;
-        let log = AuditLog::open(&config).await.expect("open");
+        let log = AuditLog::open(&config, "test").await.expect("open");
         for i in 0..30 {
             log.append(intent(&format!("r{i}"))).await.expect("append");
         }
@@ -957,12 +1224,12 @@ mod tests {
     async fn a_restart_continues_the_sequence_and_chain() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = AuditConfig::new(tmp.path());
-        let log = AuditLog::open(&config).await.expect("open");
+        let log = AuditLog::open(&config, "test").await.expect("open");
         for i in 0..3 {
             log.append(intent(&format!("r{i}"))).await.expect("append");
         }
         log.close().await;
-        let log = AuditLog::open(&config).await.expect("reopen");
+        let log = AuditLog::open(&config, "test").await.expect("reopen");
         assert_eq!(log.append(intent("after")).await.expect("append"), 4);
         log.close().await;
         let report = verify(&[tmp.path().to_owned()], &Chain::default());
@@ -974,7 +1241,7 @@ mod tests {
     async fn a_torn_tail_is_kept_acknowledged_and_the_chain_continues() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = AuditConfig::new(tmp.path());
-        let log = AuditLog::open(&config).await.expect("open");
+        let log = AuditLog::open(&config, "test").await.expect("open");
         for i in 0..3 {
             log.append(intent(&format!("r{i}"))).await.expect("append");
         }
@@ -990,7 +1257,7 @@ mod tests {
         let before = verify(&[tmp.path().to_owned()], &Chain::default());
         assert!(before.failure.is_some());
 
-        let log = AuditLog::open(&config).await.expect("reopen");
+        let log = AuditLog::open(&config, "test").await.expect("reopen");
         assert_eq!(log.append(intent("after")).await.expect("append"), 5);
         log.close().await;
 
@@ -1018,7 +1285,9 @@ mod tests {
     async fn files_are_0600_and_the_directory_0700() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("nested").join("audit");
-        let log = AuditLog::open(&AuditConfig::new(&dir)).await.expect("open");
+        let log = AuditLog::open(&AuditConfig::new(&dir), "test")
+            .await
+            .expect("open");
         log.append(intent("r")).await.expect("append");
         log.close().await;
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
@@ -1034,7 +1303,7 @@ mod tests {
         let blocker = tmp.path().join("regular-file");
         std::fs::write(&blocker, "x").expect("write");
         let dir = blocker.join("audit");
-        let err = AuditLog::open(&AuditConfig::new(&dir))
+        let err = AuditLog::open(&AuditConfig::new(&dir), "test")
             .await
             .expect_err("a directory under a file");
         assert!(
@@ -1047,7 +1316,9 @@ mod tests {
     async fn a_record_written_to_a_deleted_file_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("audit");
-        let log = AuditLog::open(&AuditConfig::new(&dir)).await.expect("open");
+        let log = AuditLog::open(&AuditConfig::new(&dir), "test")
+            .await
+            .expect("open");
         log.append(intent("before")).await.expect("append");
         std::fs::remove_dir_all(&dir).expect("delete the directory");
         assert!(matches!(
@@ -1067,7 +1338,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_share_fsyncs() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let log = AuditLog::open(&AuditConfig::new(tmp.path()))
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
             .await
             .expect("open");
         let tasks: Vec<_> = (0..2000)
@@ -1095,7 +1366,7 @@ mod tests {
         let mut config = AuditConfig::new(tmp.path());
         config.queue_capacity = 1;
         config.max_batch = 1;
-        let log = AuditLog::open(&config).await.expect("open");
+        let log = AuditLog::open(&config, "test").await.expect("open");
         let tasks: Vec<_> = (0..300)
             .map(|i| {
                 let log = log.clone();
@@ -1120,7 +1391,7 @@ mod tests {
     #[tokio::test]
     async fn close_flushes_what_was_queued_then_refuses() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let log = AuditLog::open(&AuditConfig::new(tmp.path()))
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
             .await
             .expect("open");
         let other = log.clone();

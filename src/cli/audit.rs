@@ -1,9 +1,9 @@
-//! `datashare-gateway audit verify`.
+//! `datashare-gateway audit verify` and `audit keygen`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::audit::{HmacKey, Verdict};
+use crate::audit::{Checkpoints, HmacKey, Verdict};
 use crate::cli::CliError;
 
 /// The exit status of `audit verify` when it could not verify at all (bad arguments, an
@@ -14,8 +14,10 @@ const USAGE_OR_IO: u8 = 2;
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// Verify the hash chain and the sequence of audit files; report the first bad record and
-    /// the intents without an outcome. Exit status: 0 everything verifies, 1 tampering found
-    /// (the report names the record), 2 usage or I/O error (nothing could be verified).
+    /// the intents without an outcome. With --public-key, also verify the signed checkpoints and
+    /// that the log holds every record they cover (a trail cut short, or its newest file
+    /// deleted, is found). Exit status: 0 everything verifies, 1 tampering found (the report
+    /// names the record or the checkpoint), 2 usage or I/O error (nothing could be verified).
     Verify {
         /// Audit files, or directories of audit files (`audit-<number>.jsonl`).
         #[arg(required = true)]
@@ -26,16 +28,58 @@ pub enum AuditCommand {
         /// Environment variable holding the HMAC key the log was written with.
         #[arg(long)]
         hmac_key_env: Option<String>,
+        /// The checkpoint signing key's public half (PEM, as `openssl pkey -pubout` or
+        /// `audit keygen` writes it).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Where to read the checkpoints: a directory, or `s3://bucket/prefix/` (the shipped
+        /// ones). Default: the `checkpoints/` directory beside the audit files.
+        #[arg(long, requires = "public_key")]
+        checkpoints: Option<String>,
+        /// An S3-compatible endpoint for `--checkpoints s3://...`; credentials and region come
+        /// from the default AWS chain (region us-east-1 if none).
+        #[arg(long, requires = "checkpoints")]
+        s3_endpoint_url: Option<String>,
+        /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible stores.
+        #[arg(long, requires = "checkpoints")]
+        s3_force_path_style: bool,
+    },
+    /// Make an Ed25519 key pair for signing checkpoints: the private key in FILE (PKCS#8 PEM,
+    /// mode 0600; an existing file is never overwritten) and the public key in FILE.pub (PEM),
+    /// for auditors.
+    Keygen {
+        /// The private key's file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
 /// Runs an `audit` subcommand.
 pub(super) async fn run_command(cmd: AuditCommand) -> Result<ExitCode, CliError> {
     match cmd {
+        AuditCommand::Keygen { out } => match crate::audit::generate_key_pair(&out) {
+            Ok(public) => {
+                println!(
+                    "private key: {} (keep it secret: a Kubernetes Secret)\npublic key: {} \
+                     (give it to auditors)",
+                    out.display(),
+                    public.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                Ok(ExitCode::from(USAGE_OR_IO))
+            }
+        },
         AuditCommand::Verify {
             paths,
             hmac_key_file,
             hmac_key_env,
+            public_key,
+            checkpoints,
+            s3_endpoint_url,
+            s3_force_path_style,
         } => {
             let key = match HmacKey::load(hmac_key_file.as_deref(), hmac_key_env.as_deref()) {
                 Ok(key) => key,
@@ -44,9 +88,31 @@ pub(super) async fn run_command(cmd: AuditCommand) -> Result<ExitCode, CliError>
                     return Ok(ExitCode::from(USAGE_OR_IO));
                 }
             };
+            let checkpoints = match public_key {
+                None => None,
+                Some(public_key) => {
+                    let source = CheckpointSource {
+                        spec: checkpoints,
+                        s3_endpoint_url,
+                        s3_force_path_style,
+                    };
+                    match read_checkpoints(&public_key, &source, &paths).await {
+                        Ok(checkpoints) => Some(checkpoints),
+                        Err(err) => {
+                            eprintln!("error: {err}");
+                            return Ok(ExitCode::from(USAGE_OR_IO));
+                        }
+                    }
+                }
+            };
             // Reading and hashing whole files blocks; keep it off the async workers.
             let verdict = tokio::task::spawn_blocking(move || {
-                crate::audit::verify_and_report(&paths, key, &mut std::io::stdout().lock())
+                crate::audit::verify_and_report(
+                    &paths,
+                    key,
+                    checkpoints.as_ref(),
+                    &mut std::io::stdout().lock(),
+                )
             })
             .await?;
             Ok(match verdict {
@@ -56,4 +122,85 @@ pub(super) async fn run_command(cmd: AuditCommand) -> Result<ExitCode, CliError>
             })
         }
     }
+}
+
+/// Where `--checkpoints` points.
+#[derive(Debug)]
+struct CheckpointSource {
+    spec: Option<String>,
+    s3_endpoint_url: Option<String>,
+    s3_force_path_style: bool,
+}
+
+async fn read_checkpoints(
+    public_key: &Path,
+    source: &CheckpointSource,
+    paths: &[PathBuf],
+) -> Result<Checkpoints, CliError> {
+    let public_key = crate::audit::load_verifying_key(public_key)?;
+    let (source_name, notes) = match source.spec.as_deref() {
+        Some(url) if url.starts_with("s3://") => {
+            let notes = crate::audit::read_shipped_checkpoints(
+                url,
+                source.s3_endpoint_url.as_deref(),
+                source.s3_force_path_style,
+            )
+            .await?;
+            (url.to_owned(), notes)
+        }
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            (dir.display().to_string(), read_checkpoint_dir(&dir)?)
+        }
+        None => {
+            // Beside the audit files: DIR/checkpoints for each directory (or file's directory).
+            let mut dirs: Vec<PathBuf> = paths
+                .iter()
+                .map(|p| {
+                    let dir = if p.is_dir() {
+                        p.clone()
+                    } else {
+                        p.parent().map(Path::to_owned).unwrap_or_default()
+                    };
+                    dir.join(crate::audit::CHECKPOINT_DIR)
+                })
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            let mut notes = Vec::new();
+            for dir in &dirs {
+                if dir.is_dir() {
+                    notes.extend(read_checkpoint_dir(dir)?);
+                }
+            }
+            let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            (names.join(", "), notes)
+        }
+    };
+    Ok(Checkpoints {
+        public_key,
+        source: source_name,
+        notes,
+    })
+}
+
+/// The checkpoints (`checkpoint-<seq>.txt`) of a directory, with their paths.
+fn read_checkpoint_dir(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, CliError> {
+    let mut notes = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|err| format!("cannot list {}: {err}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let is_checkpoint = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(crate::audit::checkpoint_seq)
+            .is_some();
+        if is_checkpoint {
+            let bytes = std::fs::read(&path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            notes.push((path.display().to_string(), bytes));
+        }
+    }
+    Ok(notes)
 }

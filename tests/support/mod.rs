@@ -13,4 +13,5 @@ pub mod gateway;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;
+pub mod s3;
 pub mod stack;
