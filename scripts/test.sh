@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, the Rust tests (unit, integration,
-# end to end through the emulator), the Python tests (boto3 against the emulator; grpcio and
+# end to end through the emulator and, for audit shipping, moto's S3 server), the Python tests (boto3 against the emulator; grpcio and
 # grpcurl against the gateway; the Kubernetes manifests), buf lint, hadolint and checkov. It
 # installs the Python and Node tools it needs into the checkout (.venv/, .venv-checkov/,
 # tools/node_modules/); Rust and Python 3 must be on PATH, and Debian's postgresql package
@@ -28,6 +28,11 @@ python3 -m venv .venv
 # checkov pins its own boto3: a venv of its own.
 python3 -m venv .venv-checkov
 .venv-checkov/bin/pip install --quiet --disable-pip-version-check -r tools/checkov-requirements.txt
+
+# The S3 shipping tests start moto's server (an S3-protocol server) on a free port each, and read
+# the shipped objects back with boto3.
+export DATASHARE_GATEWAY_TEST_MOTO="$PWD/.venv/bin/moto_server"
+export DATASHARE_GATEWAY_TEST_PYTHON="$PWD/.venv/bin/python"
 
 step "installing buf and the cert-manager and Prometheus Operator schemas into tools/node_modules"
 (cd tools && npm ci --no-audit --no-fund --loglevel=error)

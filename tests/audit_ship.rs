@@ -196,8 +196,7 @@ fn newest_audit_file(dir: &Path) -> PathBuf {
     local_objects(dir)
         .into_iter()
         .map(|(_, p)| p)
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .next_back()
+        .rfind(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .expect("an audit file")
 }
 

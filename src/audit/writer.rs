@@ -962,10 +962,11 @@ impl Writer {
 
     /// Makes the writer's own pending records durable now (without a call's batch).
     fn write_own_records(&mut self) {
-        if !self.pending.is_empty() && self.commit(Vec::new()).is_ok() {
-            if let Some(c) = self.checkpointer.as_mut() {
-                c.quiet_through = self.durable.0;
-            }
+        if !self.pending.is_empty()
+            && self.commit(Vec::new()).is_ok()
+            && let Some(c) = self.checkpointer.as_mut()
+        {
+            c.quiet_through = self.durable.0;
         }
     }
 
@@ -1218,6 +1219,87 @@ mod tests {
         let report = verify(&[tmp.path().to_owned()], &Chain::default());
         assert!(report.failure.is_none(), "{report:?}");
         assert_eq!(report.records, 30);
+    }
+
+    #[tokio::test]
+    async fn checkpoints_come_every_n_records_and_are_recorded_in_the_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key_file = tmp.path().join("checkpoint.key");
+        checkpoint::generate_key_pair(&key_file).expect("keygen");
+        let dir = tmp.path().join("audit");
+        let mut config = AuditConfig::new(&dir);
+        config.checkpoint = Some(crate::audit::CheckpointConfig {
+            signing_key_file: key_file.clone(),
+            interval_records: 5,
+            interval_secs: 3600,
+        });
+        let log = AuditLog::open(&config, "gw-a").await.expect("open");
+        for i in 0..12 {
+            log.append(intent(&format!("r{i}"))).await.expect("append");
+        }
+        log.close().await;
+        let lines = lines_of(&dir);
+        let checkpoints: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["kind"] == "checkpoint").collect();
+        // Every 5 records (its own record not counted), then one at shutdown.
+        let covered: Vec<u64> = checkpoints
+            .iter()
+            .map(|c| c["covers_seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(covered, [5, 11, 14], "{checkpoints:?}");
+        assert!(
+            checkpoints
+                .iter()
+                .all(|c| c["origin"] == "datashare-gateway/gw-a")
+        );
+        let public = load_verifying(&key_file);
+        for c in &checkpoints {
+            let note = std::fs::read(dir.join(c["checkpoint"].as_str().expect("path")))
+                .expect("checkpoint file");
+            let body = checkpoint::open(&note, &public).expect("signed");
+            assert_eq!(serde_json::json!(body.head), c["head"]);
+            let record = &lines[usize::try_from(body.seq).expect("seq") - 1];
+            assert_eq!(record["hash"], c["head"], "the head is that record's hash");
+        }
+        let report = verify(std::slice::from_ref(&dir), &Chain::default());
+        assert!(report.failure.is_none(), "{report:?}");
+    }
+
+    fn load_verifying(private: &Path) -> ed25519_dalek::VerifyingKey {
+        checkpoint::load_verifying_key(&PathBuf::from(format!("{}.pub", private.display())))
+            .expect("public key")
+    }
+
+    #[tokio::test]
+    async fn a_trail_cut_short_is_refused_at_start_naming_the_checkpoint() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key_file = tmp.path().join("checkpoint.key");
+        checkpoint::generate_key_pair(&key_file).expect("keygen");
+        let dir = tmp.path().join("audit");
+        let mut config = AuditConfig::new(&dir);
+        config.checkpoint = Some(crate::audit::CheckpointConfig {
+            signing_key_file: key_file,
+            interval_records: 1000,
+            interval_secs: 3600,
+        });
+        let log = AuditLog::open(&config, "gw-a").await.expect("open");
+        for i in 0..4 {
+            log.append(intent(&format!("r{i}"))).await.expect("append");
+        }
+        log.close().await;
+        // The shutdown checkpoint covers seq 4; cut records 3.. off.
+        let (_, file) = list_segments(&dir).expect("list").pop().expect("a file");
+        let text = std::fs::read_to_string(&file).expect("read");
+        let kept: Vec<&str> = text.lines().take(2).collect();
+        std::fs::write(&file, format!("{}\n", kept.join("\n"))).expect("cut");
+        let err = AuditLog::open(&config, "gw-a")
+            .await
+            .expect_err("cut short");
+        let text = err.to_string();
+        assert!(
+            text.contains("checkpoint-00000000000000000004.txt") && text.contains("end at seq 2"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
