@@ -14,17 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ObjectLockMode as S3LockMode;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::checkpoint::{CHECKPOINT_DIR, checkpoint_seq};
-use super::config::{ObjectLockMode, ShipConfig};
+use super::config::ShipConfig;
 use super::writer::list_segments;
 use crate::metrics::Metrics;
+use crate::upstream::{Archive, ArchiveError, ArchiveLocation, Stored};
 
 /// Where shipped files are marked, inside the audit directory.
 const MARKS: &str = ".shipped";
@@ -63,7 +59,7 @@ struct Item {
 
 #[derive(Debug)]
 struct Run {
-    client: aws_sdk_s3::Client,
+    archive: Archive,
     config: ShipConfig,
     dir: PathBuf,
     key_prefix: String,
@@ -77,12 +73,8 @@ struct Run {
 enum ShipError {
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
-    #[error("S3 {operation} {key}: {message}")]
-    S3 {
-        operation: &'static str,
-        key: String,
-        message: String,
-    },
+    #[error(transparent)]
+    S3(#[from] ArchiveError),
     #[error("s3://{bucket}/{key} already holds different bytes (SHA-256 {stored}, local {local})")]
     Conflict {
         bucket: String,
@@ -90,43 +82,6 @@ enum ShipError {
         stored: String,
         local: String,
     },
-}
-
-/// A client for S3 or an S3-compatible store. Credentials come from the default chain, as for
-/// Redshift; `region` wins over the chain's, which wins over us-east-1.
-pub(crate) async fn s3_client(
-    region: Option<&str>,
-    endpoint_url: Option<&str>,
-    force_path_style: bool,
-) -> aws_sdk_s3::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_owned()));
-    }
-    let shared = loader.load().await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(force_path_style)
-        // The SHA-256 checksum is given explicitly; no second (CRC) checksum is needed.
-        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-        // One retry inside the SDK; the shipper's own backoff does the rest.
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        );
-    if shared.region().is_none() {
-        builder = builder.region(aws_config::Region::new("us-east-1"));
-    }
-    if let Some(url) = endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
-}
-
-fn sha256_b64(bytes: &[u8]) -> String {
-    B64.encode(Sha256::digest(bytes))
 }
 
 impl Shipper {
@@ -139,14 +94,13 @@ impl Shipper {
         sealed_below: watch::Receiver<u64>,
         metrics: Arc<Metrics>,
     ) -> Shipper {
-        let client = s3_client(
-            Some(&config.region),
-            config.endpoint_url.as_deref(),
-            config.force_path_style,
-        )
-        .await;
+        let location = ArchiveLocation {
+            region: Some(&config.region),
+            endpoint_url: config.endpoint_url.as_deref(),
+            force_path_style: config.force_path_style,
+        };
         let run = Run {
-            client,
+            archive: Archive::connect(&config.bucket, &location).await,
             config: config.clone(),
             dir: dir.to_owned(),
             key_prefix: config.key_prefix(instance),
@@ -313,78 +267,33 @@ impl Run {
         let bytes = tokio::fs::read(&item.path)
             .await
             .map_err(|err| ShipError::Read(item.path.clone(), err))?;
-        let checksum = sha256_b64(&bytes);
+        let local = crate::upstream::sha256_b64(&bytes);
         let retain_until =
             SystemTime::now() + Duration::from_secs(u64::from(self.config.retention_days) * 86_400);
-        let mode = match self.config.object_lock_mode {
-            ObjectLockMode::Compliance => S3LockMode::Compliance,
-            ObjectLockMode::Governance => S3LockMode::Governance,
-        };
         let content_type = if item.mark.ends_with(".jsonl") {
             "application/x-ndjson"
         } else {
             "text/plain; charset=utf-8"
         };
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(&item.key)
-            .if_none_match("*")
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
-            .checksum_sha256(&checksum)
-            .object_lock_mode(mode)
-            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from(retain_until))
-            .content_type(content_type)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await;
-        let err = match put {
-            Ok(_) => return Ok("shipped"),
-            Err(err) => err,
-        };
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        if status != Some(412) {
-            return Err(ShipError::S3 {
-                operation: "PutObject",
-                key: item.key.clone(),
-                message: brief(&err),
-            });
-        }
-        // The name is taken: done if it holds these bytes (our own upload, whose answer a crash
-        // or a timeout lost), an alarm if not.
         let stored = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(&item.key)
-            .send()
-            .await
-            .map_err(|err| ShipError::S3 {
-                operation: "GetObject",
-                key: item.key.clone(),
-                message: brief(&err),
-            })?;
-        let stored = stored
-            .body
-            .collect()
-            .await
-            .map_err(|err| ShipError::S3 {
-                operation: "GetObject",
-                key: item.key.clone(),
-                message: err.to_string(),
-            })?
-            .into_bytes();
-        let stored = sha256_b64(&stored);
-        if stored == checksum {
-            Ok("already_present")
-        } else {
-            Err(ShipError::Conflict {
-                bucket: self.config.bucket.clone(),
+            .archive
+            .put_create_only(
+                &item.key,
+                bytes,
+                content_type,
+                self.config.object_lock_mode,
+                retain_until,
+            )
+            .await?;
+        match stored {
+            Stored::Created => Ok("shipped"),
+            Stored::AlreadyPresent => Ok("already_present"),
+            Stored::Conflict(stored) => Err(ShipError::Conflict {
+                bucket: self.archive.bucket().to_owned(),
                 key: item.key.clone(),
                 stored,
-                local: checksum,
-            })
+                local,
+            }),
         }
     }
 
@@ -450,29 +359,6 @@ impl Run {
     }
 }
 
-/// An S3 error in one line: the service's code and message with the HTTP status, or what kept
-/// the request from an answer (a refused connection, a timeout).
-fn brief<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_s3::error::ProvideErrorMetadata as _;
-    match (err.code(), err.message()) {
-        (Some(code), message) => format!("{code}: {}", message.unwrap_or("(no message)")),
-        _ => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
-    }
-}
-
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -510,34 +396,18 @@ pub async fn read_shipped_checkpoints(
     if bucket.is_empty() {
         return Err(format!("{url}: no bucket").into());
     }
-    let client = s3_client(None, endpoint_url, force_path_style).await;
+    let location = ArchiveLocation {
+        region: None,
+        endpoint_url,
+        force_path_style,
+    };
+    let archive = Archive::connect(bucket, &location).await;
     let mut notes = Vec::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|err| format!("listing {url}: {}", brief(&err)))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            let name = key.rsplit('/').next().unwrap_or(key);
-            if checkpoint_seq(name).is_none() {
-                continue;
-            }
-            let body = client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|err| format!("reading s3://{bucket}/{key}: {}", brief(&err)))?
-                .body
-                .collect()
-                .await
-                .map_err(|err| format!("reading s3://{bucket}/{key}: {err}"))?;
-            notes.push((format!("s3://{bucket}/{key}"), body.into_bytes().to_vec()));
+    for key in archive.list(prefix).await? {
+        let name = key.rsplit('/').next().unwrap_or(&key);
+        if checkpoint_seq(name).is_some() {
+            let bytes = archive.get(&key).await?;
+            notes.push((format!("s3://{bucket}/{key}"), bytes));
         }
     }
     Ok(notes)

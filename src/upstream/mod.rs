@@ -7,6 +7,7 @@
 //! ([`fault_rules`]).
 
 mod accounts;
+mod archive;
 mod operations;
 mod sessions;
 mod source_identity;
@@ -14,6 +15,7 @@ mod source_identity;
 pub use accounts::{
     AccountConfig, Accounts, AccountsError, RequireServedAccount, validate_accounts,
 };
+pub use archive::{Archive, ArchiveError, ArchiveLocation, Stored, sha256_b64};
 pub use operations::Forward;
 pub use sessions::RoleTarget;
 pub use source_identity::{role_session_name, source_identity};
