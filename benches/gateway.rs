@@ -11,12 +11,16 @@
 //!    gateway's peak RSS, sampled every 10 ms, and the calls that failed.
 //! 4. Traces exported over OTLP (to a receiver inside this process) vs none, at 64 callers,
 //!    alternated twice; the spans the gateway dropped.
+//! 5. Signed checkpoints and S3 shipping (to moto's server, from `.venv`) vs neither, at 64
+//!    callers, alternated twice; and the shipping delay.
 //!
 //! Run: `cargo bench --bench gateway`. Figures are printed, the last line is one JSON object;
 //! nothing is asserted.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+mod ship;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -337,6 +341,9 @@ fn main() {
             on.iter().map(|w| format!("{:.0}", w.calls_per_s)).collect::<Vec<_>>().join(", "),
             receiver.spans().len()
         );
+
+        // 5. Checkpoints and shipping on vs off (figures printed; not in the issue 12 line).
+        let _ = ship::checkpoints_and_shipping(&emulator).await;
 
         let round = |x: f64, places: i32| {
             let f = 10f64.powi(places);

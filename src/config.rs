@@ -415,6 +415,15 @@ impl Config {
         }
         .map_err(|e| e.to_string())?;
         self.audit.validate()?;
+        if let Some(checkpoint) = &self.audit.checkpoint
+            && files == Files::Check
+            && !checkpoint.signing_key_file.is_file()
+        {
+            return Err(format!(
+                "audit.checkpoint.signing_key_file = {}: no such file",
+                checkpoint.signing_key_file.display()
+            ));
+        }
         self.approvals.validate()?;
         self.upstream.validate()?;
         let region = self
@@ -537,5 +546,30 @@ consumer_account = "444455556666"
         config.upstream.endpoint_url = Some("localhost:4566".into());
         let err = config.validate().unwrap_err();
         assert!(err.contains("upstream.endpoint_url"), "{err}");
+    }
+
+    #[test]
+    fn the_instance_names_a_log_origin_and_an_s3_prefix() {
+        for bad in ["", "gw 0", "gw+0", "gw/0"] {
+            let mut config = Config::parse(MINIMAL).unwrap();
+            config.server.instance = Some(bad.into());
+            let err = config.validate().unwrap_err();
+            assert!(err.contains("server.instance"), "{bad:?}: {err}");
+        }
+        let mut config = Config::parse(MINIMAL).unwrap();
+        config.server.instance = Some("datashare-gateway-0.eu_1".into());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn a_missing_checkpoint_key_is_named_unless_files_are_skipped() {
+        let text = MINIMAL.replace(
+            "[upstream]",
+            "[audit.checkpoint]\nsigning_key_file = \"/nonexistent/checkpoint.key\"\n[upstream]",
+        );
+        let config = Config::parse(&text).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("audit.checkpoint.signing_key_file"), "{err}");
+        assert!(config.validate_checking(Files::Skip).is_ok());
     }
 }

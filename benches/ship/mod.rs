@@ -1,0 +1,118 @@
+//! Phase 5 of `cargo bench --bench gateway` (issue 14): the cost of signed checkpoints and S3
+//! shipping, on vs off at 64 callers, alternated twice, against moto's S3 server; and the
+//! shipping delay (a call's record written to its file being in the bucket).
+
+use std::time::{Duration, Instant};
+
+use crate::support::emulator::Emulator;
+use crate::support::gateway::{Gateway, GatewayOptions, REPORTING, as_caller};
+use crate::support::s3::{self, Moto};
+use crate::{CALLERS, Window, gateway_window, mean, message};
+
+const BUCKET: &str = "bench-audit";
+
+fn shipping_options(emulator: &Emulator, key: &std::path::Path, moto: &Moto) -> GatewayOptions {
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.server_toml = "instance = \"bench\"\n".into();
+    // The defaults but the seal interval: sealing every second is the worst case for cost and
+    // the best for delay.
+    options.audit_toml = format!(
+        "[audit.checkpoint]\nsigning_key_file = {key:?}\n\n\
+         [audit.ship]\nbucket = \"{BUCKET}\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{}\"\nforce_path_style = true\n\
+         object_lock_mode = \"COMPLIANCE\"\nretention_days = 1\nseal_interval_secs = 1\n",
+        moto.endpoint
+    );
+    options
+}
+
+/// Prints the on/off figures; returns (CPU per call ratio, throughput ratio, delay in ms).
+pub(crate) async fn checkpoints_and_shipping(emulator: &Emulator) -> (f64, f64, f64) {
+    let moto = Moto::start().await;
+    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = keys.path().join("checkpoint.key");
+    datashare_gateway::audit::generate_key_pair(&key).expect("keygen");
+    let mut off: Vec<Window> = Vec::new();
+    let mut on: Vec<Window> = Vec::new();
+    let mut delay_ms = 0.0;
+    for _ in 0..2 {
+        let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+        off.push(gateway_window(&gateway).await);
+        drop(gateway);
+        let gateway = Gateway::start(shipping_options(emulator, &key, &moto)).await;
+        on.push(gateway_window(&gateway).await);
+        delay_ms = shipping_delay(&gateway, &moto).await.as_secs_f64() * 1000.0;
+        drop(gateway);
+    }
+    let cpu_ratio = mean(&on, |w| w.cpu_us_per_call) / mean(&off, |w| w.cpu_us_per_call);
+    let rate_ratio = mean(&on, |w| w.calls_per_s) / mean(&off, |w| w.calls_per_s);
+    println!(
+        "{CALLERS} callers, checkpoints (every 1000 records / 60 s) and S3 shipping (sealed every \
+         1 s) off vs on: {} vs {} calls/s, {} vs {} us CPU/call; on/off CPU per call {cpu_ratio:.3}x, \
+         throughput {rate_ratio:.3}x; shipping delay (a record written to its object in S3) \
+         {delay_ms:.0} ms",
+        fmt(&off, |w| w.calls_per_s),
+        fmt(&on, |w| w.calls_per_s),
+        fmt(&off, |w| w.cpu_us_per_call),
+        fmt(&on, |w| w.cpu_us_per_call),
+    );
+    (cpu_ratio, rate_ratio, delay_ms)
+}
+
+fn fmt(windows: &[Window], f: impl Fn(&Window) -> f64) -> String {
+    windows
+        .iter()
+        .map(|w| format!("{:.0}", f(w)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// From one call's answer (its record durable) until an object in the bucket holds its record.
+async fn shipping_delay(gateway: &Gateway, moto: &Moto) -> Duration {
+    let id = format!("ship-delay-{}", std::process::id());
+    let mut client = gateway.client().await;
+    let mut request = as_caller(REPORTING, message());
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().expect("ascii"));
+    client.associate_consumer(request).await.expect("call");
+    let started = Instant::now();
+    let s3 = s3::s3_client(&moto.endpoint).await;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let listed = s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix("bench/audit-")
+            .send()
+            .await
+            .expect("list");
+        for object in listed.contents() {
+            let key = object.key().unwrap_or_default().to_owned();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let body = s3
+                .get_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .send()
+                .await
+                .expect("get")
+                .body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes();
+            if body.windows(id.len()).any(|w| w == id.as_bytes()) {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the record was not shipped within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
