@@ -260,6 +260,10 @@ impl Metrics {
             audit_oldest_unshipped_seconds.clone(),
         );
         let audit_ship = Family::<ResultLabels, Counter>::default();
+        // Every result from the start, at 0, so an alert on `increase(...)` sees the first one.
+        for result in ["shipped", "already_present", "conflict", "error"] {
+            audit_ship.get_or_create(&ResultLabels { result });
+        }
         registry.register(
             "audit_ship",
             "Uploads of audit files and checkpoints to S3 by result: shipped, already_present (a re-upload after a crash found the same bytes), conflict (a different object holds the name: an alarm), error (retried)",

@@ -291,6 +291,10 @@ def test_every_file_the_config_names_is_mounted_where_it_says():
     assert volumes[key["name"]]["secret"]["secretName"] == "datashare-gateway-audit-key"
     example_secrets = {o["metadata"]["name"]: o for o in manifests()["secrets.example.yaml"]}
     assert pathlib.PurePath(config["audit"]["hmac_key_file"]).name in example_secrets["datashare-gateway-audit-key"]["stringData"]
+    signing_key = config["audit"]["checkpoint"]["signing_key_file"]
+    key = volume_at(signing_key)
+    assert volumes[key["name"]]["secret"]["secretName"] == "datashare-gateway-checkpoint-key"
+    assert pathlib.PurePath(signing_key).name in example_secrets["datashare-gateway-checkpoint-key"]["stringData"]
     external_ids = example_secrets["datashare-gateway-external-ids"]["stringData"]
     for account, entry in config["accounts"].items():
         mount = volume_at(entry["external_id_file"])
