@@ -262,7 +262,7 @@ impl Metrics {
         let audit_ship = Family::<ResultLabels, Counter>::default();
         // Every result from the start, at 0, so an alert on `increase(...)` sees the first one.
         for result in ["shipped", "already_present", "conflict", "error"] {
-            audit_ship.get_or_create(&ResultLabels { result });
+            let _ = audit_ship.get_or_create(&ResultLabels { result });
         }
         registry.register(
             "audit_ship",
