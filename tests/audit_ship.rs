@@ -297,6 +297,15 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
         "{out}"
     );
     std::fs::remove_dir_all(cut.join("checkpoints")).expect("rm checkpoints");
+    let kept_elsewhere = dir.join("checkpoints");
+    let (code, out) = verify(&[
+        s(&cut),
+        "--public-key",
+        s(&public),
+        "--checkpoints",
+        s(&kept_elsewhere),
+    ]);
+    assert_eq!(code, 1, "checkpoints kept in another directory: {out}");
     let mut args = vec![s(&cut), "--public-key", s(&public)];
     args.extend_from_slice(&from_s3);
     let (code, out) = verify(&args);

@@ -410,6 +410,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever bytes a checkpoint file holds, opening it answers (never panics), and a
+        /// note the key did not sign never opens.
+        #[test]
+        fn no_bytes_open_unless_signed(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let key = SigningKey::from_bytes(&[7; 32]);
+            proptest::prop_assert!(open(&bytes, &key.verifying_key()).is_err());
+        }
+
+        /// Changing any one byte of a signed checkpoint makes it fail to open.
+        #[test]
+        fn any_changed_byte_is_refused(at in 0usize..400, to in proptest::num::u8::ANY) {
+            let key = SigningKey::from_bytes(&[7; 32]);
+            let mut note = sign(&body(), &key).into_bytes();
+            let at = at % note.len();
+            proptest::prop_assume!(note[at] != to);
+            note[at] = to;
+            proptest::prop_assert!(open(&note, &key.verifying_key()).is_err());
+        }
+    }
+
     #[test]
     fn keygen_writes_keys_openssl_can_read_and_never_overwrites() {
         use std::os::unix::fs::PermissionsExt;
