@@ -523,3 +523,66 @@ fn keys_from_openssl_and_from_keygen_are_interchangeable() {
     let (code, out) = run(&["audit", "keygen", "--out", s(&key)]);
     assert_eq!(code, 2, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_retention_deletes_only_shipped_files() {
+    let emulator = Emulator::start();
+    let moto = Moto::start().await;
+    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
+    let proxy = Proxy::start(&moto.endpoint).await;
+    let keys = tempfile::tempdir().expect("tmp");
+    let (key, _public) = keygen(keys.path(), "checkpoint.key");
+    let mut options = options(&emulator, &key, &proxy.endpoint);
+    options.audit_toml.push_str("local_retention_days = 1\n");
+    let mut gw = Gateway::start(options).await;
+    calls(&gw, 5, "shipped").await;
+    wait_all_shipped(&gw).await;
+    let shipped: Vec<PathBuf> = local_objects(&gw.audit_dir)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+
+    // Then S3 goes away: what is written now is sealed but not shipped.
+    proxy.set(Mode::Down);
+    calls(&gw, 5, "unshipped").await;
+    assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
+    let unshipped: Vec<PathBuf> = local_objects(&gw.audit_dir)
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| !shipped.contains(p))
+        .collect();
+    assert!(!unshipped.is_empty());
+
+    // Everything is now three days old; the next start applies the retention.
+    let all: Vec<PathBuf> = local_objects(&gw.audit_dir)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let touched = Command::new("touch")
+        .arg("-d")
+        .arg("3 days ago")
+        .args(&all)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    let gw = gw.restart().await;
+    let gone = tokio::time::timeout(PATIENCE, async {
+        while shipped.iter().any(|p| p.exists()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "shipped files past the retention are deleted; logs:\n{}",
+        gw.logs()
+    );
+    for path in &unshipped {
+        assert!(
+            path.exists(),
+            "{} was deleted before it was shipped",
+            path.display()
+        );
+    }
+    assert!(newest.exists(), "the newest audit file is kept");
+}

@@ -25,8 +25,9 @@ use crate::upstream::{Archive, ArchiveError, ArchiveLocation, Stored};
 /// Where shipped files are marked, inside the audit directory.
 const MARKS: &str = ".shipped";
 
-/// Between passes while everything is shipped: new checkpoints are found this soon.
-const IDLE_PASS: Duration = Duration::from_secs(2);
+/// Between passes while everything is shipped. The writer wakes the shipper when it seals a
+/// file or writes a checkpoint, so this is only a safety net.
+const IDLE_PASS: Duration = Duration::from_secs(30);
 
 /// Longest wait between retries while S3 fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -66,6 +67,8 @@ struct Run {
     metrics: Arc<Metrics>,
     /// Names whose key holds different bytes: never retried in this process (an alarm).
     conflicts: HashSet<String>,
+    /// The names marked shipped in `.shipped/`, read once at start.
+    shipped: HashSet<String>,
 }
 
 /// Why one upload did not complete.
@@ -106,6 +109,14 @@ impl Shipper {
             key_prefix: config.key_prefix(instance),
             metrics,
             conflicts: HashSet::new(),
+            shipped: std::fs::read_dir(dir.join(MARKS))
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         let (finishing, finish_rx) = watch::channel(false);
         let task = tokio::spawn(run.serve(sealed_below, finish_rx));
@@ -185,6 +196,7 @@ impl Run {
                 Ok(result) => {
                     self.metrics.audit_shipped(result);
                     self.mark(item);
+                    self.shipped.insert(item.mark.clone());
                 }
                 Err(err @ ShipError::Conflict { .. }) => {
                     self.metrics.audit_shipped("conflict");
@@ -247,7 +259,7 @@ impl Run {
     }
 
     fn is_marked(&self, name: &str) -> bool {
-        self.dir.join(MARKS).join(name).exists()
+        self.shipped.contains(name)
     }
 
     /// Marks a shipped file. A mark lost in a crash costs one more upload attempt, which the
@@ -328,7 +340,7 @@ impl Run {
 
     /// Deletes shipped audit files and checkpoints last written more than `days` ago; never an
     /// unshipped one, and never the newest audit file (the chain continues from it).
-    fn delete_old_shipped(&self, days: u32) {
+    fn delete_old_shipped(&mut self, days: u32) {
         let limit = Duration::from_secs(u64::from(days) * 86_400);
         let segments = list_segments(&self.dir).unwrap_or_default();
         let newest = segments.last().map(|(n, _)| *n);
@@ -348,6 +360,7 @@ impl Run {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {
                         let _ = std::fs::remove_file(self.dir.join(MARKS).join(&name));
+                        self.shipped.remove(&name);
                         tracing::info!(file = %path.display(), "audit: deleted a shipped file past local_retention_days");
                     }
                     Err(err) => {

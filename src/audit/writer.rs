@@ -314,7 +314,8 @@ impl AuditLog {
     }
 
     /// Every audit file numbered below this is sealed: complete, never written again (the
-    /// shipper's cue). `u64::MAX` once the writer has stopped.
+    /// shipper's cue). `u64::MAX` once the writer has stopped. Receivers are also woken (the
+    /// value unchanged) when a checkpoint is written, so the shipper need not poll.
     pub fn sealed_below(&self) -> watch::Receiver<u64> {
         self.sealed_below.clone()
     }
@@ -993,6 +994,7 @@ impl Writer {
             Ok(file) => {
                 c.covered = seq;
                 self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.sealed_below.send_modify(|_| {});
                 self.pending.push(WriterRecord::Checkpoint(CheckpointNote {
                     checkpoint: file,
                     covers_seq: seq,
