@@ -585,3 +585,99 @@ async fn local_retention_deletes_only_shipped_files() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint() {
+    let emulator = Emulator::start();
+    let moto = Moto::start().await;
+    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
+    let keys = tempfile::tempdir().expect("tmp");
+    let (key, public) = keygen(keys.path(), "checkpoint.key");
+    let mut options = options(&emulator, &key, &moto.endpoint);
+    // Nothing is sealed or checkpointed by time before the shutdown.
+    options.audit_toml = options
+        .audit_toml
+        .replace("interval_secs = 1", "interval_secs = 3600")
+        .replace("seal_interval_secs = 1", "seal_interval_secs = 3600");
+    let mut gw = Gateway::start(options).await;
+    calls(&gw, 3, "last").await;
+    assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
+
+    assert_shipped_exactly_once(&moto, &gw.audit_dir).await;
+    let records = gateway::audit_records(&gw.audit_dir);
+    let last_call = records
+        .iter()
+        .rfind(|r| r["kind"] == "outcome")
+        .expect("an outcome");
+    let last_checkpoint = records.last().expect("records");
+    assert_eq!(last_checkpoint["kind"], "checkpoint", "{last_checkpoint}");
+    assert_eq!(last_checkpoint["reason"], "shutdown", "{last_checkpoint}");
+    assert_eq!(last_checkpoint["covers_seq"], last_call["seq"]);
+    // The auditor's view, from S3 alone: the trail verifies up to the last call.
+    let shipped = format!("s3://{BUCKET}/{PREFIX}checkpoints/");
+    let (code, out) = verify(&[
+        s(&gw.audit_dir),
+        "--public-key",
+        s(&public),
+        "--checkpoints",
+        &shipped,
+        "--s3-endpoint-url",
+        &moto.endpoint,
+        "--s3-force-path-style",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("covers seq 1..{}", last_call["seq"])),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_taken_by_other_bytes_is_an_alarm_and_the_local_file_is_kept() {
+    let emulator = Emulator::start();
+    let moto = Moto::start().await;
+    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
+    // Someone else's object where the gateway's first file will go.
+    let taken = format!("{PREFIX}audit-00000000000000000001.jsonl");
+    s3::s3_client(&moto.endpoint)
+        .await
+        .put_object()
+        .bucket(BUCKET)
+        .key(&taken)
+        .body(b"not the gateway's records\n".to_vec().into())
+        .send()
+        .await
+        .expect("put");
+    let keys = tempfile::tempdir().expect("tmp");
+    let (key, _public) = keygen(keys.path(), "checkpoint.key");
+    let mut gw = Gateway::start(options(&emulator, &key, &moto.endpoint)).await;
+    calls(&gw, 3, "conflict").await;
+    let alarmed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let conflicts = metric(
+                &gw,
+                "datashare_gateway_audit_ship_total",
+                &[("result", "conflict")],
+            )
+            .await;
+            if conflicts >= 1.0 {
+                return conflicts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(alarmed, Ok(1.0), "one conflict; logs:\n{}", gw.logs());
+    assert!(gw.logs().contains("ALARM audit"), "{}", gw.logs());
+    assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
+    // The local file stays, unmarked; the object is untouched (one version, not replaced).
+    let local = gw.audit_dir.join("audit-00000000000000000001.jsonl");
+    assert!(local.exists());
+    assert!(
+        !gw.audit_dir
+            .join(".shipped/audit-00000000000000000001.jsonl")
+            .exists()
+    );
+    let versions = s3::versions(&moto.endpoint, BUCKET, &taken).await;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+}
