@@ -174,16 +174,18 @@ where
         .layer(MiddlewareLayer::new(Validate::new(
             parts.validation.clone(),
         )))
-        // What policy decides with, from the approvals store: a gated call's live approval, or
-        // the approval a call is about. On the way back, a call refused for want of approval
-        // gets its pending approval.
+        // What policy decides with, from the approvals store: the approval a call is about. On
+        // the way back, a call refused for want of approval gets its pending approval.
         .layer(MiddlewareLayer::new(StageSpan::new("approvals")))
         .layer(MiddlewareLayer::new(FindApprovals::new(
             parts.approvals.clone(),
         )))
-        // Policy before any upstream work; validate_only ends here with the decision.
+        // Policy before any upstream work; validate_only ends here with the decision. A gated
+        // call's live approval is read here, and only when policy does not permit it without.
         .layer(MiddlewareLayer::new(StageSpan::new("policy")))
-        .layer(MiddlewareLayer::new(Authorize::new(parts.policies.clone())))
+        .layer(MiddlewareLayer::new(
+            Authorize::new(parts.policies.clone()).with_approvals(parts.approvals.clone()),
+        ))
         // An account the gateway does not serve is refused once policy has allowed the call,
         // before anything is attempted (no intent, no STS, no Redshift).
         .layer(MiddlewareLayer::new(RequireServedAccount::new(
