@@ -14,6 +14,7 @@ use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
+use crate::accept::TlsPeer;
 use crate::approvals::ops::{Approve, Deny, GetApproval, ListApprovals};
 use crate::approvals::{Approvals, ApprovalsService, FindApprovals, SpendApproval};
 use crate::audit::{Audit, AuditLog, Intent};
@@ -253,17 +254,19 @@ impl Gateway {
             .filter(|v| is_acceptable_request_id(v))
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        // In mtls mode the certificate was verified in the handshake and x-caller-id is ignored.
-        let leaf = request
-            .peer_certs()
-            .and_then(|certs| certs.first().cloned());
-        let caller_id = metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok());
-        let credential = crate::identity::credential_for(
-            self.auth_mode,
-            leaf.as_ref().map(|c| c.as_ref()),
-            caller_id,
-        )
-        .unwrap_or_else(|err| {
+        // In mtls mode the certificate was verified and read at the handshake, and x-caller-id
+        // is ignored.
+        let tls = request.extensions().get::<TlsPeer>();
+        let credential = match self.auth_mode {
+            AuthMode::Mtls => tls.map_or(Ok(CallerCredential::None), |tls| tls.credential.clone()),
+            AuthMode::Insecure => Ok(crate::identity::credential_for(
+                AuthMode::Insecure,
+                None,
+                metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok()),
+            )
+            .unwrap_or_default()),
+        };
+        let credential = credential.unwrap_or_else(|err| {
             tracing::warn!(%request_id, error = %err, "client certificate names no principal");
             // A certificate was presented: the identity layer says it names no principal.
             CallerCredential::Certificate(String::new())
@@ -294,7 +297,9 @@ impl Gateway {
             method,
             request_id,
             trace_id: None,
-            peer: request.remote_addr(),
+            peer: request
+                .remote_addr()
+                .or_else(|| tls.and_then(|tls| tls.remote_addr)),
             credential,
             received_at: SystemTime::now(),
             started,
@@ -567,16 +572,12 @@ where
 
 /// The caller's address, from the connection info tonic puts in the request (TCP or TLS).
 fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    use tonic::transport::server::TcpConnectInfo;
     let extensions = request.extensions();
     extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|tls| tls.get_ref().remote_addr())
-        })
+        .or_else(|| extensions.get::<TlsPeer>().and_then(|tls| tls.remote_addr))
 }
 
 /// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
