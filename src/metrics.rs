@@ -113,6 +113,8 @@ pub struct Metrics {
     pub audit_fsync_seconds: Counter<f64, AtomicU64>,
     /// Trace spans dropped: the export queue was full, or their export failed or timed out.
     pub spans_dropped: Counter,
+    /// Log lines dropped because the log writer's queue was full.
+    pub log_lines_dropped: Counter,
     /// Role sessions in the cache (one per account, role and principal).
     pub sts_sessions_cached: Gauge,
     sts_assume_role: Family<ResultLabels, Counter>,
@@ -239,6 +241,12 @@ impl Metrics {
             "Trace spans dropped: the export queue was full, or their export failed or timed out",
             spans_dropped.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full (stderr too slow)",
+            log_lines_dropped.clone(),
+        );
         let sts_sessions_cached = Gauge::default();
         registry.register(
             "sts_sessions_cached",
@@ -322,6 +330,7 @@ impl Metrics {
             audit_fsyncs,
             audit_fsync_seconds,
             spans_dropped,
+            log_lines_dropped,
             sts_sessions_cached,
             sts_assume_role,
             policy_reloads,

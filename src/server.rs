@@ -165,19 +165,19 @@ where
         .layer(MiddlewareLayer::new(Measure::new(parts.metrics.clone())))
         // Audit outside everything that can refuse a call, so denials and invalid input are recorded.
         .layer(MiddlewareLayer::new(Audit::new(parts.audit.clone())))
-        // Identity before anything looks at the parameters: no principal, no further.
-        .layer(MiddlewareLayer::new(StageSpan::new("identity")))
+        // Identity before anything looks at the parameters: no principal, no further. Identity,
+        // validation and the approval lookup get no span of their own: they take microseconds
+        // (the RPC span's status says how far a refused call got), and each span is a cost on
+        // every call and in the export queue.
         .layer(MiddlewareLayer::new(Authenticate::new(
             parts.principals.clone(),
         )))
         // Validation before policy: policies see only well-formed, parsed requests.
-        .layer(MiddlewareLayer::new(StageSpan::new("validation")))
         .layer(MiddlewareLayer::new(Validate::new(
             parts.validation.clone(),
         )))
         // What policy decides with, from the approvals store: the approval a call is about. On
         // the way back, a call refused for want of approval gets its pending approval.
-        .layer(MiddlewareLayer::new(StageSpan::new("approvals")))
         .layer(MiddlewareLayer::new(FindApprovals::new(
             parts.approvals.clone(),
         )))
@@ -683,12 +683,23 @@ pub struct BuildOptions {
     pub telemetry: Telemetry,
 }
 
-/// Reads the audit writer's and the span exporter's counters at scrape time.
+/// Reads the audit writer's, the span exporter's and the log writer's counters at scrape time.
 #[derive(Debug)]
 struct ScrapeCounters {
     audit: AuditLog,
     spans_dropped: Arc<std::sync::atomic::AtomicU64>,
-    seen: std::sync::Mutex<(u64, u64, u64, u64)>,
+    log_lines_dropped: crate::telemetry::DroppedLogLines,
+    seen: std::sync::Mutex<SeenCounts>,
+}
+
+/// The counts at the last scrape: Prometheus counters only go up, by what happened since.
+#[derive(Debug, Default)]
+struct SeenCounts {
+    audit_records: u64,
+    audit_fsyncs: u64,
+    audit_fsync_micros: u64,
+    spans_dropped: u64,
+    log_lines_dropped: u64,
 }
 
 impl ScrapeSource for ScrapeCounters {
@@ -699,25 +710,32 @@ impl ScrapeSource for ScrapeCounters {
         metrics
             .audit_writable
             .set(i64::from(*self.audit.health().borrow()));
-        let dropped = self.spans_dropped.load(Ordering::Relaxed);
+        let now = SeenCounts {
+            audit_records: stats.records_written,
+            audit_fsyncs: stats.fsyncs,
+            audit_fsync_micros: stats.fsync_micros_total,
+            spans_dropped: self.spans_dropped.load(Ordering::Relaxed),
+            log_lines_dropped: self.log_lines_dropped.get(),
+        };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // Prometheus counters only go up: add what happened since the last scrape.
         metrics
             .audit_records
-            .inc_by(stats.records_written.saturating_sub(seen.0));
+            .inc_by(now.audit_records.saturating_sub(seen.audit_records));
         metrics
             .audit_fsyncs
-            .inc_by(stats.fsyncs.saturating_sub(seen.1));
-        metrics
-            .audit_fsync_seconds
-            .inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
-        metrics.spans_dropped.inc_by(dropped.saturating_sub(seen.3));
-        *seen = (
-            stats.records_written,
-            stats.fsyncs,
-            stats.fsync_micros_total,
-            dropped,
+            .inc_by(now.audit_fsyncs.saturating_sub(seen.audit_fsyncs));
+        metrics.audit_fsync_seconds.inc_by(
+            now.audit_fsync_micros
+                .saturating_sub(seen.audit_fsync_micros) as f64
+                / 1e6,
         );
+        metrics
+            .spans_dropped
+            .inc_by(now.spans_dropped.saturating_sub(seen.spans_dropped));
+        metrics
+            .log_lines_dropped
+            .inc_by(now.log_lines_dropped.saturating_sub(seen.log_lines_dropped));
+        *seen = now;
     }
 }
 
@@ -773,7 +791,8 @@ impl App {
         metrics.add_source(Arc::new(ScrapeCounters {
             audit: audit.clone(),
             spans_dropped: options.telemetry.dropped_spans(),
-            seen: std::sync::Mutex::new((0, 0, 0, 0)),
+            log_lines_dropped: options.telemetry.dropped_log_lines(),
+            seen: std::sync::Mutex::default(),
         }));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
