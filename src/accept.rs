@@ -3,8 +3,9 @@
 //! accept errors (EMFILE) met with a back-off rather than a busy loop.
 //!
 //! tonic's own TLS acceptor has no connection cap and reports handshake failures nowhere an
-//! operator looks, so the gateway accepts and handshakes itself and hands tonic finished streams
-//! (tonic still reads the client certificate from them for the identity layer).
+//! operator looks, so the gateway accepts and handshakes itself and hands tonic finished streams.
+//! The client certificate is read once, at the handshake: each request of the connection carries
+//! the principal it names ([`TlsPeer`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::call::CallerCredential;
+use crate::identity::{AuthMode, IdentityError};
 use crate::metrics::Metrics;
 
 /// How long to wait after an accept error (out of file descriptors, ...) before trying again.
@@ -114,6 +117,19 @@ impl AsyncWrite for Slotted {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+
+    // Without these, h2 writes a frame's header and its payload with a syscall each.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 impl Connected for Slotted {
@@ -183,6 +199,71 @@ where
     rx
 }
 
+/// What a TLS connection's verified client certificate says, worked out once at the handshake;
+/// tonic puts a copy in the extensions of every request on the connection.
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The principal the leaf certificate names, or why it names none.
+    pub credential: Result<CallerCredential, Arc<IdentityError>>,
+}
+
+/// A TLS connection after its handshake, with what its client certificate says.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: tokio_rustls::server::TlsStream<Slotted>,
+    peer: TlsPeer,
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = TlsPeer;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
 /// The TLS handshake of one connection, bounded by `timeout`; failures are counted and logged
 /// with the peer and yield `None`.
 pub async fn tls_handshake(
@@ -190,10 +271,26 @@ pub async fn tls_handshake(
     connection: Slotted,
     timeout: Duration,
     metrics: Arc<Metrics>,
-) -> Option<tokio_rustls::server::TlsStream<Slotted>> {
+) -> Option<TlsConnection> {
     let peer: Option<SocketAddr> = connection.stream.peer_addr().ok();
     match tokio::time::timeout(timeout, acceptor.accept(connection)).await {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => {
+            let leaf = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first());
+            let credential =
+                crate::identity::credential_for(AuthMode::Mtls, leaf.map(|c| c.as_ref()), None)
+                    .map_err(Arc::new);
+            Some(TlsConnection {
+                stream,
+                peer: TlsPeer {
+                    remote_addr: peer,
+                    credential,
+                },
+            })
+        }
         Ok(Err(err)) => {
             metrics.tls_handshake_failed("failed");
             tracing::debug!(peer = ?peer, error = %err, "TLS handshake failed");

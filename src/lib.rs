@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`accept`]: the gRPC listener's connections: a cap, TLS handshakes with a timeout.
+//! - [`accept`]: the gRPC listener's connections: a cap, TLS handshakes with a timeout, the client
+//!   certificate read once per connection.
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 //! - [`proto`]: generated code for `datasharing.v1` and its descriptor set; nothing else.
 //! - [`codec`]: the services' protobuf codec (an undecodable body is INVALID_ARGUMENT).

@@ -120,6 +120,8 @@ pub struct Metrics {
     audit_ship: Family<ResultLabels, Counter>,
     /// Trace spans dropped: the export queue was full, or their export failed or timed out.
     pub spans_dropped: Counter,
+    /// Log lines dropped because the log writer's queue was full.
+    pub log_lines_dropped: Counter,
     /// Role sessions in the cache (one per account, role and principal).
     pub sts_sessions_cached: Gauge,
     sts_assume_role: Family<ResultLabels, Counter>,
@@ -275,6 +277,12 @@ impl Metrics {
             "Trace spans dropped: the export queue was full, or their export failed or timed out",
             spans_dropped.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full (stderr too slow)",
+            log_lines_dropped.clone(),
+        );
         let sts_sessions_cached = Gauge::default();
         registry.register(
             "sts_sessions_cached",
@@ -362,6 +370,7 @@ impl Metrics {
             audit_oldest_unshipped_seconds,
             audit_ship,
             spans_dropped,
+            log_lines_dropped,
             sts_sessions_cached,
             sts_assume_role,
             policy_reloads,

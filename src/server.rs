@@ -14,6 +14,7 @@ use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
+use crate::accept::TlsPeer;
 use crate::approvals::ops::{Approve, Deny, GetApproval, ListApprovals};
 use crate::approvals::{Approvals, ApprovalsService, FindApprovals, SpendApproval};
 use crate::audit::{Audit, AuditLog, Intent, Shipper};
@@ -164,26 +165,28 @@ where
         .layer(MiddlewareLayer::new(Measure::new(parts.metrics.clone())))
         // Audit outside everything that can refuse a call, so denials and invalid input are recorded.
         .layer(MiddlewareLayer::new(Audit::new(parts.audit.clone())))
-        // Identity before anything looks at the parameters: no principal, no further.
-        .layer(MiddlewareLayer::new(StageSpan::new("identity")))
+        // Identity before anything looks at the parameters: no principal, no further. Identity,
+        // validation and the approval lookup get no span of their own: they take microseconds
+        // (the RPC span's status says how far a refused call got), and each span is a cost on
+        // every call and in the export queue.
         .layer(MiddlewareLayer::new(Authenticate::new(
             parts.principals.clone(),
         )))
         // Validation before policy: policies see only well-formed, parsed requests.
-        .layer(MiddlewareLayer::new(StageSpan::new("validation")))
         .layer(MiddlewareLayer::new(Validate::new(
             parts.validation.clone(),
         )))
-        // What policy decides with, from the approvals store: a gated call's live approval, or
-        // the approval a call is about. On the way back, a call refused for want of approval
-        // gets its pending approval.
-        .layer(MiddlewareLayer::new(StageSpan::new("approvals")))
+        // What policy decides with, from the approvals store: the approval a call is about. On
+        // the way back, a call refused for want of approval gets its pending approval.
         .layer(MiddlewareLayer::new(FindApprovals::new(
             parts.approvals.clone(),
         )))
-        // Policy before any upstream work; validate_only ends here with the decision.
+        // Policy before any upstream work; validate_only ends here with the decision. A gated
+        // call's live approval is read here, and only when policy does not permit it without.
         .layer(MiddlewareLayer::new(StageSpan::new("policy")))
-        .layer(MiddlewareLayer::new(Authorize::new(parts.policies.clone())))
+        .layer(MiddlewareLayer::new(
+            Authorize::new(parts.policies.clone()).with_approvals(parts.approvals.clone()),
+        ))
         // An account the gateway does not serve is refused once policy has allowed the call,
         // before anything is attempted (no intent, no STS, no Redshift).
         .layer(MiddlewareLayer::new(RequireServedAccount::new(
@@ -251,17 +254,19 @@ impl Gateway {
             .filter(|v| is_acceptable_request_id(v))
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        // In mtls mode the certificate was verified in the handshake and x-caller-id is ignored.
-        let leaf = request
-            .peer_certs()
-            .and_then(|certs| certs.first().cloned());
-        let caller_id = metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok());
-        let credential = crate::identity::credential_for(
-            self.auth_mode,
-            leaf.as_ref().map(|c| c.as_ref()),
-            caller_id,
-        )
-        .unwrap_or_else(|err| {
+        // In mtls mode the certificate was verified and read at the handshake, and x-caller-id
+        // is ignored.
+        let tls = request.extensions().get::<TlsPeer>();
+        let credential = match self.auth_mode {
+            AuthMode::Mtls => tls.map_or(Ok(CallerCredential::None), |tls| tls.credential.clone()),
+            AuthMode::Insecure => Ok(crate::identity::credential_for(
+                AuthMode::Insecure,
+                None,
+                metadata.get(CALLER_ID_HEADER).and_then(|v| v.to_str().ok()),
+            )
+            .unwrap_or_default()),
+        };
+        let credential = credential.unwrap_or_else(|err| {
             tracing::warn!(%request_id, error = %err, "client certificate names no principal");
             // A certificate was presented: the identity layer says it names no principal.
             CallerCredential::Certificate(String::new())
@@ -292,7 +297,9 @@ impl Gateway {
             method,
             request_id,
             trace_id: None,
-            peer: request.remote_addr(),
+            peer: request
+                .remote_addr()
+                .or_else(|| tls.and_then(|tls| tls.remote_addr)),
             credential,
             received_at: SystemTime::now(),
             started,
@@ -565,16 +572,12 @@ where
 
 /// The caller's address, from the connection info tonic puts in the request (TCP or TLS).
 fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    use tonic::transport::server::TcpConnectInfo;
     let extensions = request.extensions();
     extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|tls| tls.get_ref().remote_addr())
-        })
+        .or_else(|| extensions.get::<TlsPeer>().and_then(|tls| tls.remote_addr))
 }
 
 /// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
@@ -681,12 +684,24 @@ pub struct BuildOptions {
     pub telemetry: Telemetry,
 }
 
-/// Reads the audit writer's and the span exporter's counters at scrape time.
+/// Reads the audit writer's, the span exporter's and the log writer's counters at scrape time.
 #[derive(Debug)]
 struct ScrapeCounters {
     audit: AuditLog,
     spans_dropped: Arc<std::sync::atomic::AtomicU64>,
-    seen: std::sync::Mutex<(u64, u64, u64, u64, u64)>,
+    log_lines_dropped: crate::telemetry::DroppedLogLines,
+    seen: std::sync::Mutex<SeenCounts>,
+}
+
+/// The counts at the last scrape: Prometheus counters only go up, by what happened since.
+#[derive(Debug, Default)]
+struct SeenCounts {
+    audit_records: u64,
+    audit_fsyncs: u64,
+    audit_fsync_micros: u64,
+    audit_checkpoints: u64,
+    spans_dropped: u64,
+    log_lines_dropped: u64,
 }
 
 impl ScrapeSource for ScrapeCounters {
@@ -697,29 +712,36 @@ impl ScrapeSource for ScrapeCounters {
         metrics
             .audit_writable
             .set(i64::from(*self.audit.health().borrow()));
-        let dropped = self.spans_dropped.load(Ordering::Relaxed);
+        let now = SeenCounts {
+            audit_records: stats.records_written,
+            audit_fsyncs: stats.fsyncs,
+            audit_fsync_micros: stats.fsync_micros_total,
+            audit_checkpoints: stats.checkpoints,
+            spans_dropped: self.spans_dropped.load(Ordering::Relaxed),
+            log_lines_dropped: self.log_lines_dropped.get(),
+        };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // Prometheus counters only go up: add what happened since the last scrape.
         metrics
             .audit_records
-            .inc_by(stats.records_written.saturating_sub(seen.0));
+            .inc_by(now.audit_records.saturating_sub(seen.audit_records));
         metrics
             .audit_fsyncs
-            .inc_by(stats.fsyncs.saturating_sub(seen.1));
+            .inc_by(now.audit_fsyncs.saturating_sub(seen.audit_fsyncs));
+        metrics.audit_fsync_seconds.inc_by(
+            now.audit_fsync_micros
+                .saturating_sub(seen.audit_fsync_micros) as f64
+                / 1e6,
+        );
         metrics
-            .audit_fsync_seconds
-            .inc_by(stats.fsync_micros_total.saturating_sub(seen.2) as f64 / 1e6);
-        metrics.spans_dropped.inc_by(dropped.saturating_sub(seen.3));
+            .spans_dropped
+            .inc_by(now.spans_dropped.saturating_sub(seen.spans_dropped));
+        metrics
+            .log_lines_dropped
+            .inc_by(now.log_lines_dropped.saturating_sub(seen.log_lines_dropped));
         metrics
             .audit_checkpoints
-            .inc_by(stats.checkpoints.saturating_sub(seen.4));
-        *seen = (
-            stats.records_written,
-            stats.fsyncs,
-            stats.fsync_micros_total,
-            dropped,
-            stats.checkpoints,
-        );
+            .inc_by(now.audit_checkpoints.saturating_sub(seen.audit_checkpoints));
+        *seen = now;
     }
 }
 
@@ -789,7 +811,8 @@ impl App {
         metrics.add_source(Arc::new(ScrapeCounters {
             audit: audit.clone(),
             spans_dropped: options.telemetry.dropped_spans(),
-            seen: std::sync::Mutex::new((0, 0, 0, 0, 0)),
+            log_lines_dropped: options.telemetry.dropped_log_lines(),
+            seen: std::sync::Mutex::default(),
         }));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

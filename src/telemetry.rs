@@ -1,7 +1,8 @@
 //! Logs and traces: structured logs through `tracing-subscriber` (human-readable on a terminal,
 //! JSON otherwise), and OpenTelemetry traces exported over OTLP/gRPC when an endpoint is
-//! configured. An unreachable collector never slows a call: spans go through a bounded queue
-//! and are dropped (and counted) when it is full.
+//! configured. Neither ever slows a call: log lines and spans go through bounded queues, written
+//! or exported off the call path, and are dropped (and counted) when their queue is full. Log
+//! lines are not the audit trail: the audit writer never drops a record.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, 
 use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -31,28 +33,53 @@ use crate::config::{LogFormat, TelemetryConfig};
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
 
-/// Spans waiting for export; beyond this they are dropped and counted.
-const SPAN_QUEUE: usize = 4096;
-/// Spans per export request.
-const EXPORT_BATCH: usize = 512;
+/// Spans waiting for export; beyond this they are dropped and counted. Five spans a call at a few
+/// thousand calls a second: room for a second or two of a slow export, a few MB at most.
+const SPAN_QUEUE: usize = 16_384;
+/// Spans per export request: large batches keep the per-request cost of the export (and of the
+/// collector) off each span; 2048 spans are well inside a collector's 4 MiB message limit.
+const EXPORT_BATCH: usize = 2048;
 /// How long a partial batch waits before it is sent.
 const EXPORT_DELAY: Duration = Duration::from_millis(500);
 /// How long one export may take before it is abandoned (its spans counted as dropped).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Export requests in flight at once: one slow request must not hold up the others.
 const EXPORTS_IN_FLIGHT: usize = 4;
+/// Log lines waiting for stderr; beyond this they are dropped and counted (a few MB of lines).
+const LOG_QUEUE: usize = 16_384;
 
-/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes it.
+/// Keeps the log writer and the trace pipeline alive; [`Telemetry::shutdown`] flushes them.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     dropped: Arc<AtomicU64>,
+    /// Dropped, it writes out the log lines still queued.
+    log_writer: Option<WorkerGuard>,
+    dropped_log_lines: DroppedLogLines,
+}
+
+/// Counts the log lines dropped because the log writer's queue was full.
+#[derive(Clone, Debug, Default)]
+pub struct DroppedLogLines(Option<ErrorCounter>);
+
+impl DroppedLogLines {
+    /// Lines dropped so far.
+    pub fn get(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+    }
 }
 
 impl Telemetry {
     /// Spans dropped so far (queue full, or export failed or timed out).
     pub fn dropped_spans(&self) -> Arc<AtomicU64> {
         self.dropped.clone()
+    }
+
+    /// Log lines dropped so far (the writer's queue was full).
+    pub fn dropped_log_lines(&self) -> DroppedLogLines {
+        self.dropped_log_lines.clone()
     }
 
     /// Flushes the spans still queued, within `timeout`.
@@ -67,6 +94,7 @@ impl Telemetry {
                 tracing::warn!("trace export did not flush within the grace period");
             }
         }
+        drop(self.log_writer);
     }
 }
 
@@ -91,32 +119,23 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let logs = if json {
-        let format = tracing_subscriber::fmt::format()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false);
-        tracing_subscriber::fmt::layer()
-            .json()
-            .event_format(WithCallIds(format))
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .and_then(CallIdsLayer.with_filter(filter_fn(|meta| {
-                meta.is_span() && meta.target().starts_with("datashare_gateway")
-            })))
-            .boxed()
-    } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed()
-    };
+    // Log lines are written to stderr by a thread of their own, so that a slow or full stderr
+    // (a pipe nobody reads fast enough) never holds up a tokio worker. Past LOG_QUEUE lines
+    // waiting, new ones are dropped and counted: lossy is acceptable for logs, which are not
+    // the audit trail.
+    let (stderr, log_writer) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let dropped_log_lines = DroppedLogLines(Some(stderr.error_counter()));
 
     let dropped = Arc::new(AtomicU64::new(0));
     let mut telemetry = Telemetry {
         provider: None,
         dropped: dropped.clone(),
+        log_writer: Some(log_writer),
+        dropped_log_lines,
     };
     let traces = otlp_endpoint(config).and_then(|endpoint| {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -162,11 +181,52 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
                 .with_filter(filter_fn(exported)),
         )
     });
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init();
+    let _ = match traces {
+        // Without traces the level filter is global: a callsite below it (the SDK's many debug
+        // events) is never enabled, and costs one comparison with the maximum level.
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(json, stderr))
+            .try_init(),
+        // With traces it filters the logs only: the trace takes the SDK's per-attempt span,
+        // which is at debug level.
+        Some(traces) => tracing_subscriber::registry()
+            .with(log_layer(json, stderr).with_filter(filter))
+            .with(traces)
+            .try_init(),
+    };
     telemetry
+}
+
+/// The log lines' layer: JSON with the call's ids, or text, written to `writer`.
+fn log_layer<S>(json: bool, writer: NonBlocking) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    if json {
+        let format = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false);
+        tracing_subscriber::fmt::layer()
+            .json()
+            .event_format(WithCallIds(format))
+            .with_writer(writer)
+            .and_then(
+                CallIdsLayer.with_filter(
+                    filter_fn(|meta| {
+                        meta.is_span() && meta.target().starts_with("datashare_gateway")
+                    })
+                    // The call spans are at info: without the hint no level could be ruled out
+                    // before asking every filter.
+                    .with_max_level_hint(tracing::Level::INFO),
+                ),
+            )
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(writer).boxed()
+    }
 }
 
 /// What becomes part of a trace: the gateway's spans and events at info and above, and of the
@@ -499,8 +559,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Wraps the next layer (and what it calls) in a span named for its stage, so a trace shows how
-/// far a call went and where its time went: identity, validation, policy, audit intent, upstream.
+/// Wraps the next layer (and what it calls) in a span named for its stage, so a trace shows where
+/// a call's time went: policy, audit intent, upstream.
 #[derive(Clone, Copy, Debug)]
 pub struct StageSpan {
     name: &'static str,

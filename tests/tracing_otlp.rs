@@ -1,7 +1,8 @@
 //! Traces over OTLP/gRPC to a receiver inside the test: the caller's `traceparent` is the parent,
-//! the RPC, each middleware stage, the Redshift call and each SDK attempt are spans of that trace,
-//! the trace id reaches the audit record and the response metadata; an unreachable collector
-//! costs calls nothing and its lost spans are counted; the standard `OTEL_*` variables work.
+//! the RPC, the policy and audit-intent stages, the Redshift call and each SDK attempt are spans
+//! of that trace, the trace id reaches the audit record and the response metadata; an
+//! unreachable collector costs calls nothing and its lost spans are counted; the standard
+//! `OTEL_*` variables work.
 
 mod support;
 
@@ -134,7 +135,8 @@ async fn a_traced_call_continues_the_callers_trace_through_every_stage_and_each_
     assert_eq!(rpc.attr("policy.decision"), Some("allow"));
     assert_eq!(rpc.attr("request_id"), Some("trace-test-1"));
 
-    for stage in ["identity", "validation", "policy", "audit.intent"] {
+    // Identity and validation take microseconds and have no span of their own.
+    for stage in ["policy", "audit.intent"] {
         let span = one(&spans, stage);
         assert!(
             descends_from(&spans, span, rpc),

@@ -4,18 +4,16 @@
 use tower::Service;
 
 use super::Approvals;
-use crate::call::{
-    ApprovalNote, ApprovalRole, ApprovalState, CallFuture, Operation, Validated, ValidatedCall,
-};
+use crate::call::{ApprovalNote, ApprovalRole, CallFuture, Operation, Validated, ValidatedCall};
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
 
-/// Before policy: looks up what policy decides with. A gated call gets its live approval (and
-/// so `context.approvals`); a call about one approval gets the approval as its resource, or
-/// `NOT_FOUND`. On the way back, a gated call refused with `APPROVAL_REQUIRED` and no approval
-/// yet gets its pending approval, created once per (requester, method, digest); a
-/// `validate_only` call creates nothing. Without a store (`None`, in tests of other layers) a
-/// gated call has no approvals and none is created.
+/// Before policy: a call about one approval gets the approval as its resource, or `NOT_FOUND`.
+/// On the way back, a gated call refused with `APPROVAL_REQUIRED` and no approval yet gets its
+/// pending approval, created once per (requester, method, digest); a `validate_only` call
+/// creates nothing. (A gated call's live approval is read by the policy layer, and only when
+/// policy does not permit the call without one.) Without a store (`None`, in tests of other
+/// layers) none is created.
 #[derive(Clone, Debug)]
 pub struct FindApprovals {
     approvals: Option<Approvals>,
@@ -62,23 +60,7 @@ impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for FindApprovals {
                 let requester = call.stage.principal.id.clone();
                 let request_id = call.ctx.request_id.clone();
                 Box::pin(async move {
-                    // A store that cannot be read only matters to a call that needs an
-                    // approval: the others go on as if there were none.
-                    let (live, unreadable) = match approvals.live_for(&requester, &request).await {
-                        Ok(live) => (live, None),
-                        Err(err) => (None, Some(err)),
-                    };
-                    call.stage.approvals.approvals = live
-                        .as_ref()
-                        .filter(|l| l.state != ApprovalState::Denied)
-                        .map_or(0, |l| u32::try_from(l.approvers.len()).unwrap_or(u32::MAX));
-                    call.stage.approvals.live = live;
                     let result = next.call(call).await;
-                    if let (Some(err), Err(GatewayError::ApprovalRequired { .. })) =
-                        (unreadable, &result)
-                    {
-                        return Err(err);
-                    }
                     match result {
                         Err(GatewayError::ApprovalRequired {
                             approval_id: None,

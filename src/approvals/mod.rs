@@ -8,9 +8,10 @@
 //!   denied, consumed, expired) is one conditional statement or transaction in the store, then
 //!   one `approval` audit record and a metric; a new pending approval is also logged at info
 //!   (the hook for a notifier).
-//! - [`FindApprovals`] (before policy) looks up what policy needs: the live approval of a gated
-//!   call's exact request, or the approval a call is about; on the way back it creates the
-//!   pending approval a call was refused for. [`SpendApproval`] (just before the write-ahead
+//! - [`FindApprovals`] (before policy) looks up the approval a call is about; on the way back
+//!   it creates the pending approval a call was refused for. The live approval of a gated call's
+//!   exact request is read by the policy layer, only when policy does not permit the call
+//!   without approvals. [`SpendApproval`] (just before the write-ahead
 //!   intent) consumes the approval of a call policy permitted only thanks to it, by
 //!   compare-and-set, so that exactly one call spends it across replicas.
 //! - [`ops`]: the `datasharing.v1.Approvals` operations (GetApproval, ListApprovals, Approve,

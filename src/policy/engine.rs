@@ -1,5 +1,6 @@
 //! One loaded, validated policy set and the translation of a call into a Cedar request.
 
+use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{
@@ -52,7 +53,22 @@ pub(super) struct Snapshot {
     approval_list_type: EntityTypeName,
     /// The schema's actions by id, parsed once.
     action_uids: HashMap<String, EntityUid>,
+    /// Each caller's entity, built once: callers are few and their groups fixed by the
+    /// configuration, and building one evaluates its attributes. Replaced whole on insert, so
+    /// that a call only ever reads it.
+    principals: ArcSwap<HashMap<String, PrincipalEntity>>,
 }
+
+/// A caller's entity and the groups it was built with.
+#[derive(Clone, Debug)]
+struct PrincipalEntity {
+    groups: Vec<String>,
+    entity: Entity,
+}
+
+/// The most callers whose entities are kept: in insecure mode a caller can name itself anything,
+/// and past this each call builds its own.
+const PRINCIPAL_CACHE: usize = 1024;
 
 /// Why a call could not be turned into a Cedar request (a schema that does not fit the gateway).
 /// Cedar's errors are large, so they are boxed.
@@ -134,6 +150,7 @@ impl Snapshot {
             approval_type: APPROVAL_TYPE.parse()?,
             approval_list_type: APPROVAL_LIST_TYPE.parse()?,
             action_uids,
+            principals: ArcSwap::default(),
         })
     }
 
@@ -154,9 +171,15 @@ impl Snapshot {
     }
 
     pub(super) fn evaluate(&self, principal: &Principal, input: &PolicyInput) -> Evaluation {
-        let uid = self.principal_uid(principal);
-        let set = self.by_principal.get(&uid).unwrap_or(&self.general);
-        self.evaluate_against(set, principal, input)
+        let entity = match self.principal_entity(principal) {
+            Ok(entity) => entity,
+            Err(err) => return refused(&err),
+        };
+        let set = self
+            .by_principal
+            .get(&entity.uid())
+            .unwrap_or(&self.general);
+        self.evaluate_against(set, entity, input)
     }
 
     /// Evaluation against the whole, unsliced set: the reference the slicing is tested against.
@@ -166,32 +189,65 @@ impl Snapshot {
         principal: &Principal,
         input: &PolicyInput,
     ) -> Evaluation {
-        self.evaluate_against(&self.full, principal, input)
+        match self.principal_entity(principal) {
+            Ok(entity) => self.evaluate_against(&self.full, entity, input),
+            Err(err) => refused(&err),
+        }
     }
 
-    fn principal_uid(&self, principal: &Principal) -> EntityUid {
-        EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&principal.id))
+    /// The caller's entity: `Service::"<id>"` with its `groups`, from the cache when it holds
+    /// one built with the same groups.
+    fn principal_entity(&self, principal: &Principal) -> Result<Entity, BuildError> {
+        if let Some(cached) = self.principals.load().get(&principal.id)
+            && cached.groups == principal.groups
+        {
+            return Ok(cached.entity.clone());
+        }
+        let entity = self.new_principal_entity(principal)?;
+        self.principals.rcu(|principals| {
+            let mut principals = HashMap::clone(principals);
+            if principals.len() < PRINCIPAL_CACHE || principals.contains_key(&principal.id) {
+                principals.insert(
+                    principal.id.clone(),
+                    PrincipalEntity {
+                        groups: principal.groups.clone(),
+                        entity: entity.clone(),
+                    },
+                );
+            }
+            principals
+        });
+        Ok(entity)
+    }
+
+    fn new_principal_entity(&self, principal: &Principal) -> Result<Entity, BuildError> {
+        let uid = EntityUid::from_type_name_and_id(
+            self.principal_type.clone(),
+            EntityId::new(&principal.id),
+        );
+        let groups = RestrictedExpression::new_set(
+            principal
+                .groups
+                .iter()
+                .cloned()
+                .map(RestrictedExpression::new_string),
+        );
+        Ok(Entity::new(
+            uid,
+            HashMap::from([("groups".to_owned(), groups)]),
+            HashSet::new(),
+        )?)
     }
 
     fn evaluate_against(
         &self,
         set: &PolicySet,
-        principal: &Principal,
+        principal: Entity,
         input: &PolicyInput,
     ) -> Evaluation {
-        let (cedar_request, entities) = match self.build(principal, input, Checks::Trusted) {
+        let (cedar_request, entities) = match self.build_with(principal, input, Checks::Trusted) {
             Ok(built) => built,
-            Err(err) => {
-                // Fail closed: a call the schema cannot describe is denied, and the operator told.
-                tracing::error!(error = %err, "cannot build the Cedar request; denying");
-                return Evaluation {
-                    decision: Decision {
-                        allowed: false,
-                        determining_policies: Vec::new(),
-                    },
-                    errors: vec![err.to_string()],
-                };
-            }
+            Err(err) => return refused(&err),
         };
         let response = self
             .authorizer
@@ -226,26 +282,20 @@ impl Snapshot {
         input: &PolicyInput,
         checks: Checks,
     ) -> Result<(Request, Entities), BuildError> {
+        self.build_with(self.new_principal_entity(principal)?, input, checks)
+    }
+
+    fn build_with(
+        &self,
+        principal_entity: Entity,
+        input: &PolicyInput,
+        checks: Checks,
+    ) -> Result<(Request, Entities), BuildError> {
         let schema = match checks {
             Checks::AgainstSchema => Some(&self.schema),
             Checks::Trusted => None,
         };
-        let principal_uid = EntityUid::from_type_name_and_id(
-            self.principal_type.clone(),
-            EntityId::new(&principal.id),
-        );
-        let groups = RestrictedExpression::new_set(
-            principal
-                .groups
-                .iter()
-                .cloned()
-                .map(RestrictedExpression::new_string),
-        );
-        let principal_entity = Entity::new(
-            principal_uid.clone(),
-            HashMap::from([("groups".to_owned(), groups)]),
-            HashSet::new(),
-        )?;
+        let principal_uid = principal_entity.uid();
         let resource_entity = self.resource_entity(&input.resource)?;
         let resource_uid = resource_entity.uid();
         let entities = match schema {
@@ -352,6 +402,18 @@ impl Snapshot {
                 HashSet::new(),
             ),
         })
+    }
+}
+
+/// Fail closed: a call the schema cannot describe is denied, and the operator told.
+fn refused(err: &BuildError) -> Evaluation {
+    tracing::error!(error = %err, "cannot build the Cedar request; denying");
+    Evaluation {
+        decision: Decision {
+            allowed: false,
+            determining_policies: Vec::new(),
+        },
+        errors: vec![err.to_string()],
     }
 }
 

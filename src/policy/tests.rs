@@ -1079,6 +1079,36 @@ fn action_groups_in_a_custom_schema_are_honoured() {
 }
 
 #[test]
+fn a_cached_caller_entity_is_not_reused_for_the_same_id_with_other_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("managers.cedar"),
+        "@id(\"managers\")\npermit (principal, action == Action::\"AssociateConsumer\", resource)\nwhen { principal.groups.contains(\"managers\") };\n",
+    )
+    .unwrap();
+    let policies = Policies::load(PolicyConfig {
+        watch: false,
+        ..PolicyConfig::new(dir.path())
+    })
+    .unwrap();
+    let with = |groups: &[&str]| Principal {
+        id: "m".into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    let call = request(SALES, ns(PROVISIONED), None);
+    for _ in 0..2 {
+        assert_eq!(
+            policies.evaluate::<AssociateConsumer>(&with(&["managers"]), &call),
+            decision(true, &["managers"])
+        );
+        assert_eq!(
+            policies.evaluate::<AssociateConsumer>(&with(&[]), &call),
+            decision(false, &[])
+        );
+    }
+}
+
+#[test]
 fn every_example_rule_for_disassociate_and_list() {
     let policies = examples();
     let disassociate = |share: &str, consumer: ConsumerTarget| DisassociateRequest {

@@ -95,6 +95,10 @@ pub struct UpstreamConfig {
     /// The `RetryInfo` delay suggested to callers when Redshift throttles, in milliseconds.
     #[serde(default = "defaults::throttle_retry_after_ms")]
     pub throttle_retry_after_ms: u64,
+    /// Calls talking to Redshift (and STS) at once; more wait their turn, their SDK timeouts
+    /// starting once it comes. Each costs a connection and tens of KB while it waits on AWS.
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
 }
 
 mod defaults {
@@ -115,6 +119,9 @@ mod defaults {
     }
     pub(super) fn throttle_retry_after_ms() -> u64 {
         1000
+    }
+    pub(super) fn max_concurrent_requests() -> usize {
+        512
     }
     pub(super) fn session_cache_size() -> usize {
         10_000
@@ -140,6 +147,7 @@ impl UpstreamConfig {
             attempt_timeout_ms: defaults::attempt_timeout_ms(),
             operation_timeout_ms: defaults::operation_timeout_ms(),
             throttle_retry_after_ms: defaults::throttle_retry_after_ms(),
+            max_concurrent_requests: defaults::max_concurrent_requests(),
         }
     }
 
@@ -156,6 +164,9 @@ impl UpstreamConfig {
         }
         if self.session_cache_size == 0 {
             return Err("upstream.session_cache_size = 0: must be positive".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("upstream.max_concurrent_requests = 0: must be positive".into());
         }
         if let Some(region) = &self.region {
             crate::arn::Region::parse(region)
@@ -321,6 +332,9 @@ pub struct RedshiftService {
     throttle_retry_after: Duration,
     min_remaining: Duration,
     metrics: Arc<Metrics>,
+    /// Turns to talk to AWS: without a bound, every admitted call would hold an SDK request
+    /// (a connection and its buffers) at once, and a slow Redshift would time them all out.
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl RedshiftService {
@@ -347,6 +361,7 @@ impl RedshiftService {
             throttle_retry_after,
             min_remaining: Duration::from_millis(config.min_remaining_deadline_ms),
             metrics,
+            turns: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
         }
     }
 
@@ -400,6 +415,12 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                 }
             })?;
             let principal = call.stage.principal.id.clone();
+            // The semaphore is never closed, so acquiring only waits for a turn.
+            let _turn = service
+                .turns
+                .acquire()
+                .await
+                .map_err(|e| GatewayError::Internal(Box::new(e)))?;
             let started = std::time::Instant::now();
             let result = match &route {
                 Route::OwnCredentials => {
