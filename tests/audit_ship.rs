@@ -56,6 +56,41 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (key.clone(), PathBuf::from(format!("{}.pub", key.display())))
 }
 
+/// The emulator, moto's S3 with the locked bucket, a TCP proxy in front of it, and a checkpoint
+/// key pair: what every test here starts from.
+struct World {
+    emulator: Emulator,
+    moto: Moto,
+    proxy: Proxy,
+    key: PathBuf,
+    public: PathBuf,
+    keys: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let emulator = Emulator::start();
+        let moto = Moto::start().await;
+        s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
+        let proxy = Proxy::start(&moto.endpoint).await;
+        let keys = tempfile::tempdir().expect("tmp");
+        let (key, public) = keygen(keys.path(), "checkpoint.key");
+        World {
+            emulator,
+            moto,
+            proxy,
+            key,
+            public,
+            keys,
+        }
+    }
+
+    /// The gateway's options: checkpoints and shipping through the proxy.
+    fn options(&self) -> GatewayOptions {
+        options(&self.emulator, &self.key, &self.proxy.endpoint)
+    }
+}
+
 fn options(emulator: &Emulator, key: &Path, s3_endpoint: &str) -> GatewayOptions {
     let mut options = GatewayOptions::new(emulator.endpoint_url());
     options.server_toml = format!("instance = \"{INSTANCE}\"\n");
@@ -206,12 +241,9 @@ fn s(p: &Path) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from_s3_alone() {
-    let emulator = Emulator::start();
-    let moto = Moto::start().await;
-    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
-    let keys = tempfile::tempdir().expect("tmp");
-    let (key, public) = keygen(keys.path(), "checkpoint.key");
-    let mut gw = Gateway::start(options(&emulator, &key, &moto.endpoint)).await;
+    let world = World::start().await;
+    let (moto, key, public, keys) = (&world.moto, &world.key, &world.public, &world.keys);
+    let mut gw = Gateway::start(world.options()).await;
     calls(&gw, 25, "first").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     calls(&gw, 25, "second").await;
@@ -236,7 +268,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
 
     // In the bucket exactly once each, read back with boto3: COMPLIANCE retention, the
     // checksum S3 stored is the local file's, and the object cannot be replaced or deleted.
-    assert_shipped_exactly_once(&moto, &dir).await;
+    assert_shipped_exactly_once(moto, &dir).await;
     let python = s3::venv_tool("DATASHARE_GATEWAY_TEST_PYTHON", "python");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/s3_readback.py");
     let out = Command::new(python)
@@ -270,10 +302,10 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
         moto.endpoint.as_str(),
         "--s3-force-path-style",
     ];
-    let (code, out) = verify(&[s(&dir), "--public-key", s(&public)]);
+    let (code, out) = verify(&[s(&dir), "--public-key", s(public)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("signed checkpoint(s) verify"), "{out}");
-    let mut args = vec![s(&dir), "--public-key", s(&public)];
+    let mut args = vec![s(&dir), "--public-key", s(public)];
     args.extend_from_slice(&from_s3);
     let (code, out) = verify(&args);
     assert_eq!(code, 0, "{out}");
@@ -290,7 +322,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     std::fs::write(&newest, format!("{}\n", kept.join("\n"))).expect("truncate");
     let (code, out) = verify(&[s(&cut)]);
     assert_eq!(code, 0, "the chain alone does not see a clean cut: {out}");
-    let (code, out) = verify(&[s(&cut), "--public-key", s(&public)]);
+    let (code, out) = verify(&[s(&cut), "--public-key", s(public)]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("checkpoint-") && out.contains("cut off"),
@@ -301,12 +333,12 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     let (code, out) = verify(&[
         s(&cut),
         "--public-key",
-        s(&public),
+        s(public),
         "--checkpoints",
         s(&kept_elsewhere),
     ]);
     assert_eq!(code, 1, "checkpoints kept in another directory: {out}");
-    let mut args = vec![s(&cut), "--public-key", s(&public)];
+    let mut args = vec![s(&cut), "--public-key", s(public)];
     args.extend_from_slice(&from_s3);
     let (code, out) = verify(&args);
     assert_eq!(code, 1, "{out}");
@@ -319,7 +351,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     let gone = scratch.path().join("gone");
     copy_dir(&dir, &gone);
     std::fs::remove_file(newest_audit_file(&gone)).expect("rm");
-    let (code, out) = verify(&[s(&gone), "--public-key", s(&public)]);
+    let (code, out) = verify(&[s(&gone), "--public-key", s(public)]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cut off"), "{out}");
 
@@ -337,7 +369,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
         note,
     )
     .expect("write");
-    let (code, out) = verify(&[s(&forged), "--public-key", s(&public)]);
+    let (code, out) = verify(&[s(&forged), "--public-key", s(public)]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not signed by the given public key"), "{out}");
     // ... and the genuine ones do not verify with the other key either.
@@ -345,7 +377,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     assert_eq!(code, 1, "{out}");
 
     // No secret in the logs, the records or the objects.
-    let private_pem = std::fs::read_to_string(&key).expect("key");
+    let private_pem = std::fs::read_to_string(key).expect("key");
     let private_body: String = private_pem
         .lines()
         .filter(|l| !l.starts_with("-----"))
@@ -406,13 +438,9 @@ fn forge(key: &ed25519_dalek::SigningKey, seq: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_go_on_while_s3_is_down_and_everything_ships_exactly_once_when_it_is_back() {
-    let emulator = Emulator::start();
-    let moto = Moto::start().await;
-    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
-    let proxy = Proxy::start(&moto.endpoint).await;
-    let keys = tempfile::tempdir().expect("tmp");
-    let (key, public) = keygen(keys.path(), "checkpoint.key");
-    let mut gw = Gateway::start(options(&emulator, &key, &proxy.endpoint)).await;
+    let world = World::start().await;
+    let (moto, proxy, public) = (&world.moto, &world.proxy, &world.public);
+    let mut gw = Gateway::start(world.options()).await;
     calls(&gw, 5, "before").await;
     wait_all_shipped(&gw).await;
 
@@ -440,20 +468,16 @@ async fn calls_go_on_while_s3_is_down_and_everything_ships_exactly_once_when_it_
     proxy.set(Mode::Up);
     wait_all_shipped(&gw).await;
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
-    assert_shipped_exactly_once(&moto, &gw.audit_dir).await;
-    let (code, out) = verify(&[s(&gw.audit_dir), "--public-key", s(&public)]);
+    assert_shipped_exactly_once(moto, &gw.audit_dir).await;
+    let (code, out) = verify(&[s(&gw.audit_dir), "--public-key", s(public)]);
     assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_an_upload_and_its_answer_ships_once_without_an_alarm() {
-    let emulator = Emulator::start();
-    let moto = Moto::start().await;
-    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
-    let proxy = Proxy::start(&moto.endpoint).await;
-    let keys = tempfile::tempdir().expect("tmp");
-    let (key, _public) = keygen(keys.path(), "checkpoint.key");
-    let mut gw = Gateway::start(options(&emulator, &key, &proxy.endpoint)).await;
+    let world = World::start().await;
+    let (moto, proxy) = (&world.moto, &world.proxy);
+    let mut gw = Gateway::start(world.options()).await;
     calls(&gw, 5, "before").await;
     wait_all_shipped(&gw).await;
     let shipped_before = s3::versions(&moto.endpoint, BUCKET, PREFIX).await.len();
@@ -493,7 +517,7 @@ async fn a_kill_between_an_upload_and_its_answer_ships_once_without_an_alarm() {
     assert_eq!(conflicts, 0.0, "no alarm");
     assert!(!gw.logs().contains("ALARM"), "{}", gw.logs());
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
-    assert_shipped_exactly_once(&moto, &gw.audit_dir).await;
+    assert_shipped_exactly_once(moto, &gw.audit_dir).await;
 }
 
 #[test]
@@ -526,13 +550,9 @@ fn keys_from_openssl_and_from_keygen_are_interchangeable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_retention_deletes_only_shipped_files() {
-    let emulator = Emulator::start();
-    let moto = Moto::start().await;
-    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
-    let proxy = Proxy::start(&moto.endpoint).await;
-    let keys = tempfile::tempdir().expect("tmp");
-    let (key, _public) = keygen(keys.path(), "checkpoint.key");
-    let mut options = options(&emulator, &key, &proxy.endpoint);
+    let world = World::start().await;
+    let proxy = &world.proxy;
+    let mut options = world.options();
     options.audit_toml.push_str("local_retention_days = 1\n");
     let mut gw = Gateway::start(options).await;
     calls(&gw, 5, "shipped").await;
@@ -588,12 +608,9 @@ async fn local_retention_deletes_only_shipped_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint() {
-    let emulator = Emulator::start();
-    let moto = Moto::start().await;
-    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
-    let keys = tempfile::tempdir().expect("tmp");
-    let (key, public) = keygen(keys.path(), "checkpoint.key");
-    let mut options = options(&emulator, &key, &moto.endpoint);
+    let world = World::start().await;
+    let (moto, public) = (&world.moto, &world.public);
+    let mut options = world.options();
     // Nothing is sealed or checkpointed by time before the shutdown.
     options.audit_toml = options
         .audit_toml
@@ -603,7 +620,7 @@ async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint(
     calls(&gw, 3, "last").await;
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
 
-    assert_shipped_exactly_once(&moto, &gw.audit_dir).await;
+    assert_shipped_exactly_once(moto, &gw.audit_dir).await;
     let records = gateway::audit_records(&gw.audit_dir);
     let last_call = records
         .iter()
@@ -618,7 +635,7 @@ async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint(
     let (code, out) = verify(&[
         s(&gw.audit_dir),
         "--public-key",
-        s(&public),
+        s(public),
         "--checkpoints",
         &shipped,
         "--s3-endpoint-url",
@@ -634,9 +651,8 @@ async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_taken_by_other_bytes_is_an_alarm_and_the_local_file_is_kept() {
-    let emulator = Emulator::start();
-    let moto = Moto::start().await;
-    s3::create_locked_bucket(&moto.endpoint, BUCKET).await;
+    let world = World::start().await;
+    let moto = &world.moto;
     // Someone else's object where the gateway's first file will go.
     let taken = format!("{PREFIX}audit-00000000000000000001.jsonl");
     s3::s3_client(&moto.endpoint)
@@ -648,9 +664,7 @@ async fn a_name_taken_by_other_bytes_is_an_alarm_and_the_local_file_is_kept() {
         .send()
         .await
         .expect("put");
-    let keys = tempfile::tempdir().expect("tmp");
-    let (key, _public) = keygen(keys.path(), "checkpoint.key");
-    let mut gw = Gateway::start(options(&emulator, &key, &moto.endpoint)).await;
+    let mut gw = Gateway::start(world.options()).await;
     calls(&gw, 3, "conflict").await;
     let alarmed = tokio::time::timeout(PATIENCE, async {
         loop {
