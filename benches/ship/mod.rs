@@ -11,9 +11,16 @@ use crate::{CALLERS, Window, gateway_window, mean, message};
 
 const BUCKET: &str = "bench-audit";
 
-fn shipping_options(emulator: &Emulator, key: &std::path::Path, moto: &Moto) -> GatewayOptions {
+/// Each gateway ships under its own instance name: a fresh audit directory numbers its files
+/// from 1 again, and the same names under one prefix would be (rightly) refused as a conflict.
+fn shipping_options(
+    emulator: &Emulator,
+    key: &std::path::Path,
+    moto: &Moto,
+    instance: &str,
+) -> GatewayOptions {
     let mut options = GatewayOptions::new(emulator.endpoint_url());
-    options.server_toml = "instance = \"bench\"\n".into();
+    options.server_toml = format!("instance = \"{instance}\"\n");
     // The defaults but the seal interval: sealing every second is the worst case for cost and
     // the best for delay.
     options.audit_toml = format!(
@@ -36,16 +43,29 @@ pub(crate) async fn checkpoints_and_shipping(emulator: &Emulator) -> (f64, f64, 
     let mut off: Vec<Window> = Vec::new();
     let mut on: Vec<Window> = Vec::new();
     let mut delays_ms = Vec::new();
-    for _ in 0..2 {
+    for round in 0..2 {
+        let instance = format!("bench-{round}");
         let gateway = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
         off.push(gateway_window(&gateway).await);
         drop(gateway);
-        let gateway = Gateway::start(shipping_options(emulator, &key, &moto)).await;
+        let gateway = Gateway::start(shipping_options(emulator, &key, &moto, &instance)).await;
         on.push(gateway_window(&gateway).await);
         for sample in 0..5 {
-            let delay = shipping_delay(&gateway, &moto, sample).await;
+            let delay = shipping_delay(&gateway, &moto, &instance, sample).await;
             delays_ms.push(delay.as_secs_f64() * 1000.0);
         }
+        let scraped = crate::support::prometheus::scrape(gateway.admin).await;
+        let count = |result| {
+            scraped
+                .value("datashare_gateway_audit_ship_total", &[("result", result)])
+                .unwrap_or_default()
+        };
+        println!(
+            "  shipping round {round}: {} objects shipped, {} conflicts, {} failed uploads",
+            count("shipped"),
+            count("conflict"),
+            count("error")
+        );
         drop(gateway);
     }
     let cpu_ratio = mean(&on, |w| w.cpu_us_per_call) / mean(&off, |w| w.cpu_us_per_call);
@@ -76,7 +96,7 @@ fn fmt(windows: &[Window], f: impl Fn(&Window) -> f64) -> String {
 }
 
 /// From one call's answer (its record durable) until an object in the bucket holds its record.
-async fn shipping_delay(gateway: &Gateway, moto: &Moto, sample: usize) -> Duration {
+async fn shipping_delay(gateway: &Gateway, moto: &Moto, instance: &str, sample: usize) -> Duration {
     // Spread over the seal interval, so the samples are not all in the same phase of it.
     tokio::time::sleep(Duration::from_millis(230 * sample as u64)).await;
     let id = format!(
@@ -97,7 +117,7 @@ async fn shipping_delay(gateway: &Gateway, moto: &Moto, sample: usize) -> Durati
         let listed = s3
             .list_objects_v2()
             .bucket(BUCKET)
-            .prefix("bench/audit-")
+            .prefix(format!("{instance}/audit-"))
             .send()
             .await
             .expect("list");
