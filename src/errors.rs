@@ -292,6 +292,18 @@ impl GatewayError {
     }
 }
 
+/// An error and its causes on one line: "cannot read x.cedar: Permission denied (os error 13)".
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -389,14 +389,7 @@ impl crate::approvals::ReadPolicy for Policies {
 
 /// The error and its causes: "cannot read x.cedar: Permission denied (os error 13)".
 fn with_causes(err: &PolicyError) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::errors::with_causes(err)
 }
 
 // The mutex only guards an Option<String>; a poisoned one still holds a usable value.

@@ -86,20 +86,12 @@ async fn client(location: &ArchiveLocation<'_>) -> aws_sdk_s3::Client {
 fn brief<E, R>(operation: &'static str, key: &str, err: &SdkError<E, R>) -> ArchiveError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let message = match (err.code(), err.message()) {
         (Some(code), message) => format!("{code}: {}", message.unwrap_or("(no message)")),
-        _ => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
+        // No answer (a refused connection, a timeout): what kept the request from one.
+        _ => crate::errors::with_causes(err),
     };
     ArchiveError {
         operation,
