@@ -375,6 +375,22 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     // ... and the genuine ones do not verify with the other key either.
     let (code, out) = verify(&[s(&dir), "--public-key", s(&other_public)]);
     assert_eq!(code, 1, "{out}");
+    // After a key rotation both keys are given: each checkpoint must be signed by one of
+    // them. The genuine trail verifies; the other key's checkpoint now passes its signature
+    // check, and what it claims (a million records) is then found missing.
+    let both = ["--public-key", s(public), "--public-key", s(&other_public)];
+    let mut args = vec![s(&dir)];
+    args.extend_from_slice(&both);
+    let (code, out) = verify(&args);
+    assert_eq!(code, 0, "{out}");
+    let mut args = vec![s(&forged)];
+    args.extend_from_slice(&both);
+    let (code, out) = verify(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seq 1000000") && out.contains("cut off"),
+        "{out}"
+    );
 
     // No secret in the logs, the records or the objects.
     let private_pem = std::fs::read_to_string(key).expect("key");

@@ -48,8 +48,9 @@ pub enum Verdict {
 /// Checkpoints to verify a trail against: the public key and the signed notes, as read.
 #[derive(Debug)]
 pub struct Checkpoints {
-    /// The Ed25519 public key they must be signed with.
-    pub public_key: ed25519_dalek::VerifyingKey,
+    /// The Ed25519 public keys: each checkpoint must be signed by one of them (more than one
+    /// after a key rotation).
+    pub public_keys: Vec<ed25519_dalek::VerifyingKey>,
     /// Where they were read from, for the report (a directory, `s3://...`).
     pub source: String,
     /// Each checkpoint: where it was read (a path or `s3://bucket/key`) and its bytes.
@@ -109,7 +110,15 @@ fn verify_against(
     }
     let mut signed = Vec::with_capacity(checkpoints.notes.len());
     for (source, bytes) in &checkpoints.notes {
-        match checkpoint::open(bytes, &checkpoints.public_key) {
+        let mut opened = checkpoints
+            .public_keys
+            .iter()
+            .map(|key| checkpoint::open(bytes, key));
+        let first = opened
+            .next()
+            .unwrap_or_else(|| Err(checkpoint::BadCheckpoint("no public key given".into())));
+        // The first key's reason, unless a later key signed it.
+        match opened.fold(first, |found, next| found.or(next)) {
             Ok(body) => signed.push(verify::SignedCheckpoint {
                 source: source.clone(),
                 seq: body.seq,

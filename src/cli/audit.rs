@@ -29,9 +29,10 @@ pub enum AuditCommand {
         #[arg(long)]
         hmac_key_env: Option<String>,
         /// The checkpoint signing key's public half (PEM, as `openssl pkey -pubout` or
-        /// `audit keygen` writes it).
+        /// `audit keygen` writes it). Give it again for each key the trail was signed with
+        /// (after a key rotation): each checkpoint must be signed by one of them.
         #[arg(long)]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
         /// Where to read the checkpoints: a directory, or `s3://bucket/prefix/` (the shipped
         /// ones). Default: the `checkpoints/` directory beside the audit files.
         #[arg(long, requires = "public_key")]
@@ -88,9 +89,9 @@ pub(super) async fn run_command(cmd: AuditCommand) -> Result<ExitCode, CliError>
                     return Ok(ExitCode::from(USAGE_OR_IO));
                 }
             };
-            let checkpoints = match public_key {
-                None => None,
-                Some(public_key) => {
+            let checkpoints = match public_key.is_empty() {
+                true => None,
+                false => {
                     let source = CheckpointSource {
                         spec: checkpoints,
                         s3_endpoint_url,
@@ -133,11 +134,14 @@ struct CheckpointSource {
 }
 
 async fn read_checkpoints(
-    public_key: &Path,
+    public_keys: &[PathBuf],
     source: &CheckpointSource,
     paths: &[PathBuf],
 ) -> Result<Checkpoints, CliError> {
-    let public_key = crate::audit::load_verifying_key(public_key)?;
+    let public_keys = public_keys
+        .iter()
+        .map(|path| crate::audit::load_verifying_key(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let (source_name, notes) = match source.spec.as_deref() {
         Some(url) if url.starts_with("s3://") => {
             let notes = crate::audit::read_shipped_checkpoints(
@@ -178,7 +182,7 @@ async fn read_checkpoints(
         }
     };
     Ok(Checkpoints {
-        public_key,
+        public_keys,
         source: source_name,
         notes,
     })
