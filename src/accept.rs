@@ -84,14 +84,15 @@ pub fn mtls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TCP connection holding one of the listener's connection slots until it closes.
+/// A stream carrying something for as long as it is open (`with`): reads and writes go to
+/// the stream.
 #[derive(Debug)]
-pub struct Slotted {
-    stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
+pub struct With<S, W> {
+    stream: S,
+    with: W,
 }
 
-impl AsyncRead for Slotted {
+impl<S: AsyncRead + Unpin, W: Unpin> AsyncRead for With<S, W> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -101,7 +102,7 @@ impl AsyncRead for Slotted {
     }
 }
 
-impl AsyncWrite for Slotted {
+impl<S: AsyncWrite + Unpin, W: Unpin> AsyncWrite for With<S, W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -131,6 +132,9 @@ impl AsyncWrite for Slotted {
         self.stream.is_write_vectored()
     }
 }
+
+/// A TCP connection holding one of the listener's connection slots until it closes.
+pub type Slotted = With<TcpStream, OwnedSemaphorePermit>;
 
 impl Connected for Slotted {
     type ConnectInfo = TcpConnectInfo;
@@ -184,10 +188,7 @@ where
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection = handshake(Slotted {
-                stream,
-                _slot: slot,
-            });
+            let connection = handshake(Slotted { stream, with: slot });
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Some(ready) = connection.await {
@@ -210,57 +211,13 @@ pub struct TlsPeer {
 }
 
 /// A TLS connection after its handshake, with what its client certificate says.
-#[derive(Debug)]
-pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<Slotted>,
-    peer: TlsPeer,
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
+pub type TlsConnection = With<tokio_rustls::server::TlsStream<Slotted>, TlsPeer>;
 
 impl Connected for TlsConnection {
     type ConnectInfo = TlsPeer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.peer.clone()
+        self.with.clone()
     }
 }
 
@@ -285,7 +242,7 @@ pub async fn tls_handshake(
                     .map_err(Arc::new);
             Some(TlsConnection {
                 stream,
-                peer: TlsPeer {
+                with: TlsPeer {
                     remote_addr: peer,
                     credential,
                 },

@@ -411,18 +411,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
             path.display().to_string(),
             std::fs::read_to_string(&path).expect("read"),
         ));
-        let body = client
-            .get_object()
-            .bucket(BUCKET)
-            .key(&object_key)
-            .send()
-            .await
-            .expect("get")
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes();
+        let body = s3::object(&client, BUCKET, &object_key).await;
         texts.push((object_key, String::from_utf8_lossy(&body).into_owned()));
     }
     for (name, text) in &texts {

@@ -111,10 +111,10 @@ async fn shipping_delay(gateway: &Gateway, moto: &Moto, instance: &str, sample: 
         .insert("x-request-id", id.parse().expect("ascii"));
     client.associate_consumer(request).await.expect("call");
     let started = Instant::now();
-    let s3 = s3::s3_client(&moto.endpoint).await;
+    let store = s3::s3_client(&moto.endpoint).await;
     let mut seen = std::collections::HashSet::new();
     loop {
-        let listed = s3
+        let listed = store
             .list_objects_v2()
             .bucket(BUCKET)
             .prefix(format!("{instance}/audit-"))
@@ -126,18 +126,7 @@ async fn shipping_delay(gateway: &Gateway, moto: &Moto, instance: &str, sample: 
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let body = s3
-                .get_object()
-                .bucket(BUCKET)
-                .key(&key)
-                .send()
-                .await
-                .expect("get")
-                .body
-                .collect()
-                .await
-                .expect("body")
-                .into_bytes();
+            let body = s3::object(&store, BUCKET, &key).await;
             if body.windows(id.len()).any(|w| w == id.as_bytes()) {
                 return started.elapsed();
             }

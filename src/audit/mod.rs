@@ -31,7 +31,7 @@ pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
-pub use ship::{ShipStats, Shipper, read_shipped_checkpoints};
+pub use ship::{Shipper, read_shipped_checkpoints};
 pub use writer::{AuditError, AuditLog, AuditStats};
 
 /// What `audit verify` found.

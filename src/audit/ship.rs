@@ -32,15 +32,6 @@ const IDLE_PASS: Duration = Duration::from_secs(30);
 /// Longest wait between retries while S3 fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What the shipper has left to do, for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShipStats {
-    /// Bytes of audit files (the open one included) and checkpoints not yet shipped.
-    pub unshipped_bytes: u64,
-    /// Age of the oldest of them, in seconds.
-    pub oldest_unshipped_secs: u64,
-}
-
 /// The background task that ships the trail; [`Shipper::finish`] makes its last pass.
 #[derive(Debug)]
 pub struct Shipper {

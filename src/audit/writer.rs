@@ -1223,18 +1223,25 @@ mod tests {
         assert_eq!(report.records, 30);
     }
 
-    #[tokio::test]
-    async fn checkpoints_come_every_n_records_and_are_recorded_in_the_chain() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let key_file = tmp.path().join("checkpoint.key");
+    /// A log in `tmp/audit` signing a checkpoint every `interval_records` records (never by
+    /// time) with a new key in `tmp/checkpoint.key`: (config, audit dir, key file).
+    fn checkpointed(tmp: &Path, interval_records: u64) -> (AuditConfig, PathBuf, PathBuf) {
+        let key_file = tmp.join("checkpoint.key");
         checkpoint::generate_key_pair(&key_file).expect("keygen");
-        let dir = tmp.path().join("audit");
+        let dir = tmp.join("audit");
         let mut config = AuditConfig::new(&dir);
         config.checkpoint = Some(crate::audit::CheckpointConfig {
             signing_key_file: key_file.clone(),
-            interval_records: 5,
+            interval_records,
             interval_secs: 3600,
         });
+        (config, dir, key_file)
+    }
+
+    #[tokio::test]
+    async fn checkpoints_come_every_n_records_and_are_recorded_in_the_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (config, dir, key_file) = checkpointed(tmp.path(), 5);
         let log = AuditLog::open(&config, "gw-a").await.expect("open");
         for i in 0..12 {
             log.append(intent(&format!("r{i}"))).await.expect("append");
@@ -1275,15 +1282,7 @@ mod tests {
     #[tokio::test]
     async fn a_trail_cut_short_is_refused_at_start_naming_the_checkpoint() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let key_file = tmp.path().join("checkpoint.key");
-        checkpoint::generate_key_pair(&key_file).expect("keygen");
-        let dir = tmp.path().join("audit");
-        let mut config = AuditConfig::new(&dir);
-        config.checkpoint = Some(crate::audit::CheckpointConfig {
-            signing_key_file: key_file,
-            interval_records: 1000,
-            interval_secs: 3600,
-        });
+        let (config, dir, _) = checkpointed(tmp.path(), 1000);
         let log = AuditLog::open(&config, "gw-a").await.expect("open");
         for i in 0..4 {
             log.append(intent(&format!("r{i}"))).await.expect("append");

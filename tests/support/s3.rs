@@ -212,6 +212,23 @@ pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// The bytes of `bucket/key`.
+pub async fn object(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("get {bucket}/{key}: {err:?}"))
+        .body
+        .collect()
+        .await
+        .expect("object body")
+        .into_bytes()
+        .to_vec()
+}
+
 /// Every object version under `prefix`: (key, version id).
 pub async fn versions(endpoint: &str, bucket: &str, prefix: &str) -> Vec<(String, String)> {
     let client = s3_client(endpoint).await;
