@@ -165,6 +165,7 @@ async fn latency(emulator: &Emulator, gateway: &Gateway) -> (f64, f64) {
             .await
             .expect("gateway call");
     }
+    let before = support::prometheus::scrape(gateway.admin).await;
     // Interleaved so machine noise hits both alike.
     for _ in 0..LATENCY_CALLS {
         let t = Instant::now();
@@ -198,6 +199,18 @@ async fn latency(emulator: &Emulator, gateway: &Gateway) -> (f64, f64) {
     println!(
         "  added by the gateway        p50 {:>8.0}  p99 {:>8.0}",
         added.0, added.1
+    );
+    // The floor under the added latency: the intent's fsync, which no call may skip.
+    let after = support::prometheus::scrape(gateway.admin).await;
+    let delta = |name: &str| {
+        after.value(name, &[]).unwrap_or_default() - before.value(name, &[]).unwrap_or_default()
+    };
+    let fsyncs = delta("datashare_gateway_audit_fsyncs_total");
+    let fsync_seconds = delta("datashare_gateway_audit_fsync_seconds_total");
+    println!(
+        "  audit fsyncs                {:.2} per call, mean {:.0} us each",
+        fsyncs / LATENCY_CALLS as f64,
+        fsync_seconds * 1e6 / fsyncs.max(1.0)
     );
     added
 }

@@ -455,7 +455,8 @@ pub struct TrailState {
     /// Set by the gRPC handler when the caller cancelled or its deadline passed before the call
     /// ended; the call still runs to its own end so that its outcome is recorded.
     pub caller_gone: bool,
-    /// Set by the audit layer once the call's closing record is durable.
+    /// Set by the audit layer once the call's closing record is durable (a `call` record) or
+    /// queued for the next batch (an `outcome`).
     pub recorded: bool,
 }
 

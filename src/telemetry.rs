@@ -181,7 +181,7 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
                 .with_filter(filter_fn(exported)),
         )
     });
-    let _ = match traces {
+    let installed = match traces {
         // Without traces the level filter is global: a callsite below it (the SDK's many debug
         // events) is never enabled, and costs one comparison with the maximum level.
         None => tracing_subscriber::registry()
@@ -193,10 +193,16 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         Some(traces) => tracing_subscriber::registry()
             .with(log_layer(json, stderr).with_filter(filter))
             .with(traces)
-            .try_init(),
+            .try_init()
+            .inspect(|()| STAGE_SPANS.store(true, Ordering::Relaxed)),
     };
+    let _ = installed;
     telemetry
 }
+
+/// Whether [`StageSpan`] makes spans: only once a trace exporter is installed. Log lines carry
+/// no span fields, so without traces a stage span would only cost.
+static STAGE_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The log lines' layer: JSON with the call's ids, or text, written to `writer`.
 fn log_layer<S>(json: bool, writer: NonBlocking) -> Box<dyn Layer<S> + Send + Sync>
@@ -204,13 +210,17 @@ where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
     if json {
+        // A line names its call by `request_id` and `trace_id` (from `CallIdsLayer`), not by
+        // the span's fields: the JSON formatter would re-serialise a span's fields at each
+        // `record` and parse them again for each line, on every call.
         let format = tracing_subscriber::fmt::format()
             .json()
             .flatten_event(true)
-            .with_current_span(true)
+            .with_current_span(false)
             .with_span_list(false);
         tracing_subscriber::fmt::layer()
             .json()
+            .fmt_fields(NoSpanFields)
             .event_format(WithCallIds(format))
             .with_writer(writer)
             .and_then(
@@ -338,6 +348,29 @@ impl Visit for OwnFields {
             "trace_id" => self.trace_id = true,
             _ => {}
         }
+    }
+}
+
+/// Keeps no span fields for the log lines (see [`log_layer`]); event fields are written by the
+/// JSON event format itself.
+#[derive(Debug)]
+struct NoSpanFields;
+
+impl<'w> FormatFields<'w> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> std::fmt::Result {
+        Ok(())
+    }
+
+    fn add_fields(
+        &self,
+        _current: &'w mut tracing_subscriber::fmt::FormattedFields<Self>,
+        _fields: &Record<'_>,
+    ) -> std::fmt::Result {
+        Ok(())
     }
 }
 
@@ -560,7 +593,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Wraps the next layer (and what it calls) in a span named for its stage, so a trace shows where
-/// a call's time went: policy, audit intent, upstream.
+/// a call's time went: policy, audit intent, upstream. Passes calls straight on while no traces
+/// are exported.
 #[derive(Clone, Copy, Debug)]
 pub struct StageSpan {
     name: &'static str,
@@ -587,6 +621,9 @@ impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for StageSpan {
         // in the one before; not entered on every poll (as `instrument` would) because every
         // poll of the Redshift call below would then enter and leave all four stage spans. The
         // span stays open until the call ends, as before.
+        if !STAGE_SPANS.load(Ordering::Relaxed) {
+            return Box::pin(next.call(call));
+        }
         let span = tracing::info_span!("stage", otel.name = self.name);
         let future = span.in_scope(|| next.call(call));
         Box::pin(async move {

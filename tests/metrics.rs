@@ -63,6 +63,8 @@ async fn metrics_count_calls_decisions_upstream_outcomes_retries_and_audit_exact
         Err(Code::FailedPrecondition)
     );
 
+    // Outcomes are written just after their replies: scrape once every one is.
+    gateway::audit_records(&gw.audit_dir);
     let m = scrape(gw.admin).await;
     let calls = |code: &str| {
         m.value(
@@ -163,6 +165,8 @@ async fn counters_only_go_up_between_scrapes() {
         .associate_consumer(gateway::as_caller(REPORTING, entire_account(SALES_SHARE)))
         .await
         .expect("call");
+    // The call's outcome is written just after its reply: scrape once it is.
+    gateway::audit_records(&gw.audit_dir);
     let first = scrape(gw.admin).await;
     let again = scrape(gw.admin).await;
     for name in [

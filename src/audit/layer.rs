@@ -12,6 +12,11 @@ use crate::middleware::Middleware;
 /// Outermost: after the inner stack returns, records one `call` record (a call that changes
 /// nothing, or was never forwarded) or one `outcome` record (its intent was made durable).
 ///
+/// A `call` record is durable before the reply. An `outcome` is queued for the writer's next
+/// batch and the reply goes out at once: its intent, durable before Redshift was called,
+/// already records the change, so only a crash in the next millisecond or so leaves that intent
+/// without an outcome (which `audit verify` lists).
+///
 /// A `call` record that cannot be made durable turns the result into
 /// [`GatewayError::AuditUnavailable`]: nothing happens unrecorded, and no listing is answered
 /// unrecorded. An `outcome` that cannot be written does not change the result, because Redshift
@@ -59,8 +64,10 @@ impl<Op: Operation> Middleware<Op, Received> for Audit {
                         call: facts,
                         outcome,
                     };
-                    match log.append(body).await {
-                        Ok(_) => trail.lock().recorded = true,
+                    // Queued, not awaited: the reply goes out while the outcome is written with
+                    // the next batch (see `AuditLog::enqueue`).
+                    match log.enqueue(body).await {
+                        Ok(()) => trail.lock().recorded = true,
                         Err(err) => tracing::error!(
                             error = %err,
                             request_id = %ctx.request_id,

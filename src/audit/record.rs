@@ -511,8 +511,24 @@ fn bound_list(values: &[String], field: &str, truncated: &mut Vec<String>) -> Ve
         .collect()
 }
 
+/// Whether some string in `value` is over [`MAX_STRING_BYTES`] or some list over
+/// [`MAX_LIST_ITEMS`]: almost never, so the field paths are only built when so.
+fn over_bounds(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.len() > MAX_STRING_BYTES,
+        serde_json::Value::Object(members) => members.values().any(over_bounds),
+        serde_json::Value::Array(items) => {
+            items.len() > MAX_LIST_ITEMS || items.iter().any(over_bounds)
+        }
+        _ => false,
+    }
+}
+
 /// Cuts every string in `value` to [`MAX_STRING_BYTES`], naming each cut field under `path`.
 fn bound_value(value: &mut serde_json::Value, path: &str, truncated: &mut Vec<String>) {
+    if !over_bounds(value) {
+        return;
+    }
     match value {
         serde_json::Value::String(s) if s.len() > MAX_STRING_BYTES => {
             *s = bound(s, path, truncated);

@@ -181,6 +181,8 @@ enum Msg {
         body: EncodedBody,
         reply: Reply,
     },
+    /// A record no caller waits for (see [`AuditLog::enqueue`]).
+    Queued(EncodedBody),
     /// While unhealthy: try to write (a new file, pending recovery records) without a call.
     Probe,
     /// Once a second while checkpoints or sealing are configured: time-based work.
@@ -278,6 +280,27 @@ impl AuditLog {
             counters,
             write_timeout,
         })
+    }
+
+    /// Queues a record for the next batch and returns without waiting for it to be durable: the
+    /// reply to a call can then go out while its outcome is being written. The writer keeps a
+    /// queued record until it is written, retrying after a failed write, and `close` writes every
+    /// queued record first: only a crash before the next batch loses it. Waits while the queue is
+    /// full, at most `audit.write_timeout_ms`.
+    pub async fn enqueue(&self, body: RecordBody) -> Result<(), AuditError> {
+        let body = encode_body(&body).map_err(AuditError::Encode)?;
+        let msg = match self.tx.try_send(Msg::Queued(body)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(AuditError::Closed),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        match tokio::time::timeout(self.write_timeout, self.tx.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(AuditError::Closed),
+            Err(_) => Err(AuditError::Timeout(
+                u64::try_from(self.write_timeout.as_millis()).unwrap_or(u64::MAX),
+            )),
+        }
     }
 
     /// Queues a record and resolves with its seq once it is durable. Waits while the queue is
@@ -497,6 +520,8 @@ struct Writer {
     next_segment: u64,
     /// Records of the writer's own not yet durable: `recovery` (torn bytes) and `checkpoint`.
     pending: Vec<WriterRecord>,
+    /// Queued records (no caller waits) of batches that failed: written first in the next one.
+    unwritten: Vec<EncodedBody>,
     checkpointer: Option<Checkpointer>,
     /// Seal the open file once it is this old (`audit.ship.seal_interval_secs`).
     seal_every: Option<std::time::Duration>,
@@ -650,6 +675,7 @@ impl Writer {
                 .into_iter()
                 .map(WriterRecord::Recovery)
                 .collect(),
+            unwritten: Vec::new(),
             checkpointer,
             seal_every: config
                 .ship
@@ -687,7 +713,8 @@ impl Writer {
                 match msg {
                     // A caller that gave up has been answered; its record is not written.
                     Msg::Append { withdrawn, .. } if withdrawn.load(Ordering::Relaxed) => {}
-                    Msg::Append { body, reply, .. } => batch.push((body, reply)),
+                    Msg::Append { body, reply, .. } => batch.push((body, Some(reply))),
+                    Msg::Queued(body) => batch.push((body, None)),
                     Msg::Probe => probe = true,
                     Msg::Tick => {}
                     Msg::Shutdown(done) => {
@@ -700,11 +727,23 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if !batch.is_empty() || (probe && !*self.health.borrow()) {
+            if !batch.is_empty()
+                || (probe && (!*self.health.borrow() || !self.unwritten.is_empty()))
+            {
                 // Failures are answered to each waiter inside `commit`.
                 let _ = self.commit(batch);
             }
             self.checkpoint_or_seal_if_due();
+        }
+        if !self.unwritten.is_empty() {
+            // One last try; a failure is logged by `commit`.
+            let _ = self.commit(Vec::new());
+        }
+        if !self.unwritten.is_empty() {
+            tracing::error!(
+                records = self.unwritten.len(),
+                "audit: stopping with queued records that could not be written"
+            );
         }
         // Stopped: seal the open file with a final checkpoint, for the shipper's last pass.
         self.seal("shutdown");
@@ -714,10 +753,11 @@ impl Writer {
         }
     }
 
-    /// Numbers, chains, writes and syncs the pending recovery notes and `batch`, then answers
-    /// each waiter. On failure the sequence and chain are rolled back, so the next batch reuses
-    /// them in a new file.
-    fn commit(&mut self, batch: Vec<(EncodedBody, Reply)>) -> Result<(), Arc<io::Error>> {
+    /// Numbers, chains, writes and syncs the pending recovery notes, the queued records of failed
+    /// batches and `batch`, then answers each waiter. On failure the sequence and chain are
+    /// rolled back, so the next batch reuses them in a new file, and queued records are kept for
+    /// it.
+    fn commit(&mut self, batch: Vec<(EncodedBody, Option<Reply>)>) -> Result<(), Arc<io::Error>> {
         let ts = rfc3339(SystemTime::now());
         let (seq0, prev0) = (self.next_seq, self.prev.clone());
         let notes = std::mem::take(&mut self.pending);
@@ -732,9 +772,17 @@ impl Writer {
                 Err(err) => outcome = Err(io::Error::other(err)),
             }
         }
+        let mut queued = std::mem::take(&mut self.unwritten);
+        for body in &queued {
+            self.encode(&mut buf, &ts, body);
+        }
         let mut waiters = Vec::with_capacity(batch.len());
         for (body, reply) in batch {
-            waiters.push((self.encode(&mut buf, &ts, &body), reply));
+            let seq = self.encode(&mut buf, &ts, &body);
+            match reply {
+                Some(reply) => waiters.push((seq, reply)),
+                None => queued.push(body),
+            }
         }
         if outcome.is_ok() {
             self.counters
@@ -746,7 +794,7 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.durable = (self.next_seq - 1, self.prev.clone());
-                let written = (notes.len() + waiters.len()) as u64;
+                let written = (notes.len() + queued.len() + waiters.len()) as u64;
                 self.counters
                     .records_written
                     .fetch_add(written, Ordering::Relaxed);
@@ -776,12 +824,15 @@ impl Writer {
                 let mut restored = notes;
                 restored.append(&mut self.pending);
                 self.pending = restored;
+                self.unwritten = queued;
                 self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 self.health.send_replace(false);
                 tracing::error!(
                     error = %err,
                     records = waiters.len(),
-                    "audit: cannot make records durable; calls are refused until writes succeed"
+                    queued = self.unwritten.len(),
+                    "audit: cannot make records durable; calls are refused until writes succeed \
+                     (queued records are kept and written then)"
                 );
                 for (_, reply) in waiters {
                     let _ = reply.send(Err(AuditError::Write(Arc::clone(&err))));

@@ -113,13 +113,15 @@ pub(crate) fn plain_text(
     let before = violations.len();
     for (field, value) in fields {
         let misleading = value.chars().find(|c| {
-            matches!(
-                c.general_category(),
-                GeneralCategory::Control
-                    | GeneralCategory::Format
-                    | GeneralCategory::LineSeparator
-                    | GeneralCategory::ParagraphSeparator
-            )
+            // Printable ASCII is the common case; the category lookup is a table search.
+            !matches!(c, ' '..='~')
+                && matches!(
+                    c.general_category(),
+                    GeneralCategory::Control
+                        | GeneralCategory::Format
+                        | GeneralCategory::LineSeparator
+                        | GeneralCategory::ParagraphSeparator
+                )
         });
         if let Some(c) = misleading {
             violations.push(FieldViolation {

@@ -4,8 +4,8 @@ use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicySet,
-    PrincipalConstraint, Request, RestrictedExpression, Schema,
+    ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Policy, PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema,
 };
 
 use crate::call::{ContextValue, Decision, PolicyInput, PolicyResource, Principal};
@@ -23,25 +23,29 @@ pub(super) const APPROVAL_LIST_ID: &str = "approvals";
 
 /// An immutable, validated policy set, ready to evaluate. Swapped whole on reload.
 ///
-/// Cedar evaluates every policy of a set for every request, and large org sets are mostly
-/// per-service rules (`principal == Service::"..."`). Those can only match their own principal,
-/// so the set is sliced once at load: a caller is evaluated against the policies that do not
-/// name a principal plus those naming it. Skipped policies cannot be satisfied and, their scope
-/// failing first, cannot error either, so decisions and determining policies are unchanged.
+/// Cedar evaluates every policy of a set for every request, so the set is sliced once at load by
+/// what a policy's scope can match: the request's action (a policy for `Approve` never applies
+/// to `AssociateConsumer`) and, for per-service rules (`principal == Service::"..."`, most of a
+/// large org set), its principal. A call is evaluated against the slice for its action, with its
+/// own principal's policies when some name it. Skipped policies cannot be satisfied and, their
+/// scope failing first, cannot error either, so decisions and determining policies are unchanged.
 #[derive(Debug)]
 pub(super) struct Snapshot {
-    /// Policies whose scope does not pin one principal.
-    general: PolicySet,
-    /// For each principal some policy pins: `general` plus those policies.
-    by_principal: HashMap<EntityUid, PolicySet>,
+    /// By action id: the policies that can apply to it and do not pin one principal.
+    general: HashMap<String, PolicySet>,
+    /// For each principal some policy pins, by action id: `general` plus the pinned policies
+    /// that can apply to the action (only actions some pinned policy can apply to).
+    by_principal: HashMap<EntityUid, HashMap<String, PolicySet>>,
+    /// For an action the schema does not declare (the request then fails to build).
+    no_policies: PolicySet,
     #[cfg(test)]
     full: PolicySet,
     schema: Schema,
-    /// The schema's action entities, added to every request's entities when some action belongs
-    /// to an action group; empty otherwise. Without groups they change nothing (`action in A`
-    /// is then `action == A`, which Cedar decides without the entity) and cost a third of an
-    /// evaluation.
-    actions: Vec<Entity>,
+    /// By id, the schema's action entities (each with all its groups as ancestors), the
+    /// request's one added to its entities when some action belongs to an action group; empty
+    /// otherwise. Without groups it changes nothing (`action in A` is then `action == A`, which
+    /// Cedar decides without the entity). `action in G` needs only the action's own entity.
+    grouped_actions: HashMap<String, Entity>,
     authorizer: Authorizer,
     ids: Vec<String>,
     /// Its files and fingerprint, for logs, `policy validate` and `policy_set_info`.
@@ -113,33 +117,50 @@ impl Snapshot {
     pub(super) fn new(set: PolicySet, schema: Schema, source: Source) -> Result<Self, BuildError> {
         let mut ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
         ids.sort();
-        let mut general = PolicySet::new();
+        let action_entities = schema.action_entities()?;
+        let action_uids: HashMap<String, EntityUid> = action_entities
+            .iter()
+            .map(|action| (action.uid().id().unescaped().to_owned(), action.uid()))
+            .collect();
+        let mut general = Vec::new();
         let mut pinned: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
         for policy in set.policies() {
             match policy.principal_constraint() {
                 PrincipalConstraint::Eq(uid) => pinned.entry(uid).or_default().push(policy.clone()),
-                _ => general.add(policy.clone())?,
+                _ => general.push(policy.clone()),
             }
+        }
+        let applying = |policies: &[Policy], action: &EntityUid| -> Vec<Policy> {
+            policies
+                .iter()
+                .filter(|p| can_apply(p, action, &action_entities))
+                .cloned()
+                .collect()
+        };
+        let mut general_by_action = HashMap::with_capacity(action_uids.len());
+        for (name, uid) in &action_uids {
+            general_by_action.insert(name.clone(), policy_set(applying(&general, uid))?);
         }
         let mut by_principal = HashMap::with_capacity(pinned.len());
-        for (uid, policies) in pinned {
-            let mut slice = general.clone();
-            for policy in policies {
-                slice.add(policy)?;
+        for (principal, policies) in pinned {
+            let mut by_action = HashMap::new();
+            for (name, uid) in &action_uids {
+                let own = applying(&policies, uid);
+                if !own.is_empty() {
+                    let slice = applying(&general, uid).into_iter().chain(own);
+                    by_action.insert(name.clone(), policy_set(slice)?);
+                }
             }
-            by_principal.insert(uid, slice);
+            by_principal.insert(principal, by_action);
         }
-        let action_uids = schema
-            .action_entities()?
-            .iter()
-            .map(|action| (action.uid().id().unescaped().to_owned(), action.uid()))
-            .collect();
+        let general = general_by_action;
         Ok(Snapshot {
             general,
             by_principal,
+            no_policies: PolicySet::new(),
             #[cfg(test)]
             full: set,
-            actions: grouped_actions(&schema)?,
+            grouped_actions: grouped_actions(&schema)?,
             schema,
             authorizer: Authorizer::new(),
             ids,
@@ -178,8 +199,22 @@ impl Snapshot {
         let set = self
             .by_principal
             .get(&entity.uid())
-            .unwrap_or(&self.general);
+            .and_then(|by_action| by_action.get(input.action))
+            .or_else(|| self.general.get(input.action))
+            .unwrap_or(&self.no_policies);
         self.evaluate_against(set, entity, input)
+    }
+
+    /// The schema's action ids, for tests that go through every action.
+    #[cfg(test)]
+    pub(super) fn action_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .action_uids
+            .keys()
+            .map(|name| &*Box::leak(name.clone().into_boxed_str()))
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     /// Evaluation against the whole, unsliced set: the reference the slicing is tested against.
@@ -304,9 +339,10 @@ impl Snapshot {
                 Entities::from_entities([principal_entity, resource_entity], Some(schema))?
             }
             None => Entities::from_entities(
-                self.actions
-                    .iter()
+                self.grouped_actions
+                    .get(input.action)
                     .cloned()
+                    .into_iter()
                     .chain([principal_entity, resource_entity]),
                 None,
             )?,
@@ -417,7 +453,31 @@ fn refused(err: &BuildError) -> Evaluation {
     }
 }
 
-fn grouped_actions(schema: &Schema) -> Result<Vec<Entity>, BuildError> {
+/// Whether `policy`'s action scope can match requests for `action` (directly, or as a member of
+/// a group it names).
+fn can_apply(policy: &Policy, action: &EntityUid, actions: &Entities) -> bool {
+    let is = |named: &EntityUid| {
+        named == action
+            || actions
+                .ancestors(action)
+                .is_some_and(|mut groups| groups.any(|group| group == named))
+    };
+    match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(named) => named == *action,
+        ActionConstraint::In(named) => named.iter().any(is),
+    }
+}
+
+fn policy_set(policies: impl IntoIterator<Item = Policy>) -> Result<PolicySet, BuildError> {
+    let mut set = PolicySet::new();
+    for policy in policies {
+        set.add(policy)?;
+    }
+    Ok(set)
+}
+
+fn grouped_actions(schema: &Schema) -> Result<HashMap<String, Entity>, BuildError> {
     let actions = schema.action_entities()?;
     let grouped = actions.iter().any(|a| {
         actions
@@ -425,9 +485,12 @@ fn grouped_actions(schema: &Schema) -> Result<Vec<Entity>, BuildError> {
             .is_some_and(|mut parents| parents.next().is_some())
     });
     Ok(if grouped {
-        actions.into_iter().collect()
+        actions
+            .into_iter()
+            .map(|action| (action.uid().id().unescaped().to_owned(), action))
+            .collect()
     } else {
-        Vec::new()
+        HashMap::new()
     })
 }
 

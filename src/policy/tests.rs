@@ -8,7 +8,7 @@ use tower::{Layer, Service};
 
 use super::*;
 use crate::arn::{AccountId, DataShareArn, NamespaceArn, Partition, Region};
-use crate::call::{CallerCredential, Validated, ValidatedCall};
+use crate::call::{CallerCredential, ContextValue, PolicyResource, Validated, ValidatedCall};
 use crate::errors::GatewayError;
 use crate::middleware::MiddlewareLayer;
 use crate::ops::associate::{AssociateReply, AssociateRequest};
@@ -1044,7 +1044,7 @@ fn action_groups_in_a_custom_schema_are_honoured() {
     let schema = dir.path().join("schema.cedarschema");
     let grouped = DEFAULT_SCHEMA.replace(
         "action AssociateConsumer appliesTo",
-        "action ManageConsumers;\naction AssociateConsumer in [ManageConsumers] appliesTo",
+        "action Everything;\naction ManageConsumers in [Everything];\naction AssociateConsumer in [ManageConsumers] appliesTo",
     );
     assert_ne!(grouped, DEFAULT_SCHEMA);
     std::fs::write(&schema, grouped).unwrap();
@@ -1052,7 +1052,8 @@ fn action_groups_in_a_custom_schema_are_honoured() {
     std::fs::create_dir(&policies_dir).unwrap();
     std::fs::write(
         policies_dir.join("managers.cedar"),
-        "@id(\"managers\")\npermit (principal, action in Action::\"ManageConsumers\", resource)\nwhen { principal.groups.contains(\"managers\") };\n",
+        "@id(\"managers\")\npermit (principal, action in Action::\"ManageConsumers\", resource)\nwhen { principal.groups.contains(\"managers\") };\n\
+         @id(\"auditors\")\npermit (principal, action in [Action::\"Everything\"], resource)\nwhen { principal.groups.contains(\"auditors\") };\n",
     )
     .unwrap();
     let config = PolicyConfig {
@@ -1069,6 +1070,15 @@ fn action_groups_in_a_custom_schema_are_honoured() {
         policies.evaluate::<AssociateConsumer>(&manager, &request(SALES, ns(PROVISIONED), None)),
         decision(true, &["managers"])
     );
+    // A group of a group: the action's entity carries every group above it.
+    let auditor = Principal {
+        id: "a".into(),
+        groups: vec!["auditors".into()],
+    };
+    assert_eq!(
+        policies.evaluate::<AssociateConsumer>(&auditor, &request(SALES, ns(PROVISIONED), None)),
+        decision(true, &["auditors"])
+    );
     assert_eq!(
         policies.evaluate::<AssociateConsumer>(
             &principal(STRANGER),
@@ -1076,6 +1086,79 @@ fn action_groups_in_a_custom_schema_are_honoured() {
         ),
         decision(false, &[])
     );
+}
+
+/// Every action of the schema, against every kind of resource, for callers in and out of the
+/// examples' groups: the slice for the action gives what the whole set gives (errors included,
+/// when the resource is not the action's own).
+#[test]
+fn slicing_by_action_never_changes_a_decision() {
+    let policies = examples();
+    let snapshot = policies.shared.current.load();
+    let share = DataShareArn::parse(SALES).unwrap();
+    let approval = |requester: &str| {
+        PolicyResource::Approval(crate::call::ApprovalResource {
+            id: "ap-1".into(),
+            requester: requester.into(),
+            request: crate::call::SemanticRequest {
+                method: "AssociateConsumer",
+                data_share_arn: SALES.into(),
+                target_kind: "account",
+                target_value: String::new(),
+                consumer_account: "444455556666".into(),
+                allow_writes: true,
+            },
+            required_approvals: 1,
+            state: crate::call::ApprovalState::Pending,
+        })
+    };
+    let resources = [
+        PolicyResource::DataShare(share),
+        PolicyResource::ConsumerAccount(AccountId::parse("444455556666").unwrap()),
+        approval(REPORTING),
+        approval(LOADER),
+        PolicyResource::ApprovalList,
+    ];
+    let context = vec![
+        ("allow_writes", ContextValue::Bool(true)),
+        ("approvals", ContextValue::Long(0)),
+        ("consumer_partition", ContextValue::String("aws".into())),
+        (
+            "consumer_account",
+            ContextValue::String("444455556666".into()),
+        ),
+        ("consumer_kind", ContextValue::String("account".into())),
+    ];
+    let callers = [
+        principal(REPORTING),
+        principal(LOADER),
+        principal(NOTEBOOK),
+        Principal {
+            id: "approver".into(),
+            groups: vec!["data-approvers".into()],
+        },
+        principal(STRANGER),
+    ];
+    let mut compared = 0;
+    for action in snapshot.action_names() {
+        for resource in &resources {
+            for caller in &callers {
+                let input = PolicyInput {
+                    action,
+                    resource: resource.clone(),
+                    context: context.clone(),
+                };
+                assert_eq!(
+                    snapshot.evaluate(caller, &input),
+                    snapshot.evaluate_unsliced(caller, &input),
+                    "{action} on {resource:?} by {}",
+                    caller.id
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 6 * 5 * 5, "only {compared} cases");
 }
 
 #[test]

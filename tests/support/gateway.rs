@@ -489,9 +489,32 @@ pub fn namespace_request(share: &str, consumer_arn: &str) -> AssociateConsumerRe
     }
 }
 
-/// Every record of the audit trail in `dir`, file by file, in order. A line still being written
-/// by a running gateway (no newline yet) is not a record yet, and is left out.
+/// Every record of the audit trail in `dir`, as [`audit_records_now`], once every intent has its
+/// outcome: a state change's outcome is written with the batch after its reply, so a test that
+/// reads the trail just after a reply waits for it here (up to 10 s, then returns what there
+/// is, for the test's own assertions to report).
 pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = audit_records_now(dir);
+        let outcomes: std::collections::HashSet<u64> = records
+            .iter()
+            .filter_map(|r| r["intent_seq"].as_u64())
+            .collect();
+        let settled = records
+            .iter()
+            .filter(|r| r["kind"] == "intent")
+            .all(|r| r["seq"].as_u64().is_some_and(|seq| outcomes.contains(&seq)));
+        if settled || std::time::Instant::now() >= deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every record of the audit trail in `dir`, file by file, in order, as it is now. A line still
+/// being written by a running gateway (no newline yet) is not a record yet, and is left out.
+pub fn audit_records_now(dir: &Path) -> Vec<serde_json::Value> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("audit dir")
         .map(|e| e.expect("entry").path())
