@@ -1157,6 +1157,86 @@ mod tests {
         all
     }
 
+    /// Polls the trail until `n` records are in it (the writer works on its own thread).
+    async fn until_records(dir: &Path, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..500 {
+            let recs = lines_of(dir);
+            if recs.len() >= n {
+                return recs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        lines_of(dir)
+    }
+
+    #[tokio::test]
+    async fn a_queued_record_is_written_with_a_batch_nobody_waits_for() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
+            .await
+            .expect("open");
+        // Held: the writer cannot have written it when `enqueue` returns.
+        let faults = test_faults::for_dir(tmp.path());
+        faults.stall(true);
+        log.enqueue(intent("queued")).await.expect("queued");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(lines_of(tmp.path()).is_empty(), "not written while held");
+        faults.stall(false);
+        let recs = until_records(tmp.path(), 1).await;
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0]["request_id"], "queued");
+        // Chained with what follows.
+        assert_eq!(log.append(intent("awaited")).await.expect("append"), 2);
+        log.close().await;
+        let report = verify(&[tmp.path().to_owned()], &Chain::default());
+        assert!(report.failure.is_none(), "{:?}", report.failure);
+    }
+
+    #[tokio::test]
+    async fn queued_records_survive_failed_writes_and_go_first_once_writes_succeed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
+            .await
+            .expect("open");
+        let faults = test_faults::for_dir(tmp.path());
+        faults.full_disk.store(3, Ordering::Relaxed);
+        log.enqueue(intent("queued-1")).await.expect("queued");
+        log.enqueue(intent("queued-2")).await.expect("queued");
+        // Whatever batches those went in, the disk stays full for three writes: waiters fail.
+        while faults.full_disk.load(Ordering::Relaxed) > 0 {
+            let _ = log.append(intent("refused")).await;
+        }
+        assert!(lines_of(tmp.path()).is_empty(), "nothing written yet");
+        // The next write (a waiter's or the writer's own retry) succeeds and carries them.
+        let recs = until_records(tmp.path(), 2).await;
+        let ids: Vec<&str> = recs
+            .iter()
+            .filter_map(|r| r["request_id"].as_str())
+            .collect();
+        assert_eq!(&ids[..2], ["queued-1", "queued-2"], "{ids:?}");
+        assert!(!ids.contains(&"refused"), "{ids:?}");
+        log.close().await;
+        let report = verify(&[tmp.path().to_owned()], &Chain::default());
+        assert!(report.failure.is_none(), "{:?}", report.failure);
+    }
+
+    #[tokio::test]
+    async fn close_writes_every_queued_record_first() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
+            .await
+            .expect("open");
+        for i in 0..100 {
+            log.enqueue(intent(&format!("q-{i}")))
+                .await
+                .expect("queued");
+        }
+        log.close().await;
+        let recs = lines_of(tmp.path());
+        assert_eq!(recs.len(), 100);
+        assert_eq!(recs[99]["request_id"], "q-99");
+    }
+
     #[tokio::test]
     async fn a_full_disk_is_retried_in_the_same_file_not_a_new_one_each_time() {
         let tmp = tempfile::tempdir().expect("tempdir");
