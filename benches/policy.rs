@@ -48,7 +48,7 @@ fn policy_dir(teams: usize, retired: usize) -> tempfile::TempDir {
     for i in 0..retired {
         text.push_str(&format!(
             "@id(\"retired-share-{i}\")\n\
-             forbid (principal, action, resource) when {{ resource.name == \"retired_share_{i}\" }};\n"
+             forbid (principal, action, resource is DataShare) when {{ resource.name == \"retired_share_{i}\" }};\n"
         ));
     }
     std::fs::write(dir.path().join("teams.cedar"), text).expect("write policies");

@@ -395,7 +395,7 @@ pub enum PolicyResource {
 }
 
 /// One value of a Cedar request's context.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ContextValue {
     /// A string; absent values are empty strings, so policies need no `has` checks.
     String(String),

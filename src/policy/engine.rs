@@ -2,6 +2,7 @@
 
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
@@ -61,6 +62,42 @@ pub(super) struct Snapshot {
     /// configuration, and building one evaluates its attributes. Replaced whole on insert, so
     /// that a call only ever reads it.
     principals: ArcSwap<HashMap<String, PrincipalEntity>>,
+    /// Each (caller, action, resource) pair's entities, built once when the resource's
+    /// attributes follow from its name (a datashare, a consumer account; not an approval, whose
+    /// state changes): building them was a third of an evaluation. Replaced whole on insert.
+    entities: ArcSwap<HashMap<EntitiesKey, CachedEntities>>,
+    /// Each request context seen, built once: contexts are few (accounts, kinds, flags).
+    contexts: ArcSwap<HashMap<Vec<(&'static str, ContextValue)>, Context>>,
+}
+
+/// A resource whose entity depends on its name only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum StableResource {
+    DataShare(crate::arn::DataShareArn),
+    ConsumerAccount(crate::arn::AccountId),
+}
+
+impl StableResource {
+    fn of(resource: &PolicyResource) -> Option<Self> {
+        match resource {
+            PolicyResource::DataShare(share) => Some(StableResource::DataShare(share.clone())),
+            PolicyResource::ConsumerAccount(account) => {
+                Some(StableResource::ConsumerAccount(account.clone()))
+            }
+            PolicyResource::Approval(_) | PolicyResource::ApprovalList => None,
+        }
+    }
+}
+
+/// Caller id, action id, resource.
+type EntitiesKey = (String, &'static str, StableResource);
+
+/// A pair's entities, the caller's groups they were built with, and the resource's uid.
+#[derive(Clone, Debug)]
+struct CachedEntities {
+    groups: Vec<String>,
+    entities: Arc<Entities>,
+    resource: EntityUid,
 }
 
 /// A caller's entity and the groups it was built with.
@@ -73,6 +110,9 @@ struct PrincipalEntity {
 /// The most callers whose entities are kept: in insecure mode a caller can name itself anything,
 /// and past this each call builds its own.
 const PRINCIPAL_CACHE: usize = 1024;
+/// The most (caller, action, resource) entity sets and contexts kept; past this each call builds
+/// its own.
+const REQUEST_CACHE: usize = 4096;
 
 /// Why a call could not be turned into a Cedar request (a schema that does not fit the gateway).
 /// Cedar's errors are large, so they are boxed.
@@ -172,6 +212,8 @@ impl Snapshot {
             approval_list_type: APPROVAL_LIST_TYPE.parse()?,
             action_uids,
             principals: ArcSwap::default(),
+            entities: ArcSwap::default(),
+            contexts: ArcSwap::default(),
         })
     }
 
@@ -202,7 +244,10 @@ impl Snapshot {
             .and_then(|by_action| by_action.get(input.action))
             .or_else(|| self.general.get(input.action))
             .unwrap_or(&self.no_policies);
-        self.evaluate_against(set, entity, input)
+        match self.trusted_request(principal, entity, input) {
+            Ok((request, entities)) => self.decide(set, &request, &entities),
+            Err(err) => refused(&err),
+        }
     }
 
     /// The schema's action ids, for tests that go through every action.
@@ -224,8 +269,12 @@ impl Snapshot {
         principal: &Principal,
         input: &PolicyInput,
     ) -> Evaluation {
-        match self.principal_entity(principal) {
-            Ok(entity) => self.evaluate_against(&self.full, entity, input),
+        // Built afresh, without the caches: the reference the cached path is tested against.
+        let built = self
+            .principal_entity(principal)
+            .and_then(|entity| self.build_with(entity, input, Checks::Trusted));
+        match built {
+            Ok((request, entities)) => self.decide(&self.full, &request, &entities),
             Err(err) => refused(&err),
         }
     }
@@ -274,19 +323,115 @@ impl Snapshot {
         )?)
     }
 
-    fn evaluate_against(
+    /// The request for a call and its entities, unchecked (see [`Checks::Trusted`]), from the
+    /// caches when they hold them.
+    fn trusted_request(
         &self,
-        set: &PolicySet,
-        principal: Entity,
+        principal: &Principal,
+        principal_entity: Entity,
         input: &PolicyInput,
-    ) -> Evaluation {
-        let (cedar_request, entities) = match self.build_with(principal, input, Checks::Trusted) {
-            Ok(built) => built,
-            Err(err) => return refused(&err),
+    ) -> Result<(Request, Arc<Entities>), BuildError> {
+        let action = self
+            .action_uids
+            .get(input.action)
+            .ok_or(BuildError::UnknownAction(input.action))?
+            .clone();
+        let principal_uid = principal_entity.uid();
+        let stable = StableResource::of(&input.resource);
+        let key = stable.map(|resource| (principal.id.clone(), input.action, resource));
+        let cached = key.as_ref().and_then(|key| {
+            self.entities
+                .load()
+                .get(key)
+                .filter(|cached| cached.groups == principal.groups)
+                .cloned()
+        });
+        let (entities, resource_uid) = match cached {
+            Some(cached) => (cached.entities, cached.resource),
+            None => {
+                let resource_entity = self.resource_entity(&input.resource)?;
+                let resource_uid = resource_entity.uid();
+                let entities = Arc::new(self.trusted_entities(
+                    principal_entity,
+                    resource_entity,
+                    input.action,
+                )?);
+                if let Some(key) = key {
+                    let cached = CachedEntities {
+                        groups: principal.groups.clone(),
+                        entities: Arc::clone(&entities),
+                        resource: resource_uid.clone(),
+                    };
+                    self.entities.rcu(|all| {
+                        let mut all = HashMap::clone(all);
+                        if all.len() < REQUEST_CACHE || all.contains_key(&key) {
+                            all.insert(key.clone(), cached.clone());
+                        }
+                        all
+                    });
+                }
+                (entities, resource_uid)
+            }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, set, &entities);
+        let context = match self.contexts.load().get(input.context.as_slice()) {
+            Some(context) => context.clone(),
+            None => {
+                let context = self.context(input)?;
+                self.contexts.rcu(|all| {
+                    let mut all = HashMap::clone(all);
+                    if all.len() < REQUEST_CACHE {
+                        all.insert(input.context.clone(), context.clone());
+                    }
+                    all
+                });
+                context
+            }
+        };
+        let schema = self.schema_for(Checks::Trusted);
+        let request = Request::new(principal_uid, action, resource_uid, context, schema)?;
+        Ok((request, entities))
+    }
+
+    fn schema_for(&self, checks: Checks) -> Option<&Schema> {
+        match checks {
+            Checks::AgainstSchema => Some(&self.schema),
+            Checks::Trusted => None,
+        }
+    }
+
+    /// The caller's and the resource's entities, and the action's when actions are grouped.
+    fn trusted_entities(
+        &self,
+        principal: Entity,
+        resource: Entity,
+        action: &str,
+    ) -> Result<Entities, BuildError> {
+        Ok(Entities::from_entities(
+            self.grouped_actions
+                .get(action)
+                .cloned()
+                .into_iter()
+                .chain([principal, resource]),
+            None,
+        )?)
+    }
+
+    fn context(&self, input: &PolicyInput) -> Result<Context, BuildError> {
+        Ok(Context::from_pairs(input.context.iter().map(
+            |(name, value)| {
+                let value = match value {
+                    ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
+                    ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
+                    ContextValue::Long(n) => RestrictedExpression::new_long(*n),
+                };
+                ((*name).to_owned(), value)
+            },
+        ))?)
+    }
+
+    /// Cedar's answer to `request` under `set`, with its determining policies and errors.
+    fn decide(&self, set: &PolicySet, request: &Request, entities: &Entities) -> Evaluation {
+        let response = self.authorizer.is_authorized(request, set, entities);
         let mut determining_policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -326,10 +471,7 @@ impl Snapshot {
         input: &PolicyInput,
         checks: Checks,
     ) -> Result<(Request, Entities), BuildError> {
-        let schema = match checks {
-            Checks::AgainstSchema => Some(&self.schema),
-            Checks::Trusted => None,
-        };
+        let schema = self.schema_for(checks);
         let principal_uid = principal_entity.uid();
         let resource_entity = self.resource_entity(&input.resource)?;
         let resource_uid = resource_entity.uid();
@@ -338,23 +480,9 @@ impl Snapshot {
             Some(schema) => {
                 Entities::from_entities([principal_entity, resource_entity], Some(schema))?
             }
-            None => Entities::from_entities(
-                self.grouped_actions
-                    .get(input.action)
-                    .cloned()
-                    .into_iter()
-                    .chain([principal_entity, resource_entity]),
-                None,
-            )?,
+            None => self.trusted_entities(principal_entity, resource_entity, input.action)?,
         };
-        let context = Context::from_pairs(input.context.iter().map(|(name, value)| {
-            let value = match value {
-                ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
-                ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
-                ContextValue::Long(n) => RestrictedExpression::new_long(*n),
-            };
-            ((*name).to_owned(), value)
-        }))?;
+        let context = self.context(input)?;
         let action = self
             .action_uids
             .get(input.action)
