@@ -242,18 +242,14 @@ pub(crate) fn encode_body<B: Serialize>(body: &B) -> Result<EncodedBody, serde_j
 fn escape_invisible(json: String) -> String {
     use std::fmt::Write as _;
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    // serde_json escapes the ASCII controls but DEL.
+    // What validation refuses (serde_json has escaped the ASCII controls but DEL), and code
+    // points nothing can display.
     let invisible = |c: char| {
-        c == '\u{7f}'
+        crate::ops::misleading(c)
             || !c.is_ascii()
                 && matches!(
                     c.general_category(),
-                    GeneralCategory::Control
-                        | GeneralCategory::Format
-                        | GeneralCategory::LineSeparator
-                        | GeneralCategory::ParagraphSeparator
-                        | GeneralCategory::PrivateUse
-                        | GeneralCategory::Unassigned
+                    GeneralCategory::PrivateUse | GeneralCategory::Unassigned
                 )
     };
     if !json.chars().any(invisible) {

@@ -101,6 +101,21 @@ pub(crate) fn data_share_arn(
     }
 }
 
+/// A control, format (bidi overrides, zero-width characters), line or paragraph separator
+/// character: one that makes text read differently from what it is.
+pub(crate) fn misleading(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // Printable ASCII is the common case; the category lookup is a table search.
+    !matches!(c, ' '..='~')
+        && matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
 /// Checks that every string field is plain text: no control, format (bidi overrides,
 /// zero-width characters), line or paragraph separator characters, and no leading or trailing
 /// white space. Such characters make a value read differently from what it is, in logs, audit
@@ -109,21 +124,9 @@ pub(crate) fn plain_text(
     fields: &[(&'static str, &str)],
     violations: &mut Vec<FieldViolation>,
 ) -> bool {
-    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     let before = violations.len();
     for (field, value) in fields {
-        let misleading = value.chars().find(|c| {
-            // Printable ASCII is the common case; the category lookup is a table search.
-            !matches!(c, ' '..='~')
-                && matches!(
-                    c.general_category(),
-                    GeneralCategory::Control
-                        | GeneralCategory::Format
-                        | GeneralCategory::LineSeparator
-                        | GeneralCategory::ParagraphSeparator
-                )
-        });
-        if let Some(c) = misleading {
+        if let Some(c) = value.chars().find(|c| misleading(*c)) {
             violations.push(FieldViolation {
                 field,
                 description: format!(
