@@ -181,7 +181,7 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
                 .with_filter(filter_fn(exported)),
         )
     });
-    let installed = match traces {
+    let _ = match traces {
         // Without traces the level filter is global: a callsite below it (the SDK's many debug
         // events) is never enabled, and costs one comparison with the maximum level.
         None => tracing_subscriber::registry()
@@ -196,7 +196,6 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
             .try_init()
             .inspect(|()| STAGE_SPANS.store(true, Ordering::Relaxed)),
     };
-    let _ = installed;
     telemetry
 }
 

@@ -297,10 +297,12 @@ impl AuditLog {
         match tokio::time::timeout(self.write_timeout, self.tx.send(msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(AuditError::Closed),
-            Err(_) => Err(AuditError::Timeout(
-                u64::try_from(self.write_timeout.as_millis()).unwrap_or(u64::MAX),
-            )),
+            Err(_) => Err(self.timed_out()),
         }
+    }
+
+    fn timed_out(&self) -> AuditError {
+        AuditError::Timeout(u64::try_from(self.write_timeout.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Queues a record and resolves with its seq once it is durable. Waits while the queue is
@@ -325,8 +327,7 @@ impl AuditLog {
             Ok(result) => result,
             Err(_) => {
                 withdrawn.store(true, Ordering::Relaxed);
-                let ms = u64::try_from(self.write_timeout.as_millis()).unwrap_or(u64::MAX);
-                Err(AuditError::Timeout(ms))
+                Err(self.timed_out())
             }
         }
     }
@@ -727,9 +728,8 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if !batch.is_empty()
-                || (probe && (!*self.health.borrow() || !self.unwritten.is_empty()))
-            {
+            // Queued records kept from a failed batch imply unhealthy: the probe retries them.
+            if !batch.is_empty() || (probe && !*self.health.borrow()) {
                 // Failures are answered to each waiter inside `commit`.
                 let _ = self.commit(batch);
             }

@@ -288,19 +288,11 @@ impl Snapshot {
             return Ok(cached.entity.clone());
         }
         let entity = self.new_principal_entity(principal)?;
-        self.principals.rcu(|principals| {
-            let mut principals = HashMap::clone(principals);
-            if principals.len() < PRINCIPAL_CACHE || principals.contains_key(&principal.id) {
-                principals.insert(
-                    principal.id.clone(),
-                    PrincipalEntity {
-                        groups: principal.groups.clone(),
-                        entity: entity.clone(),
-                    },
-                );
-            }
-            principals
-        });
+        let cached = PrincipalEntity {
+            groups: principal.groups.clone(),
+            entity: entity.clone(),
+        };
+        remember(&self.principals, &principal.id, cached, PRINCIPAL_CACHE);
         Ok(entity)
     }
 
@@ -362,13 +354,7 @@ impl Snapshot {
                         entities: Arc::clone(&entities),
                         resource: resource_uid.clone(),
                     };
-                    self.entities.rcu(|all| {
-                        let mut all = HashMap::clone(all);
-                        if all.len() < REQUEST_CACHE || all.contains_key(&key) {
-                            all.insert(key.clone(), cached.clone());
-                        }
-                        all
-                    });
+                    remember(&self.entities, &key, cached, REQUEST_CACHE);
                 }
                 (entities, resource_uid)
             }
@@ -377,13 +363,12 @@ impl Snapshot {
             Some(context) => context.clone(),
             None => {
                 let context = self.context(input)?;
-                self.contexts.rcu(|all| {
-                    let mut all = HashMap::clone(all);
-                    if all.len() < REQUEST_CACHE {
-                        all.insert(input.context.clone(), context.clone());
-                    }
-                    all
-                });
+                remember(
+                    &self.contexts,
+                    &input.context,
+                    context.clone(),
+                    REQUEST_CACHE,
+                );
                 context
             }
         };
@@ -567,6 +552,22 @@ impl Snapshot {
             ),
         })
     }
+}
+
+/// Keeps `value` under `key` in a read-mostly cache (replaced whole, so readers never wait),
+/// unless it already holds `bound` other entries.
+fn remember<K, V>(cache: &ArcSwap<HashMap<K, V>>, key: &K, value: V, bound: usize)
+where
+    K: Clone + Eq + std::hash::Hash,
+    V: Clone,
+{
+    cache.rcu(|all| {
+        let mut all = HashMap::clone(all);
+        if all.len() < bound || all.contains_key(key) {
+            all.insert(key.clone(), value.clone());
+        }
+        all
+    });
 }
 
 /// Fail closed: a call the schema cannot describe is denied, and the operator told.
