@@ -9,7 +9,7 @@ use tower::Service;
 
 use crate::call::{Call, CallFuture, Operation};
 use crate::errors::GatewayError;
-use crate::middleware::Middleware;
+use crate::middleware::{Middleware, forward_after};
 
 /// Limits concurrent calls to the inner service, across every operation.
 #[derive(Clone, Debug)]
@@ -38,15 +38,24 @@ impl<Op: Operation, Stage: Send + 'static> Middleware<Op, Stage> for Limit {
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
+        // A free slot is taken at once (tokio's semaphore hands released permits to waiters
+        // first, so this does not jump the queue), and the call goes on before the future is
+        // made (see `Middleware::handle`).
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            let inner = next.call(call);
+            return Box::pin(async move {
+                let _permit = permit;
+                inner.await
+            });
+        }
         let slots = self.slots.clone();
         let queue_timeout = self.queue_timeout;
-        Box::pin(async move {
-            let _permit = match tokio::time::timeout(queue_timeout, slots.acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
+        forward_after(async move {
+            match tokio::time::timeout(queue_timeout, slots.acquire_owned()).await {
+                Ok(Ok(permit)) => Ok((permit, next.call(call))),
                 // The semaphore is never closed; a timeout means every slot stayed busy.
-                Ok(Err(_)) | Err(_) => return Err(GatewayError::Overloaded),
-            };
-            next.call(call).await
+                Ok(Err(_)) | Err(_) => Err(GatewayError::Overloaded),
+            }
         })
     }
 }
@@ -114,5 +123,37 @@ mod tests {
         assert!(matches!(second, Err(GatewayError::Overloaded)));
         release_tx.send(true).unwrap();
         assert!(first.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_call_goes_on_when_a_slot_frees_within_the_queue_timeout() {
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reached.clone();
+        let slow = tower::service_fn(move |_call: Call<AssociateConsumer>| {
+            let mut release = release_rx.clone();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let _ = release.wait_for(|r| *r).await;
+                Ok::<_, GatewayError>(AssociateReply::Associated(Default::default()))
+            }
+        });
+        let svc = MiddlewareLayer::new(Limit::new(1, Duration::from_millis(50))).layer(slow);
+        let first = tokio::spawn(svc.clone().oneshot(call()));
+        tokio::task::yield_now().await;
+        let second = tokio::spawn(svc.clone().oneshot(call()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "queued"
+        );
+        release_tx.send(true).unwrap();
+        assert!(first.await.unwrap().is_ok());
+        assert!(
+            second.await.unwrap().is_ok(),
+            "forwarded once the slot freed"
+        );
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

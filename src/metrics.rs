@@ -553,6 +553,22 @@ impl Measure {
     }
 }
 
+/// One call counted in `in_flight_calls` until it is dropped, however the call ends.
+struct InFlightCall(Gauge);
+
+impl InFlightCall {
+    fn start(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlightCall(gauge.clone())
+    }
+}
+
+impl Drop for InFlightCall {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl<Op: Operation> Middleware<Op, Received> for Measure {
     type Out = Received;
 
@@ -563,14 +579,16 @@ impl<Op: Operation> Middleware<Op, Received> for Measure {
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
+        // Calls on before the future is made (see `Middleware::handle`).
         let metrics = self.metrics.clone();
+        let method = Op::METHOD;
+        let trail = call.trail.clone();
+        let started = Instant::now();
+        let in_flight = InFlightCall::start(&metrics.in_flight);
+        let inner = next.call(call);
         Box::pin(async move {
-            let method = Op::METHOD;
-            let trail = call.trail.clone();
-            let started = Instant::now();
-            metrics.in_flight.inc();
-            let result = next.call(call).await;
-            metrics.in_flight.dec();
+            let result = inner.await;
+            drop(in_flight);
             let code = match &result {
                 Ok(_) => tonic::Code::Ok,
                 Err(err) => crate::status::code_of(err),

@@ -238,15 +238,22 @@ where
     }
 }
 
-/// What becomes part of a trace: the gateway's spans and events at info and above, and of the
-/// SDK only its per-attempt span (debug level in aws-smithy-runtime). Its other internal spans
+/// What becomes part of a trace: the gateway's spans at info and above, its events at warn and
+/// above (the access line at info only repeats the RPC span's own attributes, and as a span
+/// event it would be built, queued and encoded again for every call), and of the SDK only its
+/// per-attempt span (debug level in aws-smithy-runtime). Its other internal spans
 /// and debug events would multiply the spans per call and carry its configuration (the
 /// credential's key id among it); with them filtered out, each attempt is a child of the
 /// gateway's Redshift span.
 fn exported(meta: &tracing::Metadata<'_>) -> bool {
     let target = meta.target();
     if target == "datashare_gateway" || target.starts_with("datashare_gateway::") {
-        *meta.level() <= tracing::Level::INFO
+        let floor = if meta.is_span() {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::WARN
+        };
+        *meta.level() <= floor
     } else {
         meta.is_span()
             && meta.name() == "try_attempt"

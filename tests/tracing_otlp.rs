@@ -134,6 +134,11 @@ async fn a_traced_call_continues_the_callers_trace_through_every_stage_and_each_
     assert_eq!(rpc.attr("principal"), Some(REPORTING));
     assert_eq!(rpc.attr("policy.decision"), Some("allow"));
     assert_eq!(rpc.attr("request_id"), Some("trace-test-1"));
+    assert!(
+        rpc.events.is_empty(),
+        "the access line repeats these attributes; it is not sent again as an event: {:?}",
+        rpc.events
+    );
 
     // Identity and validation take microseconds and have no span of their own.
     for stage in ["policy", "audit.intent"] {

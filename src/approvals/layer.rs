@@ -59,17 +59,23 @@ impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for FindApprovals {
             } => {
                 let requester = call.stage.principal.id.clone();
                 let request_id = call.ctx.request_id.clone();
+                // Calls on before the future is made (see `Middleware::handle`).
+                let inner = next.call(call);
                 Box::pin(async move {
-                    let result = next.call(call).await;
-                    match result {
+                    match inner.await {
                         Err(GatewayError::ApprovalRequired {
                             approval_id: None,
                             required_approvals,
                             ..
                         }) if !validate_only => {
-                            let record = approvals
-                                .require(&requester, &request, required_approvals, &request_id)
-                                .await?;
+                            // Boxed: the store's future is large and rarely needed.
+                            let record = Box::pin(approvals.require(
+                                &requester,
+                                &request,
+                                required_approvals,
+                                &request_id,
+                            ))
+                            .await?;
                             Err(GatewayError::ApprovalRequired {
                                 approvals: u32::try_from(record.approvers().len())
                                     .unwrap_or(u32::MAX),

@@ -1,13 +1,18 @@
 //! The two audit layers: [`Audit`] (outermost, one closing record per call) and [`Intent`] (just
 //! outside Redshift, the write-ahead intent of a call that changes state).
 
+use std::sync::Arc;
+
 use tower::Service;
 
 use super::record::{CallFacts, OutcomeFacts, RecordBody};
 use super::writer::AuditLog;
-use crate::call::{Call, CallFuture, Operation, Received, Validated, ValidatedCall};
+
+use crate::call::{
+    Call, CallContext, CallFuture, Operation, Received, Trail, Validated, ValidatedCall,
+};
 use crate::errors::GatewayError;
-use crate::middleware::Middleware;
+use crate::middleware::{Middleware, forward_after};
 
 /// Outermost: after the inner stack returns, records one `call` record (a call that changes
 /// nothing, or was never forwarded) or one `outcome` record (its intent was made durable).
@@ -47,52 +52,62 @@ impl<Op: Operation> Middleware<Op, Received> for Audit {
         let ctx = call.ctx.clone();
         let params = call.params.clone();
         let trail = call.trail.clone();
+        let inner = next.call(call);
         Box::pin(async move {
-            let result = next.call(call).await;
-            let state = trail.snapshot();
-            let mut facts = CallFacts::of_call(&ctx, &params, &state);
-            let outcome = OutcomeFacts::of_result(
-                &result,
-                &state,
-                ctx.started.elapsed(),
-                &mut facts.truncated,
-            );
-            match state.intent_seq {
-                Some(intent_seq) => {
-                    let body = RecordBody::Outcome {
-                        intent_seq,
-                        call: facts,
-                        outcome,
-                    };
-                    // Queued, not awaited: the reply goes out while the outcome is written with
-                    // the next batch (see `AuditLog::enqueue`).
-                    match log.enqueue(body).await {
-                        Ok(()) => trail.lock().recorded = true,
-                        Err(err) => tracing::error!(
-                            error = %err,
-                            request_id = %ctx.request_id,
-                            intent_seq,
-                            "audit: the outcome of a forwarded call could not be recorded; \
-                             its intent stays without an outcome"
-                        ),
-                    }
-                    result
-                }
-                None => match log
-                    .append(RecordBody::Call {
-                        call: facts,
-                        outcome,
-                    })
-                    .await
-                {
-                    Ok(_) => {
-                        trail.lock().recorded = true;
-                        result
-                    }
-                    Err(err) => Err(GatewayError::AuditUnavailable(Box::new(err))),
-                },
-            }
+            let result = inner.await;
+            // Boxed: recording's state is large and needed only now (see `Middleware::handle`).
+            Box::pin(record_end::<Op>(log, ctx, params, trail, result)).await
         })
+    }
+}
+
+/// Records the end of a call that returned `result`: its outcome (queued) when an intent was
+/// written, else its `call` record (durable before the reply, or the call fails).
+async fn record_end<Op: Operation>(
+    log: AuditLog,
+    ctx: CallContext,
+    params: Op::Params,
+    trail: Arc<Trail>,
+    result: Result<Op::Reply, GatewayError>,
+) -> Result<Op::Reply, GatewayError> {
+    let state = trail.snapshot();
+    let mut facts = CallFacts::of_call(&ctx, &params, &state);
+    let outcome =
+        OutcomeFacts::of_result(&result, &state, ctx.started.elapsed(), &mut facts.truncated);
+    match state.intent_seq {
+        Some(intent_seq) => {
+            let body = RecordBody::Outcome {
+                intent_seq,
+                call: facts,
+                outcome,
+            };
+            // Queued, not awaited: the reply goes out while the outcome is written with the
+            // next batch (see `AuditLog::enqueue`).
+            match log.enqueue(body).await {
+                Ok(()) => trail.lock().recorded = true,
+                Err(err) => tracing::error!(
+                    error = %err,
+                    request_id = %ctx.request_id,
+                    intent_seq,
+                    "audit: the outcome of a forwarded call could not be recorded; \
+                     its intent stays without an outcome"
+                ),
+            }
+            result
+        }
+        None => match log
+            .append(RecordBody::Call {
+                call: facts,
+                outcome,
+            })
+            .await
+        {
+            Ok(_) => {
+                trail.lock().recorded = true;
+                result
+            }
+            Err(err) => Err(GatewayError::AuditUnavailable(Box::new(err))),
+        },
     }
 }
 
@@ -126,12 +141,12 @@ impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for Intent {
             return Box::pin(next.call(call));
         }
         let log = self.log.clone();
-        Box::pin(async move {
-            let facts = CallFacts::of_call(&call.ctx, &call.params, &call.trail.snapshot());
+        let facts = CallFacts::of_call(&call.ctx, &call.params, &call.trail.snapshot());
+        forward_after(async move {
             match log.append(RecordBody::Intent(facts)).await {
                 Ok(seq) => {
                     call.trail.lock().intent_seq = Some(seq);
-                    next.call(call).await
+                    Ok(((), next.call(call)))
                 }
                 Err(err) => {
                     tracing::error!(

@@ -432,14 +432,19 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                     let approval = call.trail.lock().approval.clone();
                     let lease = match &approval {
                         // An approved call gets a session of its own, tagged with the approval.
+                        // Boxed, as is the retry below: these states are large and end before
+                        // the long wait (see `Middleware::handle`).
                         Some(note) => {
-                            service
-                                .lease_for_approval(&call, role, &principal, &note.approval_id)
-                                .await?
+                            Box::pin(service.lease_for_approval(
+                                &call,
+                                role,
+                                &principal,
+                                &note.approval_id,
+                            ))
+                            .await?
                         }
                         None => {
-                            service
-                                .lease(&call, account.as_str(), role, &principal)
+                            Box::pin(service.lease(&call, account.as_str(), role, &principal))
                                 .await?
                         }
                     };
@@ -455,19 +460,25 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                         // Clock skew: the cached session expired sooner than its stamp says.
                         // Drop it and try once more with a fresh one; a second expiry is the
                         // gateway's trouble, not the caller's.
-                        service
-                            .sessions
-                            .forget(account.as_str(), role, &principal)
-                            .await;
-                        let fresh = service
-                            .lease(&call, account.as_str(), role, &principal)
-                            .await?;
-                        let again = Op::send(
-                            &service.client,
-                            &call.stage.request,
-                            Some(fresh.session.credentials.clone()),
-                        )
-                        .await;
+                        drop(result);
+                        let again = Box::pin(async {
+                            service
+                                .sessions
+                                .forget(account.as_str(), role, &principal)
+                                .await;
+                            let fresh = service
+                                .lease(&call, account.as_str(), role, &principal)
+                                .await?;
+                            Ok::<_, GatewayError>(
+                                Op::send(
+                                    &service.client,
+                                    &call.stage.request,
+                                    Some(fresh.session.credentials.clone()),
+                                )
+                                .await,
+                            )
+                        })
+                        .await?;
                         if is_expired_token(&again) {
                             return Err(GatewayError::Upstream {
                                 fault: UpstreamFault {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,10 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// Keep each span (tests read them), or only count them (the benchmark: a collector runs
+    /// on other machines, so its work should not be charged to the gateway beside it).
+    keep: bool,
+    counted: Arc<AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -64,8 +69,21 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        if !self.keep {
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.counted.fetch_add(spans, Ordering::Relaxed);
+            return Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        }
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service_name = resource_spans
                 .resource
                 .as_ref()
@@ -88,6 +106,7 @@ impl TraceService for Collector {
                 }
             }
         }
+        self.counted.fetch_add(received.len(), Ordering::Relaxed);
         self.spans.lock().expect("spans").extend(received);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -99,18 +118,32 @@ impl TraceService for Collector {
 pub struct Receiver {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    counted: Arc<AtomicUsize>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    /// Listens on an ephemeral port.
+    /// Listens on an ephemeral port and keeps every span.
     pub async fn start() -> Receiver {
+        Self::start_with(true).await
+    }
+
+    /// Listens on an ephemeral port, decodes every export and only counts its spans.
+    pub async fn counting() -> Receiver {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(keep: bool) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind OTLP receiver");
         let addr = listener.local_addr().expect("receiver address");
-        let collector = Collector::default();
+        let collector = Collector {
+            keep,
+            ..Collector::default()
+        };
         let spans = collector.spans.clone();
+        let counted = collector.counted.clone();
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(collector))
@@ -120,6 +153,7 @@ impl Receiver {
         Receiver {
             addr,
             spans,
+            counted,
             server,
         }
     }
@@ -127,6 +161,11 @@ impl Receiver {
     /// The URL to configure as `otlp_endpoint`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many spans arrived so far (kept or only counted).
+    pub fn count(&self) -> usize {
+        self.counted.load(Ordering::Relaxed)
     }
 
     /// Every span received so far.
