@@ -100,23 +100,41 @@ mod tests {
     use crate::ops::AssociateConsumer;
     use crate::ops::associate::AssociateReply;
     use crate::testing::associate_call;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::{Layer, ServiceExt};
 
     fn call() -> Call<AssociateConsumer> {
         associate_call(CallerCredential::None, Default::default())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_call_over_the_limit_is_shed_after_the_queue_timeout() {
-        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let slow = tower::service_fn(move |_call: Call<AssociateConsumer>| {
-            let mut release = release_rx.clone();
+    /// A service over one slot whose calls wait until `release` turns true, behind a `Limit`
+    /// with a 50 ms queue timeout; `reached` counts the calls that get through the limit.
+    fn one_slot_held_until(
+        release: tokio::sync::watch::Receiver<bool>,
+        reached: Arc<AtomicUsize>,
+    ) -> impl Service<
+        Call<AssociateConsumer>,
+        Response = AssociateReply,
+        Error = GatewayError,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static {
+        let held = tower::service_fn(move |_call: Call<AssociateConsumer>| {
+            let mut release = release.clone();
+            reached.fetch_add(1, Ordering::SeqCst);
             async move {
                 let _ = release.wait_for(|r| *r).await;
                 Ok::<_, GatewayError>(AssociateReply::Associated(Default::default()))
             }
         });
-        let svc = MiddlewareLayer::new(Limit::new(1, Duration::from_millis(50))).layer(slow);
+        MiddlewareLayer::new(Limit::new(1, Duration::from_millis(50))).layer(held)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_over_the_limit_is_shed_after_the_queue_timeout() {
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let svc = one_slot_held_until(release_rx, Arc::default());
         let first = tokio::spawn(svc.clone().oneshot(call()));
         tokio::task::yield_now().await;
         let second = svc.clone().oneshot(call()).await;
@@ -128,32 +146,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_queued_call_goes_on_when_a_slot_frees_within_the_queue_timeout() {
         let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = reached.clone();
-        let slow = tower::service_fn(move |_call: Call<AssociateConsumer>| {
-            let mut release = release_rx.clone();
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async move {
-                let _ = release.wait_for(|r| *r).await;
-                Ok::<_, GatewayError>(AssociateReply::Associated(Default::default()))
-            }
-        });
-        let svc = MiddlewareLayer::new(Limit::new(1, Duration::from_millis(50))).layer(slow);
+        let reached = Arc::new(AtomicUsize::new(0));
+        let svc = one_slot_held_until(release_rx, reached.clone());
         let first = tokio::spawn(svc.clone().oneshot(call()));
         tokio::task::yield_now().await;
         let second = tokio::spawn(svc.clone().oneshot(call()));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            reached.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "queued"
-        );
+        assert_eq!(reached.load(Ordering::SeqCst), 1, "queued");
         release_tx.send(true).unwrap();
         assert!(first.await.unwrap().is_ok());
         assert!(
             second.await.unwrap().is_ok(),
             "forwarded once the slot freed"
         );
-        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(reached.load(Ordering::SeqCst), 2);
     }
 }
