@@ -305,7 +305,9 @@ async fn sts_refusals_throttling_and_outages_map_by_the_table() {
     // The refusal is remembered for a while: the three calls made one STS request.
     assert_eq!(emulator.counter("AssumeRole", "received"), 1);
     assert!(
-        !gw.logs().contains("not-the-external-id"),
+        !gw.logs_after_a_call_of("ListConsumerDataShares")
+            .await
+            .contains("not-the-external-id"),
         "the external id is never logged"
     );
     let records = gateway::audit_records(&gw.audit_dir);

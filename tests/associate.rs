@@ -271,7 +271,9 @@ async fn the_request_id_is_echoed_or_generated() {
     let info = status.get_error_details().error_info().cloned().unwrap();
     assert_eq!(info.metadata.get("request_id"), Some(&generated));
     assert!(
-        gw.logs().contains(&generated),
+        gw.logs_when(|logs| logs.contains(&generated))
+            .await
+            .contains(&generated),
         "the request id is in the logs"
     );
 }

@@ -147,18 +147,6 @@ async fn wait_for_readiness(gw: &Gateway, serving: bool) {
     );
 }
 
-/// Waits until the outcome of the call `request_id` is in the trail: a state change's outcome is
-/// queued after its reply, and these tests take the directory away right after one.
-fn wait_for_outcome_written(gw: &Gateway, request_id: &str) {
-    let records = gateway::audit_records(&gw.audit_dir);
-    assert!(
-        records
-            .iter()
-            .any(|r| str_of(r, "kind") == "outcome" && str_of(r, "request_id") == request_id),
-        "no outcome for {request_id}: {records:?}"
-    );
-}
-
 fn reason(status: &tonic::Status) -> Option<String> {
     status
         .get_error_details()
@@ -177,7 +165,8 @@ async fn an_unwritable_audit_directory_refuses_calls_reports_not_serving_and_rec
     call(&mut client, REPORTING, allowed(), "before")
         .await
         .expect("a writable trail lets calls through");
-    wait_for_outcome_written(&gw, "before");
+    // Its outcome is queued after the reply: written before the directory goes.
+    outcome_of(&gw.audit_dir, "before").await;
     wait_for_readiness(&gw, true).await;
     emulator.reset_counters();
 
@@ -236,7 +225,7 @@ async fn a_deleted_audit_directory_refuses_calls_instead_of_losing_their_records
         .await
         .expect("a writable trail lets calls through");
     // Otherwise the outcome, queued after the reply, is kept and written to the new directory.
-    wait_for_outcome_written(&gw, "before");
+    outcome_of(&gw.audit_dir, "before").await;
     emulator.reset_counters();
 
     // The open file survives as an unlinked inode: writing to it would succeed and be lost.

@@ -88,7 +88,13 @@ async fn an_undecodable_body_is_invalid_argument_logged_and_counted() {
         ),
         Some(3.0)
     );
-    let logs = gw.logs();
+    let logs = gw
+        .logs_when(|logs| {
+            bodies
+                .iter()
+                .all(|(request_id, _)| logs.contains(request_id))
+        })
+        .await;
     for (request_id, _) in &bodies {
         assert!(
             logs.lines()

@@ -75,7 +75,14 @@ async fn each_calls_log_line_is_json_with_its_request_id_and_trace_id() {
         ),
     ];
 
-    let lines = json_lines(&gw.logs());
+    let logs = gw
+        .logs_when(|logs| {
+            cases
+                .iter()
+                .all(|(request_id, _, _)| logs.contains(&format!("\"{request_id}\"")))
+        })
+        .await;
+    let lines = json_lines(&logs);
     for (request_id, trace_id, code) in cases {
         let call_lines = lines_of(&lines, request_id);
         assert!(
@@ -118,7 +125,10 @@ async fn without_an_exporter_the_log_line_carries_the_callers_trace_id() {
             .and_then(|v| v.to_str().ok()),
         Some(trace_id)
     );
-    let lines = json_lines(&gw.logs());
+    let lines = json_lines(
+        &gw.logs_when(|logs| logs.contains("\"log-untraced-1\""))
+            .await,
+    );
     let call_lines = lines_of(&lines, "log-untraced-1");
     assert!(!call_lines.is_empty(), "{lines:#?}");
     for line in call_lines {

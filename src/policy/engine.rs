@@ -37,8 +37,6 @@ pub(super) struct Snapshot {
     /// For each principal some policy pins, by action id: `general` plus the pinned policies
     /// that can apply to the action (only actions some pinned policy can apply to).
     by_principal: HashMap<EntityUid, HashMap<String, PolicySet>>,
-    /// For an action the schema does not declare (the request then fails to build).
-    no_policies: PolicySet,
     #[cfg(test)]
     full: PolicySet,
     schema: Schema,
@@ -162,12 +160,12 @@ impl Snapshot {
             .iter()
             .map(|action| (action.uid().id().unescaped().to_owned(), action.uid()))
             .collect();
-        let mut general = Vec::new();
+        let mut unpinned = Vec::new();
         let mut pinned: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
         for policy in set.policies() {
             match policy.principal_constraint() {
                 PrincipalConstraint::Eq(uid) => pinned.entry(uid).or_default().push(policy.clone()),
-                _ => general.push(policy.clone()),
+                _ => unpinned.push(policy.clone()),
             }
         }
         let applying = |policies: &[Policy], action: &EntityUid| -> Vec<Policy> {
@@ -177,30 +175,34 @@ impl Snapshot {
                 .cloned()
                 .collect()
         };
-        let mut general_by_action = HashMap::with_capacity(action_uids.len());
-        for (name, uid) in &action_uids {
-            general_by_action.insert(name.clone(), policy_set(applying(&general, uid))?);
-        }
+        // Each action's general policies, worked out once for the general slice and every
+        // principal's.
+        let general: HashMap<&String, Vec<Policy>> = action_uids
+            .iter()
+            .map(|(name, uid)| (name, applying(&unpinned, uid)))
+            .collect();
         let mut by_principal = HashMap::with_capacity(pinned.len());
         for (principal, policies) in pinned {
             let mut by_action = HashMap::new();
             for (name, uid) in &action_uids {
                 let own = applying(&policies, uid);
                 if !own.is_empty() {
-                    let slice = applying(&general, uid).into_iter().chain(own);
+                    let slice = general[name].iter().cloned().chain(own);
                     by_action.insert(name.clone(), policy_set(slice)?);
                 }
             }
             by_principal.insert(principal, by_action);
         }
-        let general = general_by_action;
+        let general = general
+            .into_iter()
+            .map(|(name, policies)| Ok((name.clone(), policy_set(policies)?)))
+            .collect::<Result<_, BuildError>>()?;
         Ok(Snapshot {
             general,
             by_principal,
-            no_policies: PolicySet::new(),
             #[cfg(test)]
             full: set,
-            grouped_actions: grouped_actions(&schema)?,
+            grouped_actions: grouped_actions(&action_entities),
             schema,
             authorizer: Authorizer::new(),
             ids,
@@ -238,12 +240,15 @@ impl Snapshot {
             Ok(entity) => entity,
             Err(err) => return refused(&err),
         };
+        // Every action the schema declares has a general slice, even an empty one.
+        let Some(general) = self.general.get(input.action) else {
+            return refused(&BuildError::UnknownAction(input.action));
+        };
         let set = self
             .by_principal
             .get(&entity.uid())
             .and_then(|by_action| by_action.get(input.action))
-            .or_else(|| self.general.get(input.action))
-            .unwrap_or(&self.no_policies);
+            .unwrap_or(general);
         match self.trusted_request(principal, entity, input) {
             Ok((request, entities)) => self.decide(set, &request, &entities),
             Err(err) => refused(&err),
@@ -606,21 +611,20 @@ fn policy_set(policies: impl IntoIterator<Item = Policy>) -> Result<PolicySet, B
     Ok(set)
 }
 
-fn grouped_actions(schema: &Schema) -> Result<HashMap<String, Entity>, BuildError> {
-    let actions = schema.action_entities()?;
+fn grouped_actions(actions: &Entities) -> HashMap<String, Entity> {
     let grouped = actions.iter().any(|a| {
         actions
             .ancestors(&a.uid())
             .is_some_and(|mut parents| parents.next().is_some())
     });
-    Ok(if grouped {
+    if grouped {
         actions
-            .into_iter()
-            .map(|action| (action.uid().id().unescaped().to_owned(), action))
+            .iter()
+            .map(|action| (action.uid().id().unescaped().to_owned(), action.clone()))
             .collect()
     } else {
         HashMap::new()
-    })
+    }
 }
 
 /// Whether [`Snapshot::build`] checks the request and entities against the schema.

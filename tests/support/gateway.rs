@@ -343,6 +343,26 @@ impl Gateway {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
+
+    /// The gateway's log once `done` holds for it (up to 10 s, then as it is, for the test's
+    /// own assertions to report). Lines go out through a non-blocking writer, so a line logged
+    /// before a reply can reach the file just after it.
+    pub async fn logs_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if done(&logs) || tokio::time::Instant::now() >= deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The gateway's log once the access line of a call of `method` is in it.
+    pub async fn logs_after_a_call_of(&self, method: &str) -> String {
+        let line = format!("\"message\":\"{method}");
+        self.logs_when(|logs| logs.contains(&line)).await
+    }
 }
 
 fn uuid_like() -> String {
