@@ -166,7 +166,7 @@ async fn an_unwritable_audit_directory_refuses_calls_reports_not_serving_and_rec
         .await
         .expect("a writable trail lets calls through");
     // Its outcome is queued after the reply: written before the directory goes.
-    outcome_of(&gw.audit_dir, "before").await;
+    gateway::outcome_of(&gw.audit_dir, "before").await;
     wait_for_readiness(&gw, true).await;
     emulator.reset_counters();
 
@@ -225,7 +225,7 @@ async fn a_deleted_audit_directory_refuses_calls_instead_of_losing_their_records
         .await
         .expect("a writable trail lets calls through");
     // Otherwise the outcome, queued after the reply, is kept and written to the new directory.
-    outcome_of(&gw.audit_dir, "before").await;
+    gateway::outcome_of(&gw.audit_dir, "before").await;
     emulator.reset_counters();
 
     // The open file survives as an unlinked inode: writing to it would succeed and be lost.
@@ -442,23 +442,6 @@ async fn a_crash_under_load_leaves_a_verifiable_chain_with_an_intent_for_every_f
     assert!(outcome_lost <= CALLERS, "{outcome_lost}");
 }
 
-/// Waits until the outcome record of `request_id` is in `dir`.
-async fn outcome_of(dir: &Path, request_id: &str) -> Value {
-    let found = tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Some(outcome) = gateway::audit_records(dir)
-                .into_iter()
-                .find(|r| r["kind"] == "outcome" && r["request_id"] == request_id)
-            {
-                return outcome;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("no outcome record for {request_id}"))
-}
-
 #[tokio::test]
 async fn a_caller_that_goes_away_mid_call_still_gets_an_outcome_marked_caller_gone() {
     let emulator = Emulator::start();
@@ -499,7 +482,7 @@ async fn a_caller_that_goes_away_mid_call_still_gets_an_outcome_marked_caller_go
     assert!(cancelled.await.is_err_and(|e| e.is_cancelled()));
 
     for id in ["deadline-passed", "cancelled"] {
-        let outcome = outcome_of(&gw.audit_dir, id).await;
+        let outcome = gateway::outcome_of(&gw.audit_dir, id).await;
         assert_eq!(outcome["outcome"]["caller_gone"], true, "{outcome}");
         assert_eq!(outcome["outcome"]["forwarded"], true, "{outcome}");
         // Redshift's answer, not the caller's fate, is what the outcome records.

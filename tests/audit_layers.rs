@@ -77,6 +77,9 @@ async fn an_unwritable_trail_refuses_calls_without_forwarding_and_recovers() {
         .expect("a healthy trail forwards");
     assert_eq!(upstream.count(), 1);
     assert!(*health.borrow());
+    // The outcome is queued after the reply; were it still queued, the writer could make the
+    // directory again under the moved one's name before the path is blocked.
+    support::gateway::outcome_of(&dir, "before").await;
 
     // Root ignores permission bits, but not a regular file where the directory should be.
     std::fs::rename(&dir, &moved).expect("move the directory away");

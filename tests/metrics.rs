@@ -247,10 +247,16 @@ async fn readyz_and_grpc_health_both_turn_unready_when_the_audit_trail_cannot_be
     assert_eq!(health().await, ServingStatus::Serving);
     assert_eq!(get(gw.admin, "/readyz").await.0, 200);
     // A first call fills the open file; the next write needs a new one.
+    let mut first = gateway::as_caller(REPORTING, entire_account(SALES_SHARE));
+    first
+        .metadata_mut()
+        .insert("x-request-id", "before".parse().expect("ascii id"));
     client
-        .associate_consumer(gateway::as_caller(REPORTING, entire_account(SALES_SHARE)))
+        .associate_consumer(first)
         .await
         .expect("a healthy trail forwards");
+    // Its outcome is queued after the reply: written before the directory goes.
+    gateway::outcome_of(&gw.audit_dir, "before").await;
 
     // Root ignores permission bits, but not a regular file where the directory should be.
     let moved = gw.dir.path().join("audit-moved");

@@ -532,6 +532,25 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     }
 }
 
+/// The outcome record of `request_id`, once it is in the trail in `dir`. A call's outcome is
+/// queued for the next group commit after its reply, so a test that changes the trail's
+/// directory after a call waits for this first.
+pub async fn outcome_of(dir: &Path, request_id: &str) -> serde_json::Value {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(outcome) = audit_records_now(dir)
+                .into_iter()
+                .find(|r| r["kind"] == "outcome" && r["request_id"] == request_id)
+            {
+                return outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no outcome record for {request_id}"))
+}
+
 /// Every record of the audit trail in `dir`, file by file, in order, as it is now. A line still
 /// being written by a running gateway (no newline yet) is not a record yet, and is left out.
 pub fn audit_records_now(dir: &Path) -> Vec<serde_json::Value> {
