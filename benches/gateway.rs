@@ -66,6 +66,8 @@ fn sdk_client(emulator: &Emulator) -> aws_sdk_redshift::Client {
 struct Window {
     calls_per_s: f64,
     cpu_us_per_call: f64,
+    /// Through the gateway only: how well group commit batches under load.
+    fsyncs_per_call: f64,
 }
 
 /// 64 tasks calling Redshift directly with one SDK client for `THROUGHPUT_WINDOW`; CPU is this
@@ -102,6 +104,7 @@ async fn direct_window(sdk: &aws_sdk_redshift::Client) -> Window {
     Window {
         calls_per_s: calls / THROUGHPUT_WINDOW.as_secs_f64(),
         cpu_us_per_call: cpu.as_micros() as f64 / calls,
+        fsyncs_per_call: 0.0,
     }
 }
 
@@ -112,6 +115,13 @@ async fn gateway_window(gateway: &Gateway) -> Window {
     for _ in 0..CALLERS {
         clients.push(gateway.client().await);
     }
+    let fsyncs = || async {
+        support::prometheus::scrape(gateway.admin)
+            .await
+            .value("datashare_gateway_audit_fsyncs_total", &[])
+            .unwrap_or_default()
+    };
+    let fsyncs_before = fsyncs().await;
     let cpu_before = cpu_time(gateway.pid());
     let stop_at = Instant::now() + THROUGHPUT_WINDOW;
     let tasks: Vec<_> = clients
@@ -139,6 +149,7 @@ async fn gateway_window(gateway: &Gateway) -> Window {
     Window {
         calls_per_s: calls / THROUGHPUT_WINDOW.as_secs_f64(),
         cpu_us_per_call: cpu.as_micros() as f64 / calls,
+        fsyncs_per_call: (fsyncs().await - fsyncs_before) / calls,
     }
 }
 
@@ -310,8 +321,8 @@ fn main() {
         );
         for (d, g) in direct.iter().zip(&through) {
             println!(
-                "  direct SDK {:>7.0} calls/s {:>6.0} us CPU/call | gateway {:>7.0} calls/s {:>6.0} us CPU/call",
-                d.calls_per_s, d.cpu_us_per_call, g.calls_per_s, g.cpu_us_per_call
+                "  direct SDK {:>7.0} calls/s {:>6.0} us CPU/call | gateway {:>7.0} calls/s {:>6.0} us CPU/call, {:.2} fsyncs/call",
+                d.calls_per_s, d.cpu_us_per_call, g.calls_per_s, g.cpu_us_per_call, g.fsyncs_per_call
             );
         }
         println!(
