@@ -111,6 +111,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::approvals::{Approvals, ApprovalsConfig, FindApprovals, StoreLocation};
     use crate::audit::{Audit, AuditConfig, AuditLog, Intent};
     use crate::call::{CallerCredential, Principal, Validated};
     use crate::limits::Limit;
@@ -143,6 +144,16 @@ mod tests {
         let log = AuditLog::open(&AuditConfig::new(tmp.path()), "test")
             .await
             .expect("open");
+        let metrics = Metrics::new();
+        // A store, so the call takes the gated path (the approval looked up on the way back).
+        let approvals = Approvals::open(
+            &StoreLocation::Sqlite(tmp.path().join("approvals.db")),
+            &ApprovalsConfig::default(),
+            log.clone(),
+            metrics.clone(),
+        )
+        .await
+        .expect("open the approvals store");
         let received = || associate_call(CallerCredential::None, Default::default());
         let validated = || {
             received().advance(Validated::new(
@@ -154,11 +165,12 @@ mod tests {
             ))
         };
         let sizes = [
-            (
-                "Measure",
-                future_size(&Measure::new(Metrics::new()), received()),
-            ),
+            ("Measure", future_size(&Measure::new(metrics), received())),
             ("Audit", future_size(&Audit::new(log.clone()), received())),
+            (
+                "FindApprovals",
+                future_size(&FindApprovals::new(Some(approvals)), validated()),
+            ),
             (
                 "Limit (a free slot)",
                 future_size(&Limit::new(1, Duration::from_secs(1)), validated()),

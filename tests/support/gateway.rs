@@ -358,6 +358,13 @@ impl Gateway {
         }
     }
 
+    /// Whether `needle` reaches the gateway's log (within `logs_when`'s bound).
+    pub async fn logged(&self, needle: &str) -> bool {
+        self.logs_when(|logs| logs.contains(needle))
+            .await
+            .contains(needle)
+    }
+
     /// The gateway's log once the access line of a call of `method` is in it.
     pub async fn logs_after_a_call_of(&self, method: &str) -> String {
         let line = format!("\"message\":\"{method}");
