@@ -7,14 +7,15 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
 COPY benches ./benches
-# The emulator crate (the `emulator` and `dev` commands), and the dev fixtures it embeds.
+# The emulator crate is a workspace member, so cargo needs it to resolve the workspace; the binary
+# is built without it (no `emulator` feature: `dev` and `emulator` say how to get them).
 COPY emulator ./emulator
 COPY examples/emulator-fixtures.toml ./examples/
 # The Cedar schema is compiled into the binary as the default.
 COPY policy ./policy
 # The approvals store's migrations are compiled into the binary too.
 COPY migrations ./migrations
-RUN cargo build --release --locked --bin datashare-gateway
+RUN cargo build --release --locked --no-default-features --bin datashare-gateway
 
 # Runtime stage: glibc and CA certificates only, no shell, running as a non-root user.
 FROM gcr.io/distroless/cc-debian12:nonroot
