@@ -14,10 +14,11 @@ use hyper::body::Incoming;
 use super::Shared;
 use super::events::{self, Event, UserIdentity};
 use super::faults::{FaultKind, parse_sdk_request};
+use super::keys::{KeyHolder, KeyInfo, Principal, Session};
 use super::ops;
 use super::protocol::{AwsError, QueryRequest, Service, error_body, success_body};
-use super::sigv4::{self, KeyHolder, KeyInfo, Principal, Scope};
-use super::sts::{self, AssumeRoleInput, Session};
+use super::sigv4::{self, Scope};
+use super::sts::{self, AssumeRoleInput};
 
 /// The largest request body accepted. Datashare requests are a few hundred bytes.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -232,7 +233,7 @@ fn record(shared: &Shared, request: &Arrived<'_>, outcome: &Outcome) {
         Some(p) => (p.access_key_id.clone(), p.account.clone(), p.holder.clone()),
         None => {
             let Some((akid, key)) = sigv4::claimed_access_key_id(headers)
-                .and_then(|akid| Some((akid.to_owned(), shared.key(akid)?)))
+                .and_then(|akid| Some((akid.to_owned(), shared.keys.lookup(akid)?)))
             else {
                 return;
             };
@@ -311,7 +312,8 @@ fn injected(
         })
     };
     match kind {
-        // The usual awsQuery throttle; in both SDKs' throttling lists (api doc §5).
+        // The usual awsQuery throttle; in both SDKs' throttling lists (aws-runtime's
+        // `THROTTLING_ERRORS`, botocore's `_THROTTLED_ERROR_CODES`).
         FaultKind::Throttling => err(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
         FaultKind::InternalFailure => err(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -324,7 +326,8 @@ fn injected(
             "The request has failed due to a temporary failure of the server.",
         ),
         // No AWS error code, as a proxy or load balancer would answer: botocore retries it on
-        // the status alone, the Rust SDK does not retry it at all (api doc §5). The body is an
+        // the status alone, the Rust SDK does not retry it at all (429 is not among the
+        // statuses its `HttpStatusCodeClassifier` retries). The body is an
         // HTML page rather than empty because botocore cannot parse an empty 4xx body.
         FaultKind::Bare429 => unrecorded(respond(
             StatusCode::TOO_MANY_REQUESTS,
@@ -380,7 +383,7 @@ fn authenticated(
         body,
         scope,
         SystemTime::now(),
-        |akid| shared.key(akid),
+        |akid| shared.keys.lookup(akid),
     ) {
         Ok(p) => p,
         Err(e) => return Outcome::failed(service, e, request_id),
@@ -442,7 +445,7 @@ fn authenticated(
         Service::Sts => AssumeRoleInput::parse(query).and_then(|input| {
             shared
                 .sts
-                .assume_role(&principal, &input, shared.clock.now())
+                .assume_role(&shared.keys, &principal, &input, shared.clock.now())
         }),
         Service::Redshift => {
             return match ops::call(&shared.store, &principal.account, op, query) {

@@ -9,9 +9,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::keys::{KeyHolder, Session};
 use super::protocol::{QueryRequest, Service, format_timestamp};
-use super::sigv4::KeyHolder;
-use super::sts::Session;
 
 /// The most events kept; the oldest go first.
 pub(crate) const MAX_EVENTS: usize = 100_000;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::EmulatorError;
 use super::arn::{AccountId, NamespaceArn, NamespaceGuid, RoleArn, is_iam_name_char};
-use super::sts::{MAX_DURATION_SECS, MIN_ROLE_MAX_DURATION_SECS, external_id_breaks_model};
+use super::iam::{MAX_DURATION_SECS, MIN_ROLE_MAX_DURATION_SECS, external_id_breaks_model};
 
 /// Everything the emulator starts with. Every list may be empty.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
+use crate::keys::{KeyHolder, KeyInfo};
 pub use crate::protocol::QueryRequest;
 pub use crate::sigv4::AuthHeader;
-use crate::sigv4::{self, KeyHolder, KeyInfo, Scope};
+use crate::sigv4::{self, Scope};
 
 /// Parses an `Authorization: AWS4-HMAC-SHA256 ...` value as the API listener does; the error is
 /// the AWS error code the listener answers with.

@@ -6,10 +6,13 @@
 //! - `arn`: account ids, region names, namespace GUIDs, role and datashare ARNs (not the
 //!   gateway's parser).
 //! - `protocol`: the two services, form decoding, XML writing, the Query error envelope.
-//! - `sigv4`: signature verification (aws-sigv4 does the math) and whose key signed.
+//! - `keys`: the access keys the emulator accepts, the fixtures' and the sessions'; whose
+//!   each is.
+//! - `sigv4`: signature verification (aws-sigv4 does the math) against those keys.
 //! - `state`: namespaces, datashares, grants, associations and their transitions.
 //! - `ops`: the eight Redshift operations, member decoding and result XML.
-//! - `sts`: roles, AssumeRole and the sessions it hands out.
+//! - `sts`: roles and AssumeRole, which issues sessions into `keys`.
+//! - `iam`: the limits on a role's settings that the fixtures and AssumeRole both check.
 //! - `events`: the event log, with CloudTrail's field names.
 //! - `clock`: the emulator's "now", which the admin API can move forward.
 //! - `faults`: fault rules and per-operation counters.
@@ -25,6 +28,8 @@ mod events;
 mod faults;
 mod fixtures;
 pub mod fuzzing;
+mod iam;
+mod keys;
 mod ops;
 mod protocol;
 mod sigv4;
@@ -123,6 +128,7 @@ impl EmulatorConfig {
 #[derive(Debug)]
 struct Shared {
     store: state::Store,
+    keys: keys::Keys,
     sts: sts::Sts,
     fixtures: Fixtures,
     faults: faults::Faults,
@@ -132,22 +138,17 @@ struct Shared {
 }
 
 impl Shared {
-    /// A fixture key or an issued session's key.
-    fn key(&self, access_key_id: &str) -> Option<sigv4::KeyInfo> {
-        self.store
-            .key(access_key_id)
-            .or_else(|| self.sts.session_key(access_key_id))
-    }
-
     /// Adds fixtures at runtime (`POST /seed`); checked whole before anything changes.
     fn seed(&self, fixtures: &Fixtures) -> Result<(), EmulatorError> {
         fixtures.validate()?;
+        self.keys.seed(&fixtures.keys);
         self.store.seed(fixtures)?;
         self.sts.seed(&fixtures.roles)
     }
 
     /// Back to the fixtures: no sessions, faults, counters or events, the clock at real time.
     fn reset(&self) -> Result<(), EmulatorError> {
+        self.keys.reset(&self.fixtures.keys);
         self.store.reset(&self.fixtures)?;
         self.sts.reset(&self.fixtures.roles)?;
         self.faults.clear();
@@ -159,13 +160,15 @@ impl Shared {
 
     /// The admin API's `GET /state`.
     fn snapshot(&self) -> serde_json::Value {
-        let mut state = self.store.snapshot();
-        if let Some(map) = state.as_object_mut() {
-            let sts = self.sts.snapshot();
-            map.insert("roles".into(), sts["roles"].clone());
-            map.insert("sessions".into(), sts["sessions"].clone());
-        }
-        state
+        let store = self.store.snapshot();
+        serde_json::json!({
+            "region": self.store.region(),
+            "access_keys": self.keys.accounts(),
+            "namespaces": store.namespaces,
+            "datashares": store.datashares,
+            "roles": self.sts.snapshot(),
+            "sessions": self.keys.session_count(),
+        })
     }
 }
 
@@ -185,6 +188,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         sts: sts::Sts::new(&region, &config.fixtures.roles)?,
         store: state::Store::new(region, &config.fixtures)?,
+        keys: keys::Keys::new(&config.fixtures.keys),
         fixtures: config.fixtures,
         faults: faults::Faults::new(config.faults),
         counters: faults::Counters::default(),

@@ -2,7 +2,7 @@
 //! exactly as the service model shapes it.
 
 use super::protocol::{AwsError, QueryRequest, Xml};
-use super::state::{DataShareView, Store, TargetParams};
+use super::state::{DataShareView, Side, Store, TargetParams};
 
 /// The operations the emulator implements, by `Action` name.
 pub(crate) const OPERATIONS: [&str; 8] = [
@@ -76,7 +76,7 @@ pub(crate) fn call(
         "DescribeDataSharesForProducer" => {
             let (max, marker) = paging(q)?;
             // Status must be a DataShareStatusForProducer value (model enum); anything else →
-            // InvalidParameterValue (assumption: the code is a guess, api doc §9).
+            // InvalidParameterValue (assumption: the code is a guess).
             let status = enum_member(
                 q,
                 "Status",
@@ -88,14 +88,16 @@ pub(crate) fn call(
                     "REJECTED",
                 ],
             )?;
-            let shares = store.describe_for_producer(caller, q.string("ProducerArn"), status)?;
+            let shares =
+                store.describe_for(Side::Producer, caller, q.string("ProducerArn"), status)?;
             write_page(&mut x, shares, max, marker);
         }
         "DescribeDataSharesForConsumer" => {
             let (max, marker) = paging(q)?;
             // DataShareStatusForConsumer (model enum); InvalidParameterValue is an assumption.
             let status = enum_member(q, "Status", &["ACTIVE", "AVAILABLE"])?;
-            let shares = store.describe_for_consumer(caller, q.string("ConsumerArn"), status)?;
+            let shares =
+                store.describe_for(Side::Consumer, caller, q.string("ConsumerArn"), status)?;
             write_page(&mut x, shares, max, marker);
         }
         other => return Err(invalid_action(other)),

@@ -3,7 +3,6 @@
 //! constant time.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -15,37 +14,11 @@ use http::{HeaderMap, StatusCode};
 use time::PrimitiveDateTime;
 use time::macros::format_description;
 
+use super::keys::{KeyInfo, Principal};
 use super::protocol::AwsError;
-use super::sts::Session;
 
 /// How far `X-Amz-Date` may be from the emulator's clock (AWS documents 15 minutes).
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
-
-/// What the emulator knows about an access key.
-#[derive(Clone, Debug)]
-pub(crate) struct KeyInfo {
-    /// The account the key acts as: the user's, or the assumed role's.
-    pub(crate) account: String,
-    pub(crate) secret: String,
-    pub(crate) session_token: Option<String>,
-    pub(crate) holder: KeyHolder,
-}
-
-/// Whose key it is: a long-term key of an IAM user (from the fixtures), or the temporary
-/// key of a role session (from AssumeRole).
-#[derive(Clone, Debug)]
-pub(crate) enum KeyHolder {
-    User { name: String },
-    Session(Arc<Session>),
-}
-
-/// The authenticated caller.
-#[derive(Clone, Debug)]
-pub(crate) struct Principal {
-    pub(crate) access_key_id: String,
-    pub(crate) account: String,
-    pub(crate) holder: KeyHolder,
-}
 
 /// The access key id an `Authorization` header names, without verifying anything: the event
 /// log names the caller of a request whose signature failed.
@@ -290,6 +263,7 @@ pub(crate) fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyHolder;
 
     const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";

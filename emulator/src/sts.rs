@@ -5,8 +5,8 @@
 //! Each rule says where it comes from: the STS model (`sts-2011-06-15.service-2.json`, its
 //! shapes and documentation), or "assumption" (listed in `docs/emulator.md`).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use http::StatusCode;
 use rand::Rng;
@@ -16,25 +16,18 @@ use time::OffsetDateTime;
 use super::EmulatorError;
 use super::arn::{Region, RoleArn, is_iam_name_char};
 use super::fixtures::RoleFixture;
+use super::iam::{MAX_DURATION_SECS, MIN_DURATION_SECS, is_external_id_char};
+use super::keys::{KeyHolder, Keys, Principal, Session, Tag};
 use super::protocol::{AwsError, QueryRequest, Xml};
-use super::sigv4::{KeyHolder, KeyInfo, Principal};
 
 /// The one STS operation the emulator implements.
 pub(crate) const ASSUME_ROLE: &str = "AssumeRole";
-/// `roleDurationSecondsType`: 900 to 43200 (model).
-pub(crate) const MIN_DURATION_SECS: u32 = 900;
-pub(crate) const MAX_DURATION_SECS: u32 = 43200;
 /// "By default, the value is set to 3600 seconds" (model, DurationSeconds).
 const DEFAULT_DURATION_SECS: u32 = 3600;
-/// IAM's MaxSessionDuration is 1 to 12 hours (model, DurationSeconds).
-pub(crate) const MIN_ROLE_MAX_DURATION_SECS: u32 = 3600;
 /// "Role chaining limits your ... role session to a maximum of one hour" (model).
 const CHAINED_MAX_DURATION_SECS: u32 = 3600;
 /// `tagListType` and `tagKeyListType`: at most 50 (model).
 const MAX_TAGS: usize = 50;
-/// Sessions kept; the oldest go first. Expired ones are kept too, so they answer
-/// `ExpiredToken` rather than `InvalidClientTokenId` for as long as they are held.
-const MAX_SESSIONS: usize = 100_000;
 /// The size of a session token the emulator hands out (real ones vary, see the model's note
 /// on `Credentials`).
 const SESSION_TOKEN_LEN: usize = 356;
@@ -52,53 +45,11 @@ struct Role {
     max_session_duration: u32,
 }
 
-/// One session tag.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Tag {
-    pub(crate) key: String,
-    pub(crate) value: String,
-}
-
-/// A role session AssumeRole handed out.
-#[derive(Debug)]
-pub(crate) struct Session {
-    pub(crate) access_key_id: String,
-    secret_access_key: String,
-    session_token: String,
-    /// The role's account: the one the session acts as.
-    pub(crate) account: String,
-    pub(crate) role_arn: String,
-    pub(crate) role_name: String,
-    pub(crate) role_id: String,
-    pub(crate) session_name: String,
-    /// `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
-    pub(crate) assumed_role_arn: String,
-    pub(crate) source_identity: Option<String>,
-    pub(crate) tags: Vec<Tag>,
-    pub(crate) created: OffsetDateTime,
-    pub(crate) expiration: OffsetDateTime,
-}
-
-impl Session {
-    /// `AssumedRoleId`: the role id and the session name (`AROA...:SESSION`).
-    pub(crate) fn assumed_role_id(&self) -> String {
-        format!("{}:{}", self.role_id, self.session_name)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Sessions {
-    by_key: HashMap<String, Arc<Session>>,
-    /// Access key ids, oldest first, to bound `by_key`.
-    order: VecDeque<String>,
-}
-
-/// Roles and the sessions handed out for them.
+/// The roles AssumeRole can issue sessions for.
 #[derive(Debug)]
 pub(crate) struct Sts {
     partition: &'static str,
     roles: RwLock<HashMap<String, Arc<Role>>>,
-    sessions: Mutex<Sessions>,
 }
 
 /// The validated members of an AssumeRole request.
@@ -118,7 +69,6 @@ impl Sts {
         let sts = Sts {
             partition: region.partition(),
             roles: RwLock::new(HashMap::new()),
-            sessions: Mutex::new(Sessions::default()),
         };
         sts.seed(roles)?;
         Ok(sts)
@@ -159,17 +109,16 @@ impl Sts {
         Ok(())
     }
 
-    /// Back to `roles` only, with no sessions.
+    /// Back to `roles` only.
     pub(crate) fn reset(&self, roles: &[RoleFixture]) -> Result<(), EmulatorError> {
         self.roles
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        *self.sessions.lock().unwrap_or_else(PoisonError::into_inner) = Sessions::default();
         self.seed(roles)
     }
 
-    /// The roles, for the admin API's state.
+    /// The roles (without their external ids), for the admin API's state.
     pub(crate) fn snapshot(&self) -> serde_json::Value {
         let roles = self.roles.read().unwrap_or_else(PoisonError::into_inner);
         let mut list: Vec<_> = roles
@@ -186,25 +135,7 @@ impl Sts {
             })
             .collect();
         list.sort_by(|a, b| a["arn"].as_str().cmp(&b["arn"].as_str()));
-        let sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_key
-            .len();
-        serde_json::json!({ "roles": list, "sessions": sessions })
-    }
-
-    /// A session's key, for SigV4.
-    pub(crate) fn session_key(&self, access_key_id: &str) -> Option<KeyInfo> {
-        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        let session = sessions.by_key.get(access_key_id)?;
-        Some(KeyInfo {
-            account: session.account.clone(),
-            secret: session.secret_access_key.clone(),
-            session_token: Some(session.session_token.clone()),
-            holder: KeyHolder::Session(session.clone()),
-        })
+        serde_json::Value::Array(list)
     }
 
     /// The ARN the caller is known by, as AWS writes it in messages and CloudTrail.
@@ -217,9 +148,11 @@ impl Sts {
         }
     }
 
-    /// AssumeRole for an authenticated caller at emulator time `now`.
+    /// AssumeRole for an authenticated caller at emulator time `now`: the new session's key
+    /// signs requests from then on (it is added to `keys`).
     pub(crate) fn assume_role(
         &self,
+        keys: &Keys,
         caller: &Principal,
         input: &AssumeRoleInput<'_>,
         now: OffsetDateTime,
@@ -302,16 +235,7 @@ impl Sts {
             created: now,
             expiration: now + time::Duration::seconds(i64::from(duration)),
         });
-        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        while sessions.order.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.order.pop_front() {
-                sessions.by_key.remove(&oldest);
-            }
-        }
-        sessions.order.push_back(session.access_key_id.clone());
-        sessions
-            .by_key
-            .insert(session.access_key_id.clone(), session.clone());
+        keys.add_session(session.clone());
         Ok(session)
     }
 }
@@ -369,11 +293,6 @@ fn is_arn_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{7E}' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-/// `externalIdType`'s pattern `[\w+=,.@:\/-]*`.
-fn is_external_id_char(c: char) -> bool {
-    is_iam_name_char(c) || c == ':' || c == '/'
-}
-
 /// `tagKeyType`'s pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]`. Letters are approximated by Rust's
 /// `Alphabetic` property, separators by non-control white space, numbers by `Numeric`.
 fn is_tag_char(c: char) -> bool {
@@ -381,12 +300,6 @@ fn is_tag_char(c: char) -> bool {
         || c.is_numeric()
         || (c.is_whitespace() && !c.is_control())
         || "_.:/=+-@".contains(c)
-}
-
-/// Whether an external id breaks `externalIdType` (2 to 1224, `[\w+=,.@:\/-]*`).
-pub(crate) fn external_id_breaks_model(id: &str) -> bool {
-    let len = id.chars().count();
-    !(2..=1224).contains(&len) || !id.chars().all(is_external_id_char)
 }
 
 impl<'a> AssumeRoleInput<'a> {
@@ -704,7 +617,12 @@ mod tests {
         let query = q(body);
         match AssumeRoleInput::parse(&query) {
             Err(e) => e.code.into_owned(),
-            Ok(input) => match sts().assume_role(&platform(), &input, OffsetDateTime::now_utc()) {
+            Ok(input) => match sts().assume_role(
+                &Keys::default(),
+                &platform(),
+                &input,
+                OffsetDateTime::now_utc(),
+            ) {
                 Ok(_) => "ok".into(),
                 Err(e) => e.code.into_owned(),
             },
@@ -725,7 +643,9 @@ mod tests {
             }]
         );
         let now = OffsetDateTime::now_utc();
-        let s = sts().assume_role(&platform(), &input, now).unwrap();
+        let s = sts()
+            .assume_role(&Keys::default(), &platform(), &input, now)
+            .unwrap();
         assert_eq!(s.account, "444455556666");
         assert_eq!(
             s.assumed_role_arn,
@@ -737,6 +657,21 @@ mod tests {
         let xml = result_xml(&s);
         assert!(xml.contains("<SourceIdentity>alice</SourceIdentity>"));
         assert!(xml.contains("<PackedPolicySize>"));
+    }
+
+    #[test]
+    fn an_issued_session_signs_as_the_roles_account_with_its_token() {
+        let query = q(&body(""));
+        let input = AssumeRoleInput::parse(&query).unwrap();
+        let keys = Keys::default();
+        let s = sts()
+            .assume_role(&keys, &platform(), &input, OffsetDateTime::now_utc())
+            .unwrap();
+        let key = keys.lookup(&s.access_key_id).unwrap();
+        assert_eq!(key.account, "444455556666");
+        assert_eq!(key.secret, s.secret_access_key);
+        assert_eq!(key.session_token.as_deref(), Some(s.session_token.as_str()));
+        assert!(matches!(key.holder, KeyHolder::Session(held) if Arc::ptr_eq(&held, &s)));
     }
 
     #[test]
@@ -765,7 +700,12 @@ mod tests {
         let query = q(&body(""));
         let input = AssumeRoleInput::parse(&query).unwrap();
         let e = sts()
-            .assume_role(&untrusted, &input, OffsetDateTime::now_utc())
+            .assume_role(
+                &Keys::default(),
+                &untrusted,
+                &input,
+                OffsetDateTime::now_utc(),
+            )
             .unwrap_err();
         assert_eq!((e.status.as_u16(), e.code.as_ref()), (403, "AccessDenied"));
         assert_eq!(
