@@ -218,9 +218,6 @@ pub struct ApprovalFacts {
     pub live: Option<LiveApproval>,
     /// A call about one approval: the approval, as policy sees it.
     pub subject: Option<ApprovalResource>,
-    /// Set by the policy layer when the call is permitted only with `live`'s approvals: the
-    /// approval must be consumed before the call is carried out.
-    pub must_spend: bool,
 }
 
 impl ApprovalFacts {
@@ -311,7 +308,7 @@ pub struct Call<Op: Operation, Stage = Received> {
     /// The parameters as sent.
     pub params: Op::Params,
     /// Notes for the audit and metrics layers.
-    pub trail: Arc<Trail>,
+    pub notes: Arc<CallNotes>,
     /// What the layers so far established.
     pub stage: Stage,
 }
@@ -325,7 +322,7 @@ impl<Op: Operation> Call<Op, Received> {
         Call {
             ctx,
             params,
-            trail: Arc::new(Trail::default()),
+            notes: Arc::new(CallNotes::default()),
             stage: Received,
         }
     }
@@ -337,8 +334,18 @@ impl<Op: Operation, Stage> Call<Op, Stage> {
         Call {
             ctx: self.ctx,
             params: self.params,
-            trail: self.trail,
+            notes: self.notes,
             stage,
+        }
+    }
+
+    /// The same call at the next stage made from this one.
+    pub fn map_stage<Next>(self, next: impl FnOnce(Stage) -> Next) -> Call<Op, Next> {
+        Call {
+            ctx: self.ctx,
+            params: self.params,
+            notes: self.notes,
+            stage: next(self.stage),
         }
     }
 }
@@ -431,13 +438,13 @@ pub struct UpstreamNote {
 /// Layers take the call by value and pass it on; these shared notes are how the outermost layer
 /// learns what the inner ones decided even when the call ends in an error.
 #[derive(Debug, Default)]
-pub struct Trail {
-    inner: Mutex<TrailState>,
+pub struct CallNotes {
+    inner: Mutex<CallNotesState>,
 }
 
-/// The contents of a [`Trail`].
+/// The contents of [`CallNotes`].
 #[derive(Clone, Debug, Default)]
-pub struct TrailState {
+pub struct CallNotesState {
     /// The principal, once established.
     pub principal: Option<Principal>,
     /// The policy decision, once made.
@@ -452,6 +459,9 @@ pub struct TrailState {
     pub session: SessionNote,
     /// The approval the call spent, once consumed.
     pub approval: Option<ApprovalNote>,
+    /// The approval the call's intent named, which another call spent first: this one was not
+    /// forwarded.
+    pub approval_already_spent: Option<String>,
     /// Set by the gRPC handler when the caller cancelled or its deadline passed before the call
     /// ended; the call still runs to its own end so that its outcome is recorded.
     pub caller_gone: bool,
@@ -460,16 +470,16 @@ pub struct TrailState {
     pub recorded: bool,
 }
 
-impl Trail {
-    /// Locks the trail. A poisoned lock still yields the data: the trail only holds notes.
-    pub fn lock(&self) -> MutexGuard<'_, TrailState> {
+impl CallNotes {
+    /// Locks the notes. A poisoned lock still yields the data: they are only notes.
+    pub fn lock(&self) -> MutexGuard<'_, CallNotesState> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A copy of what is known so far.
-    pub fn snapshot(&self) -> TrailState {
+    pub fn snapshot(&self) -> CallNotesState {
         self.lock().clone()
     }
 }

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub concurrency_limit: usize,
     /// How long a call may wait for a free upstream slot, in milliseconds.
     pub queue_timeout_ms: u64,
+    /// Calls in the gateway at once, whatever they are waiting on (policy, the approvals store,
+    /// the audit trail, Redshift); more are refused at once with `RESOURCE_EXHAUSTED` and
+    /// `RetryInfo`, before any policy or store work. At least `concurrency_limit`.
+    pub max_in_flight_calls: usize,
     /// HTTP/2 keepalive ping interval, in seconds.
     pub keepalive_interval_secs: u64,
     /// How long to wait for a keepalive ping's answer, in seconds.
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             concurrency_limit: 256,
             queue_timeout_ms: 1000,
+            max_in_flight_calls: 10_000,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
             shutdown_grace_secs: 20,
@@ -356,6 +361,12 @@ impl Config {
         }
         if s.concurrency_limit == 0 {
             return Err("server.concurrency_limit = 0: must be positive".into());
+        }
+        if s.max_in_flight_calls < s.concurrency_limit {
+            return Err(format!(
+                "server.max_in_flight_calls = {}: must be at least server.concurrency_limit ({})",
+                s.max_in_flight_calls, s.concurrency_limit
+            ));
         }
         // It names the log in checkpoints (`datashare-gateway/<instance>`, a signed note's key
         // name: no spaces or `+`) and the S3 key prefix of shipped files.

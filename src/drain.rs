@@ -13,21 +13,21 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditLog, CallFacts, OutcomeFacts, RecordBody};
-use crate::call::{CallContext, Trail, TrailState};
+use crate::call::{CallContext, CallNotes, CallNotesState};
 use crate::errors::GatewayError;
 
 /// How long aborted calls get to unwind before their records are written.
 const UNWIND: Duration = Duration::from_millis(500);
 
-/// Makes the facts of an aborted call's record from its context and trail (the parameters are
+/// Makes the facts of an aborted call's record from its context and notes (the parameters are
 /// captured as they are, and serialised only if the record is ever needed).
-type Facts = Box<dyn Fn(&CallContext, &TrailState) -> CallFacts + Send>;
+type Facts = Box<dyn Fn(&CallContext, &CallNotesState) -> CallFacts + Send>;
 
 /// What the record of an aborted call is made of.
 struct Entry {
     ctx: CallContext,
     facts: Facts,
-    trail: Arc<Trail>,
+    notes: Arc<CallNotes>,
     abort: Option<AbortHandle>,
 }
 
@@ -60,13 +60,13 @@ impl InFlight {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs one call's stack as a tracked task. `ctx`, `params` and `trail` make its record if
+    /// Runs one call's stack as a tracked task. `ctx`, `params` and `notes` make its record if
     /// it has to be aborted at shutdown.
     pub fn spawn<T: Send + 'static, P: serde::Serialize + Send + 'static>(
         &self,
         ctx: CallContext,
         params: P,
-        trail: Arc<Trail>,
+        notes: Arc<CallNotes>,
         call: impl std::future::Future<Output = T> + Send + 'static,
     ) -> JoinHandle<T> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -76,7 +76,7 @@ impl InFlight {
             Entry {
                 ctx,
                 facts: Box::new(move |ctx, state| CallFacts::of_call(ctx, &params, state)),
-                trail,
+                notes,
                 abort: None,
             },
         );
@@ -111,7 +111,7 @@ impl InFlight {
         }
         let _ = tokio::time::timeout(UNWIND, self.inner.tracker.wait()).await;
         for entry in &aborted {
-            let state = entry.trail.snapshot();
+            let state = entry.notes.snapshot();
             if state.recorded {
                 continue;
             }

@@ -184,12 +184,14 @@ pub enum GatewayError {
         approval_id: String,
     },
     /// The approval is no longer open for review (it was denied, consumed or has expired).
-    #[error("approval {approval_id} is {}; only a PENDING or APPROVED approval can be approved or denied", state.as_str())]
+    #[error(
+        "approval {approval_id} is {state}; only a PENDING or APPROVED approval can be approved or denied"
+    )]
     ApprovalClosed {
         /// The approval.
         approval_id: String,
-        /// Its state.
-        state: crate::call::ApprovalState,
+        /// Its state, as stored (`DENIED`, `CONSUMED`, `EXPIRED`).
+        state: &'static str,
     },
     /// The requester tried to approve their own request.
     #[error("the requester cannot approve their own request")]

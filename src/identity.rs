@@ -164,7 +164,7 @@ impl<Op: Operation> Middleware<Op, Received> for Authenticate {
     {
         match self.principal(&call.ctx.credential) {
             Ok(principal) => {
-                call.trail.lock().principal = Some(principal.clone());
+                call.notes.lock().principal = Some(principal.clone());
                 Box::pin(next.call(call.advance(Authenticated { principal })))
             }
             Err(err) => Box::pin(async move { Err(err) }),
@@ -329,14 +329,14 @@ mod tests {
         let inner = Counting::<Authenticated>::default();
         let mut svc = MiddlewareLayer::new(Authenticate::new(directory())).layer(inner.clone());
         let call = call_with(CallerCredential::Certificate(SPIFFE.into()));
-        let trail = call.trail.clone();
+        let notes = call.notes.clone();
         svc.call(call).await.unwrap();
         let expected = Principal {
             id: SPIFFE.into(),
             groups: vec!["data-platform".into()],
         };
         assert_eq!(seen(&inner), Some(expected.clone()));
-        assert_eq!(trail.snapshot().principal, Some(expected));
+        assert_eq!(notes.snapshot().principal, Some(expected));
 
         // Unknown principals are authenticated, with no groups.
         let call = call_with(CallerCredential::Header("stranger".into()));

@@ -21,7 +21,8 @@ use crate::middleware::Middleware;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     method: &'static str,
-    code: String,
+    /// The canonical name (`DEADLINE_EXCEEDED`), as in the audit trail.
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +134,12 @@ pub struct Metrics {
     policy_set: Family<PolicySetLabels, Gauge>,
     approvals_live: Family<StateLabels, Gauge>,
     approval_transitions: Family<TransitionLabels, Counter>,
+    /// Calls refused because `server.max_in_flight_calls` were already in the gateway.
+    pub in_flight_cap_refusals: Counter,
+    /// Cedar evaluations made by the policy layer (a denied call costs at most two).
+    pub policy_evaluations: Counter,
+    /// Reads of a gated call's live approval from the approvals store.
+    pub approval_lookups: Counter,
     sources: std::sync::Mutex<Vec<Arc<dyn ScrapeSource>>>,
 }
 
@@ -212,13 +219,13 @@ impl Metrics {
         let serving = Gauge::default();
         registry.register(
             "serving",
-            "1 while grpc.health.v1 and /readyz report SERVING, 0 while NOT_SERVING (audit trail unwritable, or shutting down)",
+            "1 while grpc.health.v1 and /readyz report SERVING, 0 while NOT_SERVING (audit notes unwritable, or shutting down)",
             serving.clone(),
         );
         let audit_writable = Gauge::default();
         registry.register(
             "audit_writable",
-            "1 while the audit trail can be written, 0 while it cannot (calls that need a record fail with AUDIT_UNAVAILABLE)",
+            "1 while the audit notes can be written, 0 while it cannot (calls that need a record fail with AUDIT_UNAVAILABLE)",
             audit_writable.clone(),
         );
         let audit_queue_depth = Gauge::default();
@@ -344,6 +351,24 @@ impl Metrics {
             "Approval transitions made by this gateway: created, approved, denied, consumed, expired",
             approval_transitions.clone(),
         );
+        let in_flight_cap_refusals = Counter::default();
+        registry.register(
+            "in_flight_cap_refusals",
+            "Calls refused with RESOURCE_EXHAUSTED because server.max_in_flight_calls calls were already in the gateway (before any policy or store work)",
+            in_flight_cap_refusals.clone(),
+        );
+        let policy_evaluations = Counter::default();
+        registry.register(
+            "policy_evaluations",
+            "Cedar evaluations made by the policy layer: one per call permitted as it stands, two for a call no approvals would permit, a few more to find how many approvals a call needs",
+            policy_evaluations.clone(),
+        );
+        let approval_lookups = Counter::default();
+        registry.register(
+            "approval_lookups",
+            "Reads of a gated call's live approval from the approvals store (only for calls that approvals could permit)",
+            approval_lookups.clone(),
+        );
         for state in ["pending", "approved"] {
             drop(approvals_live.get_or_create(&StateLabels { state }));
         }
@@ -380,6 +405,9 @@ impl Metrics {
             accept_errors,
             approvals_live,
             approval_transitions,
+            in_flight_cap_refusals,
+            policy_evaluations,
+            approval_lookups,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -475,14 +503,26 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one call answered outside the middleware stack (refused before it became a call).
-    pub fn count_call(&self, method: &'static str, code: tonic::Code) {
+    /// Counts one call as its caller saw it: the code it got (the handler's own
+    /// `DEADLINE_EXCEEDED` included) and how long it took. `latency` is `None` for a request
+    /// refused before it became a call (an undecodable body).
+    pub fn call_answered(
+        &self,
+        method: &'static str,
+        code: tonic::Code,
+        latency: Option<std::time::Duration>,
+    ) {
         self.calls
             .get_or_create(&CallLabels {
                 method,
-                code: format!("{code:?}"),
+                code: crate::status::code_name(code),
             })
             .inc();
+        if let Some(latency) = latency {
+            self.call_duration
+                .get_or_create(&MethodLabels { method })
+                .observe(latency.as_secs_f64());
+        }
     }
 
     /// Counts one upload to S3 of an audit file or checkpoint; `result` is `shipped`,
@@ -540,7 +580,9 @@ fn bounded_code(code: &str) -> String {
     }
 }
 
-/// Counts calls, latency, in-flight calls and policy decisions. Outermost, so it sees every call.
+/// Counts the calls in the stack (`in_flight_calls`, including those that go on after their
+/// caller left) and policy decisions. Outermost in the stack, so it sees every call; the calls'
+/// codes and latency are counted by the handler, which knows what the caller got.
 #[derive(Clone, Debug)]
 pub struct Measure {
     metrics: Arc<Metrics>,
@@ -581,30 +623,13 @@ impl<Op: Operation> Middleware<Op, Received> for Measure {
     {
         // Calls on before the future is made (see `Middleware::handle`).
         let metrics = self.metrics.clone();
-        let method = Op::METHOD;
-        let trail = call.trail.clone();
-        let started = Instant::now();
+        let notes = call.notes.clone();
         let in_flight = InFlightCall::start(&metrics.in_flight);
         let inner = next.call(call);
         Box::pin(async move {
             let result = inner.await;
             drop(in_flight);
-            let code = match &result {
-                Ok(_) => tonic::Code::Ok,
-                Err(err) => crate::status::code_of(err),
-            };
-            metrics
-                .calls
-                .get_or_create(&CallLabels {
-                    method,
-                    code: format!("{code:?}"),
-                })
-                .inc();
-            metrics
-                .call_duration
-                .get_or_create(&MethodLabels { method })
-                .observe(started.elapsed().as_secs_f64());
-            if let Some(decision) = &trail.lock().decision {
+            if let Some(decision) = &notes.lock().decision {
                 let decision = if decision.allowed { "allow" } else { "deny" };
                 metrics
                     .policy_decisions

@@ -164,6 +164,15 @@ mod tests {
                 AssociateConsumer::sample_request(),
             ))
         };
+        let permitted = || {
+            received().advance(crate::policy::Permitted::for_test(
+                Principal {
+                    id: "spiffe://corp/team-a".into(),
+                    groups: Vec::new(),
+                },
+                AssociateConsumer::sample_request(),
+            ))
+        };
         let sizes = [
             ("Measure", future_size(&Measure::new(metrics), received())),
             ("Audit", future_size(&Audit::new(log.clone()), received())),
@@ -181,7 +190,7 @@ mod tests {
             ),
             (
                 "Intent",
-                future_size(&Intent::new(log.clone()), validated()),
+                future_size(&Intent::new(log.clone()), permitted()),
             ),
         ];
         let call = std::mem::size_of_val(&validated());

@@ -16,11 +16,9 @@ use tower::{ServiceBuilder, ServiceExt};
 
 use crate::accept::TlsPeer;
 use crate::approvals::ops::{Approve, Deny, GetApproval, ListApprovals};
-use crate::approvals::{Approvals, ApprovalsService, FindApprovals, SpendApproval};
+use crate::approvals::{Approvals, ApprovalsService, ClearedCall, FindApprovals, SpendApproval};
 use crate::audit::{Audit, AuditLog, Intent, Shipper};
-use crate::call::{
-    Call, CallContext, CallerCredential, Operation, Trail, ValidatedCall, ValidationEnv,
-};
+use crate::call::{Call, CallContext, CallNotes, CallerCredential, Operation, ValidationEnv};
 use crate::config::Config;
 use crate::drain::InFlight;
 use crate::errors::GatewayError;
@@ -29,7 +27,7 @@ use crate::limits::{Limit, RequireTime};
 use crate::metrics::{Measure, Metrics, ScrapeSource};
 use crate::middleware::MiddlewareLayer;
 use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares, Rpc};
-use crate::policy::{Authorize, Policies};
+use crate::policy::{ApprovalLookup, Authorize, Policies};
 use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::approvals_server::{Approvals as ApprovalsApi, ApprovalsServer};
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
@@ -79,7 +77,7 @@ pub enum ServerError {
     #[error("gRPC transport error")]
     Transport(#[from] tonic::transport::Error),
     /// The audit trail could not be opened.
-    #[error("cannot open the audit trail")]
+    #[error("cannot open the audit notes")]
     Audit(#[from] crate::audit::AuditError),
     /// The policies could not be loaded.
     #[error("cannot load the policies")]
@@ -117,6 +115,8 @@ pub struct StackParts {
     pub min_remaining: Duration,
     /// The approvals store; `None` (tests of other layers): no call has approvals, none is made.
     pub approvals: Option<Approvals>,
+    /// Calls the handler lets into the stacks at once (`server.max_in_flight_calls`).
+    pub max_in_flight_calls: usize,
 }
 
 impl StackParts {
@@ -143,17 +143,69 @@ impl StackParts {
                 crate::upstream::DEFAULT_MIN_REMAINING_DEADLINE_MS,
             ),
             approvals: None,
+            max_in_flight_calls: crate::config::ServerConfig::default().max_in_flight_calls,
         }
     }
 }
 
 /// Builds the stack of operation `Op` over `upstream`, outermost first. Every operation gets the
-/// same layers in the same order; the types make a layer that needs an earlier stage's result
-/// (a principal, a validated request) impossible to place before it.
+/// same layers in the same order, and the stages hold the order: identity makes
+/// `Authenticated`, validation `Validated`, policy `Permitted`, the intent `Intended` and the
+/// approval spend `Cleared`, each taken only by the layers that must come after it, so a layer
+/// placed before the stage it depends on does not compile. A stack without policy, for one:
+///
+/// ```compile_fail
+/// # use datashare_gateway::{approvals::*, audit::*, call::*, middleware::*, policy::*};
+/// # use datashare_gateway::ops::{AssociateConsumer, associate::{AssociateReply, AssociateRequest}};
+/// # use datashare_gateway::errors::GatewayError;
+/// # use tower::ServiceBuilder;
+/// fn stack<U>(intent: Intent, spend: SpendApproval, upstream: U) -> impl tower::Service<
+///     ValidatedCall<AssociateConsumer>,
+///     Response = AssociateReply,
+///     Error = GatewayError,
+/// >
+/// where
+///     U: tower::Service<Call<AssociateConsumer, Cleared<AssociateRequest>>, Response = AssociateReply, Error = GatewayError>
+///         + Clone + Send + 'static,
+///     U::Future: Send,
+/// {
+///     ServiceBuilder::new()
+///         .layer(MiddlewareLayer::new(intent))
+///         .layer(MiddlewareLayer::new(spend))
+///         .service(upstream)
+/// }
+/// ```
+///
+/// or with the approval spent before its intent:
+///
+/// ```compile_fail
+/// # use datashare_gateway::{approvals::*, audit::*, call::*, middleware::*, policy::*};
+/// # use datashare_gateway::ops::{AssociateConsumer, associate::{AssociateReply, AssociateRequest}};
+/// # use datashare_gateway::errors::GatewayError;
+/// # use tower::ServiceBuilder;
+/// fn stack<U>(authorize: Authorize, intent: Intent, spend: SpendApproval, upstream: U) -> impl tower::Service<
+///     ValidatedCall<AssociateConsumer>,
+///     Response = AssociateReply,
+///     Error = GatewayError,
+/// >
+/// where
+///     U: tower::Service<Call<AssociateConsumer, Cleared<AssociateRequest>>, Response = AssociateReply, Error = GatewayError>
+///         + Clone + Send + 'static,
+///     U::Future: Send,
+/// {
+///     ServiceBuilder::new()
+///         .layer(MiddlewareLayer::new(authorize))
+///         .layer(MiddlewareLayer::new(spend))
+///         .layer(MiddlewareLayer::new(intent))
+///         .service(upstream)
+/// }
+/// ```
+///
+/// The same function in order compiles: `tests::the_stages_compose_only_in_order`.
 pub fn build_stack<Op, U>(parts: &StackParts, upstream: U) -> CallService<Op>
 where
     Op: Operation,
-    U: tower::Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError>
+    U: tower::Service<ClearedCall<Op>, Response = Op::Reply, Error = GatewayError>
         + Clone
         + Send
         + Sync
@@ -181,11 +233,17 @@ where
         .layer(MiddlewareLayer::new(FindApprovals::new(
             parts.approvals.clone(),
         )))
-        // Policy before any upstream work; validate_only ends here with the decision. A gated
-        // call's live approval is read here, and only when policy does not permit it without.
+        // Policy before any upstream work, and the only maker of the `Permitted` stage that
+        // every layer below takes; validate_only ends here with the decision. A gated call's
+        // live approval is read here, and only when approvals could make policy permit it.
         .layer(MiddlewareLayer::new(StageSpan::new("policy")))
         .layer(MiddlewareLayer::new(
-            Authorize::new(parts.policies.clone()).with_approvals(parts.approvals.clone()),
+            Authorize::new(parts.policies.clone()).with_approvals(
+                parts
+                    .approvals
+                    .clone()
+                    .map(|store| Arc::new(store) as Arc<dyn ApprovalLookup>),
+            ),
         ))
         // An account the gateway does not serve is refused once policy has allowed the call,
         // before anything is attempted (no intent, no STS, no Redshift).
@@ -197,14 +255,15 @@ where
         // A call whose deadline is (nearly) spent is not started: no intent, nothing forwarded,
         // rather than a change carried out for a caller who has been told it failed.
         .layer(MiddlewareLayer::new(RequireTime::new(parts.min_remaining)))
-        // An approval is spent as late as possible, so that a call refused by a layer above
-        // keeps it, and before the intent, which names it.
+        // Write-ahead: a state change's intent, naming the approval it will spend, is durable
+        // before anything changes (fail closed). Only it makes the `Intended` stage.
+        .layer(MiddlewareLayer::new(StageSpan::new("audit.intent")))
+        .layer(MiddlewareLayer::new(Intent::new(parts.audit.clone())))
+        // The approval is spent after its intent is durable, so an audit outage leaves it
+        // unspent; only this layer makes the `Cleared` stage the upstream services take.
         .layer(MiddlewareLayer::new(SpendApproval::new(
             parts.approvals.clone(),
         )))
-        // Write-ahead: a state change's intent is durable before Redshift sees it (fail closed).
-        .layer(MiddlewareLayer::new(StageSpan::new("audit.intent")))
-        .layer(MiddlewareLayer::new(Intent::new(parts.audit.clone())))
         .service(upstream);
     BoxCloneSyncService::new(stack)
 }
@@ -222,6 +281,10 @@ pub struct Gateway {
     deny: CallService<Deny>,
     auth_mode: AuthMode,
     in_flight: InFlight,
+    /// A slot per call in the stacks (`server.max_in_flight_calls`), held until the call ends
+    /// even when its caller left first.
+    in_flight_cap: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -243,17 +306,14 @@ impl Gateway {
             deny: build_stack(parts, approvals),
             auth_mode,
             in_flight: InFlight::default(),
+            in_flight_cap: Arc::new(tokio::sync::Semaphore::new(parts.max_in_flight_calls)),
+            metrics: parts.metrics.clone(),
         }
     }
 
     fn context<T>(&self, method: &'static str, request: &Request<T>) -> CallContext {
         let metadata = request.metadata();
-        let request_id = metadata
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_acceptable_request_id(v))
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id = request_id_of(metadata);
         // In mtls mode the certificate was verified and read at the handshake, and x-caller-id
         // is ignored.
         let tls = request.extensions().get::<TlsPeer>();
@@ -314,6 +374,10 @@ impl Gateway {
         stack: &CallService<Op>,
         request: Request<Op::Message>,
     ) -> Result<Response<Op::Response>, Status> {
+        // Before anything else: a call over the cap costs no policy, store or audit work.
+        let Ok(slot) = self.in_flight_cap.clone().try_acquire_owned() else {
+            return Err(self.refuse_over_cap(Op::METHOD, request.metadata()));
+        };
         let mut ctx = self.context(Op::METHOD, &request);
         let request_id = ctx.request_id.clone();
         let deadline = ctx.deadline;
@@ -343,19 +407,23 @@ impl Gateway {
         let trace_id = ctx.trace_id.clone();
 
         let call = Call::<Op>::new(ctx, Op::params(request.into_inner()));
-        let trail = call.trail.clone();
+        let notes = call.notes.clone();
         // Kept in case a shutdown must abort the call and record it so.
         let params = call.params.clone();
         // The stack runs in its own task, so a caller that cancels or times out does not cut a
         // forwarded call short: it runs to its own end and its outcome is recorded.
-        let task = self.in_flight.spawn(
-            call.ctx.clone(),
-            params,
-            trail.clone(),
-            stack.clone().oneshot(call).instrument(span.clone()),
-        );
+        let task = self
+            .in_flight
+            .spawn(call.ctx.clone(), params, notes.clone(), {
+                let call = stack.clone().oneshot(call).instrument(span.clone());
+                async move {
+                    let result = call.await;
+                    drop(slot);
+                    result
+                }
+            });
         let mut gone = CallerGone {
-            trail: Some(trail.clone()),
+            notes: Some(notes.clone()),
         };
         let joined = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), task).await.ok(),
@@ -363,7 +431,7 @@ impl Gateway {
         };
         let result = match joined {
             Some(Ok(result)) => {
-                gone.trail = None;
+                gone.notes = None;
                 result
             }
             Some(Err(join_error)) => Err(GatewayError::Internal(Box::new(join_error))),
@@ -372,7 +440,7 @@ impl Gateway {
         drop(gone);
 
         let (principal, decision) = {
-            let t = trail.lock();
+            let t = notes.lock();
             (
                 t.principal
                     .as_ref()
@@ -387,6 +455,9 @@ impl Gateway {
             .as_ref()
             .err()
             .map_or(tonic::Code::Ok, crate::status::code_of);
+        // What the caller gets, counted here: the handler's own DEADLINE_EXCEEDED included.
+        self.metrics
+            .call_answered(Op::METHOD, code, Some(started.elapsed()));
         span.record("rpc.grpc.status_code", code as i32);
         span.record("principal", principal.as_str());
         if let Some(decision) = decision {
@@ -406,7 +477,8 @@ impl Gateway {
                 if code == tonic::Code::Internal {
                     tracing::error!(%principal, error = %err, cause = ?std::error::Error::source(&err), "{method} failed inside the gateway");
                 } else {
-                    tracing::info!(%principal, code = ?code, reason = %err.reason(), latency_ms, "{method}");
+                    let code = crate::status::code_name(code);
+                    tracing::info!(%principal, code, reason = %err.reason(), latency_ms, "{method}");
                 }
                 let mut status = crate::status::to_status(&err, &request_id);
                 insert_ids(status.metadata_mut(), &request_id, trace_id.as_deref());
@@ -414,6 +486,36 @@ impl Gateway {
             }
         }
     }
+}
+
+impl Gateway {
+    /// The answer to a call over `server.max_in_flight_calls`: `RESOURCE_EXHAUSTED` with
+    /// `RetryInfo`, counted, and logged at debug (a flood must not flood the log too). Nothing
+    /// was attempted, so nothing is audited.
+    fn refuse_over_cap(
+        &self,
+        method: &'static str,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Status {
+        self.metrics.in_flight_cap_refusals.inc();
+        self.metrics
+            .call_answered(method, tonic::Code::ResourceExhausted, None);
+        let request_id = request_id_of(metadata);
+        tracing::debug!(%request_id, method, "refused: server.max_in_flight_calls calls in flight");
+        let mut status = crate::status::to_status(&GatewayError::Overloaded, &request_id);
+        insert_ids(status.metadata_mut(), &request_id, None);
+        status
+    }
+}
+
+/// The caller's `x-request-id` when it is acceptable, else a new one.
+fn request_id_of(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_acceptable_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// Request ids are echoed into logs and records: accept only short, plain ones.
@@ -563,7 +665,7 @@ where
                         .unwrap_or(""),
                     "refused: the request body is not a valid message (INVALID_ARGUMENT)"
                 );
-                metrics.count_call(method, tonic::Code::InvalidArgument);
+                metrics.call_answered(method, tonic::Code::InvalidArgument, None);
             }
             Ok(response)
         })
@@ -580,15 +682,15 @@ fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
         .or_else(|| extensions.get::<TlsPeer>().and_then(|tls| tls.remote_addr))
 }
 
-/// Marks the call's trail when the caller goes away (cancel or deadline) before it ends.
+/// Notes on the call when the caller goes away (cancel or deadline) before it ends.
 struct CallerGone {
-    trail: Option<Arc<Trail>>,
+    notes: Option<Arc<CallNotes>>,
 }
 
 impl Drop for CallerGone {
     fn drop(&mut self) {
-        if let Some(trail) = self.trail.take() {
-            trail.lock().caller_gone = true;
+        if let Some(notes) = self.notes.take() {
+            notes.lock().caller_gone = true;
         }
     }
 }
@@ -799,6 +901,7 @@ impl App {
             accounts,
             approvals: Some(approvals.clone()),
             min_remaining: Duration::from_millis(config.upstream.min_remaining_deadline_ms),
+            max_in_flight_calls: config.server.max_in_flight_calls,
             ..StackParts::new(
                 metrics.clone(),
                 audit.clone(),
@@ -883,7 +986,7 @@ impl App {
                     };
                     if !serving {
                         tracing::warn!(
-                            "health: NOT_SERVING (audit trail unwritable or shutting down)"
+                            "health: NOT_SERVING (audit notes unwritable or shutting down)"
                         );
                     }
                     health.set_service_status(SERVICE_NAME, status).await;
@@ -1122,6 +1225,44 @@ mod tests {
         assert_eq!(parse_grpc_timeout("-1S"), None);
         assert_eq!(parse_grpc_timeout("abc"), None);
         assert_eq!(parse_grpc_timeout("0n"), Some(Duration::ZERO));
+    }
+
+    /// The in-order twin of `build_stack`'s `compile_fail` examples: the same function with
+    /// policy before the intent and the intent before the spend compiles, so those fail for
+    /// the order alone.
+    #[test]
+    fn the_stages_compose_only_in_order() {
+        use crate::errors::GatewayError;
+        use crate::ops::AssociateConsumer;
+        use crate::ops::associate::{AssociateReply as Reply, AssociateRequest};
+        fn stack<U>(
+            authorize: Authorize,
+            intent: Intent,
+            spend: SpendApproval,
+            upstream: U,
+        ) -> impl tower::Service<
+            crate::call::ValidatedCall<AssociateConsumer>,
+            Response = Reply,
+            Error = GatewayError,
+        >
+        where
+            U: tower::Service<
+                    Call<AssociateConsumer, crate::approvals::Cleared<AssociateRequest>>,
+                    Response = Reply,
+                    Error = GatewayError,
+                > + Clone
+                + Send
+                + 'static,
+            U::Future: Send,
+        {
+            ServiceBuilder::new()
+                .layer(MiddlewareLayer::new(authorize))
+                .layer(MiddlewareLayer::new(intent))
+                .layer(MiddlewareLayer::new(spend))
+                .service(upstream)
+        }
+        // Naming the function is the check: it type-checks only in this order.
+        let _ = stack::<crate::testing::Counting<crate::approvals::Cleared<AssociateRequest>>>;
     }
 
     #[test]

@@ -145,14 +145,11 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
         }
         GatewayError::ApprovalClosed { approval_id, state } => {
             metadata.insert("approval_id".into(), approval_id.clone());
-            metadata.insert("state".into(), state.as_str().to_owned());
+            metadata.insert("state".into(), (*state).to_owned());
             details.add_precondition_failure_violation(
                 "APPROVAL",
                 format!("approvals/{approval_id}"),
-                format!(
-                    "is {}; only a PENDING or APPROVED approval can be reviewed",
-                    state.as_str()
-                ),
+                format!("is {state}; only a PENDING or APPROVED approval can be reviewed"),
             );
         }
         GatewayError::AlreadyReviewed { approval_id, .. } => {
@@ -308,7 +305,7 @@ pub fn fault_table() -> Vec<FaultRow> {
             "`Approvals`: approving or denying an approval that was denied, consumed or has expired",
             GatewayError::ApprovalClosed {
                 approval_id: String::new(),
-                state: crate::call::ApprovalState::Expired,
+                state: "EXPIRED",
             },
             " + `PreconditionFailure` (metadata `state`)",
             "no",

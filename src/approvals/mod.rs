@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use layer::{FindApprovals, SpendApproval};
+pub use layer::{Cleared, ClearedCall, FindApprovals, SpendApproval};
 pub use service::{ApprovalsService, CarryOut, ReadPolicy};
 pub use store::{StoreError, StoreLocation};
 
@@ -326,6 +326,7 @@ impl Approvals {
         request: &SemanticRequest,
     ) -> Result<Option<LiveApproval>, GatewayError> {
         let now = SystemTime::now();
+        self.inner.metrics.approval_lookups.inc();
         let record = self
             .inner
             .store
@@ -477,7 +478,7 @@ impl Approvals {
             }),
             ReviewOutcome::Closed(state) => Err(GatewayError::ApprovalClosed {
                 approval_id: id.to_owned(),
-                state,
+                state: state.as_str(),
             }),
             ReviewOutcome::AlreadyReviewed => Err(GatewayError::AlreadyReviewed {
                 approval_id: id.to_owned(),
@@ -588,6 +589,16 @@ impl Approvals {
             );
             GatewayError::AuditUnavailable(Box::new(err))
         })
+    }
+}
+
+impl crate::policy::ApprovalLookup for Approvals {
+    fn live_for<'a>(
+        &'a self,
+        requester: &'a str,
+        request: &'a SemanticRequest,
+    ) -> crate::policy::LookupFuture<'a> {
+        Box::pin(Approvals::live_for(self, requester, request))
     }
 }
 

@@ -6,9 +6,10 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
+use super::ClearedCall;
 use super::ops::{ApprovalPage, ApprovalRequest, Approve, Deny, GetApproval, ListApprovals};
 use super::{ApprovalRecord, Approvals, ReviewVerdict};
-use crate::call::{ApprovalResource, CallFuture, Operation, Principal, ValidatedCall};
+use crate::call::{ApprovalResource, CallFuture, Operation, Principal};
 use crate::errors::GatewayError;
 
 /// Whether policy lets a principal see one approval (Cedar `GetApproval`): what a listing
@@ -16,6 +17,23 @@ use crate::errors::GatewayError;
 pub trait ReadPolicy: Send + Sync + std::fmt::Debug {
     /// True when `principal` may see `approval`.
     fn may_read(&self, principal: &Principal, approval: &ApprovalResource) -> bool;
+}
+
+/// Whether `principal` may read `approval`: what policy says of a GetApproval of it.
+impl ReadPolicy for crate::policy::Policies {
+    fn may_read(&self, principal: &Principal, approval: &ApprovalResource) -> bool {
+        use super::ops::GetApproval;
+        let facts = crate::call::ApprovalFacts {
+            subject: Some(approval.clone()),
+            ..crate::call::ApprovalFacts::default()
+        };
+        let request = super::ops::ApprovalRequest {
+            approval_id: approval.id.clone(),
+            comment: String::new(),
+        };
+        self.evaluate_with::<GetApproval>(principal, &request, &facts)
+            .allowed
+    }
 }
 
 /// The most approvals one listing call reads from the store before it answers with what it
@@ -39,17 +57,17 @@ impl ApprovalsService {
 /// An operation [`ApprovalsService`] carries out.
 pub trait CarryOut: Operation {
     /// Carries out a call that passed every layer.
-    fn carry_out(service: &ApprovalsService, call: ValidatedCall<Self>) -> CallFuture<Self::Reply>;
+    fn carry_out(service: &ApprovalsService, call: ClearedCall<Self>) -> CallFuture<Self::Reply>;
 }
 
 impl CarryOut for GetApproval {
     fn carry_out(
         service: &ApprovalsService,
-        call: ValidatedCall<Self>,
+        call: ClearedCall<Self>,
     ) -> CallFuture<ApprovalRecord> {
         let approvals = service.approvals.clone();
         Box::pin(async move {
-            let id = call.stage.request.approval_id;
+            let id = call.stage.request().approval_id.clone();
             approvals
                 .get(&id)
                 .await?
@@ -60,16 +78,16 @@ impl CarryOut for GetApproval {
 
 fn review<Op: Operation<Request = ApprovalRequest, Reply = ApprovalRecord>>(
     service: &ApprovalsService,
-    call: ValidatedCall<Op>,
+    call: ClearedCall<Op>,
     verdict: ReviewVerdict,
 ) -> CallFuture<ApprovalRecord> {
     let approvals = service.approvals.clone();
     Box::pin(async move {
-        let request = &call.stage.request;
+        let request = call.stage.request();
         approvals
             .review(
                 &request.approval_id,
-                &call.stage.principal.id,
+                &call.stage.principal().id,
                 verdict,
                 &request.comment,
                 &call.ctx.request_id,
@@ -81,7 +99,7 @@ fn review<Op: Operation<Request = ApprovalRequest, Reply = ApprovalRecord>>(
 impl CarryOut for Approve {
     fn carry_out(
         service: &ApprovalsService,
-        call: ValidatedCall<Self>,
+        call: ClearedCall<Self>,
     ) -> CallFuture<ApprovalRecord> {
         review(service, call, Approve::VERDICT)
     }
@@ -90,22 +108,19 @@ impl CarryOut for Approve {
 impl CarryOut for Deny {
     fn carry_out(
         service: &ApprovalsService,
-        call: ValidatedCall<Self>,
+        call: ClearedCall<Self>,
     ) -> CallFuture<ApprovalRecord> {
         review(service, call, Deny::VERDICT)
     }
 }
 
 impl CarryOut for ListApprovals {
-    fn carry_out(
-        service: &ApprovalsService,
-        call: ValidatedCall<Self>,
-    ) -> CallFuture<ApprovalPage> {
+    fn carry_out(service: &ApprovalsService, call: ClearedCall<Self>) -> CallFuture<ApprovalPage> {
         let approvals = service.approvals.clone();
         let read = service.read.clone();
         Box::pin(async move {
-            let request = &call.stage.request;
-            let principal = &call.stage.principal;
+            let request = call.stage.request();
+            let principal = call.stage.principal();
             let want = request.page_size as usize;
             let mut page = Vec::with_capacity(want);
             let mut after = request.after.clone();
@@ -164,7 +179,7 @@ fn cursor_of(record: &ApprovalRecord) -> super::store::Cursor {
     }
 }
 
-impl<Op: CarryOut> Service<ValidatedCall<Op>> for ApprovalsService {
+impl<Op: CarryOut> Service<ClearedCall<Op>> for ApprovalsService {
     type Response = Op::Reply;
     type Error = GatewayError;
     type Future = CallFuture<Op::Reply>;
@@ -174,7 +189,7 @@ impl<Op: CarryOut> Service<ValidatedCall<Op>> for ApprovalsService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ValidatedCall<Op>) -> Self::Future {
+    fn call(&mut self, call: ClearedCall<Op>) -> Self::Future {
         Op::carry_out(self, call)
     }
 }

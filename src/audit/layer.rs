@@ -8,9 +8,11 @@ use tower::Service;
 use super::record::{CallFacts, OutcomeFacts, RecordBody};
 use super::writer::AuditLog;
 
-use crate::call::{
-    Call, CallContext, CallFuture, Operation, Received, Trail, Validated, ValidatedCall,
-};
+use crate::call::{ApprovalNote, Call, CallContext, CallFuture, CallNotes, Operation, Received};
+use crate::policy::Permitted;
+
+/// A call policy permitted, on its way to its intent.
+type PermittedCall<Op> = Call<Op, Permitted<<Op as Operation>::Request>>;
 use crate::errors::GatewayError;
 use crate::middleware::{Middleware, forward_after};
 
@@ -51,12 +53,12 @@ impl<Op: Operation> Middleware<Op, Received> for Audit {
         let log = self.log.clone();
         let ctx = call.ctx.clone();
         let params = call.params.clone();
-        let trail = call.trail.clone();
+        let notes = call.notes.clone();
         let inner = next.call(call);
         Box::pin(async move {
             let result = inner.await;
             // Boxed: recording's state is large and needed only now (see `Middleware::handle`).
-            Box::pin(record_end::<Op>(log, ctx, params, trail, result)).await
+            Box::pin(record_end::<Op>(log, ctx, params, notes, result)).await
         })
     }
 }
@@ -67,10 +69,10 @@ async fn record_end<Op: Operation>(
     log: AuditLog,
     ctx: CallContext,
     params: Op::Params,
-    trail: Arc<Trail>,
+    notes: Arc<CallNotes>,
     result: Result<Op::Reply, GatewayError>,
 ) -> Result<Op::Reply, GatewayError> {
-    let state = trail.snapshot();
+    let state = notes.snapshot();
     let mut facts = CallFacts::of_call(&ctx, &params, &state);
     let outcome =
         OutcomeFacts::of_result(&result, &state, ctx.started.elapsed(), &mut facts.truncated);
@@ -84,7 +86,7 @@ async fn record_end<Op: Operation>(
             // Queued, not awaited: the reply goes out while the outcome is written with the
             // next batch (see `AuditLog::enqueue`).
             match log.enqueue(body).await {
-                Ok(()) => trail.lock().recorded = true,
+                Ok(()) => notes.lock().recorded = true,
                 Err(err) => tracing::error!(
                     error = %err,
                     request_id = %ctx.request_id,
@@ -103,7 +105,7 @@ async fn record_end<Op: Operation>(
             .await
         {
             Ok(_) => {
-                trail.lock().recorded = true;
+                notes.lock().recorded = true;
                 result
             }
             Err(err) => Err(GatewayError::AuditUnavailable(Box::new(err))),
@@ -111,10 +113,32 @@ async fn record_end<Op: Operation>(
     }
 }
 
-/// Just outside the Redshift service: for an operation that changes state, makes the `intent`
-/// record durable, notes its seq in the trail, and only then calls the inner service. When the
-/// intent cannot be made durable the call fails with [`GatewayError::AuditUnavailable`] and is
-/// not forwarded. Calls that change nothing pass straight through: [`Audit`] records them.
+/// The stage of a permitted call whose write-ahead intent is durable (a call that changes
+/// nothing has none). Only [`Intent`] makes one, so the approval is spent, and Redshift called,
+/// only after the intent that names them.
+#[derive(Clone, Debug)]
+pub struct Intended<Request> {
+    permitted: Permitted<Request>,
+    intent_seq: Option<u64>,
+}
+
+impl<Request> Intended<Request> {
+    /// What policy permitted.
+    pub fn permitted(&self) -> &Permitted<Request> {
+        &self.permitted
+    }
+
+    /// The audit sequence number of the call's intent record, for a call that changes state.
+    pub fn intent_seq(&self) -> Option<u64> {
+        self.intent_seq
+    }
+}
+
+/// Just outside the approval spend and the Redshift service: for an operation that changes
+/// state, makes the `intent` record durable (naming the approval the call is about to spend),
+/// notes its seq, and only then hands the call on. When the intent cannot be made durable the
+/// call fails with [`GatewayError::AuditUnavailable`]: nothing is spent and nothing forwarded.
+/// Calls that change nothing pass straight through: [`Audit`] records them.
 #[derive(Clone, Debug)]
 pub struct Intent {
     log: AuditLog,
@@ -127,25 +151,36 @@ impl Intent {
     }
 }
 
-impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for Intent {
-    type Out = Validated<Op::Request>;
+impl<Op: Operation> Middleware<Op, Permitted<Op::Request>> for Intent {
+    type Out = Intended<Op::Request>;
 
-    fn handle<S, F>(&self, call: ValidatedCall<Op>, mut next: S) -> CallFuture<Op::Reply>
+    fn handle<S, F>(&self, call: PermittedCall<Op>, mut next: S) -> CallFuture<Op::Reply>
     where
-        S: Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
+        S: Service<Call<Op, Self::Out>, Response = Op::Reply, Error = GatewayError, Future = F>
             + Send
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
         if !Op::CHANGES_STATE {
-            return Box::pin(next.call(call));
+            return Box::pin(next.call(call.map_stage(|permitted| Intended {
+                permitted,
+                intent_seq: None,
+            })));
         }
         let log = self.log.clone();
-        let facts = CallFacts::of_call(&call.ctx, &call.params, &call.trail.snapshot());
+        let mut facts = CallFacts::of_call(&call.ctx, &call.params, &call.notes.snapshot());
+        facts.approval = call.stage.approval_to_spend().map(|live| ApprovalNote {
+            approval_id: live.id.clone(),
+            approvers: live.approvers.clone(),
+        });
         forward_after(async move {
             match log.append(RecordBody::Intent(facts)).await {
                 Ok(seq) => {
-                    call.trail.lock().intent_seq = Some(seq);
+                    call.notes.lock().intent_seq = Some(seq);
+                    let call = call.map_stage(|permitted| Intended {
+                        permitted,
+                        intent_seq: Some(seq),
+                    });
                     Ok(((), next.call(call)))
                 }
                 Err(err) => {
@@ -191,11 +226,11 @@ mod tests {
             .await
             .expect("open");
         let failing = tower::service_fn(|call: Call<AssociateConsumer>| async move {
-            call.trail.lock().principal = Some(Principal {
+            call.notes.lock().principal = Some(Principal {
                 id: "spiffe://corp/team-a".into(),
                 groups: vec!["admins".into()],
             });
-            call.trail.lock().decision = Some(Decision {
+            call.notes.lock().decision = Some(Decision {
                 allowed: true,
                 determining_policies: vec!["permit-team-a".into()],
             });

@@ -26,7 +26,7 @@ pub use checkpoint::{
     CHECKPOINT_DIR, CheckpointKeyError, checkpoint_seq, generate_key_pair, load_verifying_key,
 };
 pub use config::{AuditConfig, CheckpointConfig, ObjectLockMode, ShipConfig};
-pub use layer::{Audit, Intent};
+pub use layer::{Audit, Intended, Intent};
 pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::call::{CallContext, TrailState};
+use crate::call::{CallContext, CallNotesState};
 use crate::errors::GatewayError;
 use crate::status::{code_name, code_of};
 
@@ -172,6 +172,10 @@ pub struct OutcomeFacts {
     /// The approval a call was refused for (`APPROVAL_REQUIRED`, `APPROVAL_DENIED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// The approval this call's intent named, which another call spent first (it lost the
+    /// compare-and-set): nothing was forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_already_spent: Option<String>,
 }
 
 /// A `recovery` record: bytes at the end of a file that are not whole records (a crash tore the
@@ -548,10 +552,10 @@ fn bound_value(value: &mut serde_json::Value, path: &str, truncated: &mut Vec<St
 }
 
 impl CallFacts {
-    /// The facts of a call as known now: the context, the raw parameters and the trail.
-    pub fn of_call<P: Serialize>(ctx: &CallContext, params: &P, trail: &TrailState) -> Self {
+    /// The facts of a call as known now: the context, the raw parameters and the call's notes.
+    pub fn of_call<P: Serialize>(ctx: &CallContext, params: &P, notes: &CallNotesState) -> Self {
         let mut truncated = Vec::new();
-        let principal = trail.principal.as_ref();
+        let principal = notes.principal.as_ref();
         // Parameters are plain structs of strings, numbers and booleans: serialising them cannot
         // fail, and if it ever did the record would still be written, saying so.
         let mut params = serde_json::to_value(params)
@@ -571,7 +575,7 @@ impl CallFacts {
                 .map(|p| bound_list(&p.groups, "groups", &mut truncated))
                 .unwrap_or_default(),
             params,
-            decision: trail.decision.as_ref().map(|d| DecisionRecord {
+            decision: notes.decision.as_ref().map(|d| DecisionRecord {
                 allowed: d.allowed,
                 determining_policies: bound_list(
                     &d.determining_policies,
@@ -579,7 +583,7 @@ impl CallFacts {
                     &mut truncated,
                 ),
             }),
-            approval: trail.approval.clone(),
+            approval: notes.approval.clone(),
             truncated,
         }
     }
@@ -590,7 +594,7 @@ impl OutcomeFacts {
     /// code, the reason and Redshift's ids are.
     pub fn of_result<Reply>(
         result: &Result<Reply, GatewayError>,
-        trail: &TrailState,
+        notes: &CallNotesState,
         latency: Duration,
         truncated: &mut Vec<String>,
     ) -> Self {
@@ -609,23 +613,23 @@ impl OutcomeFacts {
                 )
             }
         };
-        let aws_error_code = aws_code.or_else(|| trail.upstream.aws_error_code.clone());
-        let aws_request_id = trail.upstream.aws_request_id.clone().or(aws_id);
+        let aws_error_code = aws_code.or_else(|| notes.upstream.aws_error_code.clone());
+        let aws_request_id = notes.upstream.aws_request_id.clone().or(aws_id);
         OutcomeFacts {
             code: code_name(code).to_owned(),
             reason: reason.map(|r| bound(&r, "outcome.reason", truncated)),
             aws_error_code: aws_error_code.map(|c| bound(&c, "outcome.aws_error_code", truncated)),
             aws_request_id: aws_request_id.map(|c| bound(&c, "outcome.aws_request_id", truncated)),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            forwarded: trail.forwarded,
-            caller_gone: trail.caller_gone,
-            assumed_role_arn: trail
+            forwarded: notes.forwarded,
+            caller_gone: notes.caller_gone,
+            assumed_role_arn: notes
                 .session
                 .assumed_role_arn
                 .as_deref()
                 .map(|a| bound(a, "outcome.assumed_role_arn", truncated)),
-            source_identity: trail.session.source_identity.clone(),
-            sts_request_id: trail
+            source_identity: notes.session.source_identity.clone(),
+            sts_request_id: notes
                 .session
                 .sts_request_id
                 .as_deref()
@@ -635,6 +639,7 @@ impl OutcomeFacts {
                 Err(GatewayError::ApprovalDenied { approval_id }) => Some(approval_id.clone()),
                 _ => None,
             },
+            approval_already_spent: notes.approval_already_spent.clone(),
         }
     }
 }

@@ -1,18 +1,26 @@
-//! The policy layer: evaluates each validated call and forwards only what policy allows.
+//! The policy layer: evaluates each validated call and hands on only what policy permits, as a
+//! [`Permitted`] call.
 //!
 //! For a call that changes state in AWS, policy also decides whether it needs two-person
 //! approval: a call denied as it stands (no approvals) but permitted with the approvals its live
-//! approval has goes on, marked to spend that approval; one that more approvals would permit is
+//! approval has goes on, carrying that approval to spend; one that more approvals would permit is
 //! [`GatewayError::ApprovalRequired`]; one that no number of approvals would permit is
-//! [`GatewayError::PolicyDenied`]. The live approval is read from the store only for a call
-//! policy does not permit as it stands: the others, most calls, cost no store read.
+//! [`GatewayError::PolicyDenied`].
+//!
+//! Cost, because denied calls are the cheapest to send: a call permitted as it stands takes one
+//! evaluation; a gated call that no number of approvals would permit takes two (as it stands,
+//! then with [`MAX_REQUIRED_APPROVALS`]) and no store read. Only a call that approvals could
+//! permit reads its live approval, and the fewest approvals it needs is found by bisection over
+//! one pinned set: at most ⌈log₂ MAX⌉ more evaluations.
+
+use std::sync::Arc;
 
 use tower::Service;
 
-use crate::approvals::Approvals;
+use super::permitted::Permitted;
 use crate::call::{
-    ApprovalFacts, ApprovalRole, ApprovalState, CallFuture, Decision, Operation, Validated,
-    ValidatedCall,
+    ApprovalFacts, ApprovalRole, ApprovalState, Call, CallFuture, Decision, LiveApproval,
+    Operation, SemanticRequest, Validated, ValidatedCall,
 };
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
@@ -22,13 +30,27 @@ use crate::policy::{PinnedPolicies, Policies};
 /// permit is denied outright.
 pub const MAX_REQUIRED_APPROVALS: u32 = 10;
 
+/// What the policy layer needs of the approvals store (which implements it): the live approval
+/// of one request by one requester. A trait, so that policy knows nothing of the store.
+pub trait ApprovalLookup: std::fmt::Debug + Send + Sync + 'static {
+    /// The live approval (pending, approved, or denied and not yet expired) of `request` by
+    /// `requester`.
+    fn live_for<'a>(&'a self, requester: &'a str, request: &'a SemanticRequest)
+    -> LookupFuture<'a>;
+}
+
+/// What [`ApprovalLookup::live_for`] returns.
+pub type LookupFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<LiveApproval>, GatewayError>> + Send + 'a>,
+>;
+
 /// Evaluates each call against the running policy set. Takes validated calls (it needs the
-/// principal and the validated request) and sits before anything that reaches Redshift; a
-/// `validate_only` call that policy permits is answered here.
+/// principal and the validated request), hands on [`Permitted`] ones, and answers a
+/// `validate_only` call that policy permits itself.
 #[derive(Clone, Debug)]
 pub struct Authorize {
     policies: Policies,
-    approvals: Option<Approvals>,
+    approvals: Option<Arc<dyn ApprovalLookup>>,
 }
 
 impl Authorize {
@@ -42,76 +64,102 @@ impl Authorize {
     }
 
     /// Also reads a gated call's live approval (and so `context.approvals`) from `approvals`,
-    /// when policy does not permit the call without one.
-    pub fn with_approvals(self, approvals: Option<Approvals>) -> Self {
+    /// when approvals could make policy permit it.
+    pub fn with_approvals(self, approvals: Option<Arc<dyn ApprovalLookup>>) -> Self {
         Authorize { approvals, ..self }
     }
 }
 
-/// What policy says of a call, approvals considered.
+/// What policy rules on a call, approvals considered.
 #[derive(Debug)]
-enum Verdict {
-    /// Permitted; `spend` when only thanks to the live approval's approvals.
-    Permit { decision: Decision, spend: bool },
+enum Ruling {
+    /// Permitted; with the live approval to spend when only thanks to its approvals.
+    Permit {
+        decision: Decision,
+        spend: Option<LiveApproval>,
+    },
     /// Denied as it stands, but this many approvals would permit it.
     NeedsApprovals { decision: Decision, required: u32 },
     /// Denied whatever the approvals.
     Deny(Decision),
 }
 
-impl Verdict {
+impl Ruling {
     fn decision(&self) -> &Decision {
         match self {
-            Verdict::Permit { decision, .. }
-            | Verdict::NeedsApprovals { decision, .. }
-            | Verdict::Deny(decision) => decision,
+            Ruling::Permit { decision, .. }
+            | Ruling::NeedsApprovals { decision, .. }
+            | Ruling::Deny(decision) => decision,
         }
     }
 }
 
-/// The verdict on a gated call that `policies` does not permit without approvals (`bare`),
-/// given the approvals its facts hold. The caller passes the set `bare` came from: a reload in
-/// between must not make a call denied by the old set look "permitted with approvals" by the
-/// new one.
-fn gated_verdict<Op: Operation>(
+/// The fewest approvals in `fewest..=MAX_REQUIRED_APPROVALS` that `permits`, knowing that
+/// `MAX_REQUIRED_APPROVALS` does: bisection, at most ⌈log₂ MAX⌉ calls of `permits`. Policies
+/// that ask for "at least n approvals" permit every count from n up, which bisection relies on;
+/// whatever the policies, the count returned is one that permits.
+fn fewest_approvals(fewest: u32, mut permits: impl FnMut(u32) -> bool) -> u32 {
+    let (mut low, mut high) = (fewest.min(MAX_REQUIRED_APPROVALS), MAX_REQUIRED_APPROVALS);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if permits(middle) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    high
+}
+
+/// The approvals a live approval gives its request: none once denied.
+fn approvals_of(live: &LiveApproval) -> u32 {
+    if live.state == ApprovalState::Denied {
+        0
+    } else {
+        u32::try_from(live.approvers.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// The ruling on a gated call that approvals could permit (the set permits it with
+/// [`MAX_REQUIRED_APPROVALS`] but not as it stands: `bare`), given its live approval. The caller
+/// passes the set `bare` came from: a reload in between must not make a call denied by the old
+/// set look "permitted with approvals" by the new one.
+fn gated_ruling<Op: Operation>(
     policies: &PinnedPolicies,
     call: &ValidatedCall<Op>,
     bare: Decision,
-) -> Verdict {
+    live: Option<LiveApproval>,
+) -> Ruling {
     let principal = &call.stage.principal;
     let request = &call.stage.request;
-    let facts = &call.stage.approvals;
-    if facts.approvals > 0 {
-        let with = policies.evaluate_with::<Op>(principal, request, facts);
+    let approvals = live.as_ref().map_or(0, approvals_of);
+    if approvals > 0 {
+        let facts = ApprovalFacts {
+            approvals,
+            live: live.clone(),
+            subject: None,
+        };
+        let with = policies.evaluate_with::<Op>(principal, request, &facts);
         if with.allowed {
-            return Verdict::Permit {
+            return Ruling::Permit {
                 decision: with,
-                spend: true,
+                spend: live,
             };
         }
     }
-    let required = (facts.approvals + 1..=MAX_REQUIRED_APPROVALS).find(|n| {
+    let required = fewest_approvals(approvals.saturating_add(1), |n| {
         policies
-            .evaluate_with::<Op>(principal, request, &ApprovalFacts::with_approvals(*n))
+            .evaluate_with::<Op>(principal, request, &ApprovalFacts::with_approvals(n))
             .allowed
     });
-    match required {
-        Some(required) => Verdict::NeedsApprovals {
-            decision: bare,
-            required,
-        },
-        // Named: the forbids that deny it whatever its approvals, not those approvals would
-        // lift (a legal hold, not "writes need an approval").
-        None => Verdict::Deny(policies.evaluate_with::<Op>(
-            principal,
-            request,
-            &ApprovalFacts::with_approvals(MAX_REQUIRED_APPROVALS),
-        )),
+    Ruling::NeedsApprovals {
+        decision: bare,
+        required,
     }
 }
 
-/// Logs the decision and keeps it for the audit record.
-fn record<Op: Operation>(call: &ValidatedCall<Op>, decision: &Decision) {
+/// Logs the decision and notes it for the audit record.
+fn note_decision<Op: Operation>(call: &ValidatedCall<Op>, decision: &Decision) {
     tracing::debug!(
         principal = %call.stage.principal.id,
         action = Op::METHOD,
@@ -119,62 +167,65 @@ fn record<Op: Operation>(call: &ValidatedCall<Op>, decision: &Decision) {
         determining_policies = ?decision.determining_policies,
         "policy decision"
     );
-    call.trail.lock().decision = Some(decision.clone());
+    call.notes.lock().decision = Some(decision.clone());
 }
 
-/// Records the verdict's decision and acts on it: refuses the call, answers a `validate_only`
-/// one, or hands it on.
+/// Notes the ruling's decision and acts on it: refuses the call, answers a `validate_only` one,
+/// or hands it on permitted.
 fn conclude<Op, S, F>(
-    mut call: ValidatedCall<Op>,
-    verdict: Verdict,
+    call: ValidatedCall<Op>,
+    ruling: Ruling,
+    live: Option<&LiveApproval>,
     mut next: S,
 ) -> CallFuture<Op::Reply>
 where
     Op: Operation,
-    S: Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
-        + Send
+    S: Service<
+            Call<Op, Permitted<Op::Request>>,
+            Response = Op::Reply,
+            Error = GatewayError,
+            Future = F,
+        > + Send
         + 'static,
     F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
 {
-    record(&call, verdict.decision());
-    match verdict {
-        Verdict::Deny(decision) => Box::pin(async move {
+    note_decision(&call, ruling.decision());
+    match ruling {
+        Ruling::Deny(decision) => Box::pin(async move {
             Err(GatewayError::PolicyDenied {
                 determining_policies: decision.determining_policies,
             })
         }),
-        Verdict::NeedsApprovals { required, .. } => {
-            let facts = &call.stage.approvals;
-            let error = match &facts.live {
+        Ruling::NeedsApprovals { required, .. } => {
+            let error = match live {
                 Some(live) if live.state == ApprovalState::Denied => GatewayError::ApprovalDenied {
                     approval_id: live.id.clone(),
                 },
                 live => GatewayError::ApprovalRequired {
-                    approval_id: live.as_ref().map(|l| l.id.clone()),
+                    approval_id: live.map(|l| l.id.clone()),
                     required_approvals: required,
-                    approvals: facts.approvals,
+                    approvals: live.map_or(0, approvals_of),
                 },
             };
             Box::pin(async move { Err(error) })
         }
-        Verdict::Permit { decision, spend } => {
+        Ruling::Permit { decision, spend } => {
             // validate_only answers here: it says the call would go through, and spends
             // nothing.
             if let Some(reply) = Op::validation_reply(&call.stage.request, &decision) {
                 return Box::pin(async move { Ok(reply) });
             }
-            call.stage.approvals.must_spend = spend;
-            Box::pin(next.call(call))
+            Box::pin(next.call(call.map_stage(|stage| Permitted::new(stage, decision, spend))))
         }
     }
 }
 
 impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for Authorize {
-    type Out = Validated<Op::Request>;
+    type Out = Permitted<Op::Request>;
 
-    fn handle<S, F>(&self, mut call: ValidatedCall<Op>, next: S) -> CallFuture<Op::Reply>
+    fn handle<S, F>(&self, call: ValidatedCall<Op>, next: S) -> CallFuture<Op::Reply>
     where
-        S: Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
+        S: Service<Call<Op, Self::Out>, Response = Op::Reply, Error = GatewayError, Future = F>
             + Send
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
@@ -189,50 +240,76 @@ impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for Authorize {
         };
         let Some(gated) = gated else {
             let decision = policies.evaluate_with::<Op>(principal, request, &call.stage.approvals);
-            let verdict = if decision.allowed {
-                Verdict::Permit {
+            let ruling = if decision.allowed {
+                Ruling::Permit {
                     decision,
-                    spend: false,
+                    spend: None,
                 }
             } else {
-                Verdict::Deny(decision)
+                Ruling::Deny(decision)
             };
-            return conclude(call, verdict, next);
+            return conclude(call, ruling, None, next);
         };
         // Without approvals first: most calls need none, must not spend one they have, and
         // need no store read.
         let bare = policies.evaluate_with::<Op>(principal, request, &ApprovalFacts::default());
         if bare.allowed {
-            let verdict = Verdict::Permit {
+            let ruling = Ruling::Permit {
                 decision: bare,
-                spend: false,
+                spend: None,
             };
-            return conclude(call, verdict, next);
+            return conclude(call, ruling, None, next);
+        }
+        // Then with the most approvals asked about: a call that even those would not permit is
+        // denied without a store read, naming the forbids that deny it whatever its approvals
+        // (a legal hold, not "writes need an approval").
+        let most = policies.evaluate_with::<Op>(
+            principal,
+            request,
+            &ApprovalFacts::with_approvals(MAX_REQUIRED_APPROVALS),
+        );
+        if !most.allowed {
+            return conclude(call, Ruling::Deny(most), None, next);
         }
         let Some(approvals) = self.approvals.clone() else {
-            let verdict = gated_verdict(&policies, &call, bare);
-            return conclude(call, verdict, next);
+            let ruling = gated_ruling(&policies, &call, bare, None);
+            return conclude(call, ruling, None, next);
         };
         Box::pin(async move {
-            // A store that cannot be read only matters to a call that needs an approval: one
-            // that no number of approvals would permit is still denied as such.
-            let (live, unreadable) =
-                match approvals.live_for(&call.stage.principal.id, &gated).await {
-                    Ok(live) => (live, None),
-                    Err(err) => (None, Some(err)),
-                };
-            let facts = &mut call.stage.approvals;
-            facts.approvals = live
-                .as_ref()
-                .filter(|l| l.state != ApprovalState::Denied)
-                .map_or(0, |l| u32::try_from(l.approvers.len()).unwrap_or(u32::MAX));
-            facts.live = live;
-            let verdict = gated_verdict(&policies, &call, bare);
-            if let (Some(err), Verdict::NeedsApprovals { .. }) = (unreadable, &verdict) {
-                record(&call, verdict.decision());
-                return Err(err);
-            }
-            conclude(call, verdict, next).await
+            let live = approvals
+                .live_for(&call.stage.principal.id, &gated)
+                .await
+                .inspect_err(|_| note_decision(&call, &bare))?;
+            let ruling = gated_ruling(&policies, &call, bare, live.clone());
+            conclude(call, ruling, live.as_ref(), next).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bisection_finds_the_fewest_approvals_in_at_most_four_evaluations() {
+        for needed in 1..=MAX_REQUIRED_APPROVALS {
+            for fewest in 1..=needed {
+                let mut evaluations = 0;
+                let found = fewest_approvals(fewest, |n| {
+                    evaluations += 1;
+                    n >= needed
+                });
+                assert_eq!(found, needed, "needed {needed}, from {fewest}");
+                // ⌈log₂ 10⌉ = 4.
+                assert!(evaluations <= 4, "{evaluations} evaluations for {needed}");
+            }
+        }
+    }
+
+    #[test]
+    fn whatever_the_policies_the_count_found_permits() {
+        // Non-monotone: only exactly 7 or 10 permit.
+        let found = fewest_approvals(1, |n| n == 7 || n == MAX_REQUIRED_APPROVALS);
+        assert!(found == 7 || found == MAX_REQUIRED_APPROVALS);
     }
 }

@@ -13,9 +13,11 @@
 mod engine;
 mod layer;
 mod load;
+mod permitted;
 mod reload;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -23,8 +25,9 @@ use serde::Deserialize;
 
 use crate::call::{ApprovalFacts, Decision, Operation, PolicyInput, Principal};
 
-pub use layer::{Authorize, MAX_REQUIRED_APPROVALS};
+pub use layer::{ApprovalLookup, Authorize, LookupFuture, MAX_REQUIRED_APPROVALS};
 pub use load::SourceDiagnostic;
+pub use permitted::Permitted;
 
 /// The schema the gateway ships (`policy/schema.cedarschema`), used when none is configured.
 pub const DEFAULT_SCHEMA: &str = include_str!("../../policy/schema.cedarschema");
@@ -209,6 +212,10 @@ struct Shared {
     config: PolicyConfig,
     current: ArcSwap<engine::Snapshot>,
     last_reload_error: Mutex<Option<String>>,
+    /// Evaluations made by the policy layer (through [`PinnedPolicies`]).
+    evaluations: AtomicU64,
+    /// How many of them the metrics have been told of.
+    evaluations_exported: AtomicU64,
 }
 
 /// The running policy set: a cheap-to-clone handle shared by the policy layer, the reloader and
@@ -245,6 +252,8 @@ impl Policies {
                 config,
                 current: ArcSwap::from_pointee(snapshot),
                 last_reload_error: Mutex::new(None),
+                evaluations: AtomicU64::new(0),
+                evaluations_exported: AtomicU64::new(0),
             }),
         })
     }
@@ -300,7 +309,10 @@ impl Policies {
     /// The set serving now, held still: every decision asked of it comes from the same set,
     /// whatever reloads happen meanwhile.
     pub fn pinned(&self) -> PinnedPolicies {
-        PinnedPolicies(self.shared.current.load_full())
+        PinnedPolicies {
+            set: self.shared.current.load_full(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Loads and validates the set in `config.dir` without serving it (`policy validate`).
@@ -350,6 +362,21 @@ impl Policies {
         lock(&self.shared.last_reload_error).clone()
     }
 
+    /// How many evaluations the policy layer has made, since start.
+    pub fn evaluations(&self) -> u64 {
+        self.shared.evaluations.load(Ordering::Relaxed)
+    }
+
+    /// The evaluations made since the last call: what the metrics have not counted yet.
+    pub(crate) fn evaluations_to_export(&self) -> u64 {
+        let total = self.evaluations();
+        total.saturating_sub(
+            self.shared
+                .evaluations_exported
+                .swap(total, Ordering::Relaxed),
+        )
+    }
+
     /// The number of policies in the running set.
     pub fn len(&self) -> usize {
         self.shared.current.load().len()
@@ -371,22 +398,6 @@ impl Policies {
     }
 }
 
-impl crate::approvals::ReadPolicy for Policies {
-    fn may_read(&self, principal: &Principal, approval: &crate::call::ApprovalResource) -> bool {
-        use crate::approvals::ops::GetApproval;
-        let facts = ApprovalFacts {
-            subject: Some(approval.clone()),
-            ..ApprovalFacts::default()
-        };
-        let request = crate::approvals::ops::ApprovalRequest {
-            approval_id: approval.id.clone(),
-            comment: String::new(),
-        };
-        self.evaluate_with::<GetApproval>(principal, &request, &facts)
-            .allowed
-    }
-}
-
 /// The error and its causes: "cannot read x.cedar: Permission denied (os error 13)".
 fn with_causes(err: &PolicyError) -> String {
     crate::errors::with_causes(err)
@@ -400,12 +411,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One policy set, held for a sequence of decisions that must agree with each other (the policy
 /// layer's search for how many approvals a call needs): a reload in between cannot mix two sets.
 #[derive(Clone)]
-pub struct PinnedPolicies(Arc<engine::Snapshot>);
+pub struct PinnedPolicies {
+    set: Arc<engine::Snapshot>,
+    shared: Arc<Shared>,
+}
 
 impl std::fmt::Debug for PinnedPolicies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PinnedPolicies")
-            .field("policies", &self.0.len())
+            .field("policies", &self.set.len())
             .finish()
     }
 }
@@ -418,7 +432,8 @@ impl PinnedPolicies {
         request: &Op::Request,
         approvals: &ApprovalFacts,
     ) -> Decision {
-        self.0
+        self.shared.evaluations.fetch_add(1, Ordering::Relaxed);
+        self.set
             .evaluate(principal, &Op::policy_input(request, approvals))
             .decision
     }

@@ -45,6 +45,9 @@ impl Trigger {
 impl ScrapeSource for Policies {
     fn refresh(&self, metrics: &Metrics) {
         metrics.policy_set(&self.summary().sha256);
+        metrics
+            .policy_evaluations
+            .inc_by(self.evaluations_to_export());
     }
 
     fn readiness_note(&self) -> Option<String> {

@@ -341,7 +341,7 @@ fn layer_call(principal: Principal, request: AssociateRequest) -> ValidatedCall<
     .advance(Validated::new(principal, request))
 }
 
-type Stage = Validated<AssociateRequest>;
+type Stage = super::Permitted<AssociateRequest>;
 
 #[tokio::test]
 async fn validate_only_answers_validated_without_calling_the_inner_service() {
@@ -350,7 +350,7 @@ async fn validate_only_answers_validated_without_calling_the_inner_service() {
     let mut req = request(SALES, ns(PROVISIONED), None);
     req.validate_only = true;
     let call = layer_call(principal(REPORTING), req.clone());
-    let trail = call.trail.clone();
+    let notes = call.notes.clone();
     let reply = svc.call(call).await.unwrap();
     assert_eq!(
         reply,
@@ -358,7 +358,7 @@ async fn validate_only_answers_validated_without_calling_the_inner_service() {
     );
     assert_eq!(inner.count(), 0);
     assert_eq!(
-        trail.snapshot().decision,
+        notes.snapshot().decision,
         Some(decision(true, &[DATA_PLATFORM]))
     );
 
@@ -379,19 +379,88 @@ async fn a_denial_is_permission_denied_recorded_and_not_forwarded() {
         principal(REPORTING),
         request(LEGAL_HOLD, ns(PROVISIONED), None),
     );
-    let trail = call.trail.clone();
+    let notes = call.notes.clone();
     let err = svc.call(call).await.unwrap_err();
     assert_eq!(code_of(&err), Code::PermissionDenied);
     assert!(
         matches!(&err, GatewayError::PolicyDenied { determining_policies } if determining_policies == &[LEGAL])
     );
-    assert_eq!(trail.snapshot().decision, Some(decision(false, &[LEGAL])));
+    assert_eq!(notes.snapshot().decision, Some(decision(false, &[LEGAL])));
     assert_eq!(inner.count(), 0);
     let status = to_status(&err, "req-1");
     assert!(
         !status.message().contains("forbid"),
         "no policy text in errors"
     );
+}
+
+/// What one call through the policy layer (over a real SQLite approvals store) costs:
+/// evaluations of the pinned set and reads of the store.
+async fn cost_of(
+    caller: &str,
+    request: AssociateRequest,
+) -> (Result<AssociateReply, GatewayError>, u64, u64) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = crate::audit::AuditLog::open(&crate::audit::AuditConfig::new(tmp.path()), "test")
+        .await
+        .expect("open the audit log");
+    let metrics = crate::metrics::Metrics::new();
+    let store = crate::approvals::Approvals::open(
+        &crate::approvals::StoreLocation::Sqlite(tmp.path().join("approvals.db")),
+        &crate::approvals::ApprovalsConfig::default(),
+        log.clone(),
+        metrics.clone(),
+    )
+    .await
+    .expect("open the approvals store");
+    let policies = examples();
+    let lookup: Arc<dyn ApprovalLookup> = Arc::new(store);
+    let mut svc =
+        MiddlewareLayer::new(Authorize::new(policies.clone()).with_approvals(Some(lookup)))
+            .layer(Counting::<Stage>::default());
+    let before = policies.evaluations();
+    let result = svc.call(layer_call(principal(caller), request)).await;
+    let evaluations = policies.evaluations() - before;
+    log.close().await;
+    (result, evaluations, metrics.approval_lookups.get())
+}
+
+#[tokio::test]
+async fn a_call_no_approvals_would_permit_costs_two_evaluations_and_no_store_read() {
+    // Writes to the legal-hold share: forbidden whatever the approvals.
+    let (result, evaluations, lookups) =
+        cost_of(LOADER, request(LEGAL_HOLD, ns(PROVISIONED), Some(true))).await;
+    assert!(
+        matches!(&result, Err(GatewayError::PolicyDenied { determining_policies }) if determining_policies == &[LEGAL]),
+        "{result:?}"
+    );
+    assert_eq!(evaluations, 2);
+    assert_eq!(lookups, 0, "no store read");
+}
+
+#[tokio::test]
+async fn finding_the_approvals_a_call_needs_bisects_one_pinned_set() {
+    let (result, evaluations, lookups) =
+        cost_of(LOADER, request(SALES, ns(PROVISIONED), Some(true))).await;
+    assert!(
+        matches!(
+            &result,
+            Err(GatewayError::ApprovalRequired {
+                required_approvals: 1,
+                approvals: 0,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    // As it stands, with the most approvals, then at most ⌈log₂ 10⌉ to find the fewest.
+    assert!(evaluations <= 2 + 4, "{evaluations} evaluations");
+    assert_eq!(lookups, 1, "one read of the live approval");
+    // A call permitted as it stands: one evaluation, no read.
+    let (result, evaluations, lookups) =
+        cost_of(REPORTING, request(SALES, ns(PROVISIONED), None)).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!((evaluations, lookups), (1, 0));
 }
 
 const LOCKDOWN: &str = "@id(\"lockdown\")\nforbid (principal, action, resource);\n";
@@ -942,9 +1011,9 @@ proptest! {
         let mut svc = MiddlewareLayer::new(Authorize::new(policies.clone())).layer(inner.clone());
         let expected = oracle(&p, &r);
         let call = layer_call(p.clone(), r.clone());
-        let trail = call.trail.clone();
+        let notes = call.notes.clone();
         let result = runtime.block_on(svc.call(call));
-        let recorded = trail.snapshot().decision.expect("decision recorded");
+        let recorded = notes.snapshot().decision.expect("decision recorded");
         let forwarded = inner.count() == 1;
         prop_assert_eq!(recorded.allowed, expected);
         prop_assert!(!forwarded || (recorded.allowed && !r.validate_only));

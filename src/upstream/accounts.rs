@@ -11,9 +11,10 @@ use tower::Service;
 
 use super::sessions::RoleTarget;
 use crate::arn::{AccountId, Partition, Region, RoleArn};
-use crate::call::{CallFuture, Operation, Validated, ValidatedCall};
+use crate::call::{Call, CallFuture, Operation};
 use crate::errors::GatewayError;
 use crate::middleware::Middleware;
+use crate::policy::Permitted;
 
 /// `[accounts."<12-digit id>"]`: a consumer account the gateway acts in through a role.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -214,18 +215,22 @@ impl RequireServedAccount {
     }
 }
 
-impl<Op: Operation> Middleware<Op, Validated<Op::Request>> for RequireServedAccount {
-    type Out = Validated<Op::Request>;
+impl<Op: Operation> Middleware<Op, Permitted<Op::Request>> for RequireServedAccount {
+    type Out = Permitted<Op::Request>;
 
-    fn handle<S, F>(&self, call: ValidatedCall<Op>, mut next: S) -> CallFuture<Op::Reply>
+    fn handle<S, F>(
+        &self,
+        call: Call<Op, Permitted<Op::Request>>,
+        mut next: S,
+    ) -> CallFuture<Op::Reply>
     where
-        S: Service<ValidatedCall<Op>, Response = Op::Reply, Error = GatewayError, Future = F>
+        S: Service<Call<Op, Self::Out>, Response = Op::Reply, Error = GatewayError, Future = F>
             + Send
             + 'static,
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
         // Calls that act in no consumer account (the approvals service's) pass.
-        let Some(account) = Op::consumer_account(&call.stage.request) else {
+        let Some(account) = Op::consumer_account(call.stage.request()) else {
             return Box::pin(next.call(call));
         };
         if self.accounts.route(account).is_none() {

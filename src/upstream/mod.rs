@@ -42,7 +42,8 @@ use std::sync::Arc;
 use tower::Service;
 use tracing::Instrument;
 
-use crate::call::{CallFuture, Operation, SessionNote, UpstreamNote, ValidatedCall};
+use crate::approvals::ClearedCall;
+use crate::call::{CallFuture, Operation, SessionNote, UpstreamNote};
 use crate::errors::{FaultKind, GatewayError, UpstreamFault};
 use crate::metrics::Metrics;
 
@@ -380,7 +381,7 @@ impl RedshiftService {
     }
 }
 
-impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
+impl<Op: Forward> Service<ClearedCall<Op>> for RedshiftService {
     type Response = Op::Reply;
     type Error = GatewayError;
     type Future = CallFuture<Op::Reply>;
@@ -390,7 +391,7 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ValidatedCall<Op>) -> Self::Future {
+    fn call(&mut self, call: ClearedCall<Op>) -> Self::Future {
         let service = self.clone();
         let span = tracing::info_span!(
             "redshift",
@@ -404,7 +405,7 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
         );
         let record_span = span.clone();
         let call_future = async move {
-            let account = Op::consumer_account(&call.stage.request)
+            let account = Op::consumer_account(call.stage.request())
                 .cloned()
                 .ok_or_else(|| {
                     GatewayError::Internal("a Redshift call without a consumer account".into())
@@ -414,7 +415,7 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                     account: account.to_string(),
                 }
             })?;
-            let principal = call.stage.principal.id.clone();
+            let principal = call.stage.principal().id.clone();
             // The semaphore is never closed, so acquiring only waits for a turn.
             let _turn = service
                 .turns
@@ -425,11 +426,11 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
             let result = match &route {
                 Route::OwnCredentials => {
                     service.require_time(&call)?;
-                    call.trail.lock().forwarded = true;
-                    Op::send(&service.client, &call.stage.request, None).await
+                    call.notes.lock().forwarded = true;
+                    Op::send(&service.client, call.stage.request(), None).await
                 }
                 Route::Role(role) => {
-                    let approval = call.trail.lock().approval.clone();
+                    let approval = call.stage.spent().cloned();
                     let lease = match &approval {
                         // An approved call gets a session of its own, tagged with the approval.
                         // Boxed, as is the retry below: these states are large and end before
@@ -449,10 +450,10 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                         }
                     };
                     service.require_time(&call)?;
-                    call.trail.lock().forwarded = true;
+                    call.notes.lock().forwarded = true;
                     let result = Op::send(
                         &service.client,
-                        &call.stage.request,
+                        call.stage.request(),
                         Some(lease.session.credentials.clone()),
                     )
                     .await;
@@ -472,7 +473,7 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
                             Ok::<_, GatewayError>(
                                 Op::send(
                                     &service.client,
-                                    &call.stage.request,
+                                    call.stage.request(),
                                     Some(fresh.session.credentials.clone()),
                                 )
                                 .await,
@@ -520,9 +521,9 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
             if let Some(code) = &note.aws_error_code {
                 record_span.record("aws.error_code", code.as_str());
             }
-            call.trail.lock().upstream = note.clone();
+            call.notes.lock().upstream = note.clone();
             match result {
-                Ok(out) => Ok(Op::reply(&call.stage.request, out)),
+                Ok(out) => Ok(Op::reply(call.stage.request(), out)),
                 Err(err) => Err(classify(
                     err,
                     note.aws_request_id,
@@ -535,7 +536,7 @@ impl<Op: Forward> Service<ValidatedCall<Op>> for RedshiftService {
 }
 
 impl RedshiftService {
-    /// An uncached role session for one approved call, noted in the call's trail.
+    /// An uncached role session for one approved call, noted in the call's notes.
     async fn lease_for_approval<Op: Operation, Stage>(
         &self,
         call: &crate::call::Call<Op, Stage>,
@@ -558,7 +559,7 @@ impl RedshiftService {
     ) -> Result<Lease, GatewayError> {
         match result {
             Ok(lease) => {
-                call.trail.lock().session = SessionNote {
+                call.notes.lock().session = SessionNote {
                     assumed_role_arn: Some(lease.session.assumed_role_arn.clone()),
                     source_identity: Some(lease.session.source_identity.clone()),
                     sts_request_id: lease.session.sts_request_id.clone(),
@@ -566,7 +567,7 @@ impl RedshiftService {
                 Ok(lease)
             }
             Err(failure) => {
-                call.trail.lock().session = SessionNote {
+                call.notes.lock().session = SessionNote {
                     assumed_role_arn: None,
                     source_identity: Some(source_identity(principal)),
                     sts_request_id: failure.sts_request_id.clone(),
@@ -576,7 +577,7 @@ impl RedshiftService {
         }
     }
 
-    /// A role session for the call's caller, noted in the call's trail for the audit record.
+    /// A role session for the call's caller, noted in the call's notes for the audit record.
     async fn lease<Op: Operation, Stage>(
         &self,
         call: &crate::call::Call<Op, Stage>,

@@ -637,3 +637,96 @@ async fn an_approval_survives_a_restart_of_the_gateway() {
     audit_verifies(&gw.audit_dir);
     let _ = CONSUMER_KEY;
 }
+
+/// The approval is spent only after the intent naming it is durable: an audit outage before the
+/// intent leaves it unspent, and the same approval is spent once, by the next attempt.
+#[tokio::test]
+async fn an_audit_outage_before_the_intent_leaves_the_approval_unspent() {
+    let emulator = Emulator::start();
+    // The store outside the audit directory, which the test takes away.
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", store_dir.path().join("approvals.db").display());
+    let mut options = options(&emulator);
+    options
+        .extra_toml
+        .push_str(&format!("[approvals]\nstore = {store:?}\n"));
+    // Every batch starts a new file, so every write needs the directory.
+    options.audit_max_file_bytes = Some(1);
+    let gw = Gateway::start(options).await;
+    let mut client = gw.client().await;
+    let id = required_approval(
+        &client
+            .associate_consumer(as_caller(LOADER, writes(PROVISIONED_NS)))
+            .await
+            .expect_err("needs approval"),
+    );
+    gw.approvals()
+        .await
+        .approve(as_caller(APPROVER, review(&id, "one write load")))
+        .await
+        .expect("approved");
+    emulator.reset_counters();
+
+    // Root ignores permission bits, but not a regular file where the directory should be.
+    let moved = gw.dir.path().join("audit-moved");
+    std::fs::rename(&gw.audit_dir, &moved).expect("move the audit directory away");
+    std::fs::write(&gw.audit_dir, "not a directory").expect("block its path");
+    let refused = client
+        .associate_consumer(with_request_id(
+            LOADER,
+            "during-outage",
+            writes(PROVISIONED_NS),
+        ))
+        .await
+        .expect_err("no durable intent, no call");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(error_info(&refused).0, "AUDIT_UNAVAILABLE");
+    assert_eq!(emulator.counter(OP, "received"), 0, "nothing is forwarded");
+    std::fs::remove_file(&gw.audit_dir).expect("unblock the path");
+    std::fs::rename(&moved, &gw.audit_dir).expect("move the audit directory back");
+
+    let state = gw
+        .approvals()
+        .await
+        .get_approval(as_caller(
+            LOADER,
+            GetApprovalRequest {
+                approval_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("the requester reads its approval")
+        .into_inner()
+        .approval
+        .expect("the approval");
+    assert_eq!(
+        state.state(),
+        ApprovalState::Approved,
+        "the outage spent nothing"
+    );
+    client
+        .associate_consumer(with_request_id(
+            LOADER,
+            "after-outage",
+            writes(PROVISIONED_NS),
+        ))
+        .await
+        .expect("the approval is still good for one call");
+    assert_eq!(emulator.counter(OP, "received"), 1);
+
+    gateway::outcome_of(&gw.audit_dir, "after-outage").await;
+    let consumed: Vec<Value> = approval_records(&gw, &id)
+        .into_iter()
+        .filter(|r| r["transition"] == "consumed")
+        .collect();
+    assert_eq!(consumed.len(), 1, "{consumed:?}");
+    assert_eq!(consumed[0]["request_id"], "after-outage");
+    let intent = gateway::audit_records(&gw.audit_dir)
+        .into_iter()
+        .find(|r| r["kind"] == "intent" && r["request_id"] == "after-outage")
+        .expect("the second call's intent");
+    assert_eq!(
+        intent["approval"]["approval_id"], id,
+        "the intent names the approval it spends"
+    );
+}

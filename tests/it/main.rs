@@ -30,6 +30,7 @@ mod emulator_sts;
 mod fault_mapping;
 mod fuzz_replay;
 mod hostile;
+mod in_flight_cap;
 mod json_logs;
 mod lean_build;
 mod metrics;

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use datashare_gateway::approvals::ClearedCall;
 use datashare_gateway::arn::AccountId;
 use datashare_gateway::audit::AuditLog;
-use datashare_gateway::call::{
-    Call, CallContext, CallerCredential, Operation, ValidatedCall, ValidationEnv,
-};
+use datashare_gateway::call::{Call, CallContext, CallerCredential, Operation, ValidationEnv};
 use datashare_gateway::errors::GatewayError;
 use datashare_gateway::identity::PrincipalDirectory;
 use datashare_gateway::metrics::Metrics;
@@ -114,7 +113,7 @@ impl<R> FakeUpstream<R> {
     }
 }
 
-impl<Op> tower::Service<ValidatedCall<Op>> for FakeUpstream<Op::Reply>
+impl<Op> tower::Service<ClearedCall<Op>> for FakeUpstream<Op::Reply>
 where
     Op: Operation,
 {
@@ -129,11 +128,11 @@ where
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ValidatedCall<Op>) -> Self::Future {
+    fn call(&mut self, call: ClearedCall<Op>) -> Self::Future {
         self.forwarded.fetch_add(1, Ordering::SeqCst);
-        let mut trail = call.trail.lock();
-        trail.forwarded = true;
-        trail.upstream.aws_request_id = Some(format!("aws-{}", call.ctx.request_id));
+        let mut notes = call.notes.lock();
+        notes.forwarded = true;
+        notes.upstream.aws_request_id = Some(format!("aws-{}", call.ctx.request_id));
         std::future::ready(Ok((self.reply)()))
     }
 }
