@@ -855,16 +855,14 @@ impl App {
         let instance = config.server.instance_name();
         let audit = AuditLog::open(&config.audit, &instance).await?;
         let shipper = match &config.audit.ship {
-            Some(ship) => Some(
-                Shipper::start(
-                    ship,
-                    &config.audit.dir,
-                    &instance,
-                    audit.sealed_below(),
-                    metrics.clone(),
-                )
-                .await,
-            ),
+            Some(ship) => Some(Shipper::start(
+                Arc::new(upstream::S3Store::for_shipping(ship).await),
+                ship,
+                &config.audit.dir,
+                &instance,
+                audit.sealed_below(),
+                metrics.clone(),
+            )),
             None => None,
         };
         let accounts = Arc::new(

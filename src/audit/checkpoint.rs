@@ -48,7 +48,6 @@ pub enum CheckpointKeyError {
     Io {
         /// The key file.
         path: PathBuf,
-        /// Why.
         #[source]
         source: io::Error,
     },

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tower::Service;
 
+use super::log::AuditLog;
 use super::record::{CallFacts, OutcomeFacts, RecordBody};
-use super::writer::AuditLog;
 
 use crate::call::{ApprovalNote, Call, CallContext, CallFuture, CallNotes, Operation, Received};
 use crate::policy::Permitted;
@@ -248,7 +248,7 @@ mod tests {
         log.close().await;
 
         let text = std::fs::read_to_string(
-            crate::audit::writer::list_segments(tmp.path()).expect("list")[0]
+            crate::audit::segment::list_segments(tmp.path()).expect("list")[0]
                 .1
                 .clone(),
         )

@@ -9,14 +9,26 @@
 //! - [`verify_and_report`]: what `datashare-gateway audit verify` runs (exit 0 verified, 1
 //!   tampering found, 2 usage or I/O error); [`verify_paths`], the same check without the
 //!   printing (for the fuzz targets).
+//! - [`Shipper`]: ships sealed files and signed checkpoints to an [`ObjectStore`], create-only
+//!   and retention-locked. The trait is this module's; the wiring hands in S3's implementation.
+//!
+//! Inside: `log` (the handle and its tasks), `writer` (the writer thread), `segment` (audit file
+//! names, listing and lines), `recover` (crash recovery at start), `checkpoint`, `verify`,
+//! `store` and `ship`.
 //!
 //! The schema is documented in `docs/audit.md`.
 
 mod checkpoint;
 mod config;
 mod layer;
+mod log;
 mod record;
+mod recover;
+mod segment;
 mod ship;
+mod store;
+#[cfg(test)]
+mod testing;
 mod verify;
 mod writer;
 
@@ -27,12 +39,13 @@ pub use checkpoint::{
 };
 pub use config::{AuditConfig, CheckpointConfig, ObjectLockMode, ShipConfig};
 pub use layer::{Audit, Intended, Intent};
+pub use log::{AuditError, AuditLog, AuditStats};
 pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
 pub use ship::{Shipper, read_shipped_checkpoints};
-pub use writer::{AuditError, AuditLog, AuditStats};
+pub use store::{ObjectStore, StoreError, StoreFuture, Stored, Upload};
 
 /// What `audit verify` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,26 +1,33 @@
 //! Shipping the trail off the box: every sealed audit file and every checkpoint is uploaded
-//! once to S3, create-only (`If-None-Match: *`), with its SHA-256 checksum and an Object Lock
-//! retention, under `<prefix>/<instance>/` (checkpoints under `checkpoints/`).
+//! once to an [`ObjectStore`] (S3 in production), create-only, with its SHA-256 checksum and an
+//! Object Lock retention, under `<prefix>/<instance>/` (checkpoints under `checkpoints/`).
 //!
 //! Uploads run on their own task and never hold up a call: the local trail stays the
-//! write-ahead guarantee, and the gateway keeps serving while S3 is unreachable (the
+//! write-ahead guarantee, and the gateway keeps serving while the store is unreachable (the
 //! unshipped-bytes gauge grows; alert on it). What has been shipped is marked by an empty file
 //! in `<audit dir>/.shipped/`; a crash between an upload and its mark makes the next attempt
-//! meet a 412, which counts as done when the stored object holds the same bytes, and is an alarm
-//! when it does not. Nothing local is deleted before it is shipped.
+//! find the name taken, which counts as done when the stored object holds the same bytes, and is
+//! an alarm when it does not. Nothing local is deleted before it is shipped.
+//!
+//! Each file is hashed once, streaming, on a blocking thread, and uploaded from the file; every
+//! directory listing, stat, mark and removal runs on a blocking thread too.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use tokio::task::{JoinError, spawn_blocking};
 
 use super::checkpoint::{CHECKPOINT_DIR, checkpoint_seq};
 use super::config::ShipConfig;
-use super::writer::list_segments;
+use super::segment::list_segments;
+use super::store::{ObjectStore, StoreError, Stored, Upload, sha256_file};
 use crate::metrics::Metrics;
-use crate::upstream::{Archive, ArchiveError, ArchiveLocation, Stored};
 
 /// Where shipped files are marked, inside the audit directory.
 const MARKS: &str = ".shipped";
@@ -29,7 +36,7 @@ const MARKS: &str = ".shipped";
 /// file or writes a checkpoint, so this is only a safety net.
 const IDLE_PASS: Duration = Duration::from_secs(30);
 
-/// Longest wait between retries while S3 fails.
+/// Longest wait between retries while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The background task that ships the trail; [`Shipper::finish`] makes its last pass.
@@ -49,9 +56,20 @@ struct Item {
     mark: String,
 }
 
+/// What one look at the audit directory found.
+#[derive(Debug, Default)]
+struct Scan {
+    /// The sealed audit files and the checkpoints not yet shipped, oldest first.
+    due: Vec<Item>,
+    /// Every unshipped file's bytes, the open (unsealed) one included.
+    unshipped_bytes: u64,
+    /// The age of the oldest due file: the open file's age is no delay.
+    oldest_unshipped_secs: u64,
+}
+
 #[derive(Debug)]
 struct Run {
-    archive: Archive,
+    store: Arc<dyn ObjectStore>,
     config: ShipConfig,
     dir: PathBuf,
     key_prefix: String,
@@ -68,46 +86,37 @@ enum ShipError {
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
     #[error(transparent)]
-    S3(#[from] ArchiveError),
-    #[error("s3://{bucket}/{key} already holds different bytes (SHA-256 {stored}, local {local})")]
+    Store(#[from] StoreError),
+    #[error("{url} already holds different bytes (SHA-256 {stored}, local {local})")]
     Conflict {
-        bucket: String,
-        key: String,
+        url: String,
         stored: String,
         local: String,
     },
+    /// A blocking task panicked, or the runtime is shutting down.
+    #[error("a blocking task of the shipper did not complete")]
+    Task(#[from] JoinError),
 }
 
 impl Shipper {
     /// Starts shipping `dir`'s sealed files (those numbered below `sealed_below`) and its
-    /// checkpoints.
-    pub async fn start(
+    /// checkpoints to `store`.
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
         config: &ShipConfig,
         dir: &Path,
         instance: &str,
         sealed_below: watch::Receiver<u64>,
         metrics: Arc<Metrics>,
     ) -> Shipper {
-        let location = ArchiveLocation {
-            region: Some(&config.region),
-            endpoint_url: config.endpoint_url.as_deref(),
-            force_path_style: config.force_path_style,
-        };
         let run = Run {
-            archive: Archive::connect(&config.bucket, &location).await,
+            store,
             config: config.clone(),
             dir: dir.to_owned(),
             key_prefix: config.key_prefix(instance),
             metrics,
             conflicts: HashSet::new(),
-            shipped: std::fs::read_dir(dir.join(MARKS))
-                .map(|entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            shipped: HashSet::new(),
         };
         let (finishing, finish_rx) = watch::channel(false);
         let task = tokio::spawn(run.serve(sealed_below, finish_rx));
@@ -136,6 +145,10 @@ impl Run {
         mut sealed_below: watch::Receiver<u64>,
         mut finishing: watch::Receiver<bool>,
     ) {
+        let marks = self.dir.join(MARKS);
+        self.shipped = spawn_blocking(move || read_marks(&marks))
+            .await
+            .unwrap_or_default();
         let mut backoff = Duration::from_secs(1);
         loop {
             let sealed = *sealed_below.borrow_and_update();
@@ -146,6 +159,7 @@ impl Run {
             }
             let wait = match failed {
                 Some(err) => {
+                    // The wording is what the alert's runbook (deploy/kubernetes) says to look for.
                     tracing::warn!(
                         error = %err,
                         retry_in_secs = backoff.as_secs(),
@@ -175,18 +189,22 @@ impl Run {
     /// One pass: ships everything due, updates the gauges, applies local retention. Returns
     /// the first failure (the rest of the pass still ran).
     async fn pass(&mut self, sealed_below: u64) -> Option<ShipError> {
-        let (due, unsealed) = self.due(sealed_below);
-        // Before uploading too: an upload stuck on an unreachable S3 must not hide the backlog.
-        self.update_gauges(&due, &unsealed);
+        let scan = match self.scan(sealed_below).await {
+            Ok(scan) => scan,
+            Err(err) => return Some(err),
+        };
+        // Before uploading too: an upload stuck on an unreachable store must not hide the
+        // backlog.
+        self.update_gauges(&scan);
         let mut first_failure = None;
-        for item in &due {
+        for item in &scan.due {
             if self.conflicts.contains(&item.mark) {
                 continue;
             }
             match self.ship(item).await {
                 Ok(result) => {
                     self.metrics.audit_shipped(result);
-                    self.mark(item);
+                    self.mark(item).await;
                     self.shipped.insert(item.mark.clone());
                 }
                 Err(err @ ShipError::Conflict { .. }) => {
@@ -203,74 +221,53 @@ impl Run {
                 Err(err) => {
                     self.metrics.audit_shipped("error");
                     first_failure.get_or_insert(err);
-                    // S3 is likely down: the rest waits for the retry.
+                    // The store is likely down: the rest waits for the retry.
                     break;
                 }
             }
         }
-        let (due, unsealed) = self.due(sealed_below);
-        self.update_gauges(&due, &unsealed);
+        match self.scan(sealed_below).await {
+            Ok(scan) => self.update_gauges(&scan),
+            Err(err) => {
+                first_failure.get_or_insert(err);
+            }
+        }
         if let Some(days) = self.config.local_retention_days {
-            self.delete_old_shipped(days);
+            self.delete_old_shipped(days).await;
         }
         first_failure
     }
 
-    /// The sealed audit files and the checkpoints not yet shipped, oldest first; and the open
-    /// (unsealed) files, which count as unshipped but are not due.
-    fn due(&self, sealed_below: u64) -> (Vec<Item>, Vec<PathBuf>) {
-        let mut due = Vec::new();
-        let mut unsealed = Vec::new();
-        for (number, path) in list_segments(&self.dir).unwrap_or_default() {
-            let name = file_name(&path);
-            if self.is_marked(&name) {
-                continue;
-            }
-            if number < sealed_below {
-                due.push(Item {
-                    key: format!("{}{name}", self.key_prefix),
-                    mark: name,
-                    path,
-                });
-            } else {
-                unsealed.push(path);
-            }
-        }
-        for path in checkpoint_files(&self.dir) {
-            let name = file_name(&path);
-            if !self.is_marked(&name) {
-                due.push(Item {
-                    key: format!("{}{CHECKPOINT_DIR}/{name}", self.key_prefix),
-                    mark: name,
-                    path,
-                });
-            }
-        }
-        (due, unsealed)
+    async fn scan(&self, sealed_below: u64) -> Result<Scan, ShipError> {
+        let dir = self.dir.clone();
+        let key_prefix = self.key_prefix.clone();
+        let shipped = self.shipped.clone();
+        Ok(spawn_blocking(move || scan(&dir, &key_prefix, &shipped, sealed_below)).await?)
     }
 
-    fn is_marked(&self, name: &str) -> bool {
-        self.shipped.contains(name)
-    }
-
-    /// Marks a shipped file. A mark lost in a crash costs one more upload attempt, which the
-    /// 412 check answers, so the mark is not synced.
-    fn mark(&self, item: &Item) {
+    /// Marks a shipped file. A mark lost in a crash costs one more upload attempt, which finds
+    /// the name taken by the same bytes, so the mark is not synced.
+    async fn mark(&self, item: &Item) {
         let marks = self.dir.join(MARKS);
-        let made = std::fs::create_dir_all(&marks)
-            .and_then(|()| std::fs::File::create(marks.join(&item.mark)).map(drop));
+        let name = item.mark.clone();
+        let made = spawn_blocking(move || {
+            std::fs::create_dir_all(&marks)
+                .and_then(|()| std::fs::File::create(marks.join(name)).map(drop))
+        })
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err)));
         if let Err(err) = made {
             tracing::warn!(error = %err, file = %item.mark, "audit: cannot mark a shipped file");
         }
     }
 
-    /// Uploads one file create-only; `Ok("shipped")`, or `Ok("already_present")` when a 412
-    /// finds the same bytes stored (a re-upload after a crash).
+    /// Uploads one file create-only; `Ok("shipped")`, or `Ok("already_present")` when the name
+    /// is taken by the same bytes (a re-upload after a crash).
     async fn ship(&self, item: &Item) -> Result<&'static str, ShipError> {
-        let bytes = tokio::fs::read(&item.path)
-            .await
+        let path = item.path.clone();
+        let (sha256, length) = spawn_blocking(move || sha256_file(&path))
+            .await?
             .map_err(|err| ShipError::Read(item.path.clone(), err))?;
-        let local = crate::upstream::sha256_b64(&bytes);
         let retain_until =
             SystemTime::now() + Duration::from_secs(u64::from(self.config.retention_days) * 86_400);
         let content_type = if item.mark.ends_with(".jsonl") {
@@ -278,89 +275,154 @@ impl Run {
         } else {
             "text/plain; charset=utf-8"
         };
-        let stored = self
-            .archive
-            .put_create_only(
-                &item.key,
-                bytes,
-                content_type,
-                self.config.object_lock_mode,
-                retain_until,
-            )
-            .await?;
-        match stored {
+        let upload = Upload {
+            key: &item.key,
+            path: &item.path,
+            length,
+            sha256,
+            content_type,
+            lock_mode: self.config.object_lock_mode,
+            retain_until,
+        };
+        match self.store.put_create_only(upload).await? {
             Stored::Created => Ok("shipped"),
-            Stored::AlreadyPresent => Ok("already_present"),
-            Stored::Conflict(stored) => Err(ShipError::Conflict {
-                bucket: self.archive.bucket().to_owned(),
-                key: item.key.clone(),
-                stored,
-                local,
-            }),
-        }
-    }
-
-    fn update_gauges(&self, due: &[Item], unsealed: &[PathBuf]) {
-        let now = SystemTime::now();
-        let mut bytes = 0u64;
-        let mut oldest = 0u64;
-        // The open file is unshipped by definition but still being written: its bytes count,
-        // its age is no delay.
-        let sealed = due.iter().map(|i| (&i.path, true));
-        for (path, counts_for_age) in sealed.chain(unsealed.iter().map(|p| (p, false))) {
-            let Ok(meta) = std::fs::metadata(path) else {
-                continue;
-            };
-            bytes += meta.len();
-            if counts_for_age {
-                let age = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .map_or(0, |age| age.as_secs());
-                oldest = oldest.max(age);
-            }
-        }
-        self.metrics
-            .audit_unshipped_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        self.metrics
-            .audit_oldest_unshipped_seconds
-            .set(i64::try_from(oldest).unwrap_or(i64::MAX));
-    }
-
-    /// Deletes shipped audit files and checkpoints last written more than `days` ago; never an
-    /// unshipped one, and never the newest audit file (the chain continues from it).
-    fn delete_old_shipped(&mut self, days: u32) {
-        let limit = Duration::from_secs(u64::from(days) * 86_400);
-        let segments = list_segments(&self.dir).unwrap_or_default();
-        let newest = segments.last().map(|(n, _)| *n);
-        let old_files = segments
-            .into_iter()
-            .filter(|(n, _)| Some(*n) != newest)
-            .map(|(_, p)| p)
-            .chain(checkpoint_files(&self.dir));
-        for path in old_files {
-            let name = file_name(&path);
-            let old = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .is_some_and(|age| age > limit);
-            if old && self.is_marked(&name) {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {
-                        let _ = std::fs::remove_file(self.dir.join(MARKS).join(&name));
-                        self.shipped.remove(&name);
-                        tracing::info!(file = %path.display(), "audit: deleted a shipped file past local_retention_days");
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, file = %path.display(), "audit: cannot delete a shipped file");
-                    }
+            Stored::Exists => {
+                let bytes = self.store.get(&item.key).await?;
+                let stored: [u8; 32] =
+                    spawn_blocking(move || Sha256::digest(&bytes).into()).await?;
+                if stored == sha256 {
+                    Ok("already_present")
+                } else {
+                    Err(ShipError::Conflict {
+                        url: self.store.url(&item.key),
+                        stored: B64.encode(stored),
+                        local: B64.encode(sha256),
+                    })
                 }
             }
         }
     }
+
+    fn update_gauges(&self, scan: &Scan) {
+        self.metrics
+            .audit_unshipped_bytes
+            .set(i64::try_from(scan.unshipped_bytes).unwrap_or(i64::MAX));
+        self.metrics
+            .audit_oldest_unshipped_seconds
+            .set(i64::try_from(scan.oldest_unshipped_secs).unwrap_or(i64::MAX));
+    }
+
+    /// Deletes shipped audit files and checkpoints last written more than `days` ago; never an
+    /// unshipped one, and never the newest audit file (the chain continues from it).
+    async fn delete_old_shipped(&mut self, days: u32) {
+        let dir = self.dir.clone();
+        let shipped = self.shipped.clone();
+        let limit = Duration::from_secs(u64::from(days) * 86_400);
+        let deleted = spawn_blocking(move || delete_old_shipped(&dir, &shipped, limit))
+            .await
+            .unwrap_or_default();
+        for name in deleted {
+            self.shipped.remove(&name);
+        }
+    }
+}
+
+/// The names marked shipped in `marks`.
+fn read_marks(marks: &Path) -> HashSet<String> {
+    std::fs::read_dir(marks)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What is due in `dir` (audit files numbered below `sealed_below`, checkpoints) and not in
+/// `shipped`, and the gauges' figures. Blocks.
+fn scan(dir: &Path, key_prefix: &str, shipped: &HashSet<String>, sealed_below: u64) -> Scan {
+    let mut scan = Scan::default();
+    let now = SystemTime::now();
+    let mut count = |path: &Path, counts_for_age: bool| {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        scan.unshipped_bytes += meta.len();
+        if counts_for_age {
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .map_or(0, |age| age.as_secs());
+            scan.oldest_unshipped_secs = scan.oldest_unshipped_secs.max(age);
+        }
+    };
+    let mut due = Vec::new();
+    for (number, path) in list_segments(dir).unwrap_or_default() {
+        let name = file_name(&path);
+        if shipped.contains(&name) {
+            continue;
+        }
+        // The open file is unshipped by definition but still being written: its bytes count,
+        // its age is no delay.
+        let sealed = number < sealed_below;
+        count(&path, sealed);
+        if sealed {
+            due.push(Item {
+                key: format!("{key_prefix}{name}"),
+                mark: name,
+                path,
+            });
+        }
+    }
+    for path in checkpoint_files(dir) {
+        let name = file_name(&path);
+        if !shipped.contains(&name) {
+            count(&path, true);
+            due.push(Item {
+                key: format!("{key_prefix}{CHECKPOINT_DIR}/{name}"),
+                mark: name,
+                path,
+            });
+        }
+    }
+    scan.due = due;
+    scan
+}
+
+/// Deletes the files of `dir` that are in `shipped` and older than `limit` (never the newest
+/// audit file), and their marks; returns their names. Blocks.
+fn delete_old_shipped(dir: &Path, shipped: &HashSet<String>, limit: Duration) -> Vec<String> {
+    let segments = list_segments(dir).unwrap_or_default();
+    let newest = segments.last().map(|(n, _)| *n);
+    let old_files = segments
+        .into_iter()
+        .filter(|(n, _)| Some(*n) != newest)
+        .map(|(_, p)| p)
+        .chain(checkpoint_files(dir));
+    let mut deleted = Vec::new();
+    for path in old_files {
+        let name = file_name(&path);
+        let old = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > limit);
+        if old && shipped.contains(&name) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(dir.join(MARKS).join(&name));
+                    tracing::info!(file = %path.display(), "audit: deleted a shipped file past local_retention_days");
+                    deleted.push(name);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, file = %path.display(), "audit: cannot delete a shipped file");
+                }
+            }
+        }
+    }
+    deleted
 }
 
 fn file_name(path: &Path) -> String {
@@ -386,33 +448,196 @@ fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The checkpoints shipped under `s3://bucket/prefix/`, each with its `s3://` name. Credentials
-/// and region come from the default chain (us-east-1 if it names none).
+/// The checkpoints shipped to `store` under `prefix`, each with the name [`ObjectStore::url`]
+/// gives it.
 pub async fn read_shipped_checkpoints(
-    url: &str,
-    endpoint_url: Option<&str>,
-    force_path_style: bool,
-) -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::Error + Send + Sync>> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| format!("{url}: not an s3:// URL"))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(format!("{url}: no bucket").into());
-    }
-    let location = ArchiveLocation {
-        region: None,
-        endpoint_url,
-        force_path_style,
-    };
-    let archive = Archive::connect(bucket, &location).await;
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let mut notes = Vec::new();
-    for key in archive.list(prefix).await? {
+    for key in store.list(prefix).await? {
         let name = key.rsplit('/').next().unwrap_or(&key);
         if checkpoint_seq(name).is_some() {
-            let bytes = archive.get(&key).await?;
-            notes.push((format!("s3://{bucket}/{key}"), bytes));
+            let bytes = store.get(&key).await?;
+            notes.push((store.url(&key), bytes));
         }
     }
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::audit::ObjectLockMode;
+    use crate::audit::segment::segment_name;
+    use crate::audit::store::StoreFuture;
+
+    /// What a put was given.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Put {
+        key: String,
+        path: PathBuf,
+        length: u64,
+        sha256: [u8; 32],
+    }
+
+    /// An object store in memory that records every put.
+    #[derive(Debug, Default)]
+    struct Recording {
+        puts: Mutex<Vec<Put>>,
+        objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    }
+
+    impl ObjectStore for Recording {
+        fn url(&self, key: &str) -> String {
+            format!("mem://{key}")
+        }
+
+        fn put_create_only<'a>(&'a self, upload: Upload<'a>) -> StoreFuture<'a, Stored> {
+            Box::pin(async move {
+                self.puts.lock().expect("puts").push(Put {
+                    key: upload.key.to_owned(),
+                    path: upload.path.to_owned(),
+                    length: upload.length,
+                    sha256: upload.sha256,
+                });
+                let mut objects = self.objects.lock().expect("objects");
+                if objects.contains_key(upload.key) {
+                    return Ok(Stored::Exists);
+                }
+                let bytes = std::fs::read(upload.path).expect("the file to upload");
+                objects.insert(upload.key.to_owned(), bytes);
+                Ok(Stored::Created)
+            })
+        }
+
+        fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<u8>> {
+            Box::pin(async move {
+                let objects = self.objects.lock().expect("objects");
+                objects
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| StoreError::new("get", key, "no such key"))
+            })
+        }
+
+        fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<String>> {
+            Box::pin(async move {
+                let objects = self.objects.lock().expect("objects");
+                Ok(objects
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect())
+            })
+        }
+    }
+
+    fn run(store: Arc<Recording>, dir: &Path) -> Run {
+        let config: ShipConfig = toml::from_str(
+            "bucket = \"trail\"\nregion = \"us-east-1\"\n\
+             object_lock_mode = \"COMPLIANCE\"\nretention_days = 1\n",
+        )
+        .expect("ship config");
+        assert_eq!(config.object_lock_mode, ObjectLockMode::Compliance);
+        Run {
+            store,
+            key_prefix: config.key_prefix("gw"),
+            config,
+            dir: dir.to_owned(),
+            metrics: Metrics::new(),
+            conflicts: HashSet::new(),
+            shipped: HashSet::new(),
+        }
+    }
+
+    /// Bytes no prefix of which hashes like the whole: several hashing chunks and a partial one.
+    fn contents(len: usize, salt: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ salt).collect()
+    }
+
+    #[tokio::test]
+    async fn a_sealed_file_is_uploaded_from_its_path_with_the_sha256_of_all_its_bytes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sealed = tmp.path().join(segment_name(1));
+        let bytes = contents(5 * 1024 * 1024 / 2, 0);
+        std::fs::write(&sealed, &bytes).expect("sealed file");
+        std::fs::write(tmp.path().join(segment_name(2)), b"open\n").expect("open file");
+        let store = Arc::new(Recording::default());
+        let mut run = run(Arc::clone(&store), tmp.path());
+
+        assert!(run.pass(2).await.is_none());
+
+        let puts = store.puts.lock().expect("puts").clone();
+        assert_eq!(
+            puts,
+            [Put {
+                key: format!("gw/{}", segment_name(1)),
+                path: sealed,
+                length: bytes.len() as u64,
+                sha256: Sha256::digest(&bytes).into(),
+            }],
+            "one upload, of the sealed file only"
+        );
+        assert!(tmp.path().join(MARKS).join(segment_name(1)).is_file());
+        // Shipped and marked: the next pass uploads nothing.
+        assert!(run.pass(2).await.is_none());
+        assert_eq!(store.puts.lock().expect("puts").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_by_the_same_bytes_is_shipped_and_by_other_bytes_is_an_alarm() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let same = contents(3000, 1);
+        std::fs::write(tmp.path().join(segment_name(1)), &same).expect("file 1");
+        std::fs::write(tmp.path().join(segment_name(2)), contents(3000, 2)).expect("file 2");
+        let store = Arc::new(Recording::default());
+        {
+            let mut objects = store.objects.lock().expect("objects");
+            objects.insert(format!("gw/{}", segment_name(1)), same);
+            objects.insert(
+                format!("gw/{}", segment_name(2)),
+                b"someone else's".to_vec(),
+            );
+        }
+        let mut run = run(Arc::clone(&store), tmp.path());
+
+        assert!(
+            run.pass(3).await.is_none(),
+            "a conflict is an alarm, not a retry"
+        );
+
+        assert!(run.shipped.contains(&segment_name(1)));
+        assert!(!run.shipped.contains(&segment_name(2)));
+        assert!(run.conflicts.contains(&segment_name(2)));
+        assert!(!tmp.path().join(MARKS).join(segment_name(2)).exists());
+        // Not retried in this process.
+        assert!(run.pass(3).await.is_none());
+        assert_eq!(store.puts.lock().expect("puts").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn shipped_checkpoints_are_read_back_by_their_names() {
+        let store = Recording::default();
+        {
+            let mut objects = store.objects.lock().expect("objects");
+            let name = crate::audit::checkpoint::checkpoint_name(7);
+            objects.insert(format!("gw/checkpoints/{name}"), b"note".to_vec());
+            objects.insert("gw/checkpoints/README".into(), b"not one".to_vec());
+        }
+        let notes = read_shipped_checkpoints(&store, "gw/").await.expect("read");
+        assert_eq!(
+            notes,
+            [(
+                format!(
+                    "mem://gw/checkpoints/{}",
+                    crate::audit::checkpoint::checkpoint_name(7)
+                ),
+                b"note".to_vec()
+            )]
+        );
+    }
 }

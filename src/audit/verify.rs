@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::record::{Chain, GENESIS, RawRecord, SCHEMA_VERSION, split_line};
-use super::writer::{complete_lines, list_segments, segment_number};
+use super::segment::{complete_lines, list_segments, segment_number};
 
 /// Torn bytes that a `recovery` record acknowledges.
 #[derive(Clone, Debug, PartialEq, Eq)]

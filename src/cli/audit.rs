@@ -144,12 +144,14 @@ async fn read_checkpoints(
         .collect::<Result<Vec<_>, _>>()?;
     let (source_name, notes) = match source.spec.as_deref() {
         Some(url) if url.starts_with("s3://") => {
-            let notes = crate::audit::read_shipped_checkpoints(
-                url,
-                source.s3_endpoint_url.as_deref(),
-                source.s3_force_path_style,
-            )
-            .await?;
+            let s3: crate::upstream::S3Url = url.parse()?;
+            let location = crate::upstream::S3Location {
+                region: None,
+                endpoint_url: source.s3_endpoint_url.as_deref(),
+                force_path_style: source.s3_force_path_style,
+            };
+            let store = crate::upstream::S3Store::connect(&s3.bucket, &location).await;
+            let notes = crate::audit::read_shipped_checkpoints(&store, &s3.prefix).await?;
             (url.to_owned(), notes)
         }
         Some(dir) => {

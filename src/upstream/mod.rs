@@ -7,16 +7,16 @@
 //! ([`fault_rules`]).
 
 mod accounts;
-mod archive;
 mod operations;
+mod s3;
 mod sessions;
 mod source_identity;
 
 pub use accounts::{
     AccountConfig, Accounts, AccountsError, RequireServedAccount, validate_accounts,
 };
-pub use archive::{Archive, ArchiveError, ArchiveLocation, Stored, sha256_b64};
 pub use operations::Forward;
+pub use s3::{BadS3Url, S3Location, S3Store, S3Url};
 pub use sessions::RoleTarget;
 pub use source_identity::{role_session_name, source_identity};
 

@@ -193,7 +193,7 @@ fn account_round_trips(account: &AccountId) {
 // ---------------------------------------------------------------------------------------------
 // (b) `audit verify` on arbitrary files
 
-/// The name of the one audit file the target writes (`writer::segment_name(1)`).
+/// The name of the one audit file the target writes (`segment::segment_name(1)`).
 const AUDIT_FILE: &str = "audit-00000000000000000001.jsonl";
 /// The `prev` of the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

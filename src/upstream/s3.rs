@@ -1,0 +1,249 @@
+//! S3 as the audit trail's [`ObjectStore`]: create-only uploads under Object Lock, streamed from
+//! the file with the checksum the shipper computed, and reading shipped objects back.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode as S3LockMode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::audit::{
+    ObjectLockMode, ObjectStore, ShipConfig, StoreError, StoreFuture, Stored, Upload,
+};
+
+/// Where a bucket is, and how to reach it.
+#[derive(Clone, Debug)]
+pub struct S3Location<'a> {
+    /// `None`: the default chain's, else us-east-1.
+    pub region: Option<&'a str>,
+    /// Another endpoint than AWS's: an S3-compatible store, a test server.
+    pub endpoint_url: Option<&'a str>,
+    /// `endpoint/bucket/key` rather than `bucket.endpoint/key`, for S3-compatible stores.
+    pub force_path_style: bool,
+}
+
+/// A bucket the trail is shipped to or read back from.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// `s3://bucket/prefix`, as `audit verify --checkpoints` takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    /// May be empty (the whole bucket).
+    pub prefix: String,
+}
+
+/// An `s3://` URL that names no bucket.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{url}: {problem}")]
+pub struct BadS3Url {
+    url: String,
+    problem: &'static str,
+}
+
+impl FromStr for S3Url {
+    type Err = BadS3Url;
+
+    fn from_str(url: &str) -> Result<S3Url, BadS3Url> {
+        let bad = |problem| BadS3Url {
+            url: url.to_owned(),
+            problem,
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket"));
+        }
+        Ok(S3Url {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+async fn client(location: &S3Location<'_>) -> aws_sdk_s3::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = location.region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(location.force_path_style)
+        // The SHA-256 checksum is given explicitly; no second (CRC) checksum is needed.
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        // One retry inside the SDK; the shipper's own backoff does the rest.
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if shared.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    if let Some(url) = location.endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+fn brief<E, R>(operation: &'static str, key: &str, err: &SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let message = match (err.code(), err.message()) {
+        (Some(code), message) => format!("{code}: {}", message.unwrap_or("(no message)")),
+        // No answer (a refused connection, a timeout): what kept the request from one.
+        _ => crate::errors::with_causes(err),
+    };
+    StoreError::new(operation, key, message)
+}
+
+impl S3Store {
+    /// A client for `bucket`; credentials from the default AWS chain.
+    pub async fn connect(bucket: &str, location: &S3Location<'_>) -> S3Store {
+        S3Store {
+            client: client(location).await,
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// The bucket `[audit.ship]` names, reached as it says.
+    pub async fn for_shipping(ship: &ShipConfig) -> S3Store {
+        let location = S3Location {
+            region: Some(&ship.region),
+            endpoint_url: ship.endpoint_url.as_deref(),
+            force_path_style: ship.force_path_style,
+        };
+        S3Store::connect(&ship.bucket, &location).await
+    }
+
+    /// `If-None-Match: *`, so a name already taken (412) is never overwritten; the SHA-256 as
+    /// the checksum S3 checks and keeps, so the SDK computes none of its own.
+    async fn put(&self, upload: Upload<'_>) -> Result<Stored, StoreError> {
+        const OPERATION: &str = "S3 PutObject";
+        let body = ByteStream::read_from()
+            .path(upload.path)
+            .length(Length::Exact(upload.length))
+            // Fewer reads than the 64 KiB default, for files of up to 64 MiB.
+            .buffer_size(1024 * 1024)
+            .build()
+            .await
+            .map_err(|err| {
+                StoreError::new(OPERATION, upload.key, crate::errors::with_causes(&err))
+            })?;
+        let mode = match upload.lock_mode {
+            ObjectLockMode::Compliance => S3LockMode::Compliance,
+            ObjectLockMode::Governance => S3LockMode::Governance,
+        };
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(upload.key)
+            .if_none_match("*")
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(B64.encode(upload.sha256))
+            .object_lock_mode(mode)
+            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from(
+                upload.retain_until,
+            ))
+            .content_type(upload.content_type)
+            .body(body)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Stored::Created),
+            Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                Ok(Stored::Exists)
+            }
+            Err(err) => Err(brief(OPERATION, upload.key, &err)),
+        }
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        const OPERATION: &str = "S3 GetObject";
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| brief(OPERATION, key, &err))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| StoreError::new(OPERATION, key, crate::errors::with_causes(&err)))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| brief("S3 ListObjectsV2", prefix, &err))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn put_create_only<'a>(&'a self, upload: Upload<'a>) -> StoreFuture<'a, Stored> {
+        Box::pin(self.put(upload))
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<u8>> {
+        Box::pin(self.get_bytes(key))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(self.list_keys(prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_url_names_a_bucket_and_maybe_a_prefix() {
+        let url: S3Url = "s3://trail/gw-0/checkpoints/".parse().expect("url");
+        assert_eq!(
+            (url.bucket.as_str(), url.prefix.as_str()),
+            ("trail", "gw-0/checkpoints/")
+        );
+        let url: S3Url = "s3://trail".parse().expect("url");
+        assert_eq!((url.bucket.as_str(), url.prefix.as_str()), ("trail", ""));
+        for bad in ["s3:///x", "https://trail/x"] {
+            assert!(bad.parse::<S3Url>().is_err(), "{bad}");
+        }
+    }
+}
