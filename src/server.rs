@@ -376,7 +376,7 @@ impl Gateway {
     ) -> Result<Response<Op::Response>, Status> {
         // Before anything else: a call over the cap costs no policy, store or audit work.
         let Ok(slot) = self.in_flight_cap.clone().try_acquire_owned() else {
-            return Err(self.refuse_over_cap(Op::METHOD, request.metadata()));
+            return self.refuse_over_cap(Op::METHOD, request.metadata());
         };
         let mut ctx = self.context(Op::METHOD, &request);
         let request_id = ctx.request_id.clone();
@@ -492,11 +492,11 @@ impl Gateway {
     /// The answer to a call over `server.max_in_flight_calls`: `RESOURCE_EXHAUSTED` with
     /// `RetryInfo`, counted, and logged at debug (a flood must not flood the log too). Nothing
     /// was attempted, so nothing is audited.
-    fn refuse_over_cap(
+    fn refuse_over_cap<T>(
         &self,
         method: &'static str,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Status {
+    ) -> Result<T, Status> {
         self.metrics.in_flight_cap_refusals.inc();
         self.metrics
             .call_answered(method, tonic::Code::ResourceExhausted, None);
@@ -504,7 +504,7 @@ impl Gateway {
         tracing::debug!(%request_id, method, "refused: server.max_in_flight_calls calls in flight");
         let mut status = crate::status::to_status(&GatewayError::Overloaded, &request_id);
         insert_ids(status.metadata_mut(), &request_id, None);
-        status
+        Err(status)
     }
 }
 

@@ -275,6 +275,36 @@ async fn the_callers_own_deadline_is_deadline_exceeded_not_cancelled() {
     );
 }
 
+/// The calls metric counts what the caller got: a call whose deadline passes in the gateway is
+/// DEADLINE_EXCEEDED there (canonical name, as in the audit trail), although the call runs on to
+/// its own end (OK here), and no OK is counted for it.
+#[tokio::test]
+async fn a_deadline_passed_in_the_gateway_is_counted_as_deadline_exceeded() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
+    emulator
+        .inject_fault(json!({"kind": "latency", "latency_ms": 1500, "operation": OP, "count": 1}));
+    let (status, message) =
+        raw_call_with_grpc_timeout_id(&gw, entire_account(SALES_SHARE), "300m", "late-1").await;
+    assert_eq!(
+        status,
+        (Code::DeadlineExceeded as i32).to_string(),
+        "{message}"
+    );
+    let outcome = gateway::outcome_of(&gw.audit_dir, "late-1").await;
+    assert_eq!(outcome["outcome"]["code"], "OK", "{outcome}");
+    assert_eq!(outcome["outcome"]["caller_gone"], true, "{outcome}");
+    let m = crate::support::prometheus::scrape(gw.admin).await;
+    let calls = |code: &str| {
+        m.value(
+            "datashare_gateway_calls_total",
+            &[("method", "AssociateConsumer"), ("code", code)],
+        )
+    };
+    assert_eq!(calls("DEADLINE_EXCEEDED"), Some(1.0), "{}", m.text);
+    assert_eq!(m.sum("datashare_gateway_calls_total"), 1.0, "{}", m.text);
+}
+
 #[tokio::test]
 async fn connection_refused_is_unavailable() {
     // A port that was just free: nothing listens there.

@@ -84,7 +84,10 @@ async fn an_undecodable_body_is_invalid_argument_logged_and_counted() {
     assert_eq!(
         metrics.value(
             "datashare_gateway_calls_total",
-            &[("method", "AssociateConsumer"), ("code", "InvalidArgument")]
+            &[
+                ("method", "AssociateConsumer"),
+                ("code", "INVALID_ARGUMENT")
+            ]
         ),
         Some(3.0)
     );

@@ -40,7 +40,7 @@ async fn a_call_over_the_in_flight_cap_is_refused_before_policy_and_counted() {
     })
     .await;
     emulator
-        .inject_fault(json!({"kind": "latency", "latency_ms": 3000, "operation": OP, "count": 1}));
+        .inject_fault(json!({"kind": "latency", "latency_ms": 1500, "operation": OP, "count": 1}));
     let mut first_client = gw.client().await;
     let first = tokio::spawn(async move {
         first_client

@@ -71,7 +71,7 @@ async fn each_calls_log_line_is_json_with_its_request_id_and_trace_id() {
         (
             "log-denied-1",
             trace_of(denied.metadata()),
-            "PermissionDenied",
+            "PERMISSION_DENIED",
         ),
     ];
 
