@@ -57,7 +57,11 @@ fn policy_dir(teams: usize, retired: usize) -> tempfile::TempDir {
 
 fn load(teams: usize, retired: usize) -> (tempfile::TempDir, Policies) {
     let dir = policy_dir(teams, retired);
-    let policies = Policies::load(PolicyConfig::new(dir.path())).expect("valid policies");
+    let policies = Policies::load(
+        PolicyConfig::new(dir.path()),
+        datashare_gateway::operations::policy_probes(),
+    )
+    .expect("valid policies");
     (dir, policies)
 }
 

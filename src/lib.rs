@@ -11,6 +11,8 @@
 //! - [`arn`]: datashare and namespace ARNs, account ids and region names; the only parser of them.
 //! - [`call`]: the [`call::Operation`] trait and the typed [`call::Call`] the stack passes along,
 //!   stage by stage.
+//! - [`operations`]: the one list of the operations the gateway serves, and everything kept per
+//!   operation, derived from it.
 //! - [`ops`]: the operations (AssociateConsumer, DisassociateConsumer, ListConsumerDataShares):
 //!   parameters, validation rules, policy input, proto glue.
 //! - [`middleware`]: the tower `Layer` + `Service` skeleton every layer of the stack shares.
@@ -72,6 +74,7 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
+pub mod operations;
 pub mod ops;
 pub mod policy;
 pub mod proto;

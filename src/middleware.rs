@@ -151,6 +151,7 @@ mod tests {
             &ApprovalsConfig::default(),
             log.clone(),
             metrics.clone(),
+            crate::operations::approvable_methods(),
         )
         .await
         .expect("open the approvals store");

@@ -15,7 +15,6 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::accept::TlsPeer;
-use crate::approvals::ops::{Approve, Deny, GetApproval, ListApprovals};
 use crate::approvals::{Approvals, ApprovalsService, ClearedCall, FindApprovals, SpendApproval};
 use crate::audit::{Audit, AuditLog, Intent, Shipper};
 use crate::call::{Call, CallContext, CallNotes, CallerCredential, Operation, ValidationEnv};
@@ -26,9 +25,8 @@ use crate::identity::{AuthMode, Authenticate, CALLER_ID_HEADER, PrincipalDirecto
 use crate::limits::{Limit, RequireTime};
 use crate::metrics::{Measure, Metrics, ScrapeSource};
 use crate::middleware::MiddlewareLayer;
-use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares, Rpc};
+use crate::ops::Rpc;
 use crate::policy::{ApprovalLookup, Authorize, Policies};
-use crate::proto::datasharing::v1 as pb;
 use crate::proto::datasharing::v1::approvals_server::{Approvals as ApprovalsApi, ApprovalsServer};
 use crate::proto::datasharing::v1::data_sharing_server::{DataSharing, DataSharingServer};
 use crate::telemetry;
@@ -268,49 +266,75 @@ where
     BoxCloneSyncService::new(stack)
 }
 
-/// The `datasharing.v1.DataSharing` and `datasharing.v1.Approvals` handler: decodes, hands the
-/// typed call to its operation's stack, encodes.
-#[derive(Clone, Debug)]
-pub struct Gateway {
-    associate: CallService<AssociateConsumer>,
-    disassociate: CallService<DisassociateConsumer>,
-    list: CallService<ListConsumerDataShares>,
-    get_approval: CallService<GetApproval>,
-    list_approvals: CallService<ListApprovals>,
-    approve: CallService<Approve>,
-    deny: CallService<Deny>,
-    auth_mode: AuthMode,
-    in_flight: InFlight,
-    /// A slot per call in the stacks (`server.max_in_flight_calls`), held until the call ends
-    /// even when its caller left first.
-    in_flight_cap: Arc<tokio::sync::Semaphore>,
-    metrics: Arc<Metrics>,
+/// Declares [`Gateway`] with one stack per operation of [`crate::operations::with_operations!`],
+/// and its tonic methods, each handing its call to [`Gateway::serve_call`].
+macro_rules! gateway {
+    (
+        redshift: [$($redshift:path => $redshift_method:ident),* $(,)?]
+        approvals: [$($approvals:path => $approvals_method:ident),* $(,)?]
+    ) => {
+        /// The `datasharing.v1.DataSharing` and `datasharing.v1.Approvals` handler: decodes, hands
+        /// the typed call to its operation's stack, encodes.
+        #[derive(Clone, Debug)]
+        pub struct Gateway {
+            $($redshift_method: CallService<$redshift>,)*
+            $($approvals_method: CallService<$approvals>,)*
+            auth_mode: AuthMode,
+            in_flight: InFlight,
+            /// A slot per call in the stacks (`server.max_in_flight_calls`), held until the call
+            /// ends even when its caller left first.
+            in_flight_cap: Arc<tokio::sync::Semaphore>,
+            metrics: Arc<Metrics>,
+        }
+
+        impl Gateway {
+            /// A handler whose DataSharing operations forward to Redshift, and whose Approvals
+            /// operations are carried out on the approvals store, each through its stack.
+            pub fn new(
+                parts: &StackParts,
+                upstream: RedshiftService,
+                approvals: ApprovalsService,
+                auth_mode: AuthMode,
+            ) -> Self {
+                Gateway {
+                    $($redshift_method: build_stack(parts, upstream.clone()),)*
+                    $($approvals_method: build_stack(parts, approvals.clone()),)*
+                    auth_mode,
+                    in_flight: InFlight::default(),
+                    in_flight_cap: Arc::new(tokio::sync::Semaphore::new(parts.max_in_flight_calls)),
+                    metrics: parts.metrics.clone(),
+                }
+            }
+        }
+
+        #[tonic::async_trait]
+        impl DataSharing for Gateway {
+            $(
+                async fn $redshift_method(
+                    &self,
+                    request: Request<<$redshift as Rpc>::Message>,
+                ) -> Result<Response<<$redshift as Rpc>::Response>, Status> {
+                    self.serve_call(&self.$redshift_method, request).await
+                }
+            )*
+        }
+
+        #[tonic::async_trait]
+        impl ApprovalsApi for Gateway {
+            $(
+                async fn $approvals_method(
+                    &self,
+                    request: Request<<$approvals as Rpc>::Message>,
+                ) -> Result<Response<<$approvals as Rpc>::Response>, Status> {
+                    self.serve_call(&self.$approvals_method, request).await
+                }
+            )*
+        }
+    };
 }
+crate::operations::with_operations!(gateway);
 
 impl Gateway {
-    /// A handler whose DataSharing operations forward to Redshift, and whose Approvals
-    /// operations are carried out on the approvals store, each through its stack.
-    pub fn new(
-        parts: &StackParts,
-        upstream: RedshiftService,
-        approvals: ApprovalsService,
-        auth_mode: AuthMode,
-    ) -> Self {
-        Gateway {
-            associate: build_stack(parts, upstream.clone()),
-            disassociate: build_stack(parts, upstream.clone()),
-            list: build_stack(parts, upstream),
-            get_approval: build_stack(parts, approvals.clone()),
-            list_approvals: build_stack(parts, approvals.clone()),
-            approve: build_stack(parts, approvals.clone()),
-            deny: build_stack(parts, approvals),
-            auth_mode,
-            in_flight: InFlight::default(),
-            in_flight_cap: Arc::new(tokio::sync::Semaphore::new(parts.max_in_flight_calls)),
-            metrics: parts.metrics.clone(),
-        }
-    }
-
     fn context<T>(&self, method: &'static str, request: &Request<T>) -> CallContext {
         let metadata = request.metadata();
         let request_id = request_id_of(metadata);
@@ -598,16 +622,10 @@ fn is_grpc_content_type(value: Option<&http::HeaderValue>) -> bool {
 
 /// The gateway's method a request path names; anything else is "other" (bounded labels).
 fn method_of_path(path: &str) -> &'static str {
-    match path.rsplit('/').next() {
-        Some(AssociateConsumer::METHOD) => AssociateConsumer::METHOD,
-        Some(DisassociateConsumer::METHOD) => DisassociateConsumer::METHOD,
-        Some(ListConsumerDataShares::METHOD) => ListConsumerDataShares::METHOD,
-        Some(GetApproval::METHOD) => GetApproval::METHOD,
-        Some(ListApprovals::METHOD) => ListApprovals::METHOD,
-        Some(Approve::METHOD) => Approve::METHOD,
-        Some(Deny::METHOD) => Deny::METHOD,
-        _ => "other",
-    }
+    path.rsplit('/')
+        .next()
+        .and_then(crate::operations::method_named)
+        .unwrap_or("other")
 }
 
 type HttpFuture<E> =
@@ -692,61 +710,6 @@ impl Drop for CallerGone {
         if let Some(notes) = self.notes.take() {
             notes.lock().caller_gone = true;
         }
-    }
-}
-
-#[tonic::async_trait]
-impl DataSharing for Gateway {
-    async fn associate_consumer(
-        &self,
-        request: Request<pb::AssociateConsumerRequest>,
-    ) -> Result<Response<pb::AssociateConsumerResponse>, Status> {
-        self.serve_call(&self.associate, request).await
-    }
-
-    async fn disassociate_consumer(
-        &self,
-        request: Request<pb::DisassociateConsumerRequest>,
-    ) -> Result<Response<pb::DisassociateConsumerResponse>, Status> {
-        self.serve_call(&self.disassociate, request).await
-    }
-
-    async fn list_consumer_data_shares(
-        &self,
-        request: Request<pb::ListConsumerDataSharesRequest>,
-    ) -> Result<Response<pb::ListConsumerDataSharesResponse>, Status> {
-        self.serve_call(&self.list, request).await
-    }
-}
-
-#[tonic::async_trait]
-impl ApprovalsApi for Gateway {
-    async fn get_approval(
-        &self,
-        request: Request<pb::GetApprovalRequest>,
-    ) -> Result<Response<pb::GetApprovalResponse>, Status> {
-        self.serve_call(&self.get_approval, request).await
-    }
-
-    async fn list_approvals(
-        &self,
-        request: Request<pb::ListApprovalsRequest>,
-    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
-        self.serve_call(&self.list_approvals, request).await
-    }
-
-    async fn approve(
-        &self,
-        request: Request<pb::ApproveRequest>,
-    ) -> Result<Response<pb::ApproveResponse>, Status> {
-        self.serve_call(&self.approve, request).await
-    }
-
-    async fn deny(
-        &self,
-        request: Request<pb::DenyRequest>,
-    ) -> Result<Response<pb::DenyResponse>, Status> {
-        self.serve_call(&self.deny, request).await
     }
 }
 
@@ -870,15 +833,20 @@ impl App {
                 .map_err(|e| ServerError::Config(e.to_string()))?,
         );
         tracing::info!(accounts = ?accounts.served(), "consumer accounts served");
-        let policies = Policies::load(config.policy.clone())?;
+        let policies = Policies::load(config.policy.clone(), crate::operations::policy_probes())?;
         // Before the gateway announces itself: a SIGHUP after the ready line must reload, not kill
         // the process (SIGHUP's default action), and a file changed then must not go unseen.
         match policies.spawn_reloader(metrics.clone()) {
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "policy hot reload is off"),
         }
-        let client =
-            upstream::build_client(&config.upstream, options.credentials, metrics.clone()).await;
+        let client = upstream::build_client(
+            &config.upstream,
+            options.credentials,
+            metrics.clone(),
+            crate::operations::redshift_operations(),
+        )
+        .await;
         let upstream = RedshiftService::new(
             client,
             &config.upstream,
@@ -890,8 +858,14 @@ impl App {
             .approvals
             .location(&config.audit.dir)
             .map_err(ServerError::Config)?;
-        let approvals =
-            Approvals::open(&location, &config.approvals, audit.clone(), metrics.clone()).await?;
+        let approvals = Approvals::open(
+            &location,
+            &config.approvals,
+            audit.clone(),
+            metrics.clone(),
+            crate::operations::approvable_methods(),
+        )
+        .await?;
         let parts = StackParts {
             validation: ValidationEnv {
                 default_account: config.upstream.default_account(),

@@ -282,14 +282,16 @@ fn unavailable(err: StoreError) -> GatewayError {
 }
 
 impl Approvals {
-    /// Opens (and migrates) the store at `location`.
+    /// Opens (and migrates) the store at `location`, for approvals of `methods`
+    /// (`operations::approvable_methods`).
     pub async fn open(
         location: &StoreLocation,
         config: &ApprovalsConfig,
         audit: AuditLog,
         metrics: Arc<Metrics>,
+        methods: Vec<&'static str>,
     ) -> Result<Self, OpenError> {
-        let store = Store::open(location, config.max_connections)
+        let store = Store::open(location, config.max_connections, methods.into())
             .await
             .map_err(|source| OpenError {
                 location: location.redacted(),

@@ -404,17 +404,6 @@ impl Operation for ListApprovals {
     }
 }
 
-/// The policy inputs of a sample request of every operation here (see `ops::policy_probes`).
-pub fn policy_probes() -> Vec<PolicyInput> {
-    let facts = sample_facts();
-    vec![
-        GetApproval::policy_input(&GetApproval::sample_request(), &facts),
-        Approve::policy_input(&Approve::sample_request(), &facts),
-        Deny::policy_input(&Deny::sample_request(), &facts),
-        ListApprovals::policy_input(&ListApprovals::sample_request(), &facts),
-    ]
-}
-
 /// An approval as the API shows it, at `now`.
 pub fn approval_message(record: ApprovalRecord, now: SystemTime) -> pb::Approval {
     let state = state_to_proto(record.state_at(now)) as i32;

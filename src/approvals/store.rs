@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
@@ -207,7 +208,6 @@ fn known(
         })
 }
 
-pub(crate) const METHODS: [&str; 2] = ["AssociateConsumer", "DisassociateConsumer"];
 const TARGET_KINDS: [&str; 4] = [
     "account",
     "region",
@@ -216,7 +216,11 @@ const TARGET_KINDS: [&str; 4] = [
 ];
 
 impl RowData {
-    fn into_record(self, reviews: Vec<Review>) -> Result<ApprovalRecord, StoreError> {
+    fn into_record(
+        self,
+        reviews: Vec<Review>,
+        methods: &[&'static str],
+    ) -> Result<ApprovalRecord, StoreError> {
         let state = ApprovalState::parse(&self.state).ok_or_else(|| StoreError::Corrupt {
             id: self.id.clone(),
             column: "state",
@@ -224,7 +228,7 @@ impl RowData {
         })?;
         Ok(ApprovalRecord {
             request: SemanticRequest {
-                method: known(&self.id, "method", &self.method, &METHODS)?,
+                method: known(&self.id, "method", &self.method, methods)?,
                 data_share_arn: self.data_share_arn,
                 target_kind: known(&self.id, "target_kind", &self.target_kind, &TARGET_KINDS)?,
                 target_value: self.target_value,
@@ -293,6 +297,9 @@ pub(crate) struct Cursor {
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
     backend: Backend,
+    /// The methods approvals can be bound to (`operations::approvable_methods`); a row naming
+    /// another is corrupt.
+    methods: Arc<[&'static str]>,
 }
 
 impl Store {
@@ -300,6 +307,7 @@ impl Store {
     pub(crate) async fn open(
         location: &StoreLocation,
         max_connections: u32,
+        methods: Arc<[&'static str]>,
     ) -> Result<Self, StoreError> {
         let backend = match location {
             StoreLocation::Sqlite(path) => {
@@ -329,7 +337,7 @@ impl Store {
         };
         // sqlx takes an advisory lock on PostgreSQL, so replicas starting together migrate once.
         let migrator = Migrator::new(Embedded).await?;
-        let store = Store { backend };
+        let store = Store { backend, methods };
         on_pool!(store, |pool| migrator.run(pool).await?);
         Ok(store)
     }
@@ -376,7 +384,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let reviews = self.reviews(&row.id).await?;
-            out.push(row.into_record(reviews)?);
+            out.push(row.into_record(reviews, &self.methods)?);
         }
         Ok(out)
     }

@@ -11,8 +11,10 @@ use serde::Deserialize;
 use crate::arn::AccountId;
 use crate::call::{Operation, Principal};
 use crate::identity::PrincipalDirectory;
-use crate::ops::{AssociateConsumer, DisassociateConsumer, ListConsumerDataShares};
+use crate::operations::EachRedshiftOperation;
+use crate::ops::Rpc;
 use crate::policy::{Policies, PolicyConfig, PolicyError};
+use crate::upstream::Forward;
 
 /// The `policy` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -98,14 +100,7 @@ pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
                 consumer_account,
                 approvals,
             };
-            match method.as_str() {
-                AssociateConsumer::METHOD => check::<AssociateConsumer>(args),
-                DisassociateConsumer::METHOD => check::<DisassociateConsumer>(args),
-                ListConsumerDataShares::METHOD => check::<ListConsumerDataShares>(args),
-                other => cannot_decide(format!(
-                    "--method {other:?}: must be AssociateConsumer, DisassociateConsumer or ListConsumerDataShares"
-                )),
-            }
+            check_method(&method, args)
         }
     }
 }
@@ -116,7 +111,7 @@ fn validate(dir: PathBuf, schema: Option<PathBuf>) -> ExitCode {
         watch: false,
         ..PolicyConfig::new(dir)
     };
-    match Policies::validate_set(&config) {
+    match Policies::validate_set(&config, &crate::operations::policy_probes()) {
         Ok(summary) => {
             println!(
                 "ok: {} policies in {} valid against the schema",
@@ -155,6 +150,44 @@ struct CheckArgs {
     request: String,
     consumer_account: String,
     approvals: u32,
+}
+
+/// `policy check --method METHOD`: the check of that operation, one of those Redshift carries
+/// out (the registry's).
+fn check_method(method: &str, args: CheckArgs) -> ExitCode {
+    struct Dispatch<'a> {
+        method: &'a str,
+        args: Option<CheckArgs>,
+        exit: Option<ExitCode>,
+        names: Vec<&'static str>,
+    }
+    impl EachRedshiftOperation for Dispatch<'_> {
+        fn operation<Op>(&mut self)
+        where
+            Op: Rpc + Forward,
+            Op::Params: serde::de::DeserializeOwned,
+        {
+            self.names.push(Op::METHOD);
+            if Op::METHOD == self.method
+                && let Some(args) = self.args.take()
+            {
+                self.exit = Some(check::<Op>(args));
+            }
+        }
+    }
+    let mut dispatch = Dispatch {
+        method,
+        args: Some(args),
+        exit: None,
+        names: Vec::new(),
+    };
+    crate::operations::for_each_redshift(&mut dispatch);
+    dispatch.exit.unwrap_or_else(|| {
+        cannot_decide(format!(
+            "--method {method:?}: must be {}",
+            dispatch.names.join(", ")
+        ))
+    })
 }
 
 fn check<Op>(args: CheckArgs) -> ExitCode
@@ -214,7 +247,7 @@ where
         watch: false,
         ..PolicyConfig::new(args.policies)
     };
-    let policies = match Policies::load(config) {
+    let policies = match Policies::load(config, crate::operations::policy_probes()) {
         Ok(p) => p,
         Err(err) => {
             print_error(&err);

@@ -28,29 +28,13 @@ pub trait Rpc: Operation {
     /// The gRPC service the method belongs to.
     const SERVICE: &'static str = "datasharing.v1.DataSharing";
     /// The protobuf request message.
-    type Message: Send + 'static;
+    type Message: prost::Message + Default + PartialEq + Send + 'static;
     /// The protobuf response message.
     type Response: Send + 'static;
     /// The parameters as sent.
     fn params(message: Self::Message) -> Self::Params;
     /// The response for a successful call.
     fn response(reply: Self::Reply) -> Self::Response;
-}
-
-/// The policy inputs of a sample request of every operation: the policy loader checks that the
-/// schema describes each of them, so a schema that does not is refused at load.
-pub fn policy_probes() -> Vec<PolicyInput> {
-    let none = ApprovalFacts::default();
-    vec![
-        AssociateConsumer::policy_input(&AssociateConsumer::sample_request(), &none),
-        DisassociateConsumer::policy_input(&DisassociateConsumer::sample_request(), &none),
-        ListConsumerDataShares::policy_input(&ListConsumerDataShares::sample_request(), &none),
-        // A request that needs approvals, so the schema must describe `context.approvals`.
-        AssociateConsumer::policy_input(
-            &AssociateConsumer::sample_request(),
-            &ApprovalFacts::with_approvals(1),
-        ),
-    ]
 }
 
 /// The one consumer a datashare is associated with (or disassociated from).

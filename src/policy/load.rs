@@ -11,6 +11,7 @@ use cedar_policy::ffi::DetailedError;
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use sha2::{Digest, Sha256};
 
+use crate::call::PolicyInput;
 use crate::policy::engine::{Checks, Snapshot};
 use crate::policy::{DEFAULT_SCHEMA, FilePolicies, PolicyConfig, PolicyError};
 
@@ -253,7 +254,7 @@ fn readable_file(path: &Path) -> Result<(), PolicyError> {
 }
 
 /// Loads, names and validates the set in `config.dir`.
-pub(super) fn load(config: &PolicyConfig) -> Result<Snapshot, PolicyError> {
+pub(super) fn load(config: &PolicyConfig, probes: &[PolicyInput]) -> Result<Snapshot, PolicyError> {
     let schema_text = match &config.schema {
         Some(path) => Some(utf8(path, read(path)?)?),
         None => None,
@@ -359,23 +360,24 @@ pub(super) fn load(config: &PolicyConfig) -> Result<Snapshot, PolicyError> {
             format!("the gateway's names do not parse: {err}"),
         )])
     })?;
-    probe(&snapshot, config)?;
+    probe(&snapshot, config, probes)?;
     Ok(snapshot)
 }
 
 /// Checks that the gateway's requests fit the schema, so a custom schema that does not describe
 /// them is refused at load rather than denying every call at run time.
-fn probe(snapshot: &Snapshot, config: &PolicyConfig) -> Result<(), PolicyError> {
+fn probe(
+    snapshot: &Snapshot,
+    config: &PolicyConfig,
+    probes: &[PolicyInput],
+) -> Result<(), PolicyError> {
     let principal = crate::call::Principal {
         id: "probe".into(),
         groups: vec!["probe".into()],
     };
-    for input in crate::ops::policy_probes()
-        .into_iter()
-        .chain(crate::approvals::ops::policy_probes())
-    {
+    for input in probes {
         snapshot
-            .build(&principal, &input, Checks::AgainstSchema)
+            .build(&principal, input, Checks::AgainstSchema)
             .map_err(|err| {
                 let file = config
                     .schema

@@ -210,6 +210,8 @@ pub struct Evaluation {
 
 struct Shared {
     config: PolicyConfig,
+    /// What every load checks the schema describes.
+    probes: Vec<PolicyInput>,
     current: ArcSwap<engine::Snapshot>,
     last_reload_error: Mutex<Option<String>>,
     /// Evaluations made by the policy layer (through [`PinnedPolicies`]).
@@ -235,10 +237,12 @@ impl std::fmt::Debug for Policies {
 }
 
 impl Policies {
-    /// Loads and validates the set in `config.dir`.
-    pub fn load(config: PolicyConfig) -> Result<Self, PolicyError> {
+    /// Loads and validates the set in `config.dir`, refusing a schema that does not describe
+    /// `probes` (`operations::policy_probes`: a sample request of every operation), at this load
+    /// and every reload.
+    pub fn load(config: PolicyConfig, probes: Vec<PolicyInput>) -> Result<Self, PolicyError> {
         config.validate()?;
-        let snapshot = load::load(&config)?;
+        let snapshot = load::load(&config, &probes)?;
         let summary = snapshot.summary();
         tracing::info!(
             dir = %config.dir.display(),
@@ -250,6 +254,7 @@ impl Policies {
         Ok(Policies {
             shared: Arc::new(Shared {
                 config,
+                probes,
                 current: ArcSwap::from_pointee(snapshot),
                 last_reload_error: Mutex::new(None),
                 evaluations: AtomicU64::new(0),
@@ -316,16 +321,19 @@ impl Policies {
     }
 
     /// Loads and validates the set in `config.dir` without serving it (`policy validate`).
-    pub fn validate_set(config: &PolicyConfig) -> Result<SetSummary, PolicyError> {
+    pub fn validate_set(
+        config: &PolicyConfig,
+        probes: &[PolicyInput],
+    ) -> Result<SetSummary, PolicyError> {
         config.validate()?;
-        Ok(load::load(config)?.summary())
+        Ok(load::load(config, probes)?.summary())
     }
 
     /// Loads, validates and swaps in the set on disk; returns its policy count. On error the
     /// running set stays, and the error is logged and kept for [`Policies::last_reload_error`].
     pub fn reload(&self) -> Result<usize, PolicyError> {
         let shared = &self.shared;
-        match load::load(&shared.config) {
+        match load::load(&shared.config, &shared.probes) {
             Ok(snapshot) => {
                 let summary = snapshot.summary();
                 shared.current.store(Arc::new(snapshot));

@@ -52,7 +52,11 @@ fn account(s: &str) -> AccountId {
 }
 
 fn examples() -> Policies {
-    Policies::load(PolicyConfig::new(examples_dir())).unwrap()
+    Policies::load(
+        PolicyConfig::new(examples_dir()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap()
 }
 
 /// The dev principals' groups, read from the shipped `principals.toml`.
@@ -218,7 +222,11 @@ fn the_legal_hold_forbid_beats_a_permit_for_everyone() {
         "@id(\"open-bar\")\npermit (principal, action, resource);\n",
     )
     .unwrap();
-    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    let policies = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap();
     let frontend = principal(FRONTEND);
     assert_eq!(
         policies.evaluate::<AssociateConsumer>(&frontend, &request(SALES, ns(PROVISIONED), None)),
@@ -240,7 +248,11 @@ fn policies_without_an_id_annotation_are_named_by_file_and_index() {
          permit (principal, action == Action::\"AssociateConsumer\", resource);\n",
     )
     .unwrap();
-    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    let policies = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap();
     assert_eq!(policies.policy_ids(), ["team.cedar#0", "team.cedar#1"]);
     let anyone = principal(STRANGER);
     assert_eq!(
@@ -257,7 +269,11 @@ fn schema_validation_rejects_an_unknown_attribute_with_file_and_position() {
         "@id(\"owner-rule\")\npermit (principal, action == Action::\"AssociateConsumer\", resource)\nwhen { resource.owner == \"me\" };\n",
     )
     .unwrap();
-    let err = Policies::load(PolicyConfig::new(dir.path())).unwrap_err();
+    let err = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap_err();
     let PolicyError::Invalid(diagnostics) = &err else {
         panic!("expected Invalid, got {err:?}");
     };
@@ -274,7 +290,10 @@ fn schema_validation_rejects_an_unknown_attribute_with_file_and_position() {
 fn syntax_errors_duplicates_and_empty_directories_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
-        Policies::load(PolicyConfig::new(dir.path())),
+        Policies::load(
+            PolicyConfig::new(dir.path()),
+            crate::operations::policy_probes()
+        ),
         Err(PolicyError::NoPolicies { .. })
     ));
     std::fs::write(
@@ -287,14 +306,22 @@ fn syntax_errors_duplicates_and_empty_directories_are_refused() {
         "@id(\"x\") forbid (principal, action, resource);",
     )
     .unwrap();
-    let err = Policies::load(PolicyConfig::new(dir.path())).unwrap_err();
+    let err = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("duplicate policy id"), "{err}");
     std::fs::write(
         dir.path().join("b.cedar"),
         "\n\npermit (principal action, resource);",
     )
     .unwrap();
-    let err = Policies::load(PolicyConfig::new(dir.path())).unwrap_err();
+    let err = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("b.cedar:3:"), "{err}");
 }
 
@@ -325,7 +352,7 @@ fn a_custom_schema_that_does_not_describe_the_gateway_is_refused() {
         watch: false,
         ..PolicyConfig::new(dir.path())
     };
-    let err = Policies::load(config).unwrap_err();
+    let err = Policies::load(config, crate::operations::policy_probes()).unwrap_err();
     assert!(
         err.to_string()
             .contains("does not describe the gateway's AssociateConsumer requests"),
@@ -410,6 +437,7 @@ async fn cost_of(
         &crate::approvals::ApprovalsConfig::default(),
         log.clone(),
         metrics.clone(),
+        crate::operations::approvable_methods(),
     )
     .await
     .expect("open the approvals store");
@@ -469,7 +497,11 @@ const LOCKDOWN: &str = "@id(\"lockdown\")\nforbid (principal, action, resource);
 async fn reload_under_concurrent_evaluation_never_shows_a_mixed_or_broken_set() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
-    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    let policies = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap();
     let old = decision(true, &[DATA_PLATFORM]);
     let new = decision(false, &["lockdown"]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -570,7 +602,7 @@ async fn the_reloader_picks_up_file_changes_and_sighup() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
     let config = PolicyConfig::new(dir.path());
-    let policies = Policies::load(config).unwrap();
+    let policies = Policies::load(config, crate::operations::policy_probes()).unwrap();
     let reloader = policies
         .spawn_reloader(crate::metrics::Metrics::new())
         .unwrap();
@@ -607,7 +639,7 @@ async fn the_reloader_picks_up_file_changes_and_sighup() {
         watch: false,
         ..PolicyConfig::new(dir.path())
     };
-    let quiet = Policies::load(config).unwrap();
+    let quiet = Policies::load(config, crate::operations::policy_probes()).unwrap();
     std::fs::write(dir.path().join("lockdown.cedar"), LOCKDOWN).unwrap();
     let reloader = quiet
         .spawn_reloader(crate::metrics::Metrics::new())
@@ -631,7 +663,7 @@ fn a_cedar_entry_that_is_not_a_readable_file_fails_the_load_naming_it() {
     let link = dir.path().join("org-guardrails.cedar");
     std::os::unix::fs::symlink(dir.path().join("gone/guardrails.cedar"), &link).unwrap();
     let config = PolicyConfig::new(dir.path());
-    let err = Policies::load(config.clone()).unwrap_err();
+    let err = Policies::load(config.clone(), crate::operations::policy_probes()).unwrap_err();
     assert!(
         matches!(&err, PolicyError::NotAFile { path, what: "a dangling symlink" } if path == &link),
         "{err:?}"
@@ -650,14 +682,14 @@ fn a_cedar_entry_that_is_not_a_readable_file_fails_the_load_naming_it() {
     std::fs::remove_file(&link).unwrap();
     let nested = dir.path().join("team.cedar");
     std::fs::create_dir(&nested).unwrap();
-    let err = Policies::load(config.clone()).unwrap_err();
+    let err = Policies::load(config.clone(), crate::operations::policy_probes()).unwrap_err();
     assert!(
         matches!(&err, PolicyError::NotAFile { path, what: "a directory" } if path == &nested),
         "{err:?}"
     );
     assert!(
         matches!(
-            Policies::validate_set(&config),
+            Policies::validate_set(&config, &crate::operations::policy_probes()),
             Err(PolicyError::NotAFile { .. })
         ),
         "policy validate refuses it"
@@ -668,7 +700,11 @@ fn a_cedar_entry_that_is_not_a_readable_file_fails_the_load_naming_it() {
 fn a_reload_that_would_lose_a_file_is_refused_and_the_running_set_stays() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
-    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    let policies = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap();
     assert_eq!(policies.len(), 12);
     let held = || {
         policies.evaluate::<AssociateConsumer>(
@@ -700,7 +736,11 @@ fn a_reload_that_would_lose_a_file_is_refused_and_the_running_set_stays() {
 fn the_summary_counts_policies_per_file_and_hashes_what_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
-    let summary = Policies::validate_set(&PolicyConfig::new(dir.path())).unwrap();
+    let summary = Policies::validate_set(
+        &PolicyConfig::new(dir.path()),
+        &crate::operations::policy_probes(),
+    )
+    .unwrap();
     let counts: Vec<(&str, usize)> = summary
         .files
         .iter()
@@ -785,7 +825,7 @@ async fn the_watcher_follows_a_configmap_update_that_swaps_the_data_symlink() {
     for name in EXAMPLE_FILES {
         std::os::unix::fs::symlink(format!("..data/{name}"), root.join(name)).unwrap();
     }
-    let policies = Policies::load(watch_only(root)).unwrap();
+    let policies = Policies::load(watch_only(root), crate::operations::policy_probes()).unwrap();
     let metrics = crate::metrics::Metrics::new();
     let reloader = policies.spawn_reloader(metrics.clone()).unwrap();
     let before = policies.summary().sha256;
@@ -861,7 +901,8 @@ async fn the_watcher_sees_edits_of_a_symlinked_policy_files_target() {
     let target = shared.join("guardrails.cedar");
     std::fs::rename(policy_dir.join("guardrails.cedar"), &target).unwrap();
     std::os::unix::fs::symlink(&target, policy_dir.join("guardrails.cedar")).unwrap();
-    let policies = Policies::load(watch_only(&policy_dir)).unwrap();
+    let policies =
+        Policies::load(watch_only(&policy_dir), crate::operations::policy_probes()).unwrap();
     let reloader = policies
         .spawn_reloader(crate::metrics::Metrics::new())
         .unwrap();
@@ -899,10 +940,13 @@ async fn the_periodic_check_reloads_a_change_no_file_event_reports() {
     let other_name = elsewhere.join("guardrails.cedar");
     std::fs::hard_link(policy_dir.join("guardrails.cedar"), &other_name).unwrap();
 
-    let polling = Policies::load(PolicyConfig {
-        poll_interval_secs: 1,
-        ..PolicyConfig::new(&policy_dir)
-    })
+    let polling = Policies::load(
+        PolicyConfig {
+            poll_interval_secs: 1,
+            ..PolicyConfig::new(&policy_dir)
+        },
+        crate::operations::policy_probes(),
+    )
     .unwrap();
     let reloader = polling
         .spawn_reloader(crate::metrics::Metrics::new())
@@ -1051,7 +1095,11 @@ fn pinned_policies() -> Policies {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
     std::fs::write(dir.path().join("pinned.cedar"), PINNED).unwrap();
-    Policies::load(PolicyConfig::new(dir.path())).unwrap()
+    Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -1130,7 +1178,7 @@ fn action_groups_in_a_custom_schema_are_honoured() {
         watch: false,
         ..PolicyConfig::new(policies_dir)
     };
-    let policies = Policies::load(config).unwrap();
+    let policies = Policies::load(config, crate::operations::policy_probes()).unwrap();
     let manager = Principal {
         id: "m".into(),
         groups: vec!["managers".into()],
@@ -1238,10 +1286,13 @@ fn a_cached_caller_entity_is_not_reused_for_the_same_id_with_other_groups() {
         "@id(\"managers\")\npermit (principal, action == Action::\"AssociateConsumer\", resource)\nwhen { principal.groups.contains(\"managers\") };\n",
     )
     .unwrap();
-    let policies = Policies::load(PolicyConfig {
-        watch: false,
-        ..PolicyConfig::new(dir.path())
-    })
+    let policies = Policies::load(
+        PolicyConfig {
+            watch: false,
+            ..PolicyConfig::new(dir.path())
+        },
+        crate::operations::policy_probes(),
+    )
     .unwrap();
     let with = |groups: &[&str]| Principal {
         id: "m".into(),
@@ -1320,7 +1371,11 @@ fn every_example_rule_for_disassociate_and_list() {
 fn a_pinned_set_keeps_answering_as_it_did_across_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     copy_examples(dir.path());
-    let policies = Policies::load(PolicyConfig::new(dir.path())).unwrap();
+    let policies = Policies::load(
+        PolicyConfig::new(dir.path()),
+        crate::operations::policy_probes(),
+    )
+    .unwrap();
     let reporting = principal(REPORTING);
     let req = request(SALES, ns(PROVISIONED), None);
     let none = ApprovalFacts::default();

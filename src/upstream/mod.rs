@@ -226,10 +226,13 @@ impl UpstreamConfig {
 /// Builds the shared Redshift and STS clients from the default AWS configuration chain
 /// (credentials, region), with the gateway's retry and timeout settings. `credentials` replaces
 /// the default credential chain (used by `dev`, which signs as the emulator's platform account).
+/// Retries are counted by operation, for `operations` (`operations::redshift_operations`); any
+/// other is counted as `other`.
 pub async fn build_client(
     config: &UpstreamConfig,
     credentials: Option<StaticCredentials>,
     metrics: Arc<Metrics>,
+    operations: Vec<&'static str>,
 ) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
@@ -263,7 +266,10 @@ pub async fn build_client(
     }
     let shared = loader.load().await;
     let conf = aws_sdk_redshift::config::Builder::from(&shared)
-        .interceptor(RetryCounter { metrics })
+        .interceptor(RetryCounter {
+            metrics,
+            operations: operations.into(),
+        })
         .build();
     Client {
         redshift: aws_sdk_redshift::Client::from_conf(conf),
@@ -299,6 +305,8 @@ impl std::fmt::Debug for StaticCredentials {
 #[derive(Debug)]
 struct RetryCounter {
     metrics: Arc<Metrics>,
+    /// The operations named in the metric's label: a bounded set.
+    operations: Arc<[&'static str]>,
 }
 
 impl Intercept for RetryCounter {
@@ -317,7 +325,13 @@ impl Intercept for RetryCounter {
             .is_some_and(|a| a.attempts() > 1)
         {
             let name = cfg.load::<Metadata>().map(Metadata::name);
-            self.metrics.upstream_retry(operations::static_name(name));
+            let operation = self
+                .operations
+                .iter()
+                .copied()
+                .find(|operation| Some(*operation) == name)
+                .unwrap_or("other");
+            self.metrics.upstream_retry(operation);
         }
         Ok(())
     }

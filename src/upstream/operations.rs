@@ -57,16 +57,6 @@ macro_rules! send_with {
     };
 }
 
-/// The operation names metrics know, for SDK hooks that only see the name as a string.
-pub(super) fn static_name(name: Option<&str>) -> &'static str {
-    match name {
-        Some(AssociateConsumer::AWS_OPERATION) => AssociateConsumer::AWS_OPERATION,
-        Some(DisassociateConsumer::AWS_OPERATION) => DisassociateConsumer::AWS_OPERATION,
-        Some(ListConsumerDataShares::AWS_OPERATION) => ListConsumerDataShares::AWS_OPERATION,
-        _ => "other",
-    }
-}
-
 impl Forward for AssociateConsumer {
     const AWS_OPERATION: &'static str = "AssociateDataShareConsumer";
     type Output =

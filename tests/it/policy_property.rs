@@ -207,9 +207,10 @@ async fn no_request_reaches_redshift_without_an_allow() {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
     let client = gw.client().await;
-    let policies = Policies::load(PolicyConfig::new(
-        gateway::repo_root().join("examples/policies"),
-    ))
+    let policies = Policies::load(
+        PolicyConfig::new(gateway::repo_root().join("examples/policies")),
+        datashare_gateway::operations::policy_probes(),
+    )
     .expect("the examples load");
     let principals = dev_principals();
     let runtime = tokio::runtime::Handle::current();

@@ -314,9 +314,10 @@ fn assert_policy_denied(result: Result<(), tonic::Status>, case: &Case) {
 
 #[test]
 fn the_cases_cover_every_example_policy_id() {
-    let policies = Policies::load(PolicyConfig::new(
-        gateway::repo_root().join("examples/policies"),
-    ))
+    let policies = Policies::load(
+        PolicyConfig::new(gateway::repo_root().join("examples/policies")),
+        datashare_gateway::operations::policy_probes(),
+    )
     .expect("the examples load");
     assert_eq!(
         sorted(policies.policy_ids()),

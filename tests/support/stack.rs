@@ -25,7 +25,11 @@ pub fn examples_dir() -> PathBuf {
 
 /// The shipped example policies, loaded as `dev` loads them (consumer account 444455556666).
 pub fn example_policies() -> Policies {
-    Policies::load(PolicyConfig::new(examples_dir())).expect("the example policies load")
+    Policies::load(
+        PolicyConfig::new(examples_dir()),
+        datashare_gateway::operations::policy_probes(),
+    )
+    .expect("the example policies load")
 }
 
 /// The dev principals and their groups (`examples/policies/principals.toml`).
