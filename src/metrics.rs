@@ -126,6 +126,7 @@ pub struct Metrics {
     /// Role sessions in the cache (one per account, role and principal).
     pub sts_sessions_cached: Gauge,
     sts_assume_role: Family<ResultLabels, Counter>,
+    sts_session_renewals: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<ReasonLabels, Counter>,
     connections_refused: Family<ReasonLabels, Counter>,
     accept_errors: Family<ListenerLabels, Counter>,
@@ -302,6 +303,12 @@ impl Metrics {
             "STS AssumeRole calls by result (ok, denied, throttled, error)",
             sts_assume_role.clone(),
         );
+        let sts_session_renewals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "sts_session_renewals",
+            "Background renewals of role sessions by result (ok, throttled, denied, error); after a failed one the current session is used until it expires",
+            sts_session_renewals.clone(),
+        );
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "policy_reload",
@@ -398,6 +405,7 @@ impl Metrics {
             log_lines_dropped,
             sts_sessions_cached,
             sts_assume_role,
+            sts_session_renewals,
             policy_reloads,
             policy_set,
             tls_handshake_failures,
@@ -536,6 +544,14 @@ impl Metrics {
     /// Counts one STS AssumeRole call; `result` is `ok`, `denied`, `throttled` or `error`.
     pub fn sts_assume_role(&self, result: &'static str) {
         self.sts_assume_role
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one background renewal of a role session; `result` is `ok`, `throttled`, `denied`
+    /// or `error`.
+    pub fn sts_session_renewal(&self, result: &'static str) {
+        self.sts_session_renewals
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -43,6 +43,7 @@ mod policy_reload;
 mod policy_rules;
 mod policy_stack;
 mod policy_unreadable_entry;
+mod session_renewal;
 mod shutdown;
 mod streams;
 mod tracing_otlp;
