@@ -2,5 +2,5 @@
 //! `src/status.rs` and `src/upstream/`: `cargo run --example print_fault_table`.
 
 fn main() {
-    print!("{}", datashare_gateway::status::fault_table_markdown());
+    print!("{}", datashare_gateway::fault_table::markdown());
 }

@@ -29,7 +29,9 @@
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`
 //!   classification into AWS-neutral fault kinds; the only module naming AWS SDK types.
 //! - [`errors`]: the gateway's error type, in its own terms (no gRPC code).
-//! - [`status`]: the one mapping of errors to `tonic::Status`, and the fault table.
+//! - [`status`]: the one mapping of errors to `tonic::Status`.
+//! - [`fault_table`]: the README's fault-to-status table, rendered from `upstream`'s
+//!   classification and `status`'s mapping (so neither imports the other).
 //! - [`config`]: the TOML configuration, validated at start.
 //! - [`server`]: wiring: the middleware stack, the gRPC handler, health, reflection, serving.
 //! - [`telemetry`]: logs and signals.
@@ -38,7 +40,7 @@
 //!
 //! The Redshift emulator (the AWS Query protocol, for tests and `dev`) is the separate
 //! `datashare-emulator` crate in `emulator/`; it imports nothing from the gateway and only `cli`
-//! uses it (`tests/architecture.rs` holds both to that).
+//! uses it (`tests/it/architecture.rs` holds both to that).
 //!
 //! # Adding an operation
 //!
@@ -70,6 +72,7 @@ pub mod codec;
 pub mod config;
 pub mod drain;
 pub mod errors;
+pub mod fault_table;
 pub mod identity;
 pub mod limits;
 pub mod metrics;

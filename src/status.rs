@@ -1,5 +1,5 @@
 //! The one place a [`GatewayError`] becomes a `tonic::Status`: its code, message and rich
-//! details, and the fault-to-status table the README shows (rendered from this same mapping).
+//! details. `fault_table` renders the README's table from this mapping.
 //!
 //! Every error status carries `google.rpc.ErrorInfo` (reason, domain [`ERROR_DOMAIN`], metadata
 //! with the request id and, for Redshift faults, the AWS error code and request id). Invalid
@@ -20,7 +20,7 @@ pub const ERROR_DOMAIN: &str = "datashare-gateway";
 /// How long an overloaded gateway asks callers to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
 
-/// The gRPC code of a Redshift fault kind: the upstream half of the fault table.
+/// The gRPC code of a Redshift fault kind.
 pub fn fault_code(kind: FaultKind) -> Code {
     match kind {
         FaultKind::InvalidState => Code::FailedPrecondition,
@@ -200,210 +200,6 @@ pub fn undecodable(detail: &str) -> tonic::Status {
     status
 }
 
-/// One row of the fault-to-status table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FaultRow {
-    /// What happened.
-    pub what: String,
-    /// The status the caller gets (with the details it carries).
-    pub status: String,
-    /// The `ErrorInfo` reason.
-    pub reason: String,
-    /// Whether and when to retry.
-    pub retry: &'static str,
-}
-
-/// The whole table: the gateway's own refusals, then every Redshift fault kind with the AWS
-/// outcomes `upstream` classifies as that kind.
-pub fn fault_table() -> Vec<FaultRow> {
-    let own = |what: &str, err: GatewayError, extra: &str, retry| FaultRow {
-        what: what.into(),
-        status: format!("`{}`{extra}", code_name(code_of(&err))),
-        reason: format!("`{}`", err.reason()),
-        retry,
-    };
-    let mut rows = vec![
-        FaultRow {
-            what: "message larger than `server.max_message_bytes`".into(),
-            status: "`OUT_OF_RANGE` (refused by tonic before decoding, so not audited)".into(),
-            reason: "none".into(),
-            retry: "no",
-        },
-        FaultRow {
-            what: "content type not `application/grpc` (or `+proto`)".into(),
-            status: "HTTP 415 (refused before decoding, so not audited)".into(),
-            reason: "none".into(),
-            retry: "no: speak gRPC",
-        },
-        FaultRow {
-            what: "request body not a valid protobuf message of its method".into(),
-            status: "`INVALID_ARGUMENT` (refused before decoding into a call, so not audited; logged and counted)".into(),
-            reason: "`UNDECODABLE_REQUEST`".into(),
-            retry: "no: fix the client",
-        },
-        own(
-            "invalid request",
-            GatewayError::InvalidArgument(Vec::new()),
-            " + `BadRequest`",
-            "no: fix the fields",
-        ),
-        own(
-            "no caller identity",
-            GatewayError::Unauthenticated(String::new()),
-            "",
-            "no",
-        ),
-        own(
-            "policy denies",
-            GatewayError::PolicyDenied {
-                determining_policies: Vec::new(),
-            },
-            " (metadata `determining_policies`)",
-            "no",
-        ),
-        own(
-            "audit record cannot be made durable",
-            GatewayError::AuditUnavailable("".into()),
-            "",
-            "yes, later",
-        ),
-        own(
-            "policy permits the call, but the gateway does not serve the consumer account",
-            GatewayError::AccountNotConfigured {
-                account: String::new(),
-            },
-            " (metadata `consumer_account`)",
-            "no: ask the gateway's operators",
-        ),
-        own(
-            "policy permits the call only with approvals of this exact request by other principals, and it has too few (nothing forwarded; a pending approval is created, or the caller's own pending one named)",
-            GatewayError::ApprovalRequired {
-                approval_id: None,
-                required_approvals: 0,
-                approvals: 0,
-            },
-            " + `PreconditionFailure` (metadata `approval_id`, `required_approvals`, `approvals`)",
-            "after an approver approves: send the same request again",
-        ),
-        own(
-            "the approval of this exact request was denied (until it expires)",
-            GatewayError::ApprovalDenied {
-                approval_id: String::new(),
-            },
-            " + `PreconditionFailure` (metadata `approval_id`)",
-            "no; after it expires a new request asks again",
-        ),
-        own(
-            "`Approvals`: no approval with this id",
-            GatewayError::ApprovalNotFound {
-                approval_id: String::new(),
-            },
-            "",
-            "no",
-        ),
-        own(
-            "`Approvals`: approving or denying an approval that was denied, consumed or has expired",
-            GatewayError::ApprovalClosed {
-                approval_id: String::new(),
-                state: "EXPIRED",
-            },
-            " + `PreconditionFailure` (metadata `state`)",
-            "no",
-        ),
-        own(
-            "`Approvals`: the requester approving their own request",
-            GatewayError::SelfApproval,
-            "",
-            "no: another principal must approve",
-        ),
-        own(
-            "`Approvals`: a principal approving or denying twice",
-            GatewayError::AlreadyReviewed {
-                approval_id: String::new(),
-                principal: String::new(),
-            },
-            "",
-            "no: one principal counts once",
-        ),
-        own(
-            "the approvals store cannot be reached (a call that needs it is refused; fail closed)",
-            GatewayError::ApprovalsUnavailable("".into()),
-            "",
-            "yes, later",
-        ),
-        own(
-            "the gateway shut down before the call ended (grace period over; recorded as such)",
-            GatewayError::AbortedAtShutdown,
-            "",
-            "check the outcome first (list the datashare): Redshift may have acted",
-        ),
-        own(
-            "gateway at its concurrency limit",
-            GatewayError::Overloaded,
-            " + `RetryInfo`",
-            "yes, with backoff",
-        ),
-        own(
-            "caller's `grpc-timeout` ran out",
-            GatewayError::DeadlineExceeded,
-            "",
-            "caller's choice",
-        ),
-        own(
-            "less than `upstream.min_remaining_deadline_ms` of the deadline left before the intent or before Redshift (nothing forwarded)",
-            GatewayError::NotEnoughTime {
-                min_remaining: Duration::ZERO,
-            },
-            "",
-            "with a longer deadline",
-        ),
-    ];
-    for rule in crate::upstream::fault_rules() {
-        let kind = rule.kind;
-        let (extra, retry) = match kind {
-            FaultKind::InvalidState => ("", "no: the resource is not in a state that allows it"),
-            FaultKind::NotFound | FaultKind::InvalidParameter | FaultKind::Unauthorized => {
-                ("", "no")
-            }
-            FaultKind::Throttled => (" + `RetryInfo`", "yes, after `retry_delay`"),
-            FaultKind::ServiceFailure | FaultKind::Timeout | FaultKind::Unreachable => ("", "yes"),
-            FaultKind::CredentialsRejected | FaultKind::AssumeRoleDenied => {
-                (" (logged at error level)", "no: page the operator")
-            }
-            FaultKind::SessionExpired => ("", "yes"),
-            FaultKind::Unknown => ("", "check state before retrying"),
-        };
-        let reason = match kind {
-            FaultKind::Timeout
-            | FaultKind::Unreachable
-            | FaultKind::AssumeRoleDenied
-            | FaultKind::SessionExpired => format!("`{}`", kind.default_reason()),
-            _ => format!("the AWS code, else `{}`", kind.default_reason()),
-        };
-        rows.push(FaultRow {
-            what: rule.outcome,
-            status: format!("`{}`{extra}", code_name(fault_code(kind))),
-            reason,
-            retry,
-        });
-    }
-    rows
-}
-
-/// The table as the README shows it (Markdown).
-pub fn fault_table_markdown() -> String {
-    let mut out = String::from(
-        "| What happened | gRPC status | ErrorInfo reason | Retry? |\n|---|---|---|---|\n",
-    );
-    for row in fault_table() {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            row.what, row.status, row.reason, row.retry
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,42 +277,5 @@ mod tests {
         let status = to_status(&err, "req-3");
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("wJalr"));
-    }
-
-    #[test]
-    fn every_fault_kind_is_in_the_table() {
-        let table = fault_table_markdown();
-        for kind in FaultKind::ALL {
-            let status = format!("`{}`", code_name(fault_code(kind)));
-            assert!(
-                table.contains(&status),
-                "{kind:?} ({status}) missing from the table"
-            );
-            assert!(
-                crate::upstream::fault_rules()
-                    .iter()
-                    .any(|r| r.kind == kind),
-                "no upstream rule yields {kind:?}"
-            );
-        }
-    }
-
-    /// The README shows the table rendered from this mapping; they cannot drift apart.
-    #[test]
-    fn the_readme_fault_table_is_rendered_from_this_mapping() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-            .expect("README.md");
-        const BEGIN: &str = "<!-- fault-table:begin (generated from src/status.rs) -->\n";
-        const END: &str = "<!-- fault-table:end -->";
-        let start = readme
-            .find(BEGIN)
-            .expect("the README's fault table markers")
-            + BEGIN.len();
-        let end = readme[start..].find(END).expect("the end marker") + start;
-        let expected = fault_table_markdown();
-        assert!(
-            readme[start..end] == expected,
-            "README.md's fault table differs from the mapping in src/status.rs; replace it with:\n{expected}"
-        );
     }
 }

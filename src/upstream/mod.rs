@@ -3,8 +3,8 @@
 //!
 //! This is the only module that names AWS SDK types. [`classify`] turns an `SdkError` into a
 //! fault kind by variant first, then by the AWS error code, using the code lists below; the gRPC
-//! code of each kind is chosen in `status`, and the README's fault table is rendered from both
-//! ([`fault_rules`]).
+//! code of each kind is chosen in `status`, and `fault_table` renders the README's table from
+//! both ([`fault_rules`]).
 
 mod accounts;
 mod operations;
