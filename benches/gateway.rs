@@ -30,7 +30,7 @@ use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use support::emulator::{self, Emulator};
-use support::gateway::{Gateway, GatewayOptions, REPORTING, SALES_SHARE, as_caller};
+use support::gateway::{FRONTEND, Gateway, GatewayOptions, REPORTING, SALES_SHARE, as_caller};
 use support::process::{cpu_time, rss_kib};
 
 const LATENCY_CALLS: usize = 2000;
@@ -110,6 +110,12 @@ async fn direct_window(sdk: &aws_sdk_redshift::Client) -> Window {
 
 /// 64 callers through the gateway, each on its own connection; CPU is the gateway process's.
 async fn gateway_window(gateway: &Gateway) -> Window {
+    caller_window(gateway, REPORTING, true).await
+}
+
+/// As [`gateway_window`], calling as `caller`, counting the calls that end as `allowed` says
+/// (OK, or PERMISSION_DENIED).
+async fn caller_window(gateway: &Gateway, caller: &'static str, allowed: bool) -> Window {
     let done = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for _ in 0..CALLERS {
@@ -130,11 +136,14 @@ async fn gateway_window(gateway: &Gateway) -> Window {
             let done = done.clone();
             tokio::spawn(async move {
                 while Instant::now() < stop_at {
-                    if client
-                        .associate_consumer(as_caller(REPORTING, message()))
-                        .await
-                        .is_ok()
-                    {
+                    let answer = client
+                        .associate_consumer(as_caller(caller, message()))
+                        .await;
+                    let expected = match &answer {
+                        Ok(_) => allowed,
+                        Err(status) => !allowed && status.code() == tonic::Code::PermissionDenied,
+                    };
+                    if expected {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -370,6 +379,20 @@ fn main() {
             gateway_rate / direct_rate
         );
 
+        // A call policy denies whatever its approvals (FRONTEND is in no group): two Cedar
+        // evaluations, no store read, no Redshift, one durable `call` record.
+        let denied = [
+            caller_window(&gateway, FRONTEND, false).await,
+            caller_window(&gateway, FRONTEND, false).await,
+        ];
+        let denied_cpu = mean(&denied, |w| w.cpu_us_per_call);
+        println!(
+            "  denied call: {:.0} us CPU/call, {:.0} calls/s; denied / allowed CPU per call {:.2}x",
+            denied_cpu,
+            mean(&denied, |w| w.calls_per_s),
+            denied_cpu / gateway_cpu
+        );
+
         // 2. Added latency at one caller.
         let (added_p50, added_p99) = latency(&emulator, &gateway).await;
         drop(gateway);
@@ -421,6 +444,8 @@ fn main() {
                 "sdk_cpu_us_per_call": round(sdk_cpu, 1),
                 "gateway_cpu_us_per_call": round(gateway_cpu, 1),
                 "cpu_ratio": round(gateway_cpu / sdk_cpu, 3),
+                "denied_cpu_us_per_call": round(denied_cpu, 1),
+                "denied_allowed_cpu_ratio": round(denied_cpu / gateway_cpu, 3),
                 "direct_calls_per_s": round(direct_rate, 0),
                 "gateway_calls_per_s": round(gateway_rate, 0),
                 "throughput_ratio": round(gateway_rate / direct_rate, 3),
