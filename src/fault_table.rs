@@ -227,9 +227,7 @@ mod tests {
                 "{kind:?} ({status}) missing from the table"
             );
             assert!(
-                upstream::fault_rules()
-                    .iter()
-                    .any(|r| r.kind == kind),
+                upstream::fault_rules().iter().any(|r| r.kind == kind),
                 "no upstream rule yields {kind:?}"
             );
         }
