@@ -68,24 +68,29 @@ macro_rules! visitors {
 }
 with_operations!(visitors);
 
-/// Every operation's gRPC service and method (`datasharing.v1.DataSharing`, `AssociateConsumer`).
-pub fn methods() -> Vec<(&'static str, &'static str)> {
+/// Every operation's gRPC service and method (`datasharing.v1.DataSharing`, `AssociateConsumer`),
+/// listed once per process: the HTTP front looks a method up on every request.
+pub fn methods() -> &'static [(&'static str, &'static str)] {
     struct Collect(Vec<(&'static str, &'static str)>);
     impl EachOperation for Collect {
         fn operation<Op: Rpc>(&mut self) {
             self.0.push((Op::SERVICE, Op::METHOD));
         }
     }
-    let mut collect = Collect(Vec::new());
-    for_each(&mut collect);
-    collect.0
+    static METHODS: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            let mut collect = Collect(Vec::new());
+            for_each(&mut collect);
+            collect.0
+        });
+    &METHODS
 }
 
 /// The method named `name`, as the `&'static str` metric labels take; `None` for any other name.
 pub fn method_named(name: &str) -> Option<&'static str> {
     methods()
-        .into_iter()
-        .map(|(_, method)| method)
+        .iter()
+        .map(|(_, method)| *method)
         .find(|method| *method == name)
 }
 
@@ -181,8 +186,8 @@ mod tests {
             .collect();
         assert!(!rpcs.is_empty(), "the descriptor set names no rpc");
         let registered: BTreeSet<(String, String)> = methods()
-            .into_iter()
-            .map(|(service, method)| (service.to_owned(), method.to_owned()))
+            .iter()
+            .map(|(service, method)| ((*service).to_owned(), (*method).to_owned()))
             .collect();
         let unregistered: Vec<_> = rpcs.difference(&registered).collect();
         assert!(

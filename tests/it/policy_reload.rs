@@ -398,11 +398,9 @@ async fn a_change_and_sighup_right_after_the_ready_line_are_reloaded() {
     sighup(&gw);
     let mut client = gw.client().await;
     wait_for_decision(&mut client, Seen::Allowed).await;
-    assert!(
-        gw.logs().contains("\"trigger\":\"SIGHUP\""),
-        "{}",
-        gw.logs()
-    );
+    // The file change alone may flip the decision first; the SIGHUP's own reload follows it
+    // into the (non-blocking) log.
+    assert!(gw.logged("\"trigger\":\"SIGHUP\"").await, "{}", gw.logs());
 }
 
 const RELOADS: &str = "datashare_gateway_policy_reload_total";
