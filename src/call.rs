@@ -169,26 +169,73 @@ pub enum ApprovalRole<'a> {
 /// The semantic fields of a state-changing request: two requests with the same fields are the
 /// same request, whatever else differs (`validate_only`, the request id). An approval is bound
 /// to their [`digest`](SemanticRequest::digest).
+///
+/// Generic over operations: each operation names its fields, always the same ones in the same
+/// order ([`Operation::approval_role`] builds them), so the method fixes the shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SemanticRequest {
     /// The operation ([`Operation::METHOD`]).
     pub method: &'static str,
-    /// The datashare's ARN, as parsed and printed by the gateway.
-    pub data_share_arn: String,
-    /// `account` (entire account), `region`, `provisioned_namespace` or `serverless_namespace`.
-    pub target_kind: &'static str,
-    /// The namespace ARN or the region; empty for the entire account.
-    pub target_value: String,
-    /// The consumer account the request acts in, as resolved.
-    pub consumer_account: String,
-    /// `allow_writes` (false when unset, and for operations without it).
-    pub allow_writes: bool,
+    /// The fields, named as the operation names them, in the operation's order.
+    pub fields: Vec<RequestField>,
+}
+
+/// One semantic field of a request: its name (as policies and the API show it) and value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestField {
+    /// The name, as in the proto and as the Cedar `Approval` attribute (`data_share_arn`).
+    pub name: String,
+    /// The value.
+    pub value: FieldValue,
+}
+
+/// A semantic field's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    /// Text: an ARN, an account id, a kind.
+    Text(String),
+    /// A flag (`allow_writes`).
+    Flag(bool),
+}
+
+impl RequestField {
+    /// A text field.
+    pub fn text(name: &str, value: impl Into<String>) -> Self {
+        RequestField {
+            name: name.to_owned(),
+            value: FieldValue::Text(value.into()),
+        }
+    }
+
+    /// A flag.
+    pub fn flag(name: &str, value: bool) -> Self {
+        RequestField {
+            name: name.to_owned(),
+            value: FieldValue::Flag(value),
+        }
+    }
+}
+
+impl std::fmt::Display for SemanticRequest {
+    /// `name=value` pairs, space-separated, for log lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, field) in self.fields.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            match &field.value {
+                FieldValue::Text(text) => write!(f, "{sep}{}={text:?}", field.name)?,
+                FieldValue::Flag(flag) => write!(f, "{sep}{}={flag}", field.name)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl SemanticRequest {
-    /// The hex SHA-256 of a canonical encoding: a version tag, then each field in a fixed order
-    /// as a big-endian u32 length and its UTF-8 bytes (a boolean as one byte). Lengths make the
-    /// encoding unambiguous whatever the fields contain.
+    /// The hex SHA-256 of a canonical encoding: a version tag, the method, then each field's value
+    /// in order as a big-endian u32 length and its bytes (text as UTF-8, a flag as one byte).
+    /// Lengths make the encoding unambiguous whatever the fields contain. Names are not hashed:
+    /// the method fixes them, and leaving them out keeps the digest of every approval stored
+    /// before requests were generic (when the fields were an association's, in this order).
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
@@ -199,12 +246,34 @@ impl SemanticRequest {
         };
         field(b"datashare-gateway approval request v1");
         field(self.method.as_bytes());
-        field(self.data_share_arn.as_bytes());
-        field(self.target_kind.as_bytes());
-        field(self.target_value.as_bytes());
-        field(self.consumer_account.as_bytes());
-        field(&[u8::from(self.allow_writes)]);
+        for RequestField { value, .. } in &self.fields {
+            match value {
+                FieldValue::Text(text) => field(text.as_bytes()),
+                FieldValue::Flag(flag) => field(&[u8::from(*flag)]),
+            }
+        }
         hex::encode(hash.finalize())
+    }
+
+    /// The value of the field `name`, if the request has one.
+    pub fn field(&self, name: &str) -> Option<&FieldValue> {
+        self.fields
+            .iter()
+            .find(|field| field.name == name)
+            .map(|field| &field.value)
+    }
+
+    /// The text field `name` (empty when the request has none, or it is a flag).
+    pub fn text(&self, name: &str) -> &str {
+        match self.field(name) {
+            Some(FieldValue::Text(text)) => text,
+            _ => "",
+        }
+    }
+
+    /// The flag `name` (false when the request has none, or it is text).
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.field(name), Some(FieldValue::Flag(true)))
     }
 }
 
@@ -524,15 +593,61 @@ pub struct DataShare {
 mod tests {
     use super::*;
 
-    fn request() -> SemanticRequest {
+    const ARN: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+
+    /// An association's fields, as `ops::semantic_request` makes them.
+    fn association(
+        method: &'static str,
+        arn: &str,
+        kind: &str,
+        target: &str,
+        account: &str,
+        allow_writes: bool,
+    ) -> SemanticRequest {
         SemanticRequest {
-            method: "AssociateConsumer",
-            data_share_arn: "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share".into(),
-            target_kind: "region",
-            target_value: "us-west-2".into(),
-            consumer_account: "444455556666".into(),
-            allow_writes: true,
+            method,
+            fields: vec![
+                RequestField::text("data_share_arn", arn),
+                RequestField::text("consumer_kind", kind),
+                RequestField::text("consumer", target),
+                RequestField::text("consumer_account", account),
+                RequestField::flag("allow_writes", allow_writes),
+            ],
         }
+    }
+
+    fn request() -> SemanticRequest {
+        association(
+            "AssociateConsumer",
+            ARN,
+            "region",
+            "us-west-2",
+            "444455556666",
+            true,
+        )
+    }
+
+    #[test]
+    fn the_digest_of_an_association_is_the_one_approvals_were_stored_with() {
+        // The example trail in docs/audit.md was written by the association-only
+        // SemanticRequest that stored every approval before requests were generic: a different
+        // digest would orphan each live approval.
+        let recorded = association(
+            "AssociateConsumer",
+            ARN,
+            "provisioned_namespace",
+            "arn:aws:redshift:us-east-1:444455556666:namespace:5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+            "444455556666",
+            true,
+        );
+        assert_eq!(
+            recorded.digest(),
+            "290d08e93ae869a5a1cb8d7457ef143b9b27c02612b94aedd4832c24289289ca"
+        );
+        assert_eq!(
+            request().digest(),
+            "916fe299b913505f3cb074f6566b45b12181071af71f74c2f183171ef1430312"
+        );
     }
 
     #[test]
@@ -540,31 +655,56 @@ mod tests {
         let base = request().digest();
         assert_eq!(base.len(), 64);
         assert_eq!(request().digest(), base, "deterministic");
+        let other_arn = ARN.replace("sales", "finance");
         let variants = [
-            SemanticRequest {
-                method: "DisassociateConsumer",
-                ..request()
-            },
-            SemanticRequest {
-                data_share_arn: request().data_share_arn.replace("sales", "finance"),
-                ..request()
-            },
-            SemanticRequest {
-                target_kind: "account",
-                ..request()
-            },
-            SemanticRequest {
-                target_value: "us-east-1".into(),
-                ..request()
-            },
-            SemanticRequest {
-                consumer_account: "777788889999".into(),
-                ..request()
-            },
-            SemanticRequest {
-                allow_writes: false,
-                ..request()
-            },
+            association(
+                "DisassociateConsumer",
+                ARN,
+                "region",
+                "us-west-2",
+                "444455556666",
+                true,
+            ),
+            association(
+                "AssociateConsumer",
+                &other_arn,
+                "region",
+                "us-west-2",
+                "444455556666",
+                true,
+            ),
+            association(
+                "AssociateConsumer",
+                ARN,
+                "account",
+                "us-west-2",
+                "444455556666",
+                true,
+            ),
+            association(
+                "AssociateConsumer",
+                ARN,
+                "region",
+                "us-east-1",
+                "444455556666",
+                true,
+            ),
+            association(
+                "AssociateConsumer",
+                ARN,
+                "region",
+                "us-west-2",
+                "777788889999",
+                true,
+            ),
+            association(
+                "AssociateConsumer",
+                ARN,
+                "region",
+                "us-west-2",
+                "444455556666",
+                false,
+            ),
         ];
         for variant in variants {
             assert_ne!(variant.digest(), base, "{variant:?}");
@@ -574,16 +714,40 @@ mod tests {
     #[test]
     fn field_boundaries_cannot_be_shifted() {
         // Without lengths, "ab" + "c" and "a" + "bc" would hash alike.
-        let a = SemanticRequest {
-            target_value: "us-west-2".into(),
-            consumer_account: "444455556666".into(),
-            ..request()
-        };
-        let b = SemanticRequest {
-            target_value: "us-west-24".into(),
-            consumer_account: "44455556666".into(),
-            ..request()
-        };
+        let a = association(
+            "AssociateConsumer",
+            ARN,
+            "region",
+            "us-west-2",
+            "444455556666",
+            true,
+        );
+        let b = association(
+            "AssociateConsumer",
+            ARN,
+            "region",
+            "us-west-24",
+            "44455556666",
+            true,
+        );
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn a_request_of_another_shape_has_a_digest_and_reads_its_fields() {
+        let authorize = SemanticRequest {
+            method: "AuthorizeDataShare",
+            fields: vec![
+                RequestField::text("data_share_arn", ARN),
+                RequestField::text("consumer_identifier", "444455556666"),
+                RequestField::flag("allow_writes", false),
+            ],
+        };
+        assert_eq!(authorize.text("consumer_identifier"), "444455556666");
+        assert!(!authorize.flag("allow_writes"));
+        assert_eq!(authorize.text("consumer"), "", "a field it does not have");
+        let mut writes = authorize.clone();
+        writes.fields[2] = RequestField::flag("allow_writes", true);
+        assert_ne!(authorize.digest(), writes.digest());
     }
 }

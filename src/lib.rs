@@ -49,20 +49,23 @@
 //! 2. `src/ops/<operation>.rs` (and a line in `src/ops/mod.rs`): a type implementing
 //!    [`call::Operation`] (method, whether it changes state, parameters, validation, policy
 //!    input, `validate_only` answer, and for a state change in AWS `approval_role` returning
-//!    `Gated` with the request's semantic fields, so that policy can require approvals of it)
-//!    and [`ops::Rpc`] (proto glue).
+//!    `Gated` with the request's semantic fields, a [`call::SemanticRequest`] of named fields
+//!    in a fixed order, so that policy can require approvals of it) and [`ops::Rpc`] (proto
+//!    glue).
 //! 3. `src/upstream/operations.rs`: its [`upstream::Forward`] impl (the SDK call and its output).
 //! 4. `src/operations.rs`: one line in `with_operations!`. The handler's stack and tonic method,
 //!    the metric labels, the policy probes, the approvals store's methods, `policy check` and
 //!    the fuzz targets follow from it; a unit test fails if an rpc of the descriptor set has no
 //!    line there, or the reverse.
-//! 5. `policy/schema.cedarschema`: its Cedar action; extend the example policies that should
-//!    cover it.
+//! 5. `policy/schema.cedarschema`: its Cedar action, and, for a gated operation, its semantic
+//!    fields as attributes of `Approval` (optional ones, `name?: Type`, when other operations
+//!    lack them); extend the example policies that should cover it.
 //! 6. Tests: validation rules beside the code; end to end in `tests/it/` through the emulator.
 //!
 //! Identity, validation, policy, limits, audit (write-ahead when it changes state), metrics,
-//! spans and the fault mapping apply to it without change. Approvals bind to today's
-//! association-shaped `SemanticRequest`: an operation of another shape cannot be gated yet.
+//! spans and the fault mapping apply to it without change, and so do approvals: the store keeps
+//! any operation's fields (`approval_fields`), the API shows them (`ApprovedRequest.fields`),
+//! the audit record names them and policy reads them as the `Approval`'s attributes.
 
 pub mod accept;
 pub mod admin;

@@ -35,7 +35,7 @@ pub use service::{ApprovalsService, CarryOut, ReadPolicy};
 pub use store::{StoreError, StoreLocation};
 
 use crate::audit::{ApprovalEvent, AuditLog, RecordBody};
-use crate::call::{ApprovalResource, ApprovalState, LiveApproval, SemanticRequest};
+use crate::call::{ApprovalResource, ApprovalState, FieldValue, LiveApproval, SemanticRequest};
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
 use store::{Cursor, NewApproval, ReviewOutcome, Store};
@@ -376,11 +376,7 @@ impl Approvals {
                     approval_id = %record.id,
                     requester = %record.requester,
                     method = record.request.method,
-                    data_share_arn = %record.request.data_share_arn,
-                    consumer_kind = record.request.target_kind,
-                    consumer = %record.request.target_value,
-                    consumer_account = %record.request.consumer_account,
-                    allow_writes = record.request.allow_writes,
+                    request = %record.request,
                     required_approvals = record.required_approvals,
                     expires_at = %crate::audit::rfc3339(record.expires_at),
                     "approval pending: a request needs approval by another principal"
@@ -566,13 +562,7 @@ impl Approvals {
             request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
             requester: record.requester.clone(),
             method: record.request.method,
-            request: serde_json::json!({
-                "data_share_arn": record.request.data_share_arn,
-                "consumer_kind": record.request.target_kind,
-                "consumer": record.request.target_value,
-                "consumer_account": record.request.consumer_account,
-                "allow_writes": record.request.allow_writes,
-            }),
+            request: request_json(&record.request),
             digest: record.digest.clone(),
             required_approvals: record.required_approvals,
             approvers: record.approvers(),
@@ -592,6 +582,23 @@ impl Approvals {
             GatewayError::AuditUnavailable(Box::new(err))
         })
     }
+}
+
+/// The request's fields as the audit record names them: one member per field (an
+/// association's are the five the record has always had).
+fn request_json(request: &SemanticRequest) -> serde_json::Value {
+    request
+        .fields
+        .iter()
+        .map(|field| {
+            let value = match &field.value {
+                FieldValue::Text(text) => serde_json::Value::from(text.as_str()),
+                FieldValue::Flag(flag) => serde_json::Value::from(*flag),
+            };
+            (field.name.clone(), value)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 impl crate::policy::ApprovalLookup for Approvals {
@@ -661,11 +668,7 @@ mod tests {
             requester: "r".into(),
             request: SemanticRequest {
                 method: "AssociateConsumer",
-                data_share_arn: String::new(),
-                target_kind: "account",
-                target_value: String::new(),
-                consumer_account: String::new(),
-                allow_writes: true,
+                fields: Vec::new(),
             },
             digest: String::new(),
             required_approvals: 1,

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use crate::arn::AccountId;
 use crate::call::{
     ApprovalFacts, ApprovalResource, ApprovalRole, ApprovalState, ContextValue, Decision,
-    Operation, PolicyInput, PolicyResource, SemanticRequest, ValidationEnv,
+    FieldValue, Operation, PolicyInput, PolicyResource, RequestField, SemanticRequest,
+    ValidationEnv,
 };
 use crate::errors::FieldViolation;
 use crate::ops::{Rpc, page_token, plain_text};
@@ -166,11 +167,13 @@ fn about_input(
 fn sample_semantic_request() -> SemanticRequest {
     SemanticRequest {
         method: "AssociateConsumer",
-        data_share_arn: String::new(),
-        target_kind: "account",
-        target_value: String::new(),
-        consumer_account: String::new(),
-        allow_writes: false,
+        fields: vec![
+            RequestField::text("data_share_arn", ""),
+            RequestField::text("consumer_kind", "account"),
+            RequestField::text("consumer", ""),
+            RequestField::text("consumer_account", ""),
+            RequestField::flag("allow_writes", false),
+        ],
     }
 }
 
@@ -404,6 +407,29 @@ impl Operation for ListApprovals {
     }
 }
 
+/// An approved request as the API shows it: an association's fields by name, and every field.
+fn approved_request(request: &SemanticRequest) -> pb::ApprovedRequest {
+    use pb::approved_request_field::Value;
+    pb::ApprovedRequest {
+        data_share_arn: request.text("data_share_arn").to_owned(),
+        consumer_kind: request.text("consumer_kind").to_owned(),
+        consumer: request.text("consumer").to_owned(),
+        consumer_account: request.text("consumer_account").to_owned(),
+        allow_writes: request.flag("allow_writes"),
+        fields: request
+            .fields
+            .iter()
+            .map(|field| pb::ApprovedRequestField {
+                name: field.name.clone(),
+                value: Some(match &field.value {
+                    FieldValue::Text(text) => Value::Text(text.clone()),
+                    FieldValue::Flag(flag) => Value::Flag(*flag),
+                }),
+            })
+            .collect(),
+    }
+}
+
 /// An approval as the API shows it, at `now`.
 pub fn approval_message(record: ApprovalRecord, now: SystemTime) -> pb::Approval {
     let state = state_to_proto(record.state_at(now)) as i32;
@@ -417,13 +443,7 @@ pub fn approval_message(record: ApprovalRecord, now: SystemTime) -> pb::Approval
         state,
         requester: record.requester.clone(),
         method: record.request.method.to_owned(),
-        request: Some(pb::ApprovedRequest {
-            data_share_arn: record.request.data_share_arn.clone(),
-            consumer_kind: record.request.target_kind.to_owned(),
-            consumer: record.request.target_value.clone(),
-            consumer_account: record.request.consumer_account.clone(),
-            allow_writes: record.request.allow_writes,
-        }),
+        request: Some(approved_request(&record.request)),
         request_digest: record.digest.clone(),
         required_approvals: i32::try_from(record.required_approvals).unwrap_or(i32::MAX),
         approvals: record

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use super::{ApprovalRecord, Review, ReviewVerdict};
-use crate::call::{ApprovalState, SemanticRequest};
+use crate::call::{ApprovalState, FieldValue, RequestField, SemanticRequest};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +96,34 @@ impl StoreLocation {
     }
 }
 
-/// The migrations in `migrations/`, compiled in.
+/// The migrations in `migrations/`, compiled in, oldest first.
+fn migrations() -> Vec<Migration> {
+    let migration = |version, name, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        )
+    };
+    vec![
+        migration(
+            1,
+            "approvals",
+            include_str!("../../migrations/0001_approvals.sql"),
+        ),
+        migration(
+            2,
+            "generic request fields",
+            include_str!("../../migrations/0002_generic_request_fields.sql"),
+        ),
+    ]
+}
+
+/// The first `.0` of [`migrations`] as a source sqlx migrates from (all of them at start).
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(usize);
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(
@@ -111,15 +136,7 @@ impl MigrationSource<'static> for Embedded {
                 + 'static,
         >,
     > {
-        Box::pin(async {
-            Ok(vec![Migration::new(
-                1,
-                Cow::Borrowed("approvals"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../../migrations/0001_approvals.sql")),
-                false,
-            )])
-        })
+        Box::pin(async move { Ok(migrations().into_iter().take(self.0).collect()) })
     }
 }
 
@@ -141,9 +158,8 @@ macro_rules! on_pool {
 }
 
 /// The columns every approval query selects, in [`decode!`]'s order.
-const COLUMNS: &str = "id, requester, method, digest, data_share_arn, target_kind, target_value, \
-    consumer_account, allow_writes, required_approvals, state, created_at_ms, expires_at_ms, \
-    created_by_request_id, consumed_at_ms, consumed_by_request_id";
+const COLUMNS: &str = "id, requester, method, digest, required_approvals, state, created_at_ms, \
+    expires_at_ms, created_by_request_id, consumed_at_ms, consumed_by_request_id";
 
 /// An approval row without its reviews, as read.
 struct RowData {
@@ -151,11 +167,6 @@ struct RowData {
     requester: String,
     method: String,
     digest: String,
-    data_share_arn: String,
-    target_kind: String,
-    target_value: String,
-    consumer_account: String,
-    allow_writes: bool,
     required_approvals: i64,
     state: String,
     created_at_ms: i64,
@@ -174,11 +185,6 @@ macro_rules! decode {
             requester: row.try_get("requester")?,
             method: row.try_get("method")?,
             digest: row.try_get("digest")?,
-            data_share_arn: row.try_get("data_share_arn")?,
-            target_kind: row.try_get("target_kind")?,
-            target_value: row.try_get("target_value")?,
-            consumer_account: row.try_get("consumer_account")?,
-            allow_writes: row.try_get("allow_writes")?,
             required_approvals: row.try_get("required_approvals")?,
             state: row.try_get("state")?,
             created_at_ms: row.try_get("created_at_ms")?,
@@ -190,7 +196,7 @@ macro_rules! decode {
     }};
 }
 
-/// The methods and target kinds this code writes, as `'static` names.
+/// The methods this code writes, as `'static` names.
 fn known(
     id: &str,
     column: &'static str,
@@ -208,16 +214,12 @@ fn known(
         })
 }
 
-const TARGET_KINDS: [&str; 4] = [
-    "account",
-    "region",
-    "provisioned_namespace",
-    "serverless_namespace",
-];
-
 impl RowData {
+    /// The record, once its fields hash to its digest: a row whose fields were changed, lost or
+    /// reordered is corrupt, not a different request.
     fn into_record(
         self,
+        fields: Vec<RequestField>,
         reviews: Vec<Review>,
         methods: &[&'static str],
     ) -> Result<ApprovalRecord, StoreError> {
@@ -226,15 +228,19 @@ impl RowData {
             column: "state",
             value: self.state.clone(),
         })?;
+        let request = SemanticRequest {
+            method: known(&self.id, "method", &self.method, methods)?,
+            fields,
+        };
+        if request.digest() != self.digest {
+            return Err(StoreError::Corrupt {
+                id: self.id,
+                column: "digest",
+                value: format!("{} (the fields hash to {})", self.digest, request.digest()),
+            });
+        }
         Ok(ApprovalRecord {
-            request: SemanticRequest {
-                method: known(&self.id, "method", &self.method, methods)?,
-                data_share_arn: self.data_share_arn,
-                target_kind: known(&self.id, "target_kind", &self.target_kind, &TARGET_KINDS)?,
-                target_value: self.target_value,
-                consumer_account: self.consumer_account,
-                allow_writes: self.allow_writes,
-            },
+            request,
             id: self.id,
             requester: self.requester,
             digest: self.digest,
@@ -336,7 +342,7 @@ impl Store {
             ),
         };
         // sqlx takes an advisory lock on PostgreSQL, so replicas starting together migrate once.
-        let migrator = Migrator::new(Embedded).await?;
+        let migrator = Migrator::new(Embedded(usize::MAX)).await?;
         let store = Store { backend, methods };
         on_pool!(store, |pool| migrator.run(pool).await?);
         Ok(store)
@@ -380,11 +386,45 @@ impl Store {
             .collect()
     }
 
+    /// The approval's semantic fields, in order.
+    async fn fields(&self, id: &str) -> Result<Vec<RequestField>, StoreError> {
+        const SQL: &str = "SELECT name, text_value, flag_value FROM approval_fields \
+             WHERE approval_id = $1 ORDER BY ordinal";
+        let rows: Vec<(String, Option<String>, Option<bool>)> = on_pool!(self, |pool| {
+            let mut out = Vec::new();
+            for row in sqlx::query(SQL).bind(id).fetch_all(pool).await? {
+                out.push((
+                    row.try_get("name")?,
+                    row.try_get("text_value")?,
+                    row.try_get("flag_value")?,
+                ));
+            }
+            out
+        });
+        rows.into_iter()
+            .map(|(name, text, flag)| {
+                let value = match (text, flag) {
+                    (Some(text), None) => FieldValue::Text(text),
+                    (None, Some(flag)) => FieldValue::Flag(flag),
+                    (text, flag) => {
+                        return Err(StoreError::Corrupt {
+                            id: id.to_owned(),
+                            column: "approval_fields",
+                            value: format!("{name}: text {text:?}, flag {flag:?}"),
+                        });
+                    }
+                };
+                Ok(RequestField { name, value })
+            })
+            .collect()
+    }
+
     async fn with_reviews(&self, rows: Vec<RowData>) -> Result<Vec<ApprovalRecord>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
+            let fields = self.fields(&row.id).await?;
             let reviews = self.reviews(&row.id).await?;
-            out.push(row.into_record(reviews, &self.methods)?);
+            out.push(row.into_record(fields, reviews, &self.methods)?);
         }
         Ok(out)
     }
@@ -444,29 +484,46 @@ impl Store {
         &self,
         new: &NewApproval<'_>,
     ) -> Result<Option<(ApprovalRecord, bool)>, StoreError> {
-        const SQL: &str = "INSERT INTO approvals (id, requester, method, digest, data_share_arn, \
-             target_kind, target_value, consumer_account, allow_writes, required_approvals, state, \
-             live, version, created_at_ms, expires_at_ms, created_by_request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PENDING', TRUE, 0, $11, $12, $13) \
+        const SQL: &str = "INSERT INTO approvals (id, requester, method, digest, \
+             required_approvals, state, live, version, created_at_ms, expires_at_ms, \
+             created_by_request_id) \
+             VALUES ($1, $2, $3, $4, $5, 'PENDING', TRUE, 0, $6, $7, $8) \
              ON CONFLICT DO NOTHING";
+        const FIELD: &str = "INSERT INTO approval_fields \
+             (approval_id, ordinal, name, text_value, flag_value) VALUES ($1, $2, $3, $4, $5)";
+        // One transaction, so no approval is ever seen without its fields.
         let inserted = on_pool!(self, |pool| {
-            sqlx::query(SQL)
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(SQL)
                 .bind(&new.id)
                 .bind(new.requester)
                 .bind(new.request.method)
                 .bind(new.digest)
-                .bind(&new.request.data_share_arn)
-                .bind(new.request.target_kind)
-                .bind(&new.request.target_value)
-                .bind(&new.request.consumer_account)
-                .bind(new.request.allow_writes)
                 .bind(i64::from(new.required_approvals))
                 .bind(to_ms(new.created_at))
                 .bind(to_ms(new.expires_at))
                 .bind(new.request_id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if inserted == 1 {
+                for (ordinal, field) in new.request.fields.iter().enumerate() {
+                    let (text, flag) = match &field.value {
+                        FieldValue::Text(text) => (Some(text.as_str()), None),
+                        FieldValue::Flag(flag) => (None, Some(*flag)),
+                    };
+                    sqlx::query(FIELD)
+                        .bind(&new.id)
+                        .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
+                        .bind(&field.name)
+                        .bind(text)
+                        .bind(flag)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            inserted
         });
         let live = self
             .live(
@@ -672,5 +729,181 @@ impl Store {
                 .map_or(0, |(_, n)| *n)
         };
         Ok((get("PENDING"), get("APPROVED")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
+    const METHODS: [&str; 2] = ["AssociateConsumer", "AuthorizeDataShare"];
+
+    async fn sqlite_pool(path: &std::path::Path) -> SqlitePool {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap()
+    }
+
+    fn pending<'a>(request: &'a SemanticRequest, digest: &'a str) -> NewApproval<'a> {
+        let now = SystemTime::now();
+        NewApproval {
+            id: uuid::Uuid::new_v4().to_string(),
+            requester: "spiffe://example.org/ns/analytics/sa/reporting",
+            request,
+            digest,
+            required_approvals: 1,
+            created_at: now,
+            expires_at: now + Duration::from_secs(600),
+            request_id: "req-1",
+        }
+    }
+
+    /// A database made by the first release (migration 1 alone) with one approval in its
+    /// association columns: after the upgrade it reads back with the same fields and digest, so
+    /// the request it approves still spends it.
+    #[tokio::test]
+    async fn an_approval_stored_before_the_fields_were_generic_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("approvals.db");
+        let pool = sqlite_pool(&path).await;
+        Migrator::new(Embedded(1))
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        // The digest the first release computed for these fields (call::tests has the same).
+        let digest = "916fe299b913505f3cb074f6566b45b12181071af71f74c2f183171ef1430312";
+        let now = to_ms(SystemTime::now());
+        sqlx::query(
+            "INSERT INTO approvals (id, requester, method, digest, data_share_arn, target_kind, \
+             target_value, consumer_account, allow_writes, required_approvals, state, live, \
+             version, created_at_ms, expires_at_ms, created_by_request_id) VALUES ('old-1', \
+             'spiffe://example.org/ns/analytics/sa/reporting', 'AssociateConsumer', $1, $2, \
+             'region', 'us-west-2', '444455556666', TRUE, 1, 'APPROVED', TRUE, 1, $3, $4, 'req-0')",
+        )
+        .bind(digest)
+        .bind(ARN)
+        .bind(now)
+        .bind(now + 600_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&StoreLocation::Sqlite(path), 2, Arc::from(&METHODS[..]))
+            .await
+            .unwrap();
+        let record = store
+            .get("old-1")
+            .await
+            .unwrap()
+            .expect("the approval is kept");
+        let expected = SemanticRequest {
+            method: "AssociateConsumer",
+            fields: vec![
+                RequestField::text("data_share_arn", ARN),
+                RequestField::text("consumer_kind", "region"),
+                RequestField::text("consumer", "us-west-2"),
+                RequestField::text("consumer_account", "444455556666"),
+                RequestField::flag("allow_writes", true),
+            ],
+        };
+        assert_eq!(record.request, expected);
+        assert_eq!(record.digest, digest);
+        assert_eq!(
+            expected.digest(),
+            digest,
+            "the request it approves still matches"
+        );
+        let live = store
+            .live(
+                "spiffe://example.org/ns/analytics/sa/reporting",
+                "AssociateConsumer",
+                digest,
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(live.map(|r| r.id).as_deref(), Some("old-1"));
+        assert!(
+            store
+                .consume("old-1", "req-2", SystemTime::now())
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_approval_of_any_shape_is_stored_with_its_fields_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &StoreLocation::Sqlite(dir.path().join("approvals.db")),
+            2,
+            Arc::from(&METHODS[..]),
+        )
+        .await
+        .unwrap();
+        let request = SemanticRequest {
+            method: "AuthorizeDataShare",
+            fields: vec![
+                RequestField::text("data_share_arn", ARN),
+                RequestField::text("consumer_identifier", "444455556666"),
+                RequestField::flag("allow_writes", true),
+            ],
+        };
+        let digest = request.digest();
+        let new = pending(&request, &digest);
+        let (record, created) = store.insert_pending(&new).await.unwrap().unwrap();
+        assert!(created);
+        assert_eq!(record.request, request);
+        assert_eq!(store.get(&new.id).await.unwrap().unwrap().request, request);
+        // The same request again finds the live one and adds no second set of fields.
+        let again = pending(&request, &digest);
+        let (live, created) = store.insert_pending(&again).await.unwrap().unwrap();
+        assert!(!created);
+        assert_eq!(live.id, new.id);
+        assert!(store.get(&again.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_row_whose_fields_no_longer_hash_to_its_digest_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &StoreLocation::Sqlite(dir.path().join("approvals.db")),
+            1,
+            Arc::from(&METHODS[..]),
+        )
+        .await
+        .unwrap();
+        let request = SemanticRequest {
+            method: "AssociateConsumer",
+            fields: vec![
+                RequestField::text("data_share_arn", ARN),
+                RequestField::flag("allow_writes", false),
+            ],
+        };
+        let digest = request.digest();
+        let new = pending(&request, &digest);
+        store.insert_pending(&new).await.unwrap();
+        // Someone with the database's password widens the approved request.
+        on_pool!(store, |pool| {
+            sqlx::query("UPDATE approval_fields SET flag_value = TRUE WHERE name = 'allow_writes'")
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected()
+        });
+        match store.get(&new.id).await {
+            Err(StoreError::Corrupt { column, .. }) => assert_eq!(column, "digest"),
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
     }
 }

@@ -17,7 +17,8 @@ pub use list::ListConsumerDataShares;
 
 use crate::arn::{AccountId, DataShareArn, NamespaceArn, NamespaceKind, Partition, Region};
 use crate::call::{
-    ApprovalFacts, ContextValue, DataShare, Operation, PolicyInput, SemanticRequest, ValidationEnv,
+    ApprovalFacts, ContextValue, DataShare, Operation, PolicyInput, RequestField, SemanticRequest,
+    ValidationEnv,
 };
 use crate::errors::FieldViolation;
 use crate::proto::datasharing::v1 as pb;
@@ -344,6 +345,8 @@ pub(crate) fn share_policy_input(
 }
 
 /// The semantic fields of a request on a datashare and consumer target: what an approval binds.
+/// The names and their order are those approvals have been stored with since the first
+/// release (see [`SemanticRequest::digest`]).
 pub(crate) fn semantic_request(
     method: &'static str,
     data_share: &DataShareArn,
@@ -354,11 +357,13 @@ pub(crate) fn semantic_request(
     let (target_kind, target_value) = target_kind_and_value(consumer);
     SemanticRequest {
         method,
-        data_share_arn: data_share.to_string(),
-        target_kind,
-        target_value,
-        consumer_account: account.to_string(),
-        allow_writes,
+        fields: vec![
+            RequestField::text("data_share_arn", data_share.to_string()),
+            RequestField::text("consumer_kind", target_kind),
+            RequestField::text("consumer", target_value),
+            RequestField::text("consumer_account", account.to_string()),
+            RequestField::flag("allow_writes", allow_writes),
+        ],
     }
 }
 

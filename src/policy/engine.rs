@@ -9,7 +9,7 @@ use cedar_policy::{
     Policy, PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema,
 };
 
-use crate::call::{ContextValue, Decision, PolicyInput, PolicyResource, Principal};
+use crate::call::{ContextValue, Decision, FieldValue, PolicyInput, PolicyResource, Principal};
 use crate::policy::Evaluation;
 use crate::policy::load::Source;
 
@@ -520,31 +520,34 @@ impl Snapshot {
                         self.principal_type.clone(),
                         EntityId::new(&approval.requester),
                     ));
+                // Each semantic field is an attribute of the same name, so a policy reads an
+                // approval of any operation as `resource.<field>` (the schema declares them).
+                let mut attributes: HashMap<String, RestrictedExpression> = request
+                    .fields
+                    .iter()
+                    .map(|field| {
+                        let value = match &field.value {
+                            FieldValue::Text(text) => string(text),
+                            FieldValue::Flag(flag) => RestrictedExpression::new_bool(*flag),
+                        };
+                        (field.name.clone(), value)
+                    })
+                    .collect();
+                attributes.extend([
+                    ("requester".to_owned(), requester),
+                    ("method".to_owned(), string(request.method)),
+                    (
+                        "required_approvals".to_owned(),
+                        RestrictedExpression::new_long(i64::from(approval.required_approvals)),
+                    ),
+                    ("state".to_owned(), string(approval.state.as_str())),
+                ]);
                 Entity::new(
                     EntityUid::from_type_name_and_id(
                         self.approval_type.clone(),
                         EntityId::new(&approval.id),
                     ),
-                    HashMap::from([
-                        ("requester".to_owned(), requester),
-                        ("method".to_owned(), string(request.method)),
-                        ("data_share_arn".to_owned(), string(&request.data_share_arn)),
-                        ("consumer_kind".to_owned(), string(request.target_kind)),
-                        ("consumer".to_owned(), string(&request.target_value)),
-                        (
-                            "consumer_account".to_owned(),
-                            string(&request.consumer_account),
-                        ),
-                        (
-                            "allow_writes".to_owned(),
-                            RestrictedExpression::new_bool(request.allow_writes),
-                        ),
-                        (
-                            "required_approvals".to_owned(),
-                            RestrictedExpression::new_long(i64::from(approval.required_approvals)),
-                        ),
-                        ("state".to_owned(), string(approval.state.as_str())),
-                    ]),
+                    attributes,
                     HashSet::new(),
                 )?
             }

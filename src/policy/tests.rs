@@ -1217,14 +1217,13 @@ fn slicing_by_action_never_changes_a_decision() {
         PolicyResource::Approval(crate::call::ApprovalResource {
             id: "ap-1".into(),
             requester: requester.into(),
-            request: crate::call::SemanticRequest {
-                method: "AssociateConsumer",
-                data_share_arn: SALES.into(),
-                target_kind: "account",
-                target_value: String::new(),
-                consumer_account: "444455556666".into(),
-                allow_writes: true,
-            },
+            request: crate::ops::semantic_request(
+                "AssociateConsumer",
+                &DataShareArn::parse(SALES).unwrap(),
+                &crate::ops::ConsumerTarget::EntireAccount,
+                &AccountId::parse("444455556666").unwrap(),
+                true,
+            ),
             required_approvals: 1,
             state: crate::call::ApprovalState::Pending,
         })

@@ -34,7 +34,8 @@ impl Server {
         if let Ok(url) = std::env::var("DATASHARE_GATEWAY_TEST_POSTGRES") {
             return Server { url, own: None };
         }
-        let dir = std::env::temp_dir().join(format!("dsgw-pg-{}", std::process::id()));
+        // One server per test: tests run in parallel, so the directory is the test's own.
+        let dir = std::env::temp_dir().join(format!("dsgw-pg-{}", uuid::Uuid::new_v4().simple()));
         let out = Command::new("bash")
             .arg(support::emulator::repo_root().join("scripts/throwaway-postgres.sh"))
             .arg("start")
@@ -207,4 +208,153 @@ async fn two_gateways_on_one_postgresql_forward_an_approved_request_exactly_once
             .count();
     }
     assert_eq!(consumed, 1);
+}
+
+/// The approval the first release stored (the same id as in the SQL below).
+const FIRST_RELEASE_ID: &str = "0e6c1a52-7d3b-4f2a-9b8c-5d4e3f2a1b0c";
+
+/// Migration 1 alone, as the first release applied it.
+#[derive(Debug)]
+struct FirstRelease;
+
+impl sqlx::migrate::MigrationSource<'static> for FirstRelease {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>,
+                > + Send,
+        >,
+    > {
+        Box::pin(async {
+            Ok(vec![sqlx::migrate::Migration::new(
+                1,
+                "approvals".into(),
+                sqlx::migrate::MigrationType::Simple,
+                include_str!("../../migrations/0001_approvals.sql").into(),
+                false,
+            )])
+        })
+    }
+}
+
+/// A PostgreSQL store made by the first release, holding an APPROVED approval in the
+/// association's own columns: a gateway of this release migrates it (the fields move to
+/// `approval_fields`, the columns are dropped) and the request it approves spends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_stored_by_the_first_release_is_spent_after_the_upgrade() {
+    use datashare_gateway::call::{RequestField, SemanticRequest};
+    use datashare_gateway::proto::datasharing::v1::GetApprovalRequest;
+
+    let server = Server::get();
+    let store = server.database().await;
+    let mut db = sqlx::PgConnection::connect(&store).await.expect("connect");
+    sqlx::migrate::Migrator::new(FirstRelease)
+        .await
+        .expect("the first release's migrations")
+        .run(&mut db)
+        .await
+        .expect("migrate to the first release");
+    let account = PROVISIONED_NS
+        .split(':')
+        .nth(4)
+        .expect("the namespace ARN's account");
+    let request = SemanticRequest {
+        method: "AssociateConsumer",
+        fields: vec![
+            RequestField::text("data_share_arn", SALES_SHARE),
+            RequestField::text("consumer_kind", "provisioned_namespace"),
+            RequestField::text("consumer", PROVISIONED_NS),
+            RequestField::text("consumer_account", account),
+            RequestField::flag("allow_writes", true),
+        ],
+    };
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO approvals (id, requester, method, digest, data_share_arn, target_kind, \
+         target_value, consumer_account, allow_writes, required_approvals, state, live, version, \
+         created_at_ms, expires_at_ms, created_by_request_id) VALUES ('0e6c1a52-7d3b-4f2a-9b8c-5d4e3f2a1b0c', $1, \
+         'AssociateConsumer', $2, $3, 'provisioned_namespace', $4, $5, TRUE, 1, 'APPROVED', TRUE, \
+         1, $6, $7, 'req-0')",
+    )
+    .bind(LOADER)
+    .bind(request.digest())
+    .bind(SALES_SHARE)
+    .bind(PROVISIONED_NS)
+    .bind(account)
+    .bind(now_ms)
+    .bind(now_ms + 600_000)
+    .execute(&mut db)
+    .await
+    .expect("a first-release approval");
+    sqlx::query(
+        "INSERT INTO approval_reviews (approval_id, principal, verdict, comment, reviewed_at_ms) \
+         VALUES ('0e6c1a52-7d3b-4f2a-9b8c-5d4e3f2a1b0c', $1, 'APPROVE', 'before the upgrade', $2)",
+    )
+    .bind(APPROVER)
+    .bind(now_ms)
+    .execute(&mut db)
+    .await
+    .expect("its approval");
+
+    let emulator = Emulator::start();
+    let gateway = Gateway::start(GatewayOptions {
+        extra_toml: format!("[approvals]\nstore = {store:?}\n"),
+        ..GatewayOptions::new(emulator.endpoint_url())
+    })
+    .await;
+    let shown = gateway
+        .approvals()
+        .await
+        .get_approval(as_caller(
+            APPROVER,
+            GetApprovalRequest {
+                approval_id: FIRST_RELEASE_ID.into(),
+            },
+        ))
+        .await
+        .expect("the approval reads back")
+        .into_inner()
+        .approval
+        .expect("an approval");
+    let approved = shown.request.expect("its request");
+    assert_eq!(approved.data_share_arn, SALES_SHARE);
+    assert_eq!(approved.consumer_kind, "provisioned_namespace");
+    assert_eq!(approved.consumer, PROVISIONED_NS);
+    assert!(approved.allow_writes);
+    assert_eq!(approved.fields.len(), 5, "{:?}", approved.fields);
+    assert_eq!(shown.request_digest, request.digest());
+
+    gateway
+        .client()
+        .await
+        .associate_consumer(as_caller(LOADER, writes()))
+        .await
+        .expect("the approved request is forwarded");
+    assert_eq!(emulator.counter(OP, "received"), 1);
+    let (state,): (String,) = sqlx::query_as(
+        "SELECT state FROM approvals WHERE id = '0e6c1a52-7d3b-4f2a-9b8c-5d4e3f2a1b0c'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("read the state");
+    assert_eq!(state, "CONSUMED");
+    let columns: Vec<(String,)> = sqlx::query_as(
+        "SELECT column_name::TEXT FROM information_schema.columns WHERE table_name = 'approvals' \
+         AND column_name IN ('data_share_arn', 'target_kind', 'allow_writes')",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("read the columns");
+    assert!(
+        columns.is_empty(),
+        "the association columns are dropped: {columns:?}"
+    );
 }
