@@ -16,9 +16,10 @@ pub const MAX_DATASHARE_NAME_LEN: usize = 127;
 pub const MAX_REGION_LEN: usize = 32;
 
 /// The AWS partitions the gateway serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Partition {
     /// Commercial regions.
+    #[default]
     Aws,
     /// China regions.
     AwsCn,
@@ -94,9 +95,13 @@ pub enum ArnError {
     #[error("namespace id must be a GUID (8-4-4-4-12 hexadecimal digits)")]
     BadGuid,
     #[error(
-        "datashare name must be 1 to {MAX_DATASHARE_NAME_LEN} bytes with no '/', ':' or control characters"
+        "datashare name must be a Redshift identifier: 1 to {MAX_DATASHARE_NAME_LEN} bytes, a letter or '_' first, then letters, digits, '_' or '$' (no spaces, quotes, marks or symbols)"
     )]
     BadDatashareName,
+    #[error(
+        "datashare name mixes scripts (such as Latin and Cyrillic letters that look alike); a name must be written in one script, or in Latin with Chinese, Japanese or Korean"
+    )]
+    MixedScriptDatashareName,
     #[error("must be an IAM role ARN, arn:{{partition}}:iam::{{account}}:role/{{path/}}{{name}}")]
     NotARole,
 }
@@ -319,12 +324,7 @@ impl DataShareArn {
             .ok_or(ArnError::BadDatashareResource)?;
         let (guid, name) = rest.split_once('/').ok_or(ArnError::BadDatashareResource)?;
         let namespace = NamespaceId::parse(guid)?;
-        let name_ok = !name.is_empty()
-            && name.len() <= MAX_DATASHARE_NAME_LEN
-            && !name.chars().any(|c| c == '/' || c == ':' || c.is_control());
-        if !name_ok {
-            return Err(ArnError::BadDatashareName);
-        }
+        datashare_name(name)?;
         Ok(DataShareArn {
             partition: parts.partition,
             region: parts.region,
@@ -344,6 +344,41 @@ impl DataShareArn {
             kind: NamespaceKind::Provisioned,
         }
     }
+}
+
+/// Checks a datashare name. Redshift's standard identifiers (`CREATE DATASHARE` takes one) are
+/// 1–127 bytes: an ASCII letter, `_` or a multibyte UTF-8 character first, then ASCII letters,
+/// digits, `_`, `$` or multibyte characters; no quotes or spaces. Of the multibyte characters the
+/// gateway takes only those Unicode allows in identifiers (UTS #39's General Security Profile)
+/// that are not marks, in one script (or Latin with CJK): a name a person reads as another (Cyrillic
+/// `а` for Latin `a`, a no-break space, a combining accent, an emoji) is not the name policy was
+/// written for.
+fn datashare_name(name: &str) -> Result<(), ArnError> {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
+    let identifier_char = |c: char, first: bool| match c {
+        'A'..='Z' | 'a'..='z' | '_' => true,
+        '0'..='9' | '$' => !first,
+        c if c.is_ascii() => false,
+        c => c.identifier_allowed() && c.general_category_group() != GeneralCategoryGroup::Mark,
+    };
+    let mut chars = name.chars();
+    let well_formed = name.len() <= MAX_DATASHARE_NAME_LEN
+        && chars.next().is_some_and(|c| identifier_char(c, true))
+        && chars.all(|c| identifier_char(c, false));
+    if !well_formed {
+        return Err(ArnError::BadDatashareName);
+    }
+    // UTS #39's "highly restrictive" level: one script, or Latin with the scripts written
+    // beside it (Han with Hiragana and Katakana, Han with Bopomofo, Han with Hangul); Latin
+    // with Cyrillic or Greek is not. `$` is Redshift's, outside Unicode's identifier set.
+    if !name
+        .replace('$', "")
+        .check_restriction_level(RestrictionLevel::HighlyRestrictive)
+    {
+        return Err(ArnError::MixedScriptDatashareName);
+    }
+    Ok(())
 }
 
 impl fmt::Display for DataShareArn {
@@ -470,6 +505,49 @@ mod tests {
             arn.producer_namespace_arn().to_string(),
             "arn:aws:redshift:us-east-1:111122223333:namespace:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f"
         );
+    }
+
+    #[test]
+    fn datashare_names_are_identifiers_in_one_script() {
+        let name = |n: &str| {
+            DataShareArn::parse(&format!(
+                "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/{n}"
+            ))
+            .map(|arn| arn.name)
+        };
+        for ok in [
+            "sales_share",
+            "_staging$2",
+            "продажи",
+            "売上_share",
+            "売り上げ",
+            "ventes_élevées",
+        ] {
+            assert_eq!(name(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_DATASHARE_NAME_LEN);
+        assert!(name(&long).is_ok());
+        let bad = [
+            ("", ArnError::BadDatashareName),
+            (&*format!("{long}a"), ArnError::BadDatashareName),
+            ("1sales", ArnError::BadDatashareName),
+            ("$sales", ArnError::BadDatashareName),
+            ("sales share", ArnError::BadDatashareName),
+            ("sales\u{a0}share", ArnError::BadDatashareName),
+            ("sales-share", ArnError::BadDatashareName),
+            ("sales\"share", ArnError::BadDatashareName),
+            ("sales:share", ArnError::BadDatashareName),
+            ("sales/share", ArnError::BadDatashareName),
+            ("sales_share\u{301}", ArnError::BadDatashareName),
+            ("sales_\u{1f4b0}", ArnError::BadDatashareName),
+            ("sales\u{200b}share", ArnError::BadDatashareName),
+            // Cyrillic а (U+0430) and е (U+0435) among Latin letters.
+            ("s\u{430}les_share", ArnError::MixedScriptDatashareName),
+            ("sal\u{435}s", ArnError::MixedScriptDatashareName),
+        ];
+        for (n, err) in bad {
+            assert_eq!(name(n), Err(err), "{n:?}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use crate::arn::{AccountId, DataShareArn};
+use crate::arn::{AccountId, DataShareArn, Partition};
 use crate::errors::{FieldViolation, GatewayError};
 
 /// What every service in the stack returns: the call's result, boxed so layers compose.
@@ -455,6 +455,9 @@ pub struct ValidationEnv {
     /// The account a request acts in when it names none and its target implies none
     /// (`upstream.default_account`).
     pub default_account: Option<AccountId>,
+    /// The partition the gateway works in (its region's): an account number names a different
+    /// account in each partition, so ARNs and regions of another are refused.
+    pub partition: Partition,
 }
 
 /// The Cedar resource a call acts on.

@@ -204,6 +204,18 @@ pub enum GatewayError {
         /// The reviewer.
         principal: String,
     },
+    /// Too many approvals are pending, of this requester or in all: no new one is made until
+    /// some are reviewed, spent or expire.
+    #[error(
+        "{limit} = {max}: that many approvals are already pending{}; no new approval is made until some are reviewed or expire",
+        if *limit == "approvals.max_pending_per_requester" { " for this requester" } else { " in all" }
+    )]
+    TooManyPendingApprovals {
+        /// The configuration key of the limit reached.
+        limit: &'static str,
+        /// Its value.
+        max: u32,
+    },
     /// The approvals store cannot be reached or failed: calls that need it are refused.
     #[error("the approvals store is unavailable; the call was not completed")]
     ApprovalsUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -258,6 +270,7 @@ impl GatewayError {
             GatewayError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
             GatewayError::AccountNotConfigured { .. } => "ACCOUNT_NOT_CONFIGURED".into(),
             GatewayError::Overloaded => "OVERLOADED".into(),
+            GatewayError::TooManyPendingApprovals { .. } => "TOO_MANY_PENDING_APPROVALS".into(),
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
             GatewayError::NotEnoughTime { .. } => "DEADLINE_TOO_SHORT".into(),
             // These are the gateway's own diagnoses; the AWS code stays in the metadata.

@@ -847,6 +847,12 @@ impl App {
             crate::operations::redshift_operations(),
         )
         .await;
+        // The partition of the region calls go to: requests naming another are refused.
+        let partition = client
+            .region()
+            .and_then(|region| crate::arn::Region::parse(region).ok())
+            .map(|region| crate::arn::Partition::of_region(&region))
+            .unwrap_or_default();
         let upstream = RedshiftService::new(
             client,
             &config.upstream,
@@ -869,6 +875,7 @@ impl App {
         let parts = StackParts {
             validation: ValidationEnv {
                 default_account: config.upstream.default_account(),
+                partition,
             },
             accounts,
             approvals: Some(approvals.clone()),

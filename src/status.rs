@@ -44,7 +44,9 @@ pub fn code_of(err: &GatewayError) -> Code {
         GatewayError::PolicyDenied { .. } => Code::PermissionDenied,
         GatewayError::AuditUnavailable(_) => Code::Unavailable,
         GatewayError::AccountNotConfigured { .. } => Code::FailedPrecondition,
-        GatewayError::Overloaded => Code::ResourceExhausted,
+        GatewayError::Overloaded | GatewayError::TooManyPendingApprovals { .. } => {
+            Code::ResourceExhausted
+        }
         GatewayError::DeadlineExceeded | GatewayError::NotEnoughTime { .. } => {
             Code::DeadlineExceeded
         }
@@ -104,6 +106,13 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
         }
         GatewayError::Overloaded => {
             details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+        }
+        GatewayError::TooManyPendingApprovals { limit, max } => {
+            metadata.insert("limit".into(), (*limit).to_owned());
+            details.add_quota_failure_violation(
+                *limit,
+                format!("at most {max} pending approvals; reviews, spent approvals and expiry free places"),
+            );
         }
         GatewayError::AccountNotConfigured { account } => {
             metadata.insert("consumer_account".into(), account.clone());

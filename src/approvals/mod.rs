@@ -38,7 +38,7 @@ use crate::audit::{ApprovalEvent, AuditLog, RecordBody};
 use crate::call::{ApprovalResource, ApprovalState, FieldValue, LiveApproval, SemanticRequest};
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
-use store::{Cursor, NewApproval, ReviewOutcome, Store};
+use store::{Cursor, Inserted, NewApproval, ReviewOutcome, Store};
 
 /// `approvals.ttl_secs` when unset: an hour.
 pub const DEFAULT_TTL_SECS: u64 = 3_600;
@@ -66,6 +66,21 @@ pub struct ApprovalsConfig {
     /// Connections to the store at most: 1 to 100.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Pending approvals one requester may have at once: 1 to 10000. Beyond it a request
+    /// needing a new approval is RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_pending_per_requester")]
+    pub max_pending_per_requester: u32,
+    /// Pending approvals in all: 1 to 1000000.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+}
+
+fn default_max_pending_per_requester() -> u32 {
+    20
+}
+
+fn default_max_pending() -> u32 {
+    10_000
 }
 
 fn default_ttl_secs() -> u64 {
@@ -87,6 +102,8 @@ impl Default for ApprovalsConfig {
             ttl_secs: default_ttl_secs(),
             sweep_interval_secs: default_sweep_interval_secs(),
             max_connections: default_max_connections(),
+            max_pending_per_requester: default_max_pending_per_requester(),
+            max_pending: default_max_pending(),
         }
     }
 }
@@ -118,6 +135,18 @@ impl ApprovalsConfig {
             return Err(format!(
                 "approvals.max_connections = {}: must be 1 to 100",
                 self.max_connections
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_pending_per_requester) {
+            return Err(format!(
+                "approvals.max_pending_per_requester = {}: must be 1 to 10000",
+                self.max_pending_per_requester
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_pending) {
+            return Err(format!(
+                "approvals.max_pending = {}: must be 1 to 1000000",
+                self.max_pending
             ));
         }
         Ok(())
@@ -261,13 +290,99 @@ impl Transition {
     }
 }
 
+/// The limits on pending approvals (`approvals.max_pending_per_requester`, `max_pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PendingCaps {
+    pub(crate) per_requester: u32,
+    pub(crate) total: u32,
+}
+
+/// Which limit on pending approvals a new one would pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PendingLimit {
+    PerRequester,
+    Total,
+}
+
+impl PendingLimit {
+    /// Its configuration key.
+    fn key(self) -> &'static str {
+        match self {
+            PendingLimit::PerRequester => "approvals.max_pending_per_requester",
+            PendingLimit::Total => "approvals.max_pending",
+        }
+    }
+
+    fn of(self, caps: PendingCaps) -> u32 {
+        match self {
+            PendingLimit::PerRequester => caps.per_requester,
+            PendingLimit::Total => caps.total,
+        }
+    }
+}
+
+/// "approval pending" lines per minute at most; the next line says how many were left out.
+const PENDING_LINES_PER_MINUTE: u32 = 30;
+
+/// A budget of log lines per minute: `take` says whether a line may be written now, and how
+/// many were refused since the last that was.
+#[derive(Debug)]
+struct LineBudget {
+    per_minute: u32,
+    state: std::sync::Mutex<LineWindow>,
+}
+
+#[derive(Debug)]
+struct LineWindow {
+    started: std::time::Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl LineBudget {
+    fn new(per_minute: u32) -> Self {
+        LineBudget {
+            per_minute,
+            state: std::sync::Mutex::new(LineWindow {
+                started: std::time::Instant::now(),
+                written: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be written (the count of lines left out before it),
+    /// `None` when this one is left out.
+    fn take(&self) -> Option<u64> {
+        self.take_at(std::time::Instant::now())
+    }
+
+    fn take_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut window = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(window.started) >= Duration::from_secs(60) {
+            window.started = now;
+            window.written = 0;
+        }
+        if window.written < self.per_minute {
+            window.written += 1;
+            Some(std::mem::take(&mut window.suppressed))
+        } else {
+            window.suppressed += 1;
+            None
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Store,
     audit: AuditLog,
     metrics: Arc<Metrics>,
     ttl: Duration,
+    caps: PendingCaps,
     location: String,
+    /// Keeps a flood of new approvals from flooding the log.
+    pending_lines: LineBudget,
 }
 
 /// The approvals store with its audit trail and metrics; cheap to clone.
@@ -304,7 +419,12 @@ impl Approvals {
                 audit,
                 metrics,
                 ttl: Duration::from_secs(config.ttl_secs),
+                caps: PendingCaps {
+                    per_requester: config.max_pending_per_requester,
+                    total: config.max_pending,
+                },
                 location: location.redacted(),
+                pending_lines: LineBudget::new(PENDING_LINES_PER_MINUTE),
             }),
         };
         approvals.refresh_gauge().await;
@@ -362,25 +482,37 @@ impl Approvals {
                 expires_at: now + self.inner.ttl,
                 request_id,
             };
-            let Some((record, created)) = self
+            let (record, created) = match self
                 .inner
                 .store
-                .insert_pending(&new)
+                .insert_pending(&new, self.inner.caps)
                 .await
                 .map_err(unavailable)?
-            else {
-                continue;
+            {
+                Inserted::Live(record, created) => (*record, created),
+                Inserted::HeldByExpired => continue,
+                Inserted::OverCap(limit) => {
+                    return Err(GatewayError::TooManyPendingApprovals {
+                        limit: limit.key(),
+                        max: limit.of(self.inner.caps),
+                    });
+                }
             };
             if created {
-                tracing::info!(
-                    approval_id = %record.id,
-                    requester = %record.requester,
-                    method = record.request.method,
-                    request = %record.request,
-                    required_approvals = record.required_approvals,
-                    expires_at = %crate::audit::rfc3339(record.expires_at),
-                    "approval pending: a request needs approval by another principal"
-                );
+                // Every approval has its audit record; the log line is the hook for people,
+                // and a flood of new approvals gets a line now and then saying how many.
+                if let Some(suppressed) = self.inner.pending_lines.take() {
+                    tracing::info!(
+                        lines_suppressed_before = suppressed,
+                        approval_id = %record.id,
+                        requester = %record.requester,
+                        method = record.request.method,
+                        request = %record.request,
+                        required_approvals = record.required_approvals,
+                        expires_at = %crate::audit::rfc3339(record.expires_at),
+                        "approval pending: a request needs approval by another principal"
+                    );
+                }
                 self.transition(
                     &record,
                     Transition::Created,
@@ -656,8 +788,33 @@ mod tests {
         let location = StoreLocation::parse("postgres://gw:s3cret@db:5432/a").unwrap();
         assert_eq!(location.redacted(), "postgres://gw@db:5432/a");
         assert!(!format!("{location:?}").contains("s3cret"));
+        let err = bad(ApprovalsConfig {
+            max_pending_per_requester: 0,
+            ..ApprovalsConfig::default()
+        });
+        assert!(
+            err.starts_with("approvals.max_pending_per_requester = 0"),
+            "{err}"
+        );
+        let err = bad(ApprovalsConfig {
+            max_pending: 1_000_001,
+            ..ApprovalsConfig::default()
+        });
+        assert!(err.starts_with("approvals.max_pending = 1000001"), "{err}");
         let unknown = toml::from_str::<ApprovalsConfig>("stor = \"sqlite:x\"").unwrap_err();
         assert!(unknown.to_string().contains("stor"), "{unknown}");
+    }
+
+    #[test]
+    fn pending_lines_are_budgeted_per_minute_and_the_next_says_how_many_were_left_out() {
+        let budget = LineBudget::new(2);
+        let start = std::time::Instant::now();
+        assert_eq!(budget.take_at(start), Some(0));
+        assert_eq!(budget.take_at(start), Some(0));
+        assert_eq!(budget.take_at(start), None);
+        assert_eq!(budget.take_at(start + Duration::from_secs(59)), None);
+        assert_eq!(budget.take_at(start + Duration::from_secs(60)), Some(2));
+        assert_eq!(budget.take_at(start + Duration::from_secs(61)), Some(0));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{ApprovalRecord, Review, ReviewVerdict};
+use super::{ApprovalRecord, PendingCaps, PendingLimit, Review, ReviewVerdict};
 use crate::call::{ApprovalState, FieldValue, RequestField, SemanticRequest};
 
 /// Why the store failed.
@@ -278,6 +278,18 @@ pub(crate) struct NewApproval<'a> {
     pub(crate) request_id: &'a str,
 }
 
+/// What [`Store::insert_pending`] found.
+#[derive(Debug)]
+pub(crate) enum Inserted {
+    /// The request's live approval, and whether it is the new one.
+    Live(Box<ApprovalRecord>, bool),
+    /// None is live, yet the new one was not stored: an approval whose time ran out still holds
+    /// the request's place (sweep, then try again).
+    HeldByExpired,
+    /// None is live, and a new one would pass this limit.
+    OverCap(PendingLimit),
+}
+
 /// How a review ended.
 #[derive(Debug)]
 pub(crate) enum ReviewOutcome {
@@ -477,24 +489,33 @@ impl Store {
             .next())
     }
 
-    /// Stores `new` as PENDING unless the request already has a live approval; returns the live
-    /// approval and whether it is `new`. Call [`Store::expire_due`] first, so that an expired
-    /// approval no longer holds the request's place.
+    /// Stores `new` as PENDING unless the request already has a live approval, or storing it
+    /// would pass `caps` (one conditional statement: on SQLite, with its one writer, the caps
+    /// are exact; on PostgreSQL concurrent inserts of other requests can each see the count
+    /// below the cap, so it can be passed by the inserts in flight at once). Call
+    /// [`Store::expire_due`] first, so that an expired approval no longer holds the request's
+    /// place.
     pub(crate) async fn insert_pending(
         &self,
         new: &NewApproval<'_>,
-    ) -> Result<Option<(ApprovalRecord, bool)>, StoreError> {
-        const SQL: &str = "INSERT INTO approvals (id, requester, method, digest, \
+        caps: PendingCaps,
+    ) -> Result<Inserted, StoreError> {
+        const PENDING: &str =
+            "SELECT COUNT(*) FROM approvals WHERE state = 'PENDING' AND expires_at_ms > $6";
+        let sql = format!(
+            "INSERT INTO approvals (id, requester, method, digest, \
              required_approvals, state, live, version, created_at_ms, expires_at_ms, \
              created_by_request_id) \
-             VALUES ($1, $2, $3, $4, $5, 'PENDING', TRUE, 0, $6, $7, $8) \
-             ON CONFLICT DO NOTHING";
+             SELECT $1, $2, $3, $4, $5, 'PENDING', TRUE, 0, $6, $7, $8 \
+             WHERE ({PENDING} AND requester = $2) < $9 AND ({PENDING}) < $10 \
+             ON CONFLICT DO NOTHING"
+        );
         const FIELD: &str = "INSERT INTO approval_fields \
              (approval_id, ordinal, name, text_value, flag_value) VALUES ($1, $2, $3, $4, $5)";
         // One transaction, so no approval is ever seen without its fields.
         let inserted = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(SQL)
+            let inserted = sqlx::query(&sql)
                 .bind(&new.id)
                 .bind(new.requester)
                 .bind(new.request.method)
@@ -503,6 +524,8 @@ impl Store {
                 .bind(to_ms(new.created_at))
                 .bind(to_ms(new.expires_at))
                 .bind(new.request_id)
+                .bind(i64::from(caps.per_requester))
+                .bind(i64::from(caps.total))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -533,10 +556,31 @@ impl Store {
                 new.created_at,
             )
             .await?;
-        Ok(live.map(|record| {
+        if let Some(record) = live {
             let created = inserted == 1 && record.id == new.id;
-            (record, created)
-        }))
+            return Ok(Inserted::Live(Box::new(record), created));
+        }
+        // Nothing live and nothing stored: a cap, or an expired approval in the way.
+        let now = to_ms(new.created_at);
+        let (mine, all): (i64, i64) = on_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM approvals WHERE state = 'PENDING' \
+                 AND expires_at_ms > $1 AND requester = $2) AS mine, \
+                 (SELECT COUNT(*) FROM approvals WHERE state = 'PENDING' AND expires_at_ms > $1) AS all_pending",
+            )
+            .bind(now)
+            .bind(new.requester)
+            .fetch_one(pool)
+            .await?;
+            (row.try_get("mine")?, row.try_get("all_pending")?)
+        });
+        Ok(if mine >= i64::from(caps.per_requester) {
+            Inserted::OverCap(PendingLimit::PerRequester)
+        } else if all >= i64::from(caps.total) {
+            Inserted::OverCap(PendingLimit::Total)
+        } else {
+            Inserted::HeldByExpired
+        })
     }
 
     /// Marks the approval CONSUMED by `request_id` if it is still PENDING or APPROVED and not
@@ -738,6 +782,10 @@ mod tests {
 
     const ARN: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
     const METHODS: [&str; 2] = ["AssociateConsumer", "AuthorizeDataShare"];
+    const CAPS: PendingCaps = PendingCaps {
+        per_requester: 20,
+        total: 10_000,
+    };
 
     async fn sqlite_pool(path: &std::path::Path) -> SqlitePool {
         SqlitePoolOptions::new()
@@ -861,13 +909,19 @@ mod tests {
         };
         let digest = request.digest();
         let new = pending(&request, &digest);
-        let (record, created) = store.insert_pending(&new).await.unwrap().unwrap();
+        let Inserted::Live(record, created) = store.insert_pending(&new, CAPS).await.unwrap()
+        else {
+            panic!("stored");
+        };
         assert!(created);
         assert_eq!(record.request, request);
         assert_eq!(store.get(&new.id).await.unwrap().unwrap().request, request);
         // The same request again finds the live one and adds no second set of fields.
         let again = pending(&request, &digest);
-        let (live, created) = store.insert_pending(&again).await.unwrap().unwrap();
+        let Inserted::Live(live, created) = store.insert_pending(&again, CAPS).await.unwrap()
+        else {
+            panic!("found live");
+        };
         assert!(!created);
         assert_eq!(live.id, new.id);
         assert!(store.get(&again.id).await.unwrap().is_none());
@@ -892,7 +946,7 @@ mod tests {
         };
         let digest = request.digest();
         let new = pending(&request, &digest);
-        store.insert_pending(&new).await.unwrap();
+        store.insert_pending(&new, CAPS).await.unwrap();
         // Someone with the database's password widens the approved request.
         on_pool!(store, |pool| {
             sqlx::query("UPDATE approval_fields SET flag_value = TRUE WHERE name = 'allow_writes'")
@@ -905,5 +959,65 @@ mod tests {
             Err(StoreError::Corrupt { column, .. }) => assert_eq!(column, "digest"),
             other => panic!("expected a corrupt row, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn pending_approvals_are_capped_per_requester_and_in_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &StoreLocation::Sqlite(dir.path().join("approvals.db")),
+            2,
+            Arc::from(&METHODS[..]),
+        )
+        .await
+        .unwrap();
+        let caps = PendingCaps {
+            per_requester: 2,
+            total: 3,
+        };
+        let request = |n: usize| SemanticRequest {
+            method: "AssociateConsumer",
+            fields: vec![RequestField::text("data_share_arn", format!("{ARN}{n}"))],
+        };
+        let insert = |requester: &'static str, n: usize| {
+            let store = store.clone();
+            async move {
+                let request = request(n);
+                let digest = request.digest();
+                let new = NewApproval {
+                    requester,
+                    ..pending(&request, &digest)
+                };
+                match store.insert_pending(&new, caps).await.unwrap() {
+                    Inserted::Live(record, created) => Ok((record.id, created)),
+                    Inserted::OverCap(limit) => Err(Some(limit)),
+                    Inserted::HeldByExpired => Err(None),
+                }
+            }
+        };
+        let (first, _) = insert("a", 1).await.unwrap();
+        insert("a", 2).await.unwrap();
+        assert_eq!(
+            insert("a", 3).await,
+            Err(Some(PendingLimit::PerRequester)),
+            "a third request of one requester"
+        );
+        // The request that already has its pending approval still finds it.
+        assert_eq!(insert("a", 1).await, Ok((first, false)));
+        insert("b", 4).await.unwrap();
+        assert_eq!(
+            insert("c", 5).await,
+            Err(Some(PendingLimit::Total)),
+            "a fourth in all"
+        );
+        let rows = on_pool!(store, |pool| {
+            sqlx::query("SELECT COUNT(*) AS n FROM approvals")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .try_get::<i64, _>("n")
+                .unwrap()
+        });
+        assert_eq!(rows, 3, "nothing stored beyond the caps");
     }
 }

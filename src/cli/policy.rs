@@ -59,6 +59,10 @@ pub enum PolicyCommand {
         /// the consumer of entire-account and region associations without `consumer_account`.
         #[arg(long, default_value = "444455556666")]
         consumer_account: String,
+        /// The gateway's region (`upstream.region`): ARNs and regions of another partition are
+        /// refused, as the gateway refuses them.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
         /// The approvals the request has, by principals other than the requester
         /// (`context.approvals`): 0 shows whether it needs any, 1 whether one suffices.
         #[arg(long, default_value_t = 0)]
@@ -88,6 +92,7 @@ pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
             method,
             request,
             consumer_account,
+            region,
             approvals,
         } => {
             let args = CheckArgs {
@@ -98,6 +103,7 @@ pub(super) fn run_command(cmd: PolicyCommand) -> ExitCode {
                 principals,
                 request,
                 consumer_account,
+                region,
                 approvals,
             };
             check_method(&method, args)
@@ -149,6 +155,7 @@ struct CheckArgs {
     principals: Option<PathBuf>,
     request: String,
     consumer_account: String,
+    region: String,
     approvals: u32,
 }
 
@@ -226,8 +233,13 @@ where
             ));
         }
     };
+    let region = match crate::arn::Region::parse(&args.region) {
+        Ok(region) => region,
+        Err(err) => return cannot_decide(format!("--region {:?}: {err}", args.region)),
+    };
     let env = crate::call::ValidationEnv {
         default_account: Some(consumer_account),
+        partition: crate::arn::Partition::of_region(&region),
     };
     let request = match Op::validate(&params, &env) {
         Ok(r) => r,

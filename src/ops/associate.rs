@@ -177,11 +177,67 @@ mod tests {
     fn env() -> ValidationEnv {
         ValidationEnv {
             default_account: Some(AccountId::parse("444455556666").unwrap()),
+            partition: crate::arn::Partition::Aws,
         }
     }
 
     fn validate(params: &AssociateParams) -> Result<AssociateRequest, Vec<FieldViolation>> {
         AssociateConsumer::validate(params, &env())
+    }
+
+    #[test]
+    fn arns_and_regions_of_another_partition_are_refused_naming_the_field() {
+        // aws-cn 444455556666 is not the commercial 444455556666: carried out through the
+        // gateway's own role of that number, it would act in the wrong account.
+        let cn_share = SHARE
+            .replace("arn:aws:", "arn:aws-cn:")
+            .replace("us-east-1", "cn-north-1");
+        let err = validate(&AssociateParams {
+            data_share_arn: cn_share,
+            associate_entire_account: true,
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(err.clone()), ["data_share_arn"]);
+        assert!(
+            err[0].description.contains("partition aws-cn")
+                && err[0].description.contains("works in aws"),
+            "{}",
+            err[0].description
+        );
+        let gov_namespace = NAMESPACE
+            .replace("arn:aws:", "arn:aws-us-gov:")
+            .replace("us-east-1", "us-gov-west-1");
+        let err = validate(&AssociateParams {
+            consumer_arn: gov_namespace,
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["consumer_arn"]);
+        let err = validate(&AssociateParams {
+            consumer_region: "cn-northwest-1".into(),
+            ..params()
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["consumer_region"]);
+        // The same requests pass a gateway in that partition.
+        let cn = ValidationEnv {
+            partition: crate::arn::Partition::AwsCn,
+            ..env()
+        };
+        assert!(
+            AssociateConsumer::validate(
+                &AssociateParams {
+                    consumer_region: "cn-northwest-1".into(),
+                    data_share_arn: SHARE
+                        .replace("arn:aws:", "arn:aws-cn:")
+                        .replace("us-east-1", "cn-north-1"),
+                    ..params()
+                },
+                &cn
+            )
+            .is_ok()
+        );
     }
 
     #[test]

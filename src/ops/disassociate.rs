@@ -165,6 +165,7 @@ mod tests {
     fn env() -> ValidationEnv {
         ValidationEnv {
             default_account: Some(AccountId::parse("444455556666").unwrap()),
+            partition: crate::arn::Partition::Aws,
         }
     }
 

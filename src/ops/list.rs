@@ -111,7 +111,10 @@ impl Operation for ListConsumerDataShares {
             None
         } else {
             match NamespaceArn::parse(&params.consumer_arn) {
-                Ok(arn) => Some(arn),
+                Ok(arn) => {
+                    super::same_partition("consumer_arn", arn.partition, env, &mut violations)
+                        .then_some(arn)
+                }
                 Err(err) => {
                     violations.push(FieldViolation {
                         field: "consumer_arn",
@@ -275,6 +278,7 @@ mod tests {
     fn env() -> ValidationEnv {
         ValidationEnv {
             default_account: Some(AccountId::parse("444455556666").unwrap()),
+            partition: crate::arn::Partition::Aws,
         }
     }
 

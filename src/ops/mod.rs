@@ -86,6 +86,28 @@ pub(crate) fn data_share_arn(
     }
 }
 
+/// Refuses `partition` (of the value in `field`) unless it is the gateway's: the same account
+/// number is a different account in `aws-cn` or `aws-us-gov`, and the gateway's roles and
+/// credentials are its own partition's.
+pub(crate) fn same_partition(
+    field: &'static str,
+    partition: Partition,
+    env: &ValidationEnv,
+    violations: &mut Vec<FieldViolation>,
+) -> bool {
+    if partition == env.partition {
+        return true;
+    }
+    violations.push(FieldViolation {
+        field,
+        description: format!(
+            "is in partition {partition}; this gateway works in {} (an account number names a different account in each partition)",
+            env.partition
+        ),
+    });
+    false
+}
+
 /// A control, format (bidi overrides, zero-width characters), line or paragraph separator
 /// character: one that makes text read differently from what it is.
 pub(crate) fn misleading(c: char) -> bool {
@@ -305,8 +327,20 @@ impl ShareTarget {
         if !plain_text(&text, &mut violations) {
             return Err(violations);
         }
-        let data_share = self::data_share_arn("data_share_arn", data_share_arn, &mut violations);
-        let consumer = consumer_target(fields, &mut violations);
+        let data_share = self::data_share_arn("data_share_arn", data_share_arn, &mut violations)
+            .filter(|arn| same_partition("data_share_arn", arn.partition, env, &mut violations));
+        let consumer = consumer_target(fields, &mut violations).filter(|target| match target {
+            ConsumerTarget::Namespace(arn) => {
+                same_partition("consumer_arn", arn.partition, env, &mut violations)
+            }
+            ConsumerTarget::Region(region) => same_partition(
+                "consumer_region",
+                Partition::of_region(region),
+                env,
+                &mut violations,
+            ),
+            ConsumerTarget::EntireAccount => true,
+        });
         let account = target_account(named_account, consumer.as_ref(), env, &mut violations);
         match (data_share, consumer, account) {
             (Some(data_share), Some(consumer), Some(account)) if violations.is_empty() => {

@@ -1341,6 +1341,7 @@ fn every_example_rule_for_disassociate_and_list() {
 
     let env = crate::call::ValidationEnv {
         default_account: Some(account("444455556666")),
+        partition: crate::arn::Partition::Aws,
     };
     let list = |params: ListParams| ListConsumerDataShares::validate(&params, &env).unwrap();
     let filtered = list(ListParams {

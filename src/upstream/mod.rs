@@ -284,6 +284,16 @@ pub struct Client {
     sts: aws_sdk_sts::Client,
 }
 
+impl Client {
+    /// The region the clients send to (`upstream.region`, else the default chain's).
+    pub fn region(&self) -> Option<&str> {
+        self.redshift
+            .config()
+            .region()
+            .map(|region| region.as_ref())
+    }
+}
+
 /// A fixed access key, instead of the default credential chain.
 #[derive(Clone)]
 pub struct StaticCredentials {

@@ -102,6 +102,7 @@ fn policy_fixture() -> &'static PolicyFixture {
             principals,
             env: ValidationEnv {
                 default_account: Some(AccountId::parse("444455556666").expect("12 digits")),
+                partition: datashare_gateway::arn::Partition::Aws,
             },
         }
     })

@@ -162,6 +162,7 @@ fn expected(
     };
     let env = ValidationEnv {
         default_account: Some(AccountId::parse(SERVED_ACCOUNT).expect("account")),
+        partition: datashare_gateway::arn::Partition::Aws,
     };
     let Ok(request) = AssociateConsumer::validate(params, &env) else {
         return Expected::Invalid;

@@ -97,6 +97,19 @@ fn deny(principal: &'static str, share: &'static str, consumer: Consumer) -> Cas
 }
 
 impl Case {
+    /// Whether the datashare or the consumer is outside the commercial partition.
+    fn outside_the_gateways_partition(&self) -> bool {
+        let commercial = |arn: &str| arn.starts_with("arn:aws:");
+        !commercial(self.share)
+            || match self.consumer {
+                Consumer::Namespace(arn) => !commercial(arn),
+                Consumer::Region(region) => {
+                    region.starts_with("cn-") || region.starts_with("us-gov-")
+                }
+                _ => false,
+            }
+    }
+
     fn by(mut self, determining: &'static [&'static str]) -> Case {
         self.determining = determining;
         self
@@ -208,6 +221,10 @@ async fn check(cases: &[Case]) {
     let gw = Gateway::start(GatewayOptions::with_roles(emulator.endpoint_url())).await;
     let mut client = gw.client().await;
     for case in cases {
+        if case.outside_the_gateways_partition() {
+            check_refused_before_policy(&mut client, &emulator, case).await;
+            continue;
+        }
         check_validate_only(&mut client, &emulator, case).await;
         check_call(&mut client, &emulator, case).await;
         if case.allowed && case.method == Method::List {
@@ -229,6 +246,30 @@ async fn check(cases: &[Case]) {
             );
         }
     }
+}
+
+/// A case naming another partition than the gateway's (commercial, from its us-east-1): the
+/// gateway refuses it as INVALID_ARGUMENT before policy (`no-cross-partition` stays as the
+/// policy's own guard, covered by the policy unit tests), validate_only or not.
+async fn check_refused_before_policy(
+    client: &mut DataSharingClient<Channel>,
+    emulator: &Emulator,
+    case: &Case,
+) {
+    let op = case.method.aws_operation();
+    let before = emulator.counter(op, "received");
+    for validate_only in [true, false] {
+        let status = case
+            .send(client, validate_only)
+            .await
+            .expect_err("another partition");
+        assert_eq!(status.code(), Code::InvalidArgument, "{case:?}: {status:?}");
+        assert!(
+            status.message().contains("is in partition aws-"),
+            "{case:?}: {status:?}"
+        );
+    }
+    assert_eq!(emulator.counter(op, "received"), before, "{case:?}");
 }
 
 async fn check_validate_only(

@@ -50,6 +50,7 @@ pub fn parts(audit: AuditLog) -> StackParts {
     StackParts {
         validation: ValidationEnv {
             default_account: Some(account.clone()),
+            partition: datashare_gateway::arn::Partition::Aws,
         },
         accounts: Arc::new(Accounts::load(&BTreeMap::new(), Some(&account)).expect("accounts")),
         ..StackParts::new(
