@@ -134,6 +134,15 @@ pub fn rows() -> Vec<FaultRow> {
             "no: one principal counts once",
         ),
         own(
+            "a request needs a new approval, but its requester has `approvals.max_pending_per_requester` pending (or all have `approvals.max_pending`); nothing is stored or forwarded",
+            GatewayError::TooManyPendingApprovals {
+                limit: "approvals.max_pending_per_requester",
+                max: 0,
+            },
+            " + `QuotaFailure` (metadata `limit`: the key)",
+            "after some are reviewed or expire",
+        ),
+        own(
             "the approvals store cannot be reached (a call that needs it is refused; fail closed)",
             GatewayError::ApprovalsUnavailable("".into()),
             "",
