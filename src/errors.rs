@@ -185,11 +185,13 @@ pub enum GatewayError {
     },
     /// The approval is no longer open for review (it was denied, consumed or has expired).
     #[error(
-        "approval {approval_id} is {state}; only a PENDING or APPROVED approval can be approved or denied"
+        "approval {approval_id} is {state} and can no longer be {verb}; only a PENDING or APPROVED approval can be"
     )]
     ApprovalClosed {
         /// The approval.
         approval_id: String,
+        /// What the reviewer tried: `approved` or `denied`.
+        verb: &'static str,
         /// Its state, as stored (`DENIED`, `CONSUMED`, `EXPIRED`).
         state: &'static str,
     },

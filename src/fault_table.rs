@@ -113,6 +113,7 @@ pub fn rows() -> Vec<FaultRow> {
             "`Approvals`: approving or denying an approval that was denied, consumed or has expired",
             GatewayError::ApprovalClosed {
                 approval_id: String::new(),
+                verb: "approved",
                 state: "EXPIRED",
             },
             " + `PreconditionFailure` (metadata `state`)",

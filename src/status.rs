@@ -152,7 +152,9 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
         GatewayError::ApprovalNotFound { approval_id } => {
             metadata.insert("approval_id".into(), approval_id.clone());
         }
-        GatewayError::ApprovalClosed { approval_id, state } => {
+        GatewayError::ApprovalClosed {
+            approval_id, state, ..
+        } => {
             metadata.insert("approval_id".into(), approval_id.clone());
             metadata.insert("state".into(), (*state).to_owned());
             details.add_precondition_failure_violation(

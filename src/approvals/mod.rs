@@ -608,6 +608,10 @@ impl Approvals {
             }),
             ReviewOutcome::Closed(state) => Err(GatewayError::ApprovalClosed {
                 approval_id: id.to_owned(),
+                verb: match verdict {
+                    ReviewVerdict::Approve => "approved",
+                    ReviewVerdict::Deny => "denied",
+                },
                 state: state.as_str(),
             }),
             ReviewOutcome::AlreadyReviewed => Err(GatewayError::AlreadyReviewed {

@@ -256,6 +256,31 @@ impl RowData {
     }
 }
 
+/// Makes `path` (if missing) and sets it, and any WAL and shared-memory file beside it, to 0600.
+fn private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = |path: &std::path::Path| -> std::io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| private(path))
+        .map_err(|err| StoreError::Database(sqlx::Error::Io(err)))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = std::path::PathBuf::from(side);
+        if side.exists() {
+            private(&side).map_err(|err| StoreError::Database(sqlx::Error::Io(err)))?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -329,6 +354,10 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let backend = match location {
             StoreLocation::Sqlite(path) => {
+                // Made 0600 before SQLite opens it: SQLite gives the WAL and shared-memory
+                // files the database file's permissions. A file made 0644 by an earlier
+                // release is narrowed.
+                private_file(path)?;
                 let options = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
@@ -1019,5 +1048,44 @@ mod tests {
                 .unwrap()
         });
         assert_eq!(rows, 3, "nothing stored beyond the caps");
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_and_its_wal_are_private_to_the_gateway() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("approvals.db");
+        // As an earlier release left it.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(
+            &StoreLocation::Sqlite(path.clone()),
+            1,
+            Arc::from(&METHODS[..]),
+        )
+        .await
+        .unwrap();
+        let request = SemanticRequest {
+            method: "AssociateConsumer",
+            fields: vec![RequestField::text("data_share_arn", ARN)],
+        };
+        let digest = request.digest();
+        store
+            .insert_pending(&pending(&request, &digest), CAPS)
+            .await
+            .unwrap();
+        let mode = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(std::path::PathBuf::from(p))
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or_else(|err| panic!("approvals.db{suffix}: {err}"))
+        };
+        assert_eq!(mode(""), 0o600);
+        assert_eq!(
+            mode("-wal"),
+            0o600,
+            "SQLite gives the WAL the database's mode"
+        );
     }
 }

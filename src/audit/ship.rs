@@ -251,8 +251,21 @@ impl Run {
         let marks = self.dir.join(MARKS);
         let name = item.mark.clone();
         let made = spawn_blocking(move || {
-            std::fs::create_dir_all(&marks)
-                .and_then(|()| std::fs::File::create(marks.join(name)).map(drop))
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+            // Private like the trail beside it (a directory made 0755 by an earlier release
+            // is narrowed too).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&marks)?;
+            std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o700))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(marks.join(name))
+                .map(drop)
         })
         .await
         .unwrap_or_else(|err| Err(std::io::Error::other(err)));

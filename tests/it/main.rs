@@ -13,6 +13,7 @@ mod accounts;
 mod approvals;
 mod approvals_bounds;
 mod approvals_postgres;
+mod approvals_review;
 mod architecture;
 mod associate;
 mod audit_e2e;
