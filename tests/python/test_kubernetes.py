@@ -198,7 +198,7 @@ def test_termination_grace_outlasts_prestop_shutdown_grace_and_the_flush_after_i
     config = gateway_config()
     pod = statefulset()["spec"]["template"]["spec"]
     pre_stop = gateway_container()["lifecycle"]["preStop"]["sleep"]["seconds"]
-    # After the grace period (src/server.rs): aborted calls get 0.5 s to unwind (src/drain.rs
+    # After the grace period (src/server/app.rs): aborted calls get 0.5 s to unwind (src/drain.rs
     # UNWIND), the audit trail's last batch is made durable (at most audit.write_timeout_ms,
     # 2000 by default), and spans are flushed (2 s, plus 1 s of slack: src/telemetry.rs).
     flush = 0.5 + config["audit"].get("write_timeout_ms", 2000) / 1000 + 3

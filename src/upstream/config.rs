@@ -1,0 +1,205 @@
+//! `[upstream]`: how the gateway reaches Redshift ([`UpstreamConfig`]): the accounts a request
+//! acts in when it names none, the SDK's retries and timeouts, the session cache and the bound on
+//! calls talking to AWS at once, with their defaults and the checks made once at start.
+
+/// `upstream.min_remaining_deadline_ms` when unset.
+pub const DEFAULT_MIN_REMAINING_DEADLINE_MS: u64 = 50;
+
+/// `[upstream]`: how the gateway reaches Redshift.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The single-account form: a consumer account the gateway acts in with its own
+    /// credentials (the default chain), no role. Optional beside `[accounts]`.
+    #[serde(default)]
+    pub consumer_account: Option<String>,
+    /// The account a request acts in when it names none (`consumer_account` field empty, and an
+    /// entire-account or region target). Unset: `consumer_account`, else such requests are
+    /// INVALID_ARGUMENT.
+    #[serde(default)]
+    pub default_account: Option<String>,
+    /// Role sessions kept, one per (account, role, external id, principal); least recently used
+    /// out.
+    #[serde(default = "defaults::session_cache_size")]
+    pub session_cache_size: usize,
+    /// A call with less than this left of its deadline, in milliseconds, is not started: checked
+    /// before the write-ahead intent and again before Redshift is called.
+    #[serde(default = "defaults::min_remaining_deadline_ms")]
+    pub min_remaining_deadline_ms: u64,
+    /// The AWS region; unset uses the default chain (`AWS_REGION`, profile, IMDS).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Send requests here instead of Redshift's endpoint (the emulator). Overridden by the
+    /// environment variable `DATASHARE_GATEWAY_ENDPOINT_URL`; `AWS_ENDPOINT_URL_REDSHIFT` also works.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Attempts per call, the first included (the SDK's standard retry mode).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// The first retry's backoff ceiling, in milliseconds (the SDK jitters below it).
+    #[serde(default = "defaults::initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Connect timeout, in milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Timeout of one attempt, in milliseconds.
+    #[serde(default = "defaults::attempt_timeout_ms")]
+    pub attempt_timeout_ms: u64,
+    /// Timeout of a whole call with its retries, in milliseconds.
+    #[serde(default = "defaults::operation_timeout_ms")]
+    pub operation_timeout_ms: u64,
+    /// The `RetryInfo` delay suggested to callers when Redshift throttles, in milliseconds.
+    #[serde(default = "defaults::throttle_retry_after_ms")]
+    pub throttle_retry_after_ms: u64,
+    /// Calls talking to Redshift (and STS) at once; more wait their turn, their SDK timeouts
+    /// starting once it comes. Each costs a connection and tens of KB while it waits on AWS.
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+mod defaults {
+    pub(super) fn max_attempts() -> u32 {
+        3
+    }
+    pub(super) fn initial_backoff_ms() -> u64 {
+        1000
+    }
+    pub(super) fn connect_timeout_ms() -> u64 {
+        3100
+    }
+    pub(super) fn attempt_timeout_ms() -> u64 {
+        5000
+    }
+    pub(super) fn operation_timeout_ms() -> u64 {
+        15000
+    }
+    pub(super) fn throttle_retry_after_ms() -> u64 {
+        1000
+    }
+    pub(super) fn max_concurrent_requests() -> usize {
+        512
+    }
+    pub(super) fn session_cache_size() -> usize {
+        10_000
+    }
+    pub(super) fn min_remaining_deadline_ms() -> u64 {
+        super::DEFAULT_MIN_REMAINING_DEADLINE_MS
+    }
+}
+
+impl UpstreamConfig {
+    /// A config for the given account with every other setting at its default.
+    pub fn for_account(consumer_account: impl Into<String>) -> Self {
+        UpstreamConfig {
+            consumer_account: Some(consumer_account.into()),
+            default_account: None,
+            session_cache_size: defaults::session_cache_size(),
+            min_remaining_deadline_ms: defaults::min_remaining_deadline_ms(),
+            region: None,
+            endpoint_url: None,
+            max_attempts: defaults::max_attempts(),
+            initial_backoff_ms: defaults::initial_backoff_ms(),
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            attempt_timeout_ms: defaults::attempt_timeout_ms(),
+            operation_timeout_ms: defaults::operation_timeout_ms(),
+            throttle_retry_after_ms: defaults::throttle_retry_after_ms(),
+            max_concurrent_requests: defaults::max_concurrent_requests(),
+        }
+    }
+
+    /// Checks the values; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("upstream.consumer_account", &self.consumer_account),
+            ("upstream.default_account", &self.default_account),
+        ] {
+            if let Some(value) = value {
+                crate::arn::AccountId::parse(value)
+                    .map_err(|e| format!("{key} = {value:?}: {e}"))?;
+            }
+        }
+        if self.session_cache_size == 0 {
+            return Err("upstream.session_cache_size = 0: must be positive".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("upstream.max_concurrent_requests = 0: must be positive".into());
+        }
+        if let Some(region) = &self.region {
+            crate::arn::Region::parse(region)
+                .map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
+        }
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "upstream.endpoint_url = {url:?}: must start with http:// or https://"
+            ));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(format!(
+                "upstream.max_attempts = {}: must be 1 to 10",
+                self.max_attempts
+            ));
+        }
+        for (key, value) in [
+            ("upstream.connect_timeout_ms", self.connect_timeout_ms),
+            ("upstream.attempt_timeout_ms", self.attempt_timeout_ms),
+            ("upstream.operation_timeout_ms", self.operation_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} = 0: must be positive"));
+            }
+        }
+        if self.attempt_timeout_ms > self.operation_timeout_ms {
+            return Err(format!(
+                "upstream.attempt_timeout_ms = {}: must not exceed upstream.operation_timeout_ms = {}",
+                self.attempt_timeout_ms, self.operation_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    /// The account requests act in when they name none: `default_account`, else
+    /// `consumer_account`. Call after [`UpstreamConfig::validate`].
+    pub fn default_account(&self) -> Option<crate::arn::AccountId> {
+        self.default_account
+            .as_ref()
+            .or(self.consumer_account.as_ref())
+            .and_then(|a| crate::arn::AccountId::parse(a).ok())
+    }
+
+    /// The single-account form's account. Call after [`UpstreamConfig::validate`].
+    pub fn own_account(&self) -> Option<crate::arn::AccountId> {
+        self.consumer_account
+            .as_ref()
+            .and_then(|a| crate::arn::AccountId::parse(a).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_key() {
+        let mut config = UpstreamConfig::for_account("444455556666");
+        assert!(config.validate().is_ok());
+        config.consumer_account = Some("12".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("upstream.consumer_account")
+        );
+        let mut config = UpstreamConfig::for_account("444455556666");
+        config.attempt_timeout_ms = 20_000;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("upstream.attempt_timeout_ms")
+        );
+    }
+}
