@@ -41,13 +41,35 @@ pub enum FaultKind {
     AssumeRoleDenied,
     /// A role session Redshift called expired, and so did a fresh one (clock skew).
     SessionExpired,
+    /// STS is not activated in the gateway's region for the account (`RegionDisabledException`).
+    RegionDisabled,
     /// Anything else: an unparseable answer, an unknown error.
     Unknown,
 }
 
+/// Which AWS service answered with the fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AwsService {
+    /// Redshift (the call itself).
+    #[default]
+    Redshift,
+    /// STS (the role session the call needs).
+    Sts,
+}
+
+impl AwsService {
+    /// As callers read it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AwsService::Redshift => "Redshift",
+            AwsService::Sts => "STS",
+        }
+    }
+}
+
 impl FaultKind {
     /// Every kind, in the order the fault table lists them.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::InvalidState,
         FaultKind::NotFound,
         FaultKind::InvalidParameter,
@@ -59,6 +81,7 @@ impl FaultKind {
         FaultKind::CredentialsRejected,
         FaultKind::AssumeRoleDenied,
         FaultKind::SessionExpired,
+        FaultKind::RegionDisabled,
         FaultKind::Unknown,
     ];
 
@@ -76,7 +99,27 @@ impl FaultKind {
             FaultKind::CredentialsRejected => "UPSTREAM_CREDENTIALS",
             FaultKind::AssumeRoleDenied => "ASSUME_ROLE_DENIED",
             FaultKind::SessionExpired => "SESSION_EXPIRED",
+            FaultKind::RegionDisabled => "STS_REGION_DISABLED",
             FaultKind::Unknown => "UPSTREAM_UNKNOWN",
+        }
+    }
+
+    /// The `ErrorInfo` reason of an STS fault: always the gateway's own, so that a caller (and
+    /// an alert) tells STS's faults from Redshift's; STS's code stays in the metadata.
+    pub fn sts_reason(self) -> &'static str {
+        match self {
+            FaultKind::Throttled => "STS_THROTTLED",
+            FaultKind::ServiceFailure | FaultKind::Unreachable => "STS_UNAVAILABLE",
+            FaultKind::Timeout => "STS_TIMEOUT",
+            FaultKind::CredentialsRejected => "STS_CREDENTIALS",
+            FaultKind::InvalidState
+            | FaultKind::NotFound
+            | FaultKind::InvalidParameter
+            | FaultKind::Unauthorized
+            | FaultKind::Unknown => "STS_UNKNOWN",
+            FaultKind::AssumeRoleDenied | FaultKind::SessionExpired | FaultKind::RegionDisabled => {
+                self.default_reason()
+            }
         }
     }
 }
@@ -86,6 +129,8 @@ impl FaultKind {
 pub struct UpstreamFault {
     /// What kind of fault.
     pub kind: FaultKind,
+    /// Which service answered with it.
+    pub service: AwsService,
     /// The AWS error code (`InvalidDataShareFault`, `Throttling`, ...), when Redshift gave one.
     pub aws_code: Option<String>,
     /// Redshift's message, passed on when it helps the caller (modeled and parameter errors).
@@ -97,10 +142,19 @@ pub struct UpstreamFault {
 }
 
 impl UpstreamFault {
-    /// A fault of `kind` with nothing else known.
+    /// An STS fault of `kind` with nothing else known.
+    pub fn of_sts(kind: FaultKind) -> Self {
+        UpstreamFault {
+            service: AwsService::Sts,
+            ..UpstreamFault::of_kind(kind)
+        }
+    }
+
+    /// A Redshift fault of `kind` with nothing else known.
     pub fn of_kind(kind: FaultKind) -> Self {
         UpstreamFault {
             kind,
+            service: AwsService::Redshift,
             aws_code: None,
             message: None,
             http_status: None,
@@ -238,10 +292,15 @@ fn describe_violations(violations: &[FieldViolation]) -> String {
 }
 
 fn describe_upstream(fault: &UpstreamFault) -> String {
+    let service = fault.service.name();
     match (fault.kind, &fault.aws_code, &fault.message) {
         (FaultKind::Throttled, _, _) => {
-            "Redshift is throttling requests; retry after the suggested delay".into()
+            format!("{service} is throttling requests; retry after the suggested delay")
         }
+        (FaultKind::RegionDisabled, _, region) => format!(
+            "STS is not activated in region {} for the consumer account: activate it in the account's IAM settings (Security Token Service regions)",
+            region.as_deref().unwrap_or("(unknown)")
+        ),
         (FaultKind::CredentialsRejected, _, _) => {
             "the gateway's own AWS credentials were rejected; this is not the caller's fault".into()
         }
@@ -251,14 +310,20 @@ fn describe_upstream(fault: &UpstreamFault) -> String {
         (FaultKind::SessionExpired, _, _) => {
             "the role session in the consumer account expired; retry later".into()
         }
-        (FaultKind::Timeout, _, _) => "Redshift did not answer in time".into(),
-        (FaultKind::Unreachable, _, _) => "Redshift could not be reached".into(),
+        (FaultKind::Timeout, _, _) => format!("{service} did not answer in time"),
+        (FaultKind::Unreachable, _, _) => format!("{service} could not be reached"),
+        (FaultKind::ServiceFailure, _, _) if fault.service == AwsService::Sts => {
+            "STS failed on its side; nothing was sent to Redshift".into()
+        }
+        (FaultKind::Unknown, _, _) if fault.service == AwsService::Sts => {
+            "STS's answer could not be understood; nothing was sent to Redshift".into()
+        }
         (FaultKind::Unknown, _, _) => {
             "Redshift's answer could not be understood; the outcome is unknown".into()
         }
-        (_, Some(code), Some(message)) => format!("Redshift: {code}: {message}"),
-        (_, Some(code), None) => format!("Redshift: {code}"),
-        (kind, None, _) => format!("Redshift: {}", kind.default_reason()),
+        (_, Some(code), Some(message)) => format!("{service}: {code}: {message}"),
+        (_, Some(code), None) => format!("{service}: {code}"),
+        (kind, None, _) => format!("{service}: {}", kind.default_reason()),
     }
 }
 
@@ -276,6 +341,9 @@ impl GatewayError {
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
             GatewayError::NotEnoughTime { .. } => "DEADLINE_TOO_SHORT".into(),
             // These are the gateway's own diagnoses; the AWS code stays in the metadata.
+            GatewayError::Upstream { fault, .. } if fault.service == AwsService::Sts => {
+                fault.kind.sts_reason().into()
+            }
             GatewayError::Upstream { fault, .. }
                 if matches!(
                     fault.kind,

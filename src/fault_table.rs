@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::errors::{FaultKind, GatewayError};
+use crate::errors::{AwsService, FaultKind, GatewayError};
 use crate::status::{code_name, code_of, fault_code};
 use crate::upstream;
 
@@ -189,9 +189,12 @@ pub fn rows() -> Vec<FaultRow> {
                 (" (logged at error level)", "no: page the operator")
             }
             FaultKind::SessionExpired => ("", "yes"),
+            FaultKind::RegionDisabled => ("", "no: page the operator"),
             FaultKind::Unknown => ("", "check state before retrying"),
         };
         let reason = match kind {
+            // STS's faults have the gateway's own reasons, whatever STS's code.
+            _ if rule.service == AwsService::Sts => format!("`{}`", kind.sts_reason()),
             FaultKind::Timeout
             | FaultKind::Unreachable
             | FaultKind::AssumeRoleDenied

@@ -32,6 +32,7 @@ pub fn fault_code(kind: FaultKind) -> Code {
         FaultKind::Timeout => Code::DeadlineExceeded,
         FaultKind::CredentialsRejected | FaultKind::AssumeRoleDenied => Code::Internal,
         FaultKind::SessionExpired => Code::Unavailable,
+        FaultKind::RegionDisabled => Code::FailedPrecondition,
         FaultKind::Unknown => Code::Unknown,
     }
 }

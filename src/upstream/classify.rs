@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use crate::errors::{FaultKind, GatewayError, UpstreamFault};
+use crate::errors::{AwsService, FaultKind, GatewayError, UpstreamFault};
 
 /// AWS error codes meaning the gateway's own credentials (or their signature) were refused.
 const CREDENTIAL_ERRORS: &[&str] = &[
@@ -65,6 +65,8 @@ pub struct FaultRule {
     pub outcome: String,
     /// What it is classified as.
     pub kind: FaultKind,
+    /// Which service answers with it.
+    pub service: AwsService,
 }
 
 fn code_list(codes: &[&str]) -> String {
@@ -81,6 +83,7 @@ pub fn fault_rules() -> Vec<FaultRule> {
         .iter()
         .map(|(codes, kind)| FaultRule {
             outcome: code_list(codes),
+            service: AwsService::Redshift,
             kind: *kind,
         })
         .collect();
@@ -91,18 +94,22 @@ pub fn fault_rules() -> Vec<FaultRule> {
                 "throttling ({}; a bare 429), after the SDK's retries",
                 code_list(throttling)
             ),
+            service: AwsService::Redshift,
             kind: FaultKind::Throttled,
         },
         FaultRule {
             outcome: "any other 5xx (`InternalFailure`, `ServiceUnavailable`, ...), after the SDK's retries".into(),
+            service: AwsService::Redshift,
             kind: FaultKind::ServiceFailure,
         },
         FaultRule {
             outcome: "SDK attempt or operation timeout".into(),
+            service: AwsService::Redshift,
             kind: FaultKind::Timeout,
         },
         FaultRule {
             outcome: "connection refused, reset or closed".into(),
+            service: AwsService::Redshift,
             kind: FaultKind::Unreachable,
         },
         FaultRule {
@@ -110,26 +117,42 @@ pub fn fault_rules() -> Vec<FaultRule> {
                 "the gateway's own AWS credentials rejected ({}) or missing",
                 code_list(CREDENTIAL_ERRORS)
             ),
+            service: AwsService::Redshift,
             kind: FaultKind::CredentialsRejected,
         },
         FaultRule {
             outcome: "STS refused AssumeRole into the consumer account (`AccessDenied`: the role's trust policy, the external id, `sts:SetSourceIdentity` or `sts:TagSession`)".into(),
+            service: AwsService::Sts,
             kind: FaultKind::AssumeRoleDenied,
         },
         FaultRule {
             outcome: "STS throttling AssumeRole, after the SDK's retries".into(),
+            service: AwsService::Sts,
             kind: FaultKind::Throttled,
         },
         FaultRule {
             outcome: "STS unreachable or failing (5xx), after the SDK's retries".into(),
+            service: AwsService::Sts,
             kind: FaultKind::Unreachable,
         },
         FaultRule {
+            outcome: "STS did not answer AssumeRole in time (the SDK's timeouts)".into(),
+            service: AwsService::Sts,
+            kind: FaultKind::Timeout,
+        },
+        FaultRule {
+            outcome: "STS is not activated in the gateway's region for the consumer account (`RegionDisabledException`; the message names the region)".into(),
+            service: AwsService::Sts,
+            kind: FaultKind::RegionDisabled,
+        },
+        FaultRule {
             outcome: "`ExpiredToken` on a cached role session, and again on a fresh one".into(),
+            service: AwsService::Redshift,
             kind: FaultKind::SessionExpired,
         },
         FaultRule {
             outcome: "anything else (unknown code, unparseable answer)".into(),
+            service: AwsService::Redshift,
             kind: FaultKind::Unknown,
         },
     ]);
@@ -180,6 +203,7 @@ pub fn classify_service(
 ) -> UpstreamFault {
     let fault = |kind: FaultKind| UpstreamFault {
         kind,
+        service: AwsService::Redshift,
         aws_code: code.map(str::to_owned),
         message: None,
         http_status: Some(http_status),

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::source_identity::{role_session_name, source_identity};
-use crate::errors::{FaultKind, GatewayError, UpstreamFault};
+use crate::errors::{AwsService, FaultKind, GatewayError, UpstreamFault};
 use crate::metrics::Metrics;
 
 /// A session is renewed in the background from this long before it expires.
@@ -585,7 +585,7 @@ impl RoleAssumer {
                 .map_err(|err| AssumeFailure {
                     fault: UpstreamFault {
                         message: Some(err.to_string()),
-                        ..UpstreamFault::of_kind(FaultKind::Unknown)
+                        ..UpstreamFault::of_sts(FaultKind::Unknown)
                     },
                     sts_request_id: None,
                 })
@@ -628,7 +628,8 @@ impl RoleAssumer {
                             ..UpstreamFault::of_kind(FaultKind::Unknown)
                         },
                     };
-                let fault = assume_role_fault(fault);
+                let region = self.client.config().region().map(|r| r.as_ref().to_owned());
+                let fault = assume_role_fault(fault, region);
                 if let Some(code) = &fault.aws_code {
                     tracing::Span::current().record("aws.error_code", code.as_str());
                 }
@@ -657,7 +658,7 @@ impl RoleAssumer {
         let unknown = || AssumeFailure {
             fault: UpstreamFault {
                 message: Some("STS answered without credentials".into()),
-                ..UpstreamFault::of_kind(FaultKind::Unknown)
+                ..UpstreamFault::of_sts(FaultKind::Unknown)
             },
             sts_request_id: request_id.clone(),
         };
@@ -682,12 +683,21 @@ impl RoleAssumer {
     }
 }
 
-/// STS's refusals of AssumeRole are the trust policy's (or the external id's), not the
-/// gateway's credentials being wrong.
-fn assume_role_fault(fault: UpstreamFault) -> UpstreamFault {
+/// An AssumeRole fault as STS's: its refusals are the trust policy's (or the external id's),
+/// not the gateway's credentials being wrong, and a region where STS is off is named.
+fn assume_role_fault(fault: UpstreamFault, region: Option<String>) -> UpstreamFault {
+    let fault = UpstreamFault {
+        service: AwsService::Sts,
+        ..fault
+    };
     match fault.aws_code.as_deref() {
         Some("AccessDenied" | "AccessDeniedException") => UpstreamFault {
             kind: FaultKind::AssumeRoleDenied,
+            ..fault
+        },
+        Some("RegionDisabledException") => UpstreamFault {
+            kind: FaultKind::RegionDisabled,
+            message: region,
             ..fault
         },
         _ => fault,
@@ -934,14 +944,28 @@ mod tests {
             aws_code: Some("AccessDenied".into()),
             ..UpstreamFault::of_kind(FaultKind::CredentialsRejected)
         };
-        assert_eq!(assume_role_fault(denied).kind, FaultKind::AssumeRoleDenied);
+        assert_eq!(
+            assume_role_fault(denied, None).kind,
+            FaultKind::AssumeRoleDenied
+        );
         let bad_signature = UpstreamFault {
             aws_code: Some("SignatureDoesNotMatch".into()),
             ..UpstreamFault::of_kind(FaultKind::CredentialsRejected)
         };
-        assert_eq!(
-            assume_role_fault(bad_signature).kind,
-            FaultKind::CredentialsRejected
-        );
+        let fault = assume_role_fault(bad_signature, None);
+        assert_eq!(fault.kind, FaultKind::CredentialsRejected);
+        assert_eq!(fault.service, AwsService::Sts, "STS's, not Redshift's");
+    }
+
+    #[test]
+    fn a_region_where_sts_is_off_is_named() {
+        let disabled = UpstreamFault {
+            aws_code: Some("RegionDisabledException".into()),
+            http_status: Some(403),
+            ..UpstreamFault::of_kind(FaultKind::CredentialsRejected)
+        };
+        let fault = assume_role_fault(disabled, Some("ap-east-1".into()));
+        assert_eq!(fault.kind, FaultKind::RegionDisabled);
+        assert_eq!(fault.message.as_deref(), Some("ap-east-1"));
     }
 }

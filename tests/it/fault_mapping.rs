@@ -372,7 +372,7 @@ async fn an_unparseable_answer_is_unknown() {
 
 /// A Redshift outcome of `kind`, as the emulator's fault injection provokes it for `operation`
 /// (the gateway under test makes at most 2 attempts of 300 ms each). `None` for the kinds only
-/// a role session can meet: `tests/accounts.rs` provokes those through STS.
+/// a role session can meet: `accounts.rs` and `sts_faults.rs` provoke those through STS.
 fn provoke(kind: FaultKind, operation: &str) -> Option<serde_json::Value> {
     let error = |code: &str, status: u16| json!({"kind": "error", "code": code, "status": status, "operation": operation, "count": 2});
     Some(match kind {
@@ -392,7 +392,9 @@ fn provoke(kind: FaultKind, operation: &str) -> Option<serde_json::Value> {
         }
         FaultKind::CredentialsRejected => error("InvalidClientTokenId", 403),
         FaultKind::Unknown => json!({"kind": "malformed_body", "operation": operation, "count": 2}),
-        FaultKind::AssumeRoleDenied | FaultKind::SessionExpired => return None,
+        FaultKind::AssumeRoleDenied | FaultKind::SessionExpired | FaultKind::RegionDisabled => {
+            return None;
+        }
     })
 }
 

@@ -49,4 +49,5 @@ mod policy_unreadable_entry;
 mod session_renewal;
 mod shutdown;
 mod streams;
+mod sts_faults;
 mod tracing_otlp;
