@@ -103,9 +103,25 @@ where
         }
         request.extensions_mut().insert(Arrival(Instant::now()));
         let method = method_of_path(request.uri().path());
-        // Kept cheaply (a shared buffer), read only if the body turns out undecodable.
-        let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
-        let peer = peer_of(&request);
+        // The request id is fixed here, before decoding, so that a body that cannot be decoded
+        // is logged and answered with one too; the handler keeps it (an acceptable one the
+        // caller sent, else this new one).
+        let request_id = match request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_acceptable_request_id(v))
+        {
+            Some(id) => id.to_owned(),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                if let Ok(value) = http::HeaderValue::from_str(&id) {
+                    request.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                id
+            }
+        };
+        let peer = peer_of(&request).map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         let metrics = self.metrics.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -117,14 +133,13 @@ where
             {
                 tracing::info!(
                     method,
-                    peer = ?peer,
-                    request_id = request_id
-                        .as_ref()
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|v| is_acceptable_request_id(v))
-                        .unwrap_or(""),
+                    %peer,
+                    %request_id,
                     "refused: the request body is not a valid message (INVALID_ARGUMENT)"
                 );
+                if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
                 metrics.call_answered(method, tonic::Code::InvalidArgument, None);
             }
             Ok(response)

@@ -105,6 +105,22 @@ async fn an_undecodable_body_is_invalid_argument_logged_and_counted() {
             "{request_id} not logged:\n{logs}"
         );
     }
+    // Without a request id of its own, the call is given one, answered and logged with it,
+    // and the peer is logged as an address.
+    let answer = raw_grpc(&gw, ASSOCIATE, Some("application/grpc"), "", &bodies[2].1).await;
+    assert_eq!(answer.grpc_status, "3", "{answer:?}");
+    assert!(
+        uuid::Uuid::parse_str(&answer.request_id).is_ok(),
+        "{answer:?}"
+    );
+    let logs = gw.logs_when(|logs| logs.contains(&answer.request_id)).await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&answer.request_id))
+        .expect("logged");
+    assert!(line.contains("not a valid message"), "{line}");
+    assert!(!line.contains("Some("), "{line}");
+    assert!(line.contains("127.0.0.1:"), "{line}");
 }
 
 #[tokio::test]

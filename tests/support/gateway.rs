@@ -589,6 +589,8 @@ pub struct RawAnswer {
     pub grpc_status: String,
     /// `grpc-message`.
     pub grpc_message: String,
+    /// The `x-request-id` the gateway answered with; empty if none.
+    pub request_id: String,
 }
 
 /// Sends one raw HTTP/2 POST to `path` with `content_type` (none when `None`), the
@@ -643,5 +645,11 @@ pub async fn raw_grpc(
         http_status: parts.status.as_u16(),
         grpc_status: get("grpc-status"),
         grpc_message: get("grpc-message"),
+        request_id: parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
     }
 }
