@@ -1,5 +1,5 @@
-//! The admin API (JSON over HTTP, its own port): counters, faults, state, seeding, events,
-//! the clock, reset.
+//! The admin API (JSON over HTTP, its own port): counters, faults and held calls, state,
+//! seeding, events, the clock, reset.
 //! Every endpoint is documented, with curl examples, in `docs/emulator.md`.
 
 use std::sync::Arc;
@@ -87,8 +87,13 @@ pub(crate) async fn handle(
             },
             Err(res) => res,
         },
+        (Method::POST, "/faults/release") => {
+            let released = shared.holds.release();
+            json_response(StatusCode::OK, &json!({ "released": released }))
+        }
         (Method::DELETE, "/faults") => {
             shared.faults.clear();
+            shared.holds.release();
             faults(&shared)
         }
         (Method::GET, "/state") => json_response(StatusCode::OK, &shared.snapshot()),
@@ -154,6 +159,11 @@ fn clock(shared: &Shared) -> Response<Full<Bytes>> {
     )
 }
 
+/// `{"faults": [FaultSpec, ...], "held": N}`: the rules, and how many calls a hold rule is
+/// holding now.
 fn faults(shared: &Shared) -> Response<Full<Bytes>> {
-    json_response(StatusCode::OK, &json!({ "faults": shared.faults.list() }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "faults": shared.faults.list(), "held": shared.holds.held() }),
+    )
 }

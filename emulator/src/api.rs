@@ -153,6 +153,10 @@ pub(crate) async fn handle(
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
+    if decision.hold {
+        tracing::info!(%request_id, action = %operation, "held until released");
+        shared.holds.hold().await;
+    }
     let outcome = match decision.fault {
         Some(kind) => {
             shared.counters.update(&operation, |c| {
@@ -354,8 +358,8 @@ fn injected(
             ))
         }
         FaultKind::CloseConnection => None,
-        // Latency alone never becomes the outcome (see `Faults::decide`).
-        FaultKind::Latency => None,
+        // Latency and holds alone never become the outcome (see `Faults::decide`).
+        FaultKind::Latency | FaultKind::Hold => None,
     }
 }
 

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// What an injected fault does to a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -22,6 +24,10 @@ pub enum FaultKind {
     Bare429,
     /// Only delay the call (`latency_ms` plus up to `jitter_ms`), then handle it normally.
     Latency,
+    /// Hold the call until `POST /faults/release` (or `DELETE /faults`, `POST /reset`, shutdown)
+    /// lets it go, then handle it normally: a call a test can keep in flight for as long as it
+    /// needs, instead of guessing a latency.
+    Hold,
     /// Close the connection without answering.
     CloseConnection,
     /// Answer 200 with a body that is not valid XML.
@@ -45,7 +51,7 @@ impl FromStr for FaultKind {
 pub enum FaultSpecError {
     /// The kind is not one of [`FaultKind`]'s.
     #[error(
-        "unknown fault kind '{0}': expected throttling, internal_failure, service_unavailable, bare_429, latency, close_connection, malformed_body or error"
+        "unknown fault kind '{0}': expected throttling, internal_failure, service_unavailable, bare_429, latency, hold, close_connection, malformed_body or error"
     )]
     UnknownKind(String),
     /// An option after the kind is not `key=value`.
@@ -184,6 +190,8 @@ impl FromStr for FaultSpec {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Decision {
     pub(crate) delay: Duration,
+    /// Wait for a release (a `hold` rule fired) before handling the call.
+    pub(crate) hold: bool,
     pub(crate) fault: Option<FaultKind>,
     /// For [`FaultKind::Error`]: the HTTP status and the AWS error code.
     pub(crate) error: Option<(u16, String)>,
@@ -223,8 +231,9 @@ impl Faults {
             .clone()
     }
 
-    /// Decides the fate of one call to `operation`. Latency adds up over all matching rules;
-    /// the first other rule that fires decides the outcome, and later rules are not consumed.
+    /// Decides the fate of one call to `operation`. Latency adds up over all matching rules and
+    /// any matching hold holds it; the first other rule that fires decides the outcome, and
+    /// later rules are not consumed.
     pub(crate) fn decide(&self, operation: &str) -> Decision {
         let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         let mut decision = Decision::default();
@@ -233,7 +242,8 @@ impl Faults {
                 .operation
                 .as_deref()
                 .is_none_or(|op| op == "*" || op == operation);
-            if !applies || (decision.fault.is_some() && rule.kind != FaultKind::Latency) {
+            let shapes_only = matches!(rule.kind, FaultKind::Latency | FaultKind::Hold);
+            if !applies || (decision.fault.is_some() && !shapes_only) {
                 continue;
             }
             let fires = match (rule.count.as_mut(), rule.probability) {
@@ -254,7 +264,8 @@ impl Faults {
                 0
             };
             decision.delay += Duration::from_millis(rule.latency_ms + jitter);
-            if rule.kind != FaultKind::Latency {
+            decision.hold |= rule.kind == FaultKind::Hold;
+            if !shapes_only {
                 decision.fault = Some(rule.kind);
                 if rule.kind == FaultKind::Error {
                     decision.error = Some((
@@ -266,6 +277,56 @@ impl Faults {
         }
         rules.retain(|r| r.count != Some(0));
         decision
+    }
+}
+
+/// The calls `hold` rules stopped, until a release lets them all go.
+#[derive(Debug)]
+pub(crate) struct Holds {
+    /// Moved on by each release; a held call waits for it to change.
+    releases: watch::Sender<u64>,
+    held: AtomicU64,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        Holds {
+            releases: watch::Sender::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Counts a call as held while it lives (a call whose client went away is dropped mid-hold).
+struct HeldCall<'a>(&'a AtomicU64);
+
+impl Drop for HeldCall<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Holds {
+    /// Waits for the next release. Counted in [`Holds::held`] from before it waits, so a
+    /// release sent once the count shows the call is sure to reach it.
+    pub(crate) async fn hold(&self) {
+        let mut next = self.releases.subscribe();
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _counted = HeldCall(&self.held);
+        // The sender lives as long as `self`: this returns at the next release.
+        let _ = next.changed().await;
+    }
+
+    /// How many calls are held now.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held call go on; returns how many were held.
+    pub(crate) fn release(&self) -> u64 {
+        let held = self.held();
+        self.releases.send_modify(|n| *n = n.wrapping_add(1));
+        held
     }
 }
 
@@ -359,6 +420,61 @@ mod tests {
         assert_eq!(d.fault, Some(FaultKind::InternalFailure));
         // The bare 429 rule was not consumed.
         assert_eq!(f.list().len(), 3);
+    }
+
+    #[test]
+    fn a_hold_holds_without_deciding_the_outcome() {
+        let f = Faults::new(vec![
+            "hold,op=X,count=1".parse().unwrap(),
+            "throttling,op=X,count=1".parse().unwrap(),
+        ]);
+        let d = f.decide("X");
+        assert!(d.hold);
+        assert_eq!(d.fault, Some(FaultKind::Throttling));
+        assert!(!f.decide("X").hold, "count=1: the next call is not held");
+        assert!(!f.decide("Y").hold);
+    }
+
+    #[tokio::test]
+    async fn held_calls_wait_for_a_release_and_are_counted_while_they_wait() {
+        let holds = std::sync::Arc::new(Holds::default());
+        assert_eq!(
+            holds.release(),
+            0,
+            "a release with nothing held is harmless"
+        );
+        let mut calls = Vec::new();
+        for _ in 0..2 {
+            let holds = holds.clone();
+            calls.push(tokio::spawn(async move { holds.hold().await }));
+        }
+        while holds.held() < 2 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            calls.iter().all(|c| !c.is_finished()),
+            "held until released"
+        );
+        assert_eq!(holds.release(), 2);
+        for call in calls {
+            tokio::time::timeout(Duration::from_secs(5), call)
+                .await
+                .expect("released")
+                .expect("no panic");
+        }
+        assert_eq!(holds.held(), 0);
+        // A call dropped while held (its client went away) is no longer counted.
+        let dropped = tokio::spawn({
+            let holds = holds.clone();
+            async move { holds.hold().await }
+        });
+        while holds.held() < 1 {
+            tokio::task::yield_now().await;
+        }
+        dropped.abort();
+        let _ = dropped.await;
+        assert_eq!(holds.held(), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - `iam`: the limits on a role's settings that the fixtures and AssumeRole both check.
 //! - `events`: the event log, with CloudTrail's field names.
 //! - `clock`: the emulator's "now", which the admin API can move forward.
-//! - `faults`: fault rules and per-operation counters.
+//! - `faults`: fault rules, held calls and per-operation counters.
 //! - `fixtures`: the fixtures file and the seed body.
 //! - `api` / `admin`: the two HTTP listeners.
 //! - [`fuzzing`]: the request parsers and signature check, exposed for the fuzz targets.
@@ -132,6 +132,7 @@ struct Shared {
     sts: sts::Sts,
     fixtures: Fixtures,
     faults: faults::Faults,
+    holds: faults::Holds,
     counters: faults::Counters,
     events: events::EventLog,
     clock: clock::Clock,
@@ -146,12 +147,14 @@ impl Shared {
         self.sts.seed(&fixtures.roles)
     }
 
-    /// Back to the fixtures: no sessions, faults, counters or events, the clock at real time.
+    /// Back to the fixtures: no sessions, faults, counters or events, no call held, the clock at
+    /// real time.
     fn reset(&self) -> Result<(), EmulatorError> {
         self.keys.reset(&self.fixtures.keys);
         self.store.reset(&self.fixtures)?;
         self.sts.reset(&self.fixtures.roles)?;
         self.faults.clear();
+        self.holds.release();
         self.counters.reset();
         self.events.clear();
         self.clock.reset();
@@ -191,6 +194,7 @@ pub async fn serve(
         keys: keys::Keys::new(&config.fixtures.keys),
         fixtures: config.fixtures,
         faults: faults::Faults::new(config.faults),
+        holds: faults::Holds::default(),
         counters: faults::Counters::default(),
         events: events::EventLog::default(),
         clock: clock::Clock::default(),
@@ -211,6 +215,8 @@ pub async fn serve(
         }
     }
     tracing::info!("emulator shutting down");
+    // Held calls would otherwise keep their connections open until the drain times out.
+    shared.holds.release();
     let _ = stop_tx.send(true);
     drop(stop_rx);
     // Connection tasks hold receivers; wait (bounded) until they have all finished.

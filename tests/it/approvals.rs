@@ -430,7 +430,7 @@ async fn an_approval_expires_after_its_ttl() {
     let mut options = options(&emulator);
     options
         .extra_toml
-        .push_str("[approvals]\nttl_secs = 2\nsweep_interval_secs = 1\n");
+        .push_str("[approvals]\nttl_secs = 1\nsweep_interval_secs = 1\n");
     let gw = Gateway::start(options).await;
     let mut client = gw.client().await;
     let mut approvals = gw.approvals().await;
@@ -440,11 +440,43 @@ async fn an_approval_expires_after_its_ttl() {
             .await
             .expect_err("needs approval"),
     );
-    approvals
+    // The shortest TTL the configuration takes: the approval must be approved within the
+    // second it lives (two local calls; far less on any machine).
+    let approved = approvals
         .approve(as_caller(APPROVER, review(&id, "ok")))
         .await
-        .expect("approved in time");
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        .expect("approved in time (within the 1 s TTL)")
+        .into_inner()
+        .approval
+        .expect("approval");
+    let nanos = |t: Option<prost_types::Timestamp>| {
+        let t = t.expect("a timestamp");
+        i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+    };
+    assert_eq!(
+        nanos(approved.expire_time) - nanos(approved.create_time),
+        1_000_000_000,
+        "it expires ttl_secs after its creation"
+    );
+    // The gateway's clock is the wall clock: wait for the expiry itself, the sweep's `expired`
+    // record, rather than for a time long enough to be sure of it.
+    support::wait::until(
+        std::time::Duration::from_secs(10),
+        &format!("approval {id} is recorded as expired"),
+        async || {
+            let transitions: Vec<Value> = gateway::audit_records_now(&gw.audit_dir)
+                .into_iter()
+                .filter(|r| r["kind"] == "approval" && r["approval_id"] == id.as_str())
+                .map(|r| r["transition"].clone())
+                .collect();
+            if transitions.iter().any(|t| t == "expired") {
+                Ok(())
+            } else {
+                Err(transitions)
+            }
+        },
+    )
+    .await;
     let get = approvals
         .get_approval(as_caller(
             LOADER,

@@ -3,6 +3,8 @@
 
 use crate::support;
 
+use std::time::Duration;
+
 use datashare_gateway::proto::datasharing::v1::{AssociateConsumerRequest, DataShareStatus};
 use support::emulator::Emulator;
 use support::gateway::{
@@ -327,10 +329,15 @@ async fn an_oversized_message_is_refused_before_it_is_decoded() {
 #[tokio::test]
 async fn sigterm_drains_in_flight_calls_with_readyz_down_and_metrics_up_then_exits_cleanly() {
     let emulator = Emulator::start();
-    let mut gw = Gateway::start(GatewayOptions::new(emulator.endpoint_url())).await;
-    emulator.inject_fault(
-        serde_json::json!({"kind": "latency", "latency_ms": 1500, "operation": OP, "count": 1}),
-    );
+    // The emulator holds the call until the test lets it go: it is in flight for as long as the
+    // checks below take, however slow the machine (the timeouts, and the grace period that must
+    // cover them, are far beyond what the checks need: no attempt times out and is retried).
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.attempt_timeout_ms = 20_000;
+    options.operation_timeout_ms = 20_000;
+    options.shutdown_grace_secs = 20;
+    let mut gw = Gateway::start(options).await;
+    emulator.inject_fault(serde_json::json!({"kind": "hold", "operation": OP, "count": 1}));
     let mut client = gw.client().await;
     let in_flight = tokio::spawn(async move {
         client
@@ -340,9 +347,7 @@ async fn sigterm_drains_in_flight_calls_with_readyz_down_and_metrics_up_then_exi
             ))
             .await
     });
-    while emulator.counter(OP, "received") == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    emulator.wait_held(1).await;
     let pid = gw.pid().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -351,22 +356,23 @@ async fn sigterm_drains_in_flight_calls_with_readyz_down_and_metrics_up_then_exi
             .unwrap()
             .success()
     );
-    // Bounded wait for the drain to begin.
-    let mut ready = 200;
-    for _ in 0..100 {
-        ready = support::prometheus::get(gw.admin, "/readyz").await.0;
-        if ready == 503 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(ready, 503, "not ready while draining");
+    support::wait::until(
+        Duration::from_secs(10),
+        "/readyz answers 503 once the drain begins",
+        async || match support::prometheus::get(gw.admin, "/readyz").await.0 {
+            503 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
     let (status, body) = support::prometheus::get(gw.admin, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         body.contains("datashare_gateway_in_flight_calls 1"),
         "{body}"
     );
+    assert!(!in_flight.is_finished(), "still held during the drain");
+    assert_eq!(emulator.release(), 1);
     assert!(
         in_flight.await.unwrap().is_ok(),
         "the in-flight call finished"

@@ -217,3 +217,37 @@ async fn reset_restores_fixtures_and_clears_faults_and_counters() {
     assert_eq!(state["region"], "us-east-1");
     assert!(state["datashares"].as_array().is_some_and(|d| d.len() == 3));
 }
+
+#[tokio::test]
+async fn a_held_call_stays_in_flight_until_released_and_clearing_the_faults_releases_it_too() {
+    let emu = Emulator::start();
+    emu.inject_fault(json!({"kind": "hold", "operation": OP, "count": 1}));
+    let c = emu.consumer();
+    let held = tokio::spawn(async move { c.describe_data_shares().send().await });
+    emu.wait_held(1).await;
+    assert_eq!(emu.counter(OP, "received"), 1);
+    assert_eq!(emu.counter(OP, "answered"), 0, "not answered while held");
+    assert!(!held.is_finished());
+    // count=1: the next call is not held.
+    emu.consumer().describe_data_shares().send().await.unwrap();
+    assert_eq!(emu.held(), 1);
+    assert_eq!(emu.release(), 1);
+    let out = held
+        .await
+        .expect("no panic")
+        .expect("answered once released");
+    assert!(!out.data_shares().is_empty());
+    assert_eq!(emu.held(), 0);
+    assert_eq!(emu.counters()["operations"][OP]["faults"], json!({}));
+
+    // Without a count every call is held; DELETE /faults lets them go as well.
+    emu.inject_fault(json!({"kind": "hold", "operation": OP}));
+    let c = emu.consumer();
+    let held = tokio::spawn(async move { c.describe_data_shares().send().await });
+    emu.wait_held(1).await;
+    emu.clear_faults();
+    held.await
+        .expect("no panic")
+        .expect("answered once the rule is cleared");
+    assert_eq!(emu.held(), 0);
+}

@@ -72,15 +72,29 @@ async fn a_call_outliving_the_grace_period_is_recorded_as_aborted_and_health_ans
     request
         .metadata_mut()
         .insert("x-request-id", "outlives-the-drain".parse().expect("ascii"));
+    let assumed_before = emulator.counter("AssumeRole", "received");
     let call = tokio::spawn(async move { client.associate_consumer(request).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: STS has the call's AssumeRole (counted on arrival, before its latency).
+    support::wait::until(
+        Duration::from_secs(10),
+        "the call's AssumeRole reaches the emulator",
+        async || match emulator.counter("AssumeRole", "received") {
+            n if n > assumed_before => Ok(()),
+            _ => Err(emulator.counters()),
+        },
+    )
+    .await;
     gw.sigterm();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        health(health_addr).await,
-        Some(ServingStatus::NotServing as i32),
-        "the probe listener answers NOT_SERVING during the drain"
-    );
+    // The listener stops only after the drain, so an answer of NOT_SERVING comes during it.
+    support::wait::until(
+        Duration::from_secs(10),
+        "the probe listener answers NOT_SERVING during the drain",
+        async || match health(health_addr).await {
+            Some(status) if status == ServingStatus::NotServing as i32 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
     let mut gw = gw;
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
     let _ = call.await;

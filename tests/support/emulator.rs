@@ -222,6 +222,35 @@ impl Emulator {
         self.admin_ok("DELETE", "/faults", None);
     }
 
+    /// How many calls `hold` rules are holding now (`GET /faults`).
+    pub fn held(&self) -> u64 {
+        self.admin_ok("GET", "/faults", None)["held"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 10 s) until `n` calls are held, e.g. after
+    /// `inject_fault(json!({"kind": "hold", "operation": OP, "count": 1}))`: the call has reached
+    /// the emulator and stays in flight until [`Emulator::release`].
+    pub async fn wait_held(&self, n: u64) {
+        super::wait::until(
+            Duration::from_secs(10),
+            &format!("{n} call(s) held by the emulator"),
+            async || match self.held() {
+                held if held >= n => Ok(()),
+                held => Err(format!("{held} held; counters {}", self.counters())),
+            },
+        )
+        .await;
+    }
+
+    /// Lets every held call go on (`POST /faults/release`); returns how many were held.
+    pub fn release(&self) -> u64 {
+        self.admin_ok("POST", "/faults/release", None)["released"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     /// Seeds keys, namespaces and datashares (the fixtures shape, as JSON).
     pub fn seed(&self, fixtures: Value) -> Value {
         self.admin_ok("POST", "/seed", Some(&fixtures))

@@ -15,3 +15,4 @@ pub mod process;
 pub mod prometheus;
 pub mod s3;
 pub mod stack;
+pub mod wait;
