@@ -222,6 +222,12 @@ impl Gateway {
                 gone.notes = None;
                 result
             }
+            // Only the drain cancels a call's task, when the grace period is over: the caller
+            // is told so, as its record says, not that something broke.
+            Some(Err(join_error)) if join_error.is_cancelled() => {
+                gone.notes = None;
+                Err(GatewayError::AbortedAtShutdown)
+            }
             Some(Err(join_error)) => Err(GatewayError::Internal(Box::new(join_error))),
             None => Err(GatewayError::DeadlineExceeded),
         };

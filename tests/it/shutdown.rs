@@ -97,7 +97,16 @@ async fn a_call_outliving_the_grace_period_is_recorded_as_aborted_and_health_ans
     .await;
     let mut gw = gw;
     assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
-    let _ = call.await;
+    // The caller is told what its record says: aborted at shutdown, not an internal error.
+    let status = call.await.expect("task").expect_err("aborted");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let (reason, _) = gateway::error_info(&status);
+    assert_eq!(reason, "ABORTED_AT_SHUTDOWN", "{status:?}");
+    assert!(
+        !gw.logs().contains("\"level\":\"ERROR\"") && !gw.logs().contains(" ERROR "),
+        "an expected cancel logs no ERROR:\n{}",
+        gw.logs()
+    );
 
     let records = gateway::audit_records(&gw.audit_dir);
     let mine: Vec<_> = records
