@@ -133,8 +133,118 @@ impl<S: AsyncWrite + Unpin, W: Unpin> AsyncWrite for With<S, W> {
     }
 }
 
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The preface and the 9-byte header of the SETTINGS frame that must follow it.
+const OPENING_LEN: usize = PREFACE.len() + 9;
+/// The frame type of SETTINGS, the fourth byte of a frame header.
+const SETTINGS_FRAME: u8 = 0x4;
+
+/// A connection whose opening (the HTTP/2 preface and the header of its SETTINGS frame) was
+/// read before it was handed to tonic; reads give those bytes first, then the stream's.
+#[derive(Debug)]
+pub struct Opened<S> {
+    stream: S,
+    opening: [u8; OPENING_LEN],
+    replayed: usize,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Opened<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.replayed < OPENING_LEN {
+            let rest = &self.opening[self.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Opened<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl<S: Connected> Connected for Opened<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Waits up to `timeout` for the client to open HTTP/2: the preface, then a SETTINGS frame.
+/// hyper would wait for it forever, so a connection that says nothing after its TLS handshake
+/// (or after connecting, in plaintext) would hold its slot for good. Connections that stay
+/// silent or open with something else are closed, counted by reason and logged.
+pub async fn await_opening<S: AsyncRead + Unpin>(
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    timeout: Duration,
+    metrics: &Metrics,
+) -> Option<Opened<S>> {
+    use tokio::io::AsyncReadExt;
+    let mut opening = [0u8; OPENING_LEN];
+    let reason = match tokio::time::timeout(timeout, stream.read_exact(&mut opening)).await {
+        Ok(Ok(_))
+            if opening.starts_with(PREFACE) && opening[PREFACE.len() + 3] == SETTINGS_FRAME =>
+        {
+            return Some(Opened {
+                stream,
+                opening,
+                replayed: 0,
+            });
+        }
+        Ok(Ok(_)) => "not_http2",
+        // Closed (or broken) before it said anything useful.
+        Ok(Err(_)) => "closed_before_preface",
+        Err(_) => "no_preface",
+    };
+    metrics.connection_refused(reason);
+    tracing::debug!(peer = ?peer, reason, "connection closed before HTTP/2 began");
+    None
+}
+
 /// A TCP connection holding one of the listener's connection slots until it closes.
 pub type Slotted = With<TcpStream, OwnedSemaphorePermit>;
+
+impl Slotted {
+    /// The client's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+}
 
 impl Connected for Slotted {
     type ConnectInfo = TcpConnectInfo;
@@ -210,8 +320,9 @@ pub struct TlsPeer {
     pub credential: Result<CallerCredential, Arc<IdentityError>>,
 }
 
-/// A TLS connection after its handshake, with what its client certificate says.
-pub type TlsConnection = With<tokio_rustls::server::TlsStream<Slotted>, TlsPeer>;
+/// A TLS connection after its handshake and its HTTP/2 opening, with what its client
+/// certificate says.
+pub type TlsConnection = With<Opened<tokio_rustls::server::TlsStream<Slotted>>, TlsPeer>;
 
 impl Connected for TlsConnection {
     type ConnectInfo = TlsPeer;
@@ -221,8 +332,8 @@ impl Connected for TlsConnection {
     }
 }
 
-/// The TLS handshake of one connection, bounded by `timeout`; failures are counted and logged
-/// with the peer and yield `None`.
+/// The TLS handshake of one connection and then its HTTP/2 opening, each bounded by `timeout`;
+/// failures are counted and logged with the peer and yield `None`.
 pub async fn tls_handshake(
     acceptor: TlsAcceptor,
     connection: Slotted,
@@ -240,6 +351,7 @@ pub async fn tls_handshake(
             let credential =
                 crate::identity::credential_for(AuthMode::Mtls, leaf.map(|c| c.as_ref()), None)
                     .map_err(Arc::new);
+            let stream = await_opening(stream, peer, timeout, &metrics).await?;
             Some(TlsConnection {
                 stream,
                 with: TlsPeer {
@@ -258,5 +370,67 @@ pub async fn tls_handshake(
             tracing::debug!(peer = ?peer, "TLS handshake timed out");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn settings_header() -> [u8; 9] {
+        // Length 0, type SETTINGS, no flags, stream 0.
+        [0, 0, 0, SETTINGS_FRAME, 0, 0, 0, 0, 0]
+    }
+
+    #[tokio::test]
+    async fn the_opening_is_read_then_replayed_before_the_rest() {
+        let (mut client, server) = tokio::io::duplex(256);
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(&settings_header()).await.unwrap();
+        client.write_all(b"rest").await.unwrap();
+        drop(client);
+        let metrics = Metrics::new();
+        let mut opened = await_opening(server, None, Duration::from_secs(5), &metrics)
+            .await
+            .expect("an HTTP/2 opening");
+        let mut all = Vec::new();
+        opened.read_to_end(&mut all).await.unwrap();
+        let mut expected = PREFACE.to_vec();
+        expected.extend_from_slice(&settings_header());
+        expected.extend_from_slice(b"rest");
+        assert_eq!(all, expected);
+    }
+
+    #[tokio::test]
+    async fn silence_and_other_protocols_are_refused() {
+        let metrics = Metrics::new();
+        let (_client, server) = tokio::io::duplex(256);
+        assert!(
+            await_opening(server, None, Duration::from_millis(50), &metrics)
+                .await
+                .is_none(),
+            "silent"
+        );
+        let (mut client, server) = tokio::io::duplex(256);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nxxxxxxxxxx")
+            .await
+            .unwrap();
+        assert!(
+            await_opening(server, None, Duration::from_secs(5), &metrics)
+                .await
+                .is_none(),
+            "HTTP/1.1"
+        );
+        let (mut client, server) = tokio::io::duplex(256);
+        client.write_all(PREFACE).await.unwrap();
+        drop(client);
+        assert!(
+            await_opening(server, None, Duration::from_secs(5), &metrics)
+                .await
+                .is_none(),
+            "closed after the preface"
+        );
     }
 }

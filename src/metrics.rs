@@ -497,7 +497,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one connection closed on accept; `reason` is `over_capacity`.
+    /// Counts one connection closed before it carried a call: `over_capacity` (on accept),
+    /// `no_preface`, `not_http2` or `closed_before_preface` (after connecting, or after TLS).
     pub fn connection_refused(&self, reason: &'static str) {
         self.connections_refused
             .get_or_create(&ReasonLabels { reason })

@@ -393,10 +393,23 @@ impl App {
                 ))
             }
             None => {
+                let opening_metrics = metrics.clone();
                 let connections = crate::accept::incoming(
                     listener,
                     limits,
-                    |connection| async move { Some(connection) },
+                    move |connection| {
+                        let metrics = opening_metrics.clone();
+                        async move {
+                            let peer = connection.peer_addr();
+                            crate::accept::await_opening(
+                                connection,
+                                peer,
+                                limits.handshake_timeout,
+                                &metrics,
+                            )
+                            .await
+                        }
+                    },
                     metrics.clone(),
                 );
                 tokio::spawn(router.serve_with_incoming_shutdown(

@@ -534,3 +534,78 @@ async fn silent_and_garbage_handshakes_are_cut_counted_and_leave_room_for_others
             .is_some_and(|n| n >= 1.0)
     );
 }
+
+/// A TLS connection to `gw` that finishes its handshake with a valid client certificate (one
+/// naming no groups) and then says nothing.
+async fn silent_after_tls(
+    pki: &Pki,
+    gw: &Gateway,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio_rustls::rustls;
+    let (cert, key) = pki.ca.issue(Leaf::client(
+        vec![uri("spiffe://example.internal/ns/x/sa/mute")],
+        None,
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.pem().as_bytes()).expect("CA"))
+        .expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+        )
+        .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+#[tokio::test]
+async fn connections_silent_after_the_tls_handshake_are_cut_and_a_real_call_gets_through() {
+    use tokio::io::AsyncReadExt;
+    const SLOTS: usize = 50;
+    let pki = Pki::new();
+    let emulator = Emulator::start();
+    let mut options = GatewayOptions::new(emulator.endpoint_url());
+    options.auth = pki.auth();
+    options.server_toml = format!("handshake_timeout_ms = 500\nmax_connections = {SLOTS}");
+    let gw = Gateway::start(options).await;
+    // Every slot held by a connection that finished TLS and never sent the HTTP/2 preface.
+    let mut silent = Vec::new();
+    for _ in 0..SLOTS {
+        silent.push(silent_after_tls(&pki, &gw).await);
+    }
+    for socket in &mut silent {
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a connection silent after TLS is cut");
+    }
+    assert_a_valid_certificate_is_served(&pki, &gw).await;
+    let metrics = support::prometheus::scrape(gw.admin).await;
+    assert_eq!(
+        metrics.value(
+            "datashare_gateway_connections_refused_total",
+            &[("reason", "no_preface")]
+        ),
+        Some(SLOTS as f64)
+    );
+}
