@@ -26,6 +26,28 @@ const LIST: &str = "DescribeDataSharesForConsumer";
 /// What `REPORTING` is called in AWS's trail.
 const REPORTING_SOURCE_IDENTITY: &str = "reporting.data@example.internal";
 
+/// A caller and what AWS's trail calls it.
+struct TrailName {
+    principal: &'static str,
+    source_identity: &'static str,
+    session_name: &'static str,
+}
+
+/// Two service accounts alike in all that the cut keeps (8 hex digits of digest named them alike):
+/// the README's examples.
+const NIGHTLY: [TrailName; 2] = [
+    TrailName {
+        principal: "spiffe://example.internal/ns/data-platform/sa/nightly-export-job-for-finance-team-5121",
+        source_identity: "nightly-export-job-for-finance-team-5121.data-p-43b461ede86d25bc",
+        session_name: "dsgw-nightly-export-job-for-finance-team-5121.d-43b461ede86d25bc",
+    },
+    TrailName {
+        principal: "spiffe://example.internal/ns/data-platform/sa/nightly-export-job-for-finance-team-61998",
+        source_identity: "nightly-export-job-for-finance-team-61998.data--43b461ed1531d944",
+        session_name: "dsgw-nightly-export-job-for-finance-team-61998.-43b461ed1531d944",
+    },
+];
+
 fn list_in(account: &str) -> ListConsumerDataSharesRequest {
     ListConsumerDataSharesRequest {
         consumer_account: account.into(),
@@ -238,6 +260,69 @@ where
         out.push(handle.await.expect("join"));
     }
     out
+}
+
+#[tokio::test]
+async fn callers_alike_up_to_the_cut_have_their_own_names_in_the_trail() {
+    let emulator = Emulator::start();
+    let mut options = GatewayOptions::with_roles(emulator.endpoint_url());
+    options.extra_toml = NIGHTLY
+        .iter()
+        .map(|caller| {
+            format!(
+                "[principals.\"{}\"]\ngroups = [\"data-platform\"]\n",
+                caller.principal
+            )
+        })
+        .collect();
+    let gw = Gateway::start(options).await;
+    for caller in &NIGHTLY {
+        list(
+            &gw,
+            caller.principal,
+            ListConsumerDataSharesRequest::default(),
+        )
+        .await
+        .expect("list");
+    }
+
+    let events = emulator.events();
+    for TrailName {
+        principal,
+        source_identity,
+        session_name,
+    } in NIGHTLY
+    {
+        let assume = events
+            .iter()
+            .find(|e| {
+                e["eventName"] == "AssumeRole"
+                    && e["requestParameters"]["sourceIdentity"] == source_identity
+            })
+            .unwrap_or_else(|| panic!("no AssumeRole as {source_identity}: {events:#?}"));
+        let params = &assume["requestParameters"];
+        assert_eq!(params["roleSessionName"], session_name, "{assume:#}");
+        assert!(
+            params["tags"].as_array().is_some_and(
+                |tags| tags.contains(&json!({"key": "dsgw:principal", "value": principal}))
+            ),
+            "{assume:#}"
+        );
+        let call = events
+            .iter()
+            .find(|e| {
+                e["eventName"] == LIST
+                    && e["userIdentity"]["sessionContext"]["sourceIdentity"] == source_identity
+            })
+            .unwrap_or_else(|| panic!("no {LIST} as {source_identity}: {events:#?}"));
+        assert_eq!(
+            call["userIdentity"]["arn"],
+            format!(
+                "arn:aws:sts::{CONSUMER_ACCOUNT}:assumed-role/datashare-gateway/{session_name}"
+            ),
+            "{call:#}"
+        );
+    }
 }
 
 #[tokio::test]
