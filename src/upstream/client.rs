@@ -84,7 +84,10 @@ pub struct Client {
 impl Client {
     /// The region the clients send to (`upstream.region`, else the default chain's).
     pub fn region(&self) -> Option<&str> {
-        self.redshift.config().region().map(|region| region.as_ref())
+        self.redshift
+            .config()
+            .region()
+            .map(|region| region.as_ref())
     }
 }
 
