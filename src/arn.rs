@@ -169,6 +169,82 @@ impl Region {
     }
 }
 
+/// The regions the AWS SDK this gateway is built with knows in the partitions the gateway serves
+/// (the explicit regions of its partition table, `aws-sdk-sts` 1.124, for `aws`, `aws-cn` and
+/// `aws-us-gov`, without the `*-global` pseudo-regions). A configured
+/// region must be one of them: a typo such as `us-east-99` has the shape of a region and would
+/// otherwise surface only as connection errors on the first call.
+pub const KNOWN_REGIONS: &[&str] = &[
+    // aws
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    // aws-cn
+    "cn-north-1",
+    "cn-northwest-1",
+    // aws-us-gov
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
+
+/// Why a configured region is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfiguredRegionError {
+    /// Not even the shape of a region.
+    #[error(transparent)]
+    Shape(#[from] ArnError),
+    /// The shape of a region, but not one the SDK knows.
+    #[error(
+        "not an AWS region this build knows (the AWS SDK's list, such as us-east-1, eu-west-1, \
+         cn-north-1, us-gov-west-1); a region launched after this release needs a newer gateway"
+    )]
+    Unknown,
+}
+
+impl Region {
+    /// A region named in the configuration: [`Region::parse`]'s shape, and one of
+    /// [`KNOWN_REGIONS`].
+    pub fn parse_configured(s: &str) -> Result<Self, ConfiguredRegionError> {
+        let region = Region::parse(s)?;
+        if KNOWN_REGIONS.contains(&s) {
+            Ok(region)
+        } else {
+            Err(ConfiguredRegionError::Unknown)
+        }
+    }
+}
+
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -684,6 +760,22 @@ mod tests {
         ] {
             assert!(Region::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn configured_regions_are_ones_the_sdk_knows() {
+        for known in KNOWN_REGIONS {
+            let region = Region::parse_configured(known).unwrap();
+            assert_eq!(region.as_str(), *known);
+        }
+        assert_eq!(
+            Region::parse_configured("us-east-99"),
+            Err(ConfiguredRegionError::Unknown)
+        );
+        assert_eq!(
+            Region::parse_configured("mars-1"),
+            Err(ConfiguredRegionError::Shape(ArnError::BadRegion))
+        );
     }
 
     proptest! {

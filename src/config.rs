@@ -3,6 +3,7 @@
 //! mTLS on, fail closed.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::approvals::ApprovalsConfig;
@@ -127,6 +128,70 @@ impl Default for ServerConfig {
     }
 }
 
+// The bounds of `[server]`'s durations and counts: every duration stays far from what would
+// overflow a timer (hyper adds the keepalive interval to an `Instant`, which panics the worker
+// serving the connection on overflow), and every count fits a semaphore.
+/// `server.queue_timeout_ms`: 1 ms to a minute.
+pub const QUEUE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// `server.keepalive_interval_secs`: a second to an hour.
+pub const KEEPALIVE_INTERVAL_SECS: RangeInclusive<u64> = 1..=3_600;
+/// `server.keepalive_timeout_secs`: a second to ten minutes.
+pub const KEEPALIVE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=600;
+/// `server.shutdown_grace_secs`: at most an hour (and at least `upstream.operation_timeout_ms`).
+pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3_600;
+/// `server.handshake_timeout_ms`: 1 ms to a minute.
+pub const HANDSHAKE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// `server.request_timeout_ms`: at most an hour (and at least `upstream.operation_timeout_ms`).
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
+/// `server.concurrency_limit`.
+pub const CONCURRENCY_LIMIT: RangeInclusive<usize> = 1..=100_000;
+/// `server.max_in_flight_calls` (and at least `server.concurrency_limit`).
+pub const MAX_IN_FLIGHT_CALLS: usize = 1_000_000;
+/// `server.max_connections`.
+pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
+/// `server.max_concurrent_streams`.
+pub const MAX_CONCURRENT_STREAMS: RangeInclusive<u64> = 1..=10_000;
+/// `server.max_pending_accept_reset_streams`: 0 would refuse the first reset stream of every
+/// connection (h2 answers it with GOAWAY).
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: RangeInclusive<usize> = 1..=10_000;
+
+/// `{key} = {value}: must be {min} to {max}` unless `range` holds `value`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: &RangeInclusive<T>,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {value}: must be {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// An error and its causes on one line: `a: b: c`.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// Whether two listeners would fight over one port: the same port (not 0, which the kernel
+/// picks), and the same address or a wildcard that covers the other (`[::]` covers IPv4 too).
+fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wild: SocketAddr, other: SocketAddr| {
+        wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
+    };
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
 /// `[auth]`
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +265,36 @@ impl Default for TelemetryConfig {
     }
 }
 
+impl TelemetryConfig {
+    /// Checks the values; the message names the key, the value and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        // `EnvFilter::new` would drop a directive it cannot read and log at its default.
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            format!(
+                "telemetry.log_level = {:?}: not a log filter (such as info or \
+                 datashare_gateway=debug,info): {e}",
+                self.log_level
+            )
+        })?;
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let uri = endpoint.parse::<http::Uri>().ok();
+            let usable = uri.as_ref().is_some_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            });
+            if !usable {
+                return Err(format!(
+                    "telemetry.otlp_endpoint = {endpoint:?}: must be an http:// or https:// URL \
+                     with a host (http://collector:4317)"
+                ));
+            }
+        }
+        if self.service_name.is_empty() {
+            return Err("telemetry.service_name = \"\": must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -259,7 +354,10 @@ impl Config {
             message,
         })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        config.apply_env();
+        config.apply_env().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
         config
             .validate_checking(files)
             .map_err(|message| ConfigError::Invalid {
@@ -275,8 +373,10 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        // An empty path stays empty, for validation to refuse: joined, it would name the
+        // config file's directory.
         let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
+            if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         };
@@ -315,15 +415,19 @@ impl Config {
 
     /// Environment overrides for endpoints (secrets come from the environment already: AWS
     /// credentials through the default chain, the audit HMAC key through `audit.hmac_key_env`).
-    fn apply_env(&mut self) {
-        if let Ok(listen) = std::env::var("DATASHARE_GATEWAY_LISTEN")
-            && let Ok(addr) = listen.parse()
-        {
-            self.server.listen = addr;
+    fn apply_env(&mut self) -> Result<(), String> {
+        if let Ok(listen) = std::env::var("DATASHARE_GATEWAY_LISTEN") {
+            self.server.listen = listen.parse().map_err(|_| {
+                format!(
+                    "DATASHARE_GATEWAY_LISTEN = {listen:?} (overriding server.listen): must be \
+                     an address and port (0.0.0.0:50051)"
+                )
+            })?;
         }
         if let Ok(url) = std::env::var("DATASHARE_GATEWAY_ENDPOINT_URL") {
             self.upstream.endpoint_url = Some(url);
         }
+        Ok(())
     }
 
     /// Checks every rule; the message names the key, the value and the rule.
@@ -332,69 +436,21 @@ impl Config {
     }
 
     /// [`Config::validate`], checking the files the configuration names exist or not as
-    /// `files` says.
+    /// `files` says. `serve` runs this, through [`Config::load`], before it starts anything, and
+    /// `check-config` runs the same: what one refuses, the other does.
     pub fn validate_checking(&self, files: Files) -> Result<(), String> {
-        let s = &self.server;
-        if !(1024..=4 * 1024 * 1024).contains(&s.max_message_bytes) {
-            return Err(format!(
-                "server.max_message_bytes = {}: must be 1024 to 4194304",
-                s.max_message_bytes
-            ));
+        self.validate_values()?;
+        match files {
+            Files::Check => self.check_sources(),
+            Files::Skip => Ok(()),
         }
-        for (key, value) in [
-            ("server.max_connections", s.max_connections as u64),
-            ("server.handshake_timeout_ms", s.handshake_timeout_ms),
-            (
-                "server.max_concurrent_streams",
-                u64::from(s.max_concurrent_streams),
-            ),
-        ] {
-            if value == 0 {
-                return Err(format!("{key} = 0: must be positive"));
-            }
-        }
-        if s.request_timeout_ms < self.upstream.operation_timeout_ms {
-            return Err(format!(
-                "server.request_timeout_ms = {}: must be at least upstream.operation_timeout_ms ({} ms)",
-                s.request_timeout_ms, self.upstream.operation_timeout_ms
-            ));
-        }
-        if s.concurrency_limit == 0 {
-            return Err("server.concurrency_limit = 0: must be positive".into());
-        }
-        if s.max_in_flight_calls < s.concurrency_limit {
-            return Err(format!(
-                "server.max_in_flight_calls = {}: must be at least server.concurrency_limit ({})",
-                s.max_in_flight_calls, s.concurrency_limit
-            ));
-        }
-        // It names the log in checkpoints (`datashare-gateway/<instance>`, a signed note's key
-        // name: no spaces or `+`) and the S3 key prefix of shipped files.
-        if let Some(instance) = &s.instance
-            && (instance.is_empty()
-                || instance.len() > 63
-                || !instance
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
-        {
-            return Err(format!(
-                "server.instance = {instance:?}: must be 1-63 letters, digits, dots, hyphens \
-                 or underscores"
-            ));
-        }
-        // A forwarded call must be able to end within the drain, or its outcome is lost to it.
-        if s.shutdown_grace_secs.saturating_mul(1000) < self.upstream.operation_timeout_ms {
-            return Err(format!(
-                "server.shutdown_grace_secs = {}: must be at least upstream.operation_timeout_ms ({} ms), so that a call forwarded before shutdown can end within the drain",
-                s.shutdown_grace_secs, self.upstream.operation_timeout_ms
-            ));
-        }
-        if s.keepalive_interval_secs == 0 || s.keepalive_timeout_secs == 0 {
-            return Err(
-                "server.keepalive_interval_secs and server.keepalive_timeout_secs must be positive"
-                    .into(),
-            );
-        }
+    }
+
+    /// Every rule on the values themselves: what `check-config --no-files` checks.
+    fn validate_values(&self) -> Result<(), String> {
+        // Upstream first: the server's rules compare with its timeouts, once they are in range.
+        self.upstream.validate()?;
+        self.validate_server()?;
         if self.auth.mode == AuthMode::Mtls {
             for (key, value) in [
                 ("auth.cert", &self.auth.cert),
@@ -403,8 +459,8 @@ impl Config {
             ] {
                 match value {
                     None => return Err(format!("{key}: required when auth.mode = \"mtls\"")),
-                    Some(p) if files == Files::Check && !p.is_file() => {
-                        return Err(format!("{key} = {}: no such file", p.display()));
+                    Some(p) if p.as_os_str().is_empty() => {
+                        return Err(format!("{key} = \"\": must name a file"));
                     }
                     Some(_) => {}
                 }
@@ -420,23 +476,9 @@ impl Config {
                 ));
             }
         }
-        match files {
-            Files::Check => self.policy.validate(),
-            Files::Skip => self.policy.validate_values(),
-        }
-        .map_err(|e| e.to_string())?;
+        self.policy.validate_values().map_err(|e| e.to_string())?;
         self.audit.validate()?;
-        if let Some(checkpoint) = &self.audit.checkpoint
-            && files == Files::Check
-            && !checkpoint.signing_key_file.is_file()
-        {
-            return Err(format!(
-                "audit.checkpoint.signing_key_file = {}: no such file",
-                checkpoint.signing_key_file.display()
-            ));
-        }
         self.approvals.validate()?;
-        self.upstream.validate()?;
         let region = self
             .upstream
             .region
@@ -445,6 +487,17 @@ impl Config {
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
         crate::upstream::validate_accounts(&self.accounts, region.as_deref())
             .map_err(|e| e.to_string())?;
+        for (id, account) in &self.accounts {
+            if account
+                .external_id_file
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                return Err(format!(
+                    "accounts.\"{id}\".external_id_file = \"\": must name a file"
+                ));
+            }
+        }
         if self.upstream.consumer_account.is_none() && self.accounts.is_empty() {
             return Err("upstream.consumer_account or [accounts]: the gateway must serve at least one consumer account".into());
         }
@@ -463,6 +516,166 @@ impl Config {
                 "upstream.default_account = {default:?}: not served (not in [accounts], not upstream.consumer_account)"
             ));
         }
+        self.telemetry.validate()?;
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), String> {
+        let s = &self.server;
+        let operation_ms = self.upstream.operation_timeout_ms;
+        if !(1024..=4 * 1024 * 1024).contains(&s.max_message_bytes) {
+            return Err(format!(
+                "server.max_message_bytes = {}: must be 1024 to 4194304",
+                s.max_message_bytes
+            ));
+        }
+        for (key, value, range) in [
+            (
+                "server.queue_timeout_ms",
+                s.queue_timeout_ms,
+                &QUEUE_TIMEOUT_MS,
+            ),
+            (
+                "server.keepalive_interval_secs",
+                s.keepalive_interval_secs,
+                &KEEPALIVE_INTERVAL_SECS,
+            ),
+            (
+                "server.keepalive_timeout_secs",
+                s.keepalive_timeout_secs,
+                &KEEPALIVE_TIMEOUT_SECS,
+            ),
+            (
+                "server.handshake_timeout_ms",
+                s.handshake_timeout_ms,
+                &HANDSHAKE_TIMEOUT_MS,
+            ),
+            (
+                "server.max_concurrent_streams",
+                u64::from(s.max_concurrent_streams),
+                &MAX_CONCURRENT_STREAMS,
+            ),
+        ] {
+            in_range(key, value, range)?;
+        }
+        for (key, value, range) in [
+            (
+                "server.concurrency_limit",
+                s.concurrency_limit,
+                &CONCURRENCY_LIMIT,
+            ),
+            (
+                "server.max_connections",
+                s.max_connections,
+                &MAX_CONNECTIONS,
+            ),
+            (
+                "server.max_pending_accept_reset_streams",
+                s.max_pending_accept_reset_streams,
+                &MAX_PENDING_ACCEPT_RESET_STREAMS,
+            ),
+        ] {
+            in_range(key, value, range)?;
+        }
+        in_range(
+            "server.max_in_flight_calls",
+            s.max_in_flight_calls,
+            &(s.concurrency_limit..=MAX_IN_FLIGHT_CALLS),
+        )
+        .map_err(|e| format!("{e} (at least server.concurrency_limit)"))?;
+        if !(operation_ms..=MAX_REQUEST_TIMEOUT_MS).contains(&s.request_timeout_ms) {
+            return Err(format!(
+                "server.request_timeout_ms = {}: must be at least upstream.operation_timeout_ms \
+                 ({operation_ms} ms) and at most {MAX_REQUEST_TIMEOUT_MS}",
+                s.request_timeout_ms
+            ));
+        }
+        // A forwarded call must be able to end within the drain, or its outcome is lost to it.
+        if s.shutdown_grace_secs.saturating_mul(1000) < operation_ms {
+            return Err(format!(
+                "server.shutdown_grace_secs = {}: must be at least upstream.operation_timeout_ms ({operation_ms} ms), so that a call forwarded before shutdown can end within the drain",
+                s.shutdown_grace_secs
+            ));
+        }
+        if s.shutdown_grace_secs > MAX_SHUTDOWN_GRACE_SECS {
+            return Err(format!(
+                "server.shutdown_grace_secs = {}: must be at most {MAX_SHUTDOWN_GRACE_SECS}",
+                s.shutdown_grace_secs
+            ));
+        }
+        // It names the log in checkpoints (`datashare-gateway/<instance>`, a signed note's key
+        // name: no spaces or `+`) and the S3 key prefix of shipped files.
+        if let Some(instance) = &s.instance
+            && (instance.is_empty()
+                || instance.len() > 63
+                || !instance
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
+        {
+            return Err(format!(
+                "server.instance = {instance:?}: must be 1-63 letters, digits, dots, hyphens \
+                 or underscores"
+            ));
+        }
+        let mut listeners = vec![
+            ("server.listen", s.listen),
+            ("server.admin_listen", s.admin_listen),
+        ];
+        if let Some(health) = s.health_listen {
+            listeners.push(("server.health_listen", health));
+        }
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if let Some((other, other_addr)) = listeners[..i]
+                .iter()
+                .find(|(_, earlier)| listeners_collide(*earlier, *addr))
+            {
+                return Err(format!(
+                    "{key} = {addr}: the same port as {other} ({other_addr}); each listener \
+                     needs its own"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the files and environment variables the configuration names hold, read and parsed
+    /// as the start reads them, then dropped: TLS material, the policy set and its schema, the
+    /// audit keys, the external ids. `--no-files` skips these: they exist only where the gateway
+    /// runs (a pod's mounted Secrets and their variables).
+    fn check_sources(&self) -> Result<(), String> {
+        if self.auth.mode == AuthMode::Mtls {
+            let mut pems = Vec::new();
+            for (key, value) in [
+                ("auth.cert", &self.auth.cert),
+                ("auth.key", &self.auth.key),
+                ("auth.client_ca", &self.auth.client_ca),
+            ] {
+                let path = value.as_deref().unwrap_or(Path::new(""));
+                if !path.is_file() {
+                    return Err(format!("{key} = {}: no such file", path.display()));
+                }
+                pems.push(
+                    std::fs::read(path)
+                        .map_err(|e| format!("{key} = {}: cannot read it: {e}", path.display()))?,
+                );
+            }
+            crate::accept::mtls_acceptor(&pems[0], &pems[1], &pems[2])
+                .map_err(|e| with_causes(&e))?;
+        }
+        self.policy.validate().map_err(|e| e.to_string())?;
+        self.policy.check_schema()?;
+        crate::policy::Policies::validate_set(&self.policy, &crate::operations::policy_probes())
+            .map_err(|e| match e {
+                crate::policy::PolicyError::Config { .. } => e.to_string(),
+                _ => format!(
+                    "policy.dir = {:?}: {}",
+                    self.policy.dir.display().to_string(),
+                    with_causes(&e)
+                ),
+            })?;
+        self.audit.check_keys()?;
+        crate::upstream::Accounts::load(&self.accounts, self.upstream.own_account().as_ref())
+            .map_err(|e| with_causes(&e))?;
         Ok(())
     }
 }
@@ -582,5 +795,149 @@ consumer_account = "444455556666"
         let err = config.validate().unwrap_err();
         assert!(err.contains("audit.checkpoint.signing_key_file"), "{err}");
         assert!(config.validate_checking(Files::Skip).is_ok());
+    }
+
+    /// Every bounded duration key of every section: its largest allowed value and a setter.
+    type Bound = (&'static str, u64, fn(&mut Config, u64));
+
+    fn duration_bounds() -> Vec<Bound> {
+        vec![
+            ("server.queue_timeout_ms", 60_000, |c, v| {
+                c.server.queue_timeout_ms = v
+            }),
+            ("server.keepalive_interval_secs", 3_600, |c, v| {
+                c.server.keepalive_interval_secs = v
+            }),
+            ("server.keepalive_timeout_secs", 600, |c, v| {
+                c.server.keepalive_timeout_secs = v
+            }),
+            ("server.shutdown_grace_secs", 3_600, |c, v| {
+                c.server.shutdown_grace_secs = v
+            }),
+            ("server.handshake_timeout_ms", 60_000, |c, v| {
+                c.server.handshake_timeout_ms = v
+            }),
+            ("server.request_timeout_ms", 3_600_000, |c, v| {
+                c.server.request_timeout_ms = v
+            }),
+            ("upstream.min_remaining_deadline_ms", 60_000, |c, v| {
+                c.upstream.min_remaining_deadline_ms = v
+            }),
+            ("upstream.initial_backoff_ms", 60_000, |c, v| {
+                c.upstream.initial_backoff_ms = v
+            }),
+            ("upstream.connect_timeout_ms", 60_000, |c, v| {
+                c.upstream.connect_timeout_ms = v
+            }),
+            ("upstream.attempt_timeout_ms", 600_000, |c, v| {
+                c.upstream.attempt_timeout_ms = v
+            }),
+            ("upstream.operation_timeout_ms", 600_000, |c, v| {
+                c.upstream.operation_timeout_ms = v
+            }),
+            ("upstream.throttle_retry_after_ms", 600_000, |c, v| {
+                c.upstream.throttle_retry_after_ms = v
+            }),
+            ("audit.write_timeout_ms", 60_000, |c, v| {
+                c.audit.write_timeout_ms = v
+            }),
+            ("audit.checkpoint.interval_secs", 86_400, |c, v| {
+                if let Some(checkpoint) = &mut c.audit.checkpoint {
+                    checkpoint.interval_secs = v;
+                }
+            }),
+            (
+                "approvals.ttl_secs",
+                crate::approvals::MAX_TTL_SECS,
+                |c, v| c.approvals.ttl_secs = v,
+            ),
+            ("approvals.sweep_interval_secs", 3_600, |c, v| {
+                c.approvals.sweep_interval_secs = v
+            }),
+            (
+                "policy.poll_interval_secs",
+                crate::policy::MAX_POLL_INTERVAL_SECS,
+                |c, v| c.policy.poll_interval_secs = v,
+            ),
+            (
+                "accounts.\"444455556666\".session_duration_secs",
+                43_200,
+                |c, v| {
+                    for account in c.accounts.values_mut() {
+                        account.session_duration_secs = v;
+                    }
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_duration_is_bounded_so_none_can_overflow_a_timer() {
+        let with_checkpoint = |text: &str| {
+            let mut config = Config::parse(text).unwrap();
+            config.audit.checkpoint = Some(crate::audit::CheckpointConfig {
+                signing_key_file: "/k".into(),
+                interval_records: 1000,
+                interval_secs: 60,
+            });
+            config
+        };
+        let example = include_str!("../examples/gateway.toml");
+        let mut largest = with_checkpoint(example);
+        for (_, max, set) in duration_bounds() {
+            set(&mut largest, max);
+        }
+        largest.validate_checking(Files::Skip).unwrap();
+        for (key, max, set) in duration_bounds() {
+            for value in [max + 1, u64::MAX] {
+                let mut config = largest.clone();
+                set(&mut config, value);
+                let err = config.validate_checking(Files::Skip).unwrap_err();
+                assert!(err.starts_with(key), "{key} = {value}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn listeners_that_share_a_port_collide_unless_the_kernel_picks_it() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(listeners_collide(
+            addr("0.0.0.0:9464"),
+            addr("127.0.0.1:9464")
+        ));
+        assert!(listeners_collide(addr("[::]:9464"), addr("127.0.0.1:9464")));
+        assert!(listeners_collide(addr("10.0.0.1:1"), addr("10.0.0.1:1")));
+        assert!(!listeners_collide(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+        assert!(!listeners_collide(addr("10.0.0.1:1"), addr("10.0.0.2:1")));
+        assert!(!listeners_collide(addr("0.0.0.0:1"), addr("[::1]:1")));
+        assert!(!listeners_collide(addr("0.0.0.0:1"), addr("0.0.0.0:2")));
+    }
+
+    #[test]
+    fn telemetry_values_must_parse() {
+        let mut telemetry = TelemetryConfig::default();
+        telemetry.validate().unwrap();
+        telemetry.log_level = "datashare_gateway=debug,info".into();
+        telemetry.validate().unwrap();
+        telemetry.otlp_endpoint = Some("https://collector.internal:4317".into());
+        telemetry.validate().unwrap();
+        for bad in ["not a url", "collector:4317", "http://", ""] {
+            telemetry.otlp_endpoint = Some(bad.into());
+            let err = telemetry.validate().unwrap_err();
+            assert!(err.starts_with("telemetry.otlp_endpoint"), "{bad}: {err}");
+        }
+        telemetry.otlp_endpoint = None;
+        telemetry.log_level = "not a filter[[".into();
+        let err = telemetry.validate().unwrap_err();
+        assert!(err.starts_with("telemetry.log_level"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_path_is_refused_not_taken_for_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, MINIMAL.replace("dir = \"/tmp/audit\"", "dir = \"\"")).unwrap();
+        let err = Config::load_checking(&path, Files::Skip).unwrap_err();
+        assert!(err.to_string().contains("audit.dir = \"\""), "{err}");
     }
 }

@@ -1,6 +1,17 @@
 //! The `[audit]` section of the gateway configuration.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+
+/// `audit.write_timeout_ms`: 1 ms to a minute (a record slower than that to become durable is a
+/// disk that has stopped).
+pub(crate) const WRITE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// `audit.checkpoint.interval_secs`: a second to a day.
+pub(crate) const CHECKPOINT_INTERVAL_SECS: RangeInclusive<u64> = 1..=86_400;
+/// `audit.queue_capacity`: a channel's slots.
+pub(crate) const QUEUE_CAPACITY: RangeInclusive<usize> = 1..=1_000_000;
+/// `audit.max_batch`: records buffered for one write.
+pub(crate) const MAX_BATCH: RangeInclusive<usize> = 1..=100_000;
 
 /// `[audit]` section of the gateway config.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -157,19 +168,39 @@ impl AuditConfig {
     /// Checks the rules each key must follow; the message names the key, the value and the rule.
     pub fn validate(&self) -> Result<(), String> {
         if self.dir.as_os_str().is_empty() {
-            return Err("audit.dir must not be empty".into());
+            return Err("audit.dir = \"\": must name a directory".into());
         }
         if self.max_file_bytes == 0 {
             return Err("audit.max_file_bytes = 0: must be at least 1".into());
         }
-        if self.queue_capacity == 0 {
-            return Err("audit.queue_capacity = 0: must be at least 1".into());
+        if !QUEUE_CAPACITY.contains(&self.queue_capacity) {
+            return Err(format!(
+                "audit.queue_capacity = {}: must be {} to {}",
+                self.queue_capacity,
+                QUEUE_CAPACITY.start(),
+                QUEUE_CAPACITY.end()
+            ));
         }
-        if self.write_timeout_ms == 0 {
-            return Err("audit.write_timeout_ms = 0: must be at least 1".into());
+        if !WRITE_TIMEOUT_MS.contains(&self.write_timeout_ms) {
+            return Err(format!(
+                "audit.write_timeout_ms = {}: must be {} to {}",
+                self.write_timeout_ms,
+                WRITE_TIMEOUT_MS.start(),
+                WRITE_TIMEOUT_MS.end()
+            ));
         }
-        if self.max_batch == 0 {
-            return Err("audit.max_batch = 0: must be at least 1".into());
+        if !MAX_BATCH.contains(&self.max_batch) {
+            return Err(format!(
+                "audit.max_batch = {}: must be {} to {}",
+                self.max_batch,
+                MAX_BATCH.start(),
+                MAX_BATCH.end()
+            ));
+        }
+        if let Some(path) = &self.hmac_key_file
+            && path.as_os_str().is_empty()
+        {
+            return Err("audit.hmac_key_file = \"\": must name a file".into());
         }
         if self.hmac_key_file.is_some() && self.hmac_key_env.is_some() {
             return Err(
@@ -183,12 +214,54 @@ impl AuditConfig {
             if checkpoint.interval_records == 0 {
                 return Err("audit.checkpoint.interval_records = 0: must be at least 1".into());
             }
-            if checkpoint.interval_secs == 0 {
-                return Err("audit.checkpoint.interval_secs = 0: must be at least 1".into());
+            if checkpoint.signing_key_file.as_os_str().is_empty() {
+                return Err("audit.checkpoint.signing_key_file = \"\": must name a file".into());
+            }
+            if !CHECKPOINT_INTERVAL_SECS.contains(&checkpoint.interval_secs) {
+                return Err(format!(
+                    "audit.checkpoint.interval_secs = {}: must be {} to {}",
+                    checkpoint.interval_secs,
+                    CHECKPOINT_INTERVAL_SECS.start(),
+                    CHECKPOINT_INTERVAL_SECS.end()
+                ));
             }
         }
         if let Some(ship) = &self.ship {
             ship.validate(self.checkpoint.is_some())?;
+        }
+        Ok(())
+    }
+
+    /// Loads the HMAC key and the checkpoint signing key as the log's start does, and drops
+    /// them: a file that is missing or is not a key, or an unset variable, is refused naming its
+    /// key. Never shows a key's bytes.
+    pub fn check_keys(&self) -> Result<(), String> {
+        let named = |err: super::record::KeyError| {
+            let key = if self.hmac_key_file.is_some() {
+                "audit.hmac_key_file"
+            } else {
+                "audit.hmac_key_env"
+            };
+            let mut message = format!("{key}: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            message
+        };
+        super::record::HmacKey::load(self.hmac_key_file.as_deref(), self.hmac_key_env.as_deref())
+            .map_err(named)?;
+        if let Some(checkpoint) = &self.checkpoint {
+            let path = &checkpoint.signing_key_file;
+            if !path.is_file() {
+                return Err(format!(
+                    "audit.checkpoint.signing_key_file = {}: no such file",
+                    path.display()
+                ));
+            }
+            super::checkpoint::load_signing_key(path)
+                .map_err(|e| format!("audit.checkpoint.signing_key_file: {e}"))?;
         }
         Ok(())
     }
@@ -215,9 +288,8 @@ impl ShipConfig {
                 self.prefix
             ));
         }
-        if self.region.is_empty() {
-            return Err("audit.ship.region must not be empty".into());
-        }
+        crate::arn::Region::parse_configured(&self.region)
+            .map_err(|e| format!("audit.ship.region = {:?}: {e}", self.region))?;
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {

@@ -48,13 +48,14 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Check a configuration file and exit: 0 when it is valid.
+    /// Check a configuration file as `serve` would at start, and exit: 0 when it is valid.
     CheckConfig {
         /// The TOML configuration file.
         config: PathBuf,
-        /// Check every rule except that the files the configuration names (certificates,
-        /// policy directory, schema) exist: for a configuration whose files exist only where it
-        /// will run, such as a Kubernetes pod's mounted volumes.
+        /// Check every rule except what exists only where the configuration will run: the files
+        /// it names (certificates, policies, schema, keys, external ids) are not read, and the
+        /// variables it names (`audit.hmac_key_env`, `external_id_env`) need not be set. For a
+        /// configuration whose files and secrets are a Kubernetes pod's mounted volumes.
         #[arg(long)]
         no_files: bool,
     },

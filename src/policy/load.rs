@@ -162,7 +162,7 @@ pub(super) fn fingerprint(config: &PolicyConfig) -> String {
 }
 
 /// Parses the configured schema (its file and text), or the embedded one.
-fn parse_schema(configured: Option<(&Path, &str)>) -> Result<Schema, PolicyError> {
+pub(super) fn parse_schema(configured: Option<(&Path, &str)>) -> Result<Schema, PolicyError> {
     let (path, text) = configured.unwrap_or((Path::new(EMBEDDED_SCHEMA_NAME), DEFAULT_SCHEMA));
     match Schema::from_cedarschema_str(text) {
         Ok((schema, warnings)) => {

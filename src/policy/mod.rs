@@ -97,9 +97,50 @@ impl PolicyConfig {
         Ok(())
     }
 
+    /// The configured schema, read and parsed as a load would: a file that is not a Cedar schema
+    /// (human syntax) is refused naming `policy.schema`, before the policies are read.
+    pub fn check_schema(&self) -> Result<(), String> {
+        let Some(path) = &self.schema else {
+            return Ok(());
+        };
+        let shown = path.display();
+        let bytes = std::fs::read(path).map_err(|e| {
+            format!(
+                "policy.schema = {:?}: cannot read it: {e}",
+                shown.to_string()
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!(
+                "policy.schema = {:?}: not a Cedar schema (not UTF-8 text)",
+                shown.to_string()
+            )
+        })?;
+        load::parse_schema(Some((path, &text)))
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "policy.schema = {:?}: not a Cedar schema (human syntax): {e}",
+                    shown.to_string()
+                )
+            })
+    }
+
     /// The rules that need no file: what `check-config --no-files` checks.
     pub fn validate_values(&self) -> Result<(), PolicyError> {
         // A longer period would overflow tokio's timer arithmetic long before it were useful.
+        for (key, path) in [
+            ("policy.dir", Some(&self.dir)),
+            ("policy.schema", self.schema.as_ref()),
+        ] {
+            if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(PolicyError::Config {
+                    key,
+                    value: String::new(),
+                    rule: "must name a file or directory",
+                });
+            }
+        }
         if self.poll_interval_secs > MAX_POLL_INTERVAL_SECS {
             return Err(PolicyError::Config {
                 key: "policy.poll_interval_secs",

@@ -2,8 +2,46 @@
 //! acts in when it names none, the SDK's retries and timeouts, the session cache and the bound on
 //! calls talking to AWS at once, with their defaults and the checks made once at start.
 
+use std::ops::RangeInclusive;
+
 /// `upstream.min_remaining_deadline_ms` when unset.
 pub const DEFAULT_MIN_REMAINING_DEADLINE_MS: u64 = 50;
+
+// The bounds of the durations, so that none can overflow a timer or refuse every call. A minute
+// of margin before a call is already more than any caller's deadline should need; an operation
+// (retries included) longer than ten minutes outlives every caller and the drain.
+/// `upstream.min_remaining_deadline_ms`: 0 (start any call with time left) to a minute.
+pub(crate) const MIN_REMAINING_DEADLINE_MS: RangeInclusive<u64> = 0..=60_000;
+/// `upstream.initial_backoff_ms`: 1 ms to a minute.
+pub(crate) const INITIAL_BACKOFF_MS: RangeInclusive<u64> = 1..=60_000;
+/// `upstream.connect_timeout_ms`: 1 ms to a minute.
+pub(crate) const CONNECT_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// `upstream.operation_timeout_ms`, and `upstream.attempt_timeout_ms` below it: 1 ms to ten
+/// minutes.
+pub(crate) const OPERATION_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
+/// `upstream.throttle_retry_after_ms`: 1 ms to ten minutes.
+pub(crate) const THROTTLE_RETRY_AFTER_MS: RangeInclusive<u64> = 1..=600_000;
+/// `upstream.max_concurrent_requests`: a semaphore's permits.
+pub(crate) const MAX_CONCURRENT_REQUESTS: RangeInclusive<usize> = 1..=100_000;
+/// `upstream.session_cache_size`.
+pub(crate) const SESSION_CACHE_SIZE: RangeInclusive<usize> = 1..=1_000_000;
+
+/// `{key} = {value}: must be {min} to {max}` unless `range` holds `value`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: &RangeInclusive<T>,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {value}: must be {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
 
 /// `[upstream]`: how the gateway reaches Redshift.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -118,14 +156,18 @@ impl UpstreamConfig {
                     .map_err(|e| format!("{key} = {value:?}: {e}"))?;
             }
         }
-        if self.session_cache_size == 0 {
-            return Err("upstream.session_cache_size = 0: must be positive".into());
-        }
-        if self.max_concurrent_requests == 0 {
-            return Err("upstream.max_concurrent_requests = 0: must be positive".into());
-        }
+        in_range(
+            "upstream.session_cache_size",
+            self.session_cache_size,
+            &SESSION_CACHE_SIZE,
+        )?;
+        in_range(
+            "upstream.max_concurrent_requests",
+            self.max_concurrent_requests,
+            &MAX_CONCURRENT_REQUESTS,
+        )?;
         if let Some(region) = &self.region {
-            crate::arn::Region::parse(region)
+            crate::arn::Region::parse_configured(region)
                 .map_err(|e| format!("upstream.region = {region:?}: {e}"))?;
         }
         if let Some(url) = &self.endpoint_url
@@ -141,14 +183,39 @@ impl UpstreamConfig {
                 self.max_attempts
             ));
         }
-        for (key, value) in [
-            ("upstream.connect_timeout_ms", self.connect_timeout_ms),
-            ("upstream.attempt_timeout_ms", self.attempt_timeout_ms),
-            ("upstream.operation_timeout_ms", self.operation_timeout_ms),
+        for (key, value, range) in [
+            (
+                "upstream.min_remaining_deadline_ms",
+                self.min_remaining_deadline_ms,
+                &MIN_REMAINING_DEADLINE_MS,
+            ),
+            (
+                "upstream.initial_backoff_ms",
+                self.initial_backoff_ms,
+                &INITIAL_BACKOFF_MS,
+            ),
+            (
+                "upstream.connect_timeout_ms",
+                self.connect_timeout_ms,
+                &CONNECT_TIMEOUT_MS,
+            ),
+            (
+                "upstream.attempt_timeout_ms",
+                self.attempt_timeout_ms,
+                &OPERATION_TIMEOUT_MS,
+            ),
+            (
+                "upstream.operation_timeout_ms",
+                self.operation_timeout_ms,
+                &OPERATION_TIMEOUT_MS,
+            ),
+            (
+                "upstream.throttle_retry_after_ms",
+                self.throttle_retry_after_ms,
+                &THROTTLE_RETRY_AFTER_MS,
+            ),
         ] {
-            if value == 0 {
-                return Err(format!("{key} = 0: must be positive"));
-            }
+            in_range(key, value, range)?;
         }
         if self.attempt_timeout_ms > self.operation_timeout_ms {
             return Err(format!(
