@@ -816,6 +816,17 @@ mod tests {
         total: 10_000,
     };
 
+    /// The store in the SQLite file `path`, migrated, for [`METHODS`].
+    async fn sqlite_store(path: &std::path::Path) -> Store {
+        Store::open(
+            &StoreLocation::Sqlite(path.to_owned()),
+            2,
+            Arc::from(&METHODS[..]),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn sqlite_pool(path: &std::path::Path) -> SqlitePool {
         SqlitePoolOptions::new()
             .max_connections(1)
@@ -875,9 +886,7 @@ mod tests {
         .unwrap();
         pool.close().await;
 
-        let store = Store::open(&StoreLocation::Sqlite(path), 2, Arc::from(&METHODS[..]))
-            .await
-            .unwrap();
+        let store = sqlite_store(&path).await;
         let record = store
             .get("old-1")
             .await
@@ -921,13 +930,7 @@ mod tests {
     #[tokio::test]
     async fn an_approval_of_any_shape_is_stored_with_its_fields_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &StoreLocation::Sqlite(dir.path().join("approvals.db")),
-            2,
-            Arc::from(&METHODS[..]),
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(&dir.path().join("approvals.db")).await;
         let request = SemanticRequest {
             method: "AuthorizeDataShare",
             fields: vec![
@@ -959,13 +962,7 @@ mod tests {
     #[tokio::test]
     async fn a_row_whose_fields_no_longer_hash_to_its_digest_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &StoreLocation::Sqlite(dir.path().join("approvals.db")),
-            1,
-            Arc::from(&METHODS[..]),
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(&dir.path().join("approvals.db")).await;
         let request = SemanticRequest {
             method: "AssociateConsumer",
             fields: vec![
@@ -993,13 +990,7 @@ mod tests {
     #[tokio::test]
     async fn pending_approvals_are_capped_per_requester_and_in_all() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &StoreLocation::Sqlite(dir.path().join("approvals.db")),
-            2,
-            Arc::from(&METHODS[..]),
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(&dir.path().join("approvals.db")).await;
         let caps = PendingCaps {
             per_requester: 2,
             total: 3,
@@ -1058,13 +1049,7 @@ mod tests {
         // As an earlier release left it.
         std::fs::write(&path, b"").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let store = Store::open(
-            &StoreLocation::Sqlite(path.clone()),
-            1,
-            Arc::from(&METHODS[..]),
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(&path).await;
         let request = SemanticRequest {
             method: "AssociateConsumer",
             fields: vec![RequestField::text("data_share_arn", ARN)],
