@@ -102,7 +102,17 @@ pub struct ShipConfig {
     /// once shipped (never before, and never the newest audit file). Unset: keep them all.
     #[serde(default)]
     pub local_retention_days: Option<u32>,
+    /// How long one upload (or read back) may take, in milliseconds, before it counts as a
+    /// failure (`audit_ship_total{result="error"}`, a warning) and is retried with backoff: a
+    /// store that accepts connections and never answers shows within seconds. It must cover
+    /// sending a whole file (`audit.max_file_bytes`) over the link to S3. Default 5000, at most
+    /// 600000.
+    #[serde(default = "default_ship_timeout_ms")]
+    pub timeout_ms: u64,
 }
+
+/// `audit.ship.timeout_ms` at most: ten minutes, far from any overflow.
+const MAX_SHIP_TIMEOUT_MS: u64 = 600_000;
 
 /// The Object Lock mode of shipped objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -125,6 +135,10 @@ fn default_interval_secs() -> u64 {
 
 fn default_seal_interval_secs() -> u64 {
     300
+}
+
+fn default_ship_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_write_timeout_ms() -> u64 {
@@ -308,6 +322,12 @@ impl ShipConfig {
                 "audit.ship.local_retention_days = 0: must be at least 1 (or unset)".into(),
             );
         }
+        if !(1..=MAX_SHIP_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(format!(
+                "audit.ship.timeout_ms = {}: must be 1 to {MAX_SHIP_TIMEOUT_MS}",
+                self.timeout_ms
+            ));
+        }
         if !checkpoints {
             return Err(
                 "audit.ship is set without audit.checkpoint: shipped files without signed \
@@ -316,6 +336,11 @@ impl ShipConfig {
             );
         }
         Ok(())
+    }
+
+    /// How long one store request may take (`timeout_ms`).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
     }
 
     /// The key prefix of this gateway's objects: `<prefix>/<instance>/` (no leading slash).
@@ -380,6 +405,7 @@ mod tests {
         );
         let ship = config.ship.as_ref().expect("ship");
         assert_eq!(ship.seal_interval_secs, 300);
+        assert_eq!(ship.timeout_ms, 5_000);
         assert_eq!(ship.object_lock_mode, ObjectLockMode::Compliance);
         assert_eq!(ship.key_prefix("gw-0"), "gw-0/");
         assert!(config.validate().is_ok());
@@ -400,6 +426,14 @@ mod tests {
                 .expect_err("bucket")
                 .contains("audit.ship.bucket")
         );
+        for timeout_ms in [0, MAX_SHIP_TIMEOUT_MS + 1, u64::MAX] {
+            let mut bad = config.clone();
+            if let Some(ship) = bad.ship.as_mut() {
+                ship.timeout_ms = timeout_ms;
+            }
+            let err = bad.validate().expect_err("timeout");
+            assert!(err.contains("audit.ship.timeout_ms"), "{err}");
+        }
         let err = toml::from_str::<AuditConfig>(
             "dir = \"/a\"\n[ship]\nbucket = \"b\"\nregion = \"r\"\n\
              object_lock_mode = \"LEGAL\"\nretention_days = 1\n",

@@ -13,8 +13,8 @@
 //!   and retention-locked. The trait is this module's; the wiring hands in S3's implementation.
 //!
 //! Inside: `log` (the handle and its tasks), `writer` (the writer thread), `segment` (audit file
-//! names, listing and lines), `recover` (crash recovery at start), `checkpoint`, `verify`,
-//! `store` and `ship`.
+//! names, listing and lines), `recover` (crash recovery at start), `trail` (the trail id in
+//! `trail-id`), `checkpoint`, `verify`, `store` and `ship`.
 //!
 //! The schema is documented in `docs/audit.md`.
 
@@ -29,6 +29,7 @@ mod ship;
 mod store;
 #[cfg(test)]
 mod testing;
+mod trail;
 mod verify;
 mod writer;
 
@@ -44,8 +45,9 @@ pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
-pub use ship::{Shipper, read_shipped_checkpoints};
-pub use store::{ObjectStore, StoreError, StoreFuture, Stored, Upload};
+pub use ship::{Archive, ArchivedTrail, Shipper, read_archive};
+pub use store::{ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload};
+pub use trail::{TRAIL_ID_FILE, is_trail_id, read_trail_id};
 
 /// What `audit verify` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub struct Checkpoints {
     pub source: String,
     /// Each checkpoint: where it was read (a path or `s3://bucket/key`) and its bytes.
     pub notes: Vec<(String, Vec<u8>)>,
+    /// Checkpoints and audit files hidden behind a delete marker (`s3://bucket/key`): tampering.
+    pub delete_markers: Vec<String>,
 }
 
 /// Verifies audit files or directories with the key the log was written with (`None`: a plain
@@ -112,6 +116,18 @@ fn verify_against(
         }),
         ..verify::Report::default()
     };
+    if let Some(first) = checkpoints.delete_markers.first() {
+        return failed(
+            first,
+            format!(
+                "a delete marker hides this object (and {} more): an audit file or checkpoint \
+                 was deleted from the archive: {}",
+                checkpoints.delete_markers.len() - 1,
+                checkpoints.delete_markers.join(", ")
+            ),
+            false,
+        );
+    }
     if checkpoints.notes.is_empty() {
         return failed(
             &checkpoints.source,

@@ -1,6 +1,9 @@
 //! Shipping the trail off the box: every sealed audit file and every checkpoint is uploaded
 //! once to an [`ObjectStore`] (S3 in production), create-only, with its SHA-256 checksum and an
-//! Object Lock retention, under `<prefix>/<instance>/` (checkpoints under `checkpoints/`).
+//! Object Lock retention, under `<prefix>/<instance>/<trail id>/` (checkpoints under
+//! `checkpoints/`). The trail id (see `trail`) keeps a trail begun after a lost volume apart from
+//! the old one; a trail without one (made by an earlier release) ships under
+//! `<prefix>/<instance>/` as it always did.
 //!
 //! Uploads run on their own task and never hold up a call: the local trail stays the
 //! write-ahead guarantee, and the gateway keeps serving while the store is unreachable (the
@@ -25,8 +28,9 @@ use tokio::task::{JoinError, spawn_blocking};
 
 use super::checkpoint::{CHECKPOINT_DIR, checkpoint_seq};
 use super::config::ShipConfig;
-use super::segment::list_segments;
+use super::segment::{list_segments, segment_number};
 use super::store::{ObjectStore, StoreError, Stored, Upload, sha256_file};
+use super::trail::{is_trail_id, read_trail_id};
 use crate::metrics::Metrics;
 
 /// Where shipped files are marked, inside the audit directory.
@@ -87,6 +91,8 @@ enum ShipError {
     Read(PathBuf, std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{url}: no answer within audit.ship.timeout_ms = {timeout_ms}")]
+    TimedOut { url: String, timeout_ms: u64 },
     #[error("{url} already holds different bytes (SHA-256 {stored}, local {local})")]
     Conflict {
         url: String,
@@ -145,6 +151,23 @@ impl Run {
         mut sealed_below: watch::Receiver<u64>,
         mut finishing: watch::Receiver<bool>,
     ) {
+        let dir = self.dir.clone();
+        let trail_id = spawn_blocking(move || read_trail_id(&dir))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|read| read);
+        match trail_id {
+            Ok(Some(id)) => self.key_prefix = format!("{}{id}/", self.key_prefix),
+            Ok(None) => {}
+            Err(err) => {
+                // Never under a guessed key: the objects would mix with another trail's.
+                tracing::error!(
+                    error = %err,
+                    "ALARM audit: the trail id cannot be read; nothing is shipped"
+                );
+                return;
+            }
+        }
         let marks = self.dir.join(MARKS);
         self.shipped = spawn_blocking(move || read_marks(&marks))
             .await
@@ -153,10 +176,12 @@ impl Run {
         loop {
             let sealed = *sealed_below.borrow_and_update();
             let finish = *finishing.borrow_and_update();
-            let failed = self.pass(sealed).await;
+            let failed = self.pass(sealed, &mut sealed_below).await;
             if finish && sealed == u64::MAX && failed.is_none() {
                 return;
             }
+            // A file sealed during the pass was seen there (for the gauges), not shipped.
+            let sealed_meanwhile = *sealed_below.borrow() != sealed;
             let wait = match failed {
                 Some(err) => {
                     // The wording is what the alert's runbook (deploy/kubernetes) says to look for.
@@ -170,6 +195,7 @@ impl Run {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait
                 }
+                None if sealed_meanwhile => continue,
                 None => {
                     backoff = Duration::from_secs(1);
                     IDLE_PASS
@@ -187,8 +213,13 @@ impl Run {
     }
 
     /// One pass: ships everything due, updates the gauges, applies local retention. Returns
-    /// the first failure (the rest of the pass still ran).
-    async fn pass(&mut self, sealed_below: u64) -> Option<ShipError> {
+    /// the first failure (the rest of the pass still ran). While an upload is under way, a file
+    /// the writer seals (`sealing`) updates the gauges at once.
+    async fn pass(
+        &mut self,
+        sealed_below: u64,
+        sealing: &mut watch::Receiver<u64>,
+    ) -> Option<ShipError> {
         let scan = match self.scan(sealed_below).await {
             Ok(scan) => scan,
             Err(err) => return Some(err),
@@ -201,7 +232,22 @@ impl Run {
             if self.conflicts.contains(&item.mark) {
                 continue;
             }
-            match self.ship(item).await {
+            let shipped = {
+                let upload = self.ship(item);
+                tokio::pin!(upload);
+                loop {
+                    tokio::select! {
+                        result = &mut upload => break result,
+                        Ok(()) = sealing.changed() => {
+                            let now_sealed = *sealing.borrow_and_update();
+                            if let Ok(scan) = self.scan(now_sealed).await {
+                                self.update_gauges(&scan);
+                            }
+                        }
+                    }
+                }
+            };
+            match shipped {
                 Ok(result) => {
                     self.metrics.audit_shipped(result);
                     self.mark(item).await;
@@ -297,10 +343,13 @@ impl Run {
             lock_mode: self.config.object_lock_mode,
             retain_until,
         };
-        match self.store.put_create_only(upload).await? {
+        match self
+            .timed(&item.key, self.store.put_create_only(upload))
+            .await?
+        {
             Stored::Created => Ok("shipped"),
             Stored::Exists => {
-                let bytes = self.store.get(&item.key).await?;
+                let bytes = self.timed(&item.key, self.store.get(&item.key)).await?;
                 let stored: [u8; 32] =
                     spawn_blocking(move || Sha256::digest(&bytes).into()).await?;
                 if stored == sha256 {
@@ -313,6 +362,21 @@ impl Run {
                     })
                 }
             }
+        }
+    }
+
+    /// `request`, given up after `audit.ship.timeout_ms`.
+    async fn timed<T>(
+        &self,
+        key: &str,
+        request: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ShipError> {
+        match tokio::time::timeout(self.config.timeout(), request).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(ShipError::TimedOut {
+                url: self.store.url(key),
+                timeout_ms: self.config.timeout_ms,
+            }),
         }
     }
 
@@ -461,21 +525,80 @@ fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The checkpoints shipped to `store` under `prefix`, each with the name [`ObjectStore::url`]
-/// gives it.
-pub async fn read_shipped_checkpoints(
-    store: &dyn ObjectStore,
-    prefix: &str,
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let mut notes = Vec::new();
-    for key in store.list(prefix).await? {
-        let name = key.rsplit('/').next().unwrap_or(&key);
-        if checkpoint_seq(name).is_some() {
-            let bytes = store.get(&key).await?;
-            notes.push((store.url(&key), bytes));
+/// One trail found in an archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedTrail {
+    /// Its key prefix: `<prefix>/<instance>/<trail id>/`, or `<prefix>/<instance>/` for a trail
+    /// made by an earlier release.
+    pub prefix: String,
+    /// `None`: a trail without an id.
+    pub trail_id: Option<String>,
+    /// The keys of its audit files and of its checkpoints that can be read, in key order.
+    pub audit_files: Vec<String>,
+    pub checkpoints: Vec<String>,
+}
+
+/// What an archive holds under a prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Archive {
+    pub trails: Vec<ArchivedTrail>,
+    /// Audit files and checkpoints with a delete marker, as [`ObjectStore::url`] names them:
+    /// on a locked bucket the object is still there, but a plain listing no longer shows it,
+    /// which is how a cut trail would be hidden. Tampering.
+    pub delete_markers: Vec<String>,
+}
+
+/// The trails shipped to `store` under `prefix`, read from the versioned listing.
+pub async fn read_archive(store: &dyn ObjectStore, prefix: &str) -> Result<Archive, StoreError> {
+    let versions = store.list_versions(prefix).await?;
+    let mut archive = Archive::default();
+    let mut marked: HashSet<&str> = HashSet::new();
+    for version in versions.iter().filter(|v| v.delete_marker) {
+        if trail_of(&version.key).is_some() && marked.insert(&version.key) {
+            archive.delete_markers.push(store.url(&version.key));
         }
     }
-    Ok(notes)
+    let mut trails: std::collections::BTreeMap<String, ArchivedTrail> = Default::default();
+    for version in versions.iter().filter(|v| v.latest && !v.delete_marker) {
+        let Some((trail_prefix, is_checkpoint)) = trail_of(&version.key) else {
+            continue;
+        };
+        let trail = trails
+            .entry(trail_prefix.to_owned())
+            .or_insert_with(|| ArchivedTrail {
+                prefix: trail_prefix.to_owned(),
+                trail_id: trail_prefix
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .filter(|last| is_trail_id(last))
+                    .map(str::to_owned),
+                audit_files: Vec::new(),
+                checkpoints: Vec::new(),
+            });
+        match is_checkpoint {
+            true => trail.checkpoints.push(version.key.clone()),
+            false => trail.audit_files.push(version.key.clone()),
+        }
+    }
+    archive.trails = trails.into_values().collect();
+    Ok(archive)
+}
+
+/// The prefix of the trail `key` belongs to, and whether it is a checkpoint; `None` for
+/// anything but an audit file or a checkpoint.
+fn trail_of(key: &str) -> Option<(&str, bool)> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    // The directory with its slash ("" at the bucket's root).
+    let dir = &key[..key.len() - name.len()];
+    if segment_number(name).is_some() {
+        return Some((dir, false));
+    }
+    if checkpoint_seq(name).is_some() {
+        let trail = dir.strip_suffix(&format!("{CHECKPOINT_DIR}/"))?;
+        return Some((trail, true));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -486,7 +609,7 @@ mod tests {
     use super::*;
     use crate::audit::ObjectLockMode;
     use crate::audit::segment::segment_name;
-    use crate::audit::store::StoreFuture;
+    use crate::audit::store::{ObjectVersion, StoreFuture};
 
     /// What a put was given.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,6 +625,8 @@ mod tests {
     struct Recording {
         puts: Mutex<Vec<Put>>,
         objects: Mutex<BTreeMap<String, Vec<u8>>>,
+        /// Keys whose newest version is a delete marker.
+        delete_markers: Mutex<Vec<String>>,
     }
 
     impl ObjectStore for Recording {
@@ -537,14 +662,26 @@ mod tests {
             })
         }
 
-        fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<String>> {
+        fn list_versions<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<ObjectVersion>> {
             Box::pin(async move {
                 let objects = self.objects.lock().expect("objects");
-                Ok(objects
+                let markers = self.delete_markers.lock().expect("markers");
+                let mut found: Vec<ObjectVersion> = objects
                     .keys()
                     .filter(|k| k.starts_with(prefix))
-                    .cloned()
-                    .collect())
+                    .map(|key| ObjectVersion {
+                        key: key.clone(),
+                        delete_marker: false,
+                        latest: !markers.contains(key),
+                    })
+                    .collect();
+                found.extend(markers.iter().map(|key| ObjectVersion {
+                    key: key.clone(),
+                    delete_marker: true,
+                    latest: true,
+                }));
+                found.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(found)
             })
         }
     }
@@ -581,8 +718,9 @@ mod tests {
         std::fs::write(tmp.path().join(segment_name(2)), b"open\n").expect("open file");
         let store = Arc::new(Recording::default());
         let mut run = run(Arc::clone(&store), tmp.path());
+        let (_sealed, mut sealing) = watch::channel(2);
 
-        assert!(run.pass(2).await.is_none());
+        assert!(run.pass(2, &mut sealing).await.is_none());
 
         let puts = store.puts.lock().expect("puts").clone();
         assert_eq!(
@@ -597,7 +735,7 @@ mod tests {
         );
         assert!(tmp.path().join(MARKS).join(segment_name(1)).is_file());
         // Shipped and marked: the next pass uploads nothing.
-        assert!(run.pass(2).await.is_none());
+        assert!(run.pass(2, &mut sealing).await.is_none());
         assert_eq!(store.puts.lock().expect("puts").len(), 1);
     }
 
@@ -617,9 +755,10 @@ mod tests {
             );
         }
         let mut run = run(Arc::clone(&store), tmp.path());
+        let (_sealed, mut sealing) = watch::channel(3);
 
         assert!(
-            run.pass(3).await.is_none(),
+            run.pass(3, &mut sealing).await.is_none(),
             "a conflict is an alarm, not a retry"
         );
 
@@ -628,29 +767,104 @@ mod tests {
         assert!(run.conflicts.contains(&segment_name(2)));
         assert!(!tmp.path().join(MARKS).join(segment_name(2)).exists());
         // Not retried in this process.
-        assert!(run.pass(3).await.is_none());
+        assert!(run.pass(3, &mut sealing).await.is_none());
         assert_eq!(store.puts.lock().expect("puts").len(), 2);
     }
 
     #[tokio::test]
-    async fn shipped_checkpoints_are_read_back_by_their_names() {
+    async fn a_new_trail_ships_under_its_id_and_an_old_one_under_its_old_keys() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join(segment_name(1)), b"old\n").expect("file 1");
+        let store = Arc::new(Recording::default());
+        let (_sealed, mut sealing) = watch::channel(2);
+        let mut old = run(Arc::clone(&store), tmp.path());
+        assert!(old.pass(2, &mut sealing).await.is_none());
+
+        let lost = tempfile::tempdir().expect("tempdir");
+        let id = crate::audit::trail::establish(lost.path(), false)
+            .expect("id")
+            .expect("a new trail has one");
+        std::fs::write(lost.path().join(segment_name(1)), b"new\n").expect("file 1");
+        let new = run(Arc::clone(&store), lost.path());
+        let (sealed, sealing) = watch::channel(2);
+        let (_finishing, finish_rx) = watch::channel(false);
+        let task = tokio::spawn(new.serve(sealing, finish_rx));
+        let expected = format!("gw/{id}/{}", segment_name(1));
+        while !store
+            .objects
+            .lock()
+            .expect("objects")
+            .contains_key(&expected)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        drop(sealed);
+
+        let keys: HashSet<String> = store
+            .objects
+            .lock()
+            .expect("objects")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            HashSet::from([expected, format!("gw/{}", segment_name(1))])
+        );
+        assert_eq!(
+            store.puts.lock().expect("puts").len(),
+            2,
+            "no conflict: one put each"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_archive_is_read_trail_by_trail_with_its_delete_markers() {
         let store = Recording::default();
+        let id = "0123456789abcdef0123456789abcdef";
+        let checkpoint = crate::audit::checkpoint::checkpoint_name(7);
         {
             let mut objects = store.objects.lock().expect("objects");
-            let name = crate::audit::checkpoint::checkpoint_name(7);
-            objects.insert(format!("gw/checkpoints/{name}"), b"note".to_vec());
+            for key in [
+                format!("gw/{}", segment_name(1)),
+                format!("gw/checkpoints/{checkpoint}"),
+                format!("gw/{id}/{}", segment_name(1)),
+                format!("gw/{id}/{}", segment_name(2)),
+                format!("gw/{id}/checkpoints/{checkpoint}"),
+            ] {
+                objects.insert(key, b"x".to_vec());
+            }
             objects.insert("gw/checkpoints/README".into(), b"not one".to_vec());
         }
-        let notes = read_shipped_checkpoints(&store, "gw/").await.expect("read");
+        store
+            .delete_markers
+            .lock()
+            .expect("markers")
+            .push(format!("gw/{id}/{}", segment_name(2)));
+
+        let archive = read_archive(&store, "gw/").await.expect("read");
+
         assert_eq!(
-            notes,
-            [(
-                format!(
-                    "mem://gw/checkpoints/{}",
-                    crate::audit::checkpoint::checkpoint_name(7)
-                ),
-                b"note".to_vec()
-            )]
+            archive.delete_markers,
+            [format!("mem://gw/{id}/{}", segment_name(2))]
+        );
+        assert_eq!(
+            archive.trails,
+            [
+                ArchivedTrail {
+                    prefix: "gw/".into(),
+                    trail_id: None,
+                    audit_files: vec![format!("gw/{}", segment_name(1))],
+                    checkpoints: vec![format!("gw/checkpoints/{checkpoint}")],
+                },
+                ArchivedTrail {
+                    prefix: format!("gw/{id}/"),
+                    trail_id: Some(id.into()),
+                    audit_files: vec![format!("gw/{id}/{}", segment_name(1))],
+                    checkpoints: vec![format!("gw/{id}/checkpoints/{checkpoint}")],
+                },
+            ]
         );
     }
 }

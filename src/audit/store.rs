@@ -29,8 +29,20 @@ pub trait ObjectStore: std::fmt::Debug + Send + Sync {
     /// The bytes of `key`.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<u8>>;
 
-    /// The keys under `prefix`, in lexical order.
-    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<String>>;
+    /// Every version under `prefix`, delete markers included, in lexical order of keys: a
+    /// plain listing hides an object behind a delete marker, which a locked bucket allows
+    /// anyone with `s3:DeleteObject` to place.
+    fn list_versions<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<ObjectVersion>>;
+}
+
+/// One entry of [`ObjectStore::list_versions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub key: String,
+    /// A delete marker, not an object: the key reads as missing.
+    pub delete_marker: bool,
+    /// The key's newest entry (what a plain read of the key finds).
+    pub latest: bool,
 }
 
 /// One create-only upload of a local file.

@@ -203,6 +203,14 @@ impl Writer {
             path: dir.clone(),
             source,
         })?;
+        // Before the first audit file: a directory with audit files and no id is an earlier
+        // release's trail.
+        super::trail::establish(&dir, !segments.is_empty()).map_err(|source| {
+            AuditError::CreateFile {
+                path: dir.join(super::trail::TRAIL_ID_FILE),
+                source,
+            }
+        })?;
         let chain = Chain::new(key);
         let covered = checkpointer.as_ref().map(|c| c.covered);
         let recovered = recover(&dir, &segments, &chain, covered)?;

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::audit::{
-    ObjectLockMode, ObjectStore, ShipConfig, StoreError, StoreFuture, Stored, Upload,
+    ObjectLockMode, ObjectStore, ObjectVersion, ShipConfig, StoreError, StoreFuture, Stored, Upload,
 };
 
 /// Where a bucket is, and how to reach it.
@@ -23,6 +23,9 @@ pub struct S3Location<'a> {
     pub endpoint_url: Option<&'a str>,
     /// `endpoint/bucket/key` rather than `bucket.endpoint/key`, for S3-compatible stores.
     pub force_path_style: bool,
+    /// How long one request may take before it is given up (and retried once). The shipper's
+    /// is `audit.ship.timeout_ms`; a reader's may be longer.
+    pub attempt_timeout: Duration,
 }
 
 /// A bucket the trail is shipped to or read back from.
@@ -84,8 +87,8 @@ async fn client(location: &S3Location<'_>) -> aws_sdk_s3::Client {
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(60))
+                .connect_timeout(location.attempt_timeout.min(Duration::from_secs(5)))
+                .operation_attempt_timeout(location.attempt_timeout)
                 .build(),
         );
     if shared.region().is_none() {
@@ -125,6 +128,7 @@ impl S3Store {
             region: Some(&ship.region),
             endpoint_url: ship.endpoint_url.as_deref(),
             force_path_style: ship.force_path_style,
+            attempt_timeout: ship.timeout(),
         };
         S3Store::connect(&ship.bucket, &location).await
     }
@@ -190,24 +194,44 @@ impl S3Store {
         Ok(body.into_bytes().to_vec())
     }
 
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| brief("S3 ListObjectsV2", prefix, &err))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
+    async fn list_versions_of(&self, prefix: &str) -> Result<Vec<ObjectVersion>, StoreError> {
+        let mut found = Vec::new();
+        // ListObjectVersions has no paginator in the SDK: its two markers carry the position.
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|err| brief("S3 ListObjectVersions", prefix, &err))?;
+            let versions = page.versions().iter().map(|v| ObjectVersion {
+                key: v.key().unwrap_or_default().to_owned(),
+                delete_marker: false,
+                latest: v.is_latest().unwrap_or(false),
+            });
+            let markers = page.delete_markers().iter().map(|m| ObjectVersion {
+                key: m.key().unwrap_or_default().to_owned(),
+                delete_marker: true,
+                latest: m.is_latest().unwrap_or(false),
+            });
+            found.extend(versions.chain(markers));
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                break;
+            }
         }
-        Ok(keys)
+        // S3 lists versions and markers apart; one order for the reader.
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
     }
 }
 
@@ -224,8 +248,8 @@ impl ObjectStore for S3Store {
         Box::pin(self.get_bytes(key))
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(self.list_keys(prefix))
+    fn list_versions<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<ObjectVersion>> {
+        Box::pin(self.list_versions_of(prefix))
     }
 }
 

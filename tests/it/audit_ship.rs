@@ -120,8 +120,15 @@ async fn calls(gw: &Gateway, n: usize, tag: &str) {
     }
 }
 
+/// The key prefix of the trail in `dir`: `<prefix>/<instance>/<trail id>/`.
+fn trail_prefix(dir: &Path) -> String {
+    let id = std::fs::read_to_string(dir.join("trail-id")).expect("the trail id");
+    format!("{PREFIX}{}/", id.trim_end())
+}
+
 /// The local files the gateway ships, by object key: audit files and checkpoints.
 fn local_objects(dir: &Path) -> Vec<(String, PathBuf)> {
+    let trail = trail_prefix(dir);
     let mut found = Vec::new();
     for (sub, key_dir) in [("", ""), ("checkpoints", "checkpoints/")] {
         for entry in std::fs::read_dir(dir.join(sub)).expect("read dir") {
@@ -134,7 +141,7 @@ fn local_objects(dir: &Path) -> Vec<(String, PathBuf)> {
             let shipped = (name.starts_with("audit-") && name.ends_with(".jsonl"))
                 || (name.starts_with("checkpoint-") && name.ends_with(".txt"));
             if shipped {
-                found.push((format!("{PREFIX}{key_dir}{name}"), path));
+                found.push((format!("{trail}{key_dir}{name}"), path));
             }
         }
     }
@@ -202,7 +209,7 @@ async fn unshipped_above(gw: &Gateway, floor: f64) -> f64 {
 /// nothing else is.
 async fn assert_shipped_exactly_once(moto: &Moto, dir: &Path) {
     let local = local_objects(dir);
-    let versions = s3::versions(&moto.endpoint, BUCKET, PREFIX).await;
+    let versions = s3::versions(&moto.endpoint, BUCKET, &trail_prefix(dir)).await;
     let keys: Vec<&str> = versions.iter().map(|(k, _)| k.as_str()).collect();
     let expected: Vec<&str> = local.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, expected, "one version per file, no more, no fewer");
@@ -271,8 +278,9 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     assert_shipped_exactly_once(moto, &dir).await;
     let python = s3::venv_tool("DATASHARE_GATEWAY_TEST_PYTHON", "python");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/s3_readback.py");
+    let trail = trail_prefix(&dir);
     let out = Command::new(python)
-        .args([s(&script), &moto.endpoint, BUCKET, PREFIX])
+        .args([s(&script), &moto.endpoint, BUCKET, &trail])
         .output()
         .expect("run the boto3 read-back");
     assert!(
@@ -294,7 +302,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     assert_eq!(read["probe"]["delete_version"], "AccessDenied", "{read}");
 
     // An untouched trail verifies against its checkpoints, local and shipped.
-    let shipped = format!("s3://{BUCKET}/{PREFIX}checkpoints/");
+    let shipped = format!("s3://{BUCKET}/{trail}checkpoints/");
     let from_s3 = [
         "--checkpoints",
         shipped.as_str(),
@@ -343,7 +351,7 @@ async fn sealed_files_and_checkpoints_ship_locked_and_a_cut_trail_is_caught_from
     let (code, out) = verify(&args);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!("s3://{BUCKET}/{PREFIX}checkpoints/checkpoint-")),
+        out.contains(&format!("s3://{BUCKET}/{trail}checkpoints/checkpoint-")),
         "{out}"
     );
 
@@ -458,13 +466,22 @@ async fn calls_go_on_while_s3_is_down_and_everything_ships_exactly_once_when_it_
         unshipped_b > unshipped_a,
         "{unshipped_a} then {unshipped_b}"
     );
-    let errors = metric(
-        &gw,
-        "datashare_gateway_audit_ship_total",
-        &[("result", "error")],
-    )
+    // The gauges follow the seals while an upload is under way: the failure is counted when it
+    // ends.
+    let counted = tokio::time::timeout(PATIENCE, async {
+        while metric(
+            &gw,
+            "datashare_gateway_audit_ship_total",
+            &[("result", "error")],
+        )
+        .await
+            == 0.0
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
     .await;
-    assert!(errors > 0.0, "failed uploads are counted");
+    assert!(counted.is_ok(), "failed uploads are counted");
     assert!(
         gw.logs().contains("shipping to S3 fails"),
         "a warning while it fails"
@@ -636,7 +653,7 @@ async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint(
     assert_eq!(last_checkpoint["reason"], "shutdown", "{last_checkpoint}");
     assert_eq!(last_checkpoint["covers_seq"], last_call["seq"]);
     // The auditor's view, from S3 alone: the trail verifies up to the last call.
-    let shipped = format!("s3://{BUCKET}/{PREFIX}checkpoints/");
+    let shipped = format!("s3://{BUCKET}/{}checkpoints/", trail_prefix(&gw.audit_dir));
     let (code, out) = verify(&[
         s(&gw.audit_dir),
         "--public-key",
@@ -658,8 +675,13 @@ async fn a_clean_shutdown_seals_and_ships_the_open_file_with_a_final_checkpoint(
 async fn a_name_taken_by_other_bytes_is_an_alarm_and_the_local_file_is_kept() {
     let world = World::start().await;
     let moto = &world.moto;
-    // Someone else's object where the gateway's first file will go.
-    let taken = format!("{PREFIX}audit-00000000000000000001.jsonl");
+    // Someone else's object where the gateway's first file will go (its trail id known ahead).
+    let dir = world.keys.path().join("audit");
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .expect("audit dir");
+    std::fs::write(dir.join("trail-id"), "0123456789abcdef0123456789abcdef\n").expect("id");
+    let taken = format!("{}audit-00000000000000000001.jsonl", trail_prefix(&dir));
     s3::s3_client(&moto.endpoint)
         .await
         .put_object()
@@ -669,7 +691,9 @@ async fn a_name_taken_by_other_bytes_is_an_alarm_and_the_local_file_is_kept() {
         .send()
         .await
         .expect("put");
-    let mut gw = Gateway::start(world.options()).await;
+    let mut options = world.options();
+    options.audit_dir = Some(dir);
+    let mut gw = Gateway::start(options).await;
     calls(&gw, 3, "conflict").await;
     let alarmed = tokio::time::timeout(PATIENCE, async {
         loop {
@@ -699,4 +723,235 @@ async fn a_name_taken_by_other_bytes_is_an_alarm_and_the_local_file_is_kept() {
     );
     let versions = s3::versions(&moto.endpoint, BUCKET, &taken).await;
     assert_eq!(versions.len(), 1, "{versions:?}");
+}
+
+/// `audit verify` over the archive, through moto.
+fn verify_archive(url: &str, public: &Path, endpoint: &str) -> (i32, String) {
+    verify(&[
+        url,
+        "--public-key",
+        s(public),
+        "--s3-endpoint-url",
+        endpoint,
+        "--s3-force-path-style",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_volume_the_new_trail_ships_under_its_own_id_and_both_trails_verify() {
+    let world = World::start().await;
+    let (moto, public) = (&world.moto, &world.public);
+    // A trail an earlier release made: audit files and no trail id.
+    let mut local_only = world.options();
+    let ship_at = local_only
+        .audit_toml
+        .find("[audit.ship]")
+        .expect("ship section");
+    local_only.audit_toml.truncate(ship_at);
+    let mut first = Gateway::start(local_only).await;
+    calls(&first, 3, "old-local").await;
+    assert!(
+        first.terminate().await,
+        "clean exit; logs:\n{}",
+        first.logs()
+    );
+    let dir = first.audit_dir.clone();
+    std::fs::remove_file(dir.join("trail-id")).expect("an earlier release made none");
+
+    // It keeps shipping under its old keys.
+    let mut options = world.options();
+    options.audit_dir = Some(dir.clone());
+    let mut gw = Gateway::start(options).await;
+    calls(&gw, 3, "old").await;
+    wait_all_shipped(&gw).await;
+    assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
+    assert!(!dir.join("trail-id").exists(), "an old trail gets no id");
+    let old_keys = s3::versions(&moto.endpoint, BUCKET, PREFIX).await;
+    assert!(old_keys.len() >= 2, "{old_keys:?}");
+    for (key, _) in &old_keys {
+        let rest = key.strip_prefix(PREFIX).expect("under the instance");
+        assert!(
+            rest.starts_with("audit-") || rest.starts_with("checkpoints/checkpoint-"),
+            "under the old keys: {key}"
+        );
+    }
+
+    // The volume is lost; the same instance name starts again.
+    std::fs::remove_dir_all(&dir).expect("lose the volume");
+    let mut gw = gw.restart().await;
+    calls(&gw, 5, "new").await;
+    wait_all_shipped(&gw).await;
+    let conflicts = metric(
+        &gw,
+        "datashare_gateway_audit_ship_total",
+        &[("result", "conflict")],
+    )
+    .await;
+    assert_eq!(conflicts, 0.0, "no conflict; logs:\n{}", gw.logs());
+    assert!(!gw.logs().contains("ALARM"), "{}", gw.logs());
+    assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
+    let id = std::fs::read_to_string(dir.join("trail-id")).expect("a new trail has an id");
+    let id = id.trim_end();
+    let new_keys = s3::versions(&moto.endpoint, BUCKET, &trail_prefix(&dir)).await;
+    assert_eq!(
+        new_keys.len(),
+        local_objects(&dir).len(),
+        "every new file and checkpoint shipped: {new_keys:?}"
+    );
+    assert_shipped_exactly_once(moto, &dir).await;
+    // The old trail's objects are untouched.
+    let all = s3::versions(&moto.endpoint, BUCKET, PREFIX).await;
+    assert_eq!(all.len(), old_keys.len() + new_keys.len());
+
+    // The archive: both trails, each against its own checkpoints, named.
+    let archive = format!("s3://{BUCKET}/{PREFIX}");
+    let (code, out) = verify_archive(&archive, public, &moto.endpoint);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 trail(s)"), "{out}");
+    assert!(out.contains("the trail without an id"), "{out}");
+    assert!(out.contains(&format!("trail {id} (")), "{out}");
+    assert_eq!(
+        out.matches("signed checkpoint(s) verify").count(),
+        2,
+        "{out}"
+    );
+    // The local trail against the instance's checkpoints: its own are picked.
+    let (code, out) = verify(&[
+        s(&dir),
+        "--public-key",
+        s(public),
+        "--checkpoints",
+        &archive,
+        "--s3-endpoint-url",
+        &moto.endpoint,
+        "--s3-force-path-style",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{PREFIX}{id}/checkpoints/")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_marker_on_the_newest_file_or_checkpoint_is_tampering() {
+    let world = World::start().await;
+    let (moto, public) = (&world.moto, &world.public);
+    let mut gw = Gateway::start(world.options()).await;
+    calls(&gw, 5, "marked").await;
+    wait_all_shipped(&gw).await;
+    assert!(gw.terminate().await, "clean exit; logs:\n{}", gw.logs());
+    let trail = trail_prefix(&gw.audit_dir);
+    let archive = format!("s3://{BUCKET}/{trail}");
+    let (code, out) = verify_archive(&archive, public, &moto.endpoint);
+    assert_eq!(code, 0, "untouched: {out}");
+
+    // Allowed on a COMPLIANCE bucket: a delete without a version id only adds a marker.
+    let objects = local_objects(&gw.audit_dir);
+    let newest_file = objects
+        .iter()
+        .rfind(|(k, _)| k.ends_with(".jsonl"))
+        .map(|(k, _)| k.clone())
+        .expect("a file");
+    let newest_checkpoint = objects
+        .iter()
+        .rfind(|(k, _)| k.contains("/checkpoints/"))
+        .map(|(k, _)| k.clone())
+        .expect("a checkpoint");
+    let client = s3::s3_client(&moto.endpoint).await;
+    for key in [&newest_file, &newest_checkpoint] {
+        client
+            .delete_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .expect("a delete marker");
+    }
+
+    let (code, out) = verify_archive(&archive, public, &moto.endpoint);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("s3://{BUCKET}/{newest_file}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("s3://{BUCKET}/{newest_checkpoint}")),
+        "{out}"
+    );
+    assert!(out.contains("delete marker"), "{out}");
+    // The same through --checkpoints, with the local files.
+    let (code, out) = verify(&[
+        s(&gw.audit_dir),
+        "--public-key",
+        s(public),
+        "--checkpoints",
+        &format!("{archive}checkpoints/"),
+        "--s3-endpoint-url",
+        &moto.endpoint,
+        "--s3-force-path-style",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("s3://{BUCKET}/{newest_checkpoint}")),
+        "{out}"
+    );
+}
+
+/// Accepts connections and never answers, holding them open.
+async fn silent_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (endpoint, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_that_never_answers_is_an_error_within_seconds_and_the_backlog_shows_as_files_seal() {
+    let world = World::start().await;
+    let (endpoint, _held) = silent_endpoint().await;
+    let mut options = options(&world.emulator, &world.key, &endpoint);
+    options.audit_toml.push_str("timeout_ms = 500\n");
+    let gw = Gateway::start(options).await;
+    calls(&gw, 3, "held-a").await;
+    let errors = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let errors = metric(
+                &gw,
+                "datashare_gateway_audit_ship_total",
+                &[("result", "error")],
+            )
+            .await;
+            if errors >= 1.0 {
+                return errors;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(errors.is_ok(), "no error counted; logs:\n{}", gw.logs());
+    assert!(
+        gw.logs().contains("shipping to S3 fails") && gw.logs().contains("timeout_ms = 500"),
+        "{}",
+        gw.logs()
+    );
+    let before = unshipped_above(&gw, 0.0).await;
+    calls(&gw, 10, "held-b").await;
+    let after = unshipped_above(&gw, before).await;
+    assert!(after > before, "{before} then {after}");
+    let oldest = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let age = metric(&gw, "datashare_gateway_audit_oldest_unshipped_seconds", &[]).await;
+            if age >= 1.0 {
+                return age;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(oldest.is_ok(), "the oldest unshipped file ages");
 }

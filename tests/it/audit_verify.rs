@@ -51,6 +51,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .expect("read_dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        // The audit files, not the trail id beside them.
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     files.sort();
     files
