@@ -277,7 +277,11 @@ async fn latency(emulator: &Emulator, gateway: &Gateway) -> (f64, f64) {
 /// `IN_FLIGHT` calls at once against a slow upstream: (peak RSS in MiB, failed calls).
 async fn many_in_flight(emulator: &Emulator) -> (f64, u64) {
     let mut options = GatewayOptions::new(emulator.endpoint_url());
-    options.server_toml = format!("concurrency_limit = {}", IN_FLIGHT * 2);
+    // Neither limit may refuse a call of the 10,000: what is measured is the memory they take.
+    options.server_toml = format!(
+        "concurrency_limit = {0}\nmax_in_flight_calls = {0}",
+        IN_FLIGHT * 2
+    );
     let gateway = Gateway::start(options).await;
     let pid = gateway.pid();
     // One connection per 100 calls: the gateway's default stream bound per connection.
