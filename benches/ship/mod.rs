@@ -117,13 +117,14 @@ async fn shipping_delay(gateway: &Gateway, moto: &Moto, instance: &str, sample: 
         let listed = store
             .list_objects_v2()
             .bucket(BUCKET)
-            .prefix(format!("{instance}/audit-"))
+            // `<instance>/<trail id>/audit-…`: the trail id is the gateway's own.
+            .prefix(format!("{instance}/"))
             .send()
             .await
             .expect("list");
         for object in listed.contents() {
             let key = object.key().unwrap_or_default().to_owned();
-            if !seen.insert(key.clone()) {
+            if !key.contains("/audit-") || !seen.insert(key.clone()) {
                 continue;
             }
             let body = s3::object(&store, BUCKET, &key).await;
