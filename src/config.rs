@@ -2,6 +2,7 @@
 //! start with messages that name the key, the value and the rule. Defaults are the safe ones:
 //! mTLS on, fail closed.
 
+use crate::bounds::in_range;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -154,23 +155,6 @@ pub const MAX_CONCURRENT_STREAMS: RangeInclusive<u64> = 1..=10_000;
 /// `server.max_pending_accept_reset_streams`: 0 would refuse the first reset stream of every
 /// connection (h2 answers it with GOAWAY).
 pub const MAX_PENDING_ACCEPT_RESET_STREAMS: RangeInclusive<usize> = 1..=10_000;
-
-/// `{key} = {value}: must be {min} to {max}` unless `range` holds `value`.
-fn in_range<T: PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: T,
-    range: &RangeInclusive<T>,
-) -> Result<(), String> {
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key} = {value}: must be {} to {}",
-            range.start(),
-            range.end()
-        ))
-    }
-}
 
 /// An error and its causes on one line: `a: b: c`.
 fn with_causes(err: &dyn std::error::Error) -> String {

@@ -33,6 +33,7 @@
 //! - [`fault_table`]: the README's fault-to-status table, rendered from `upstream`'s
 //!   classification and `status`'s mapping (so neither imports the other).
 //! - [`config`]: the TOML configuration, validated at start.
+//! - [`bounds`]: the one `{key} = {value}: must be {min} to {max}` check the sections share.
 //! - [`server`]: wiring: the middleware stack, the gRPC handler, health, reflection, serving.
 //! - [`telemetry`]: logs and signals.
 //! - [`cli`]: the command line; the only module with clap types, and the only one that joins the
@@ -72,6 +73,7 @@ pub mod admin;
 pub mod approvals;
 pub mod arn;
 pub mod audit;
+pub mod bounds;
 pub mod call;
 pub mod cli;
 pub mod codec;

@@ -26,6 +26,7 @@ pub mod ops;
 mod service;
 mod store;
 
+use crate::bounds::in_range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -119,36 +120,23 @@ impl ApprovalsConfig {
             })?;
             drop(location);
         }
-        if !(1..=MAX_TTL_SECS).contains(&self.ttl_secs) {
-            return Err(format!(
-                "approvals.ttl_secs = {}: must be 1 to {MAX_TTL_SECS}",
-                self.ttl_secs
-            ));
-        }
-        if !(1..=3_600).contains(&self.sweep_interval_secs) {
-            return Err(format!(
-                "approvals.sweep_interval_secs = {}: must be 1 to 3600",
-                self.sweep_interval_secs
-            ));
-        }
-        if !(1..=100).contains(&self.max_connections) {
-            return Err(format!(
-                "approvals.max_connections = {}: must be 1 to 100",
-                self.max_connections
-            ));
-        }
-        if !(1..=10_000).contains(&self.max_pending_per_requester) {
-            return Err(format!(
-                "approvals.max_pending_per_requester = {}: must be 1 to 10000",
-                self.max_pending_per_requester
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.max_pending) {
-            return Err(format!(
-                "approvals.max_pending = {}: must be 1 to 1000000",
-                self.max_pending
-            ));
-        }
+        in_range("approvals.ttl_secs", self.ttl_secs, &(1..=MAX_TTL_SECS))?;
+        in_range(
+            "approvals.sweep_interval_secs",
+            self.sweep_interval_secs,
+            &(1..=3_600),
+        )?;
+        in_range(
+            "approvals.max_connections",
+            self.max_connections,
+            &(1..=100),
+        )?;
+        in_range(
+            "approvals.max_pending_per_requester",
+            self.max_pending_per_requester,
+            &(1..=10_000),
+        )?;
+        in_range("approvals.max_pending", self.max_pending, &(1..=1_000_000))?;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The `[audit]` section of the gateway configuration.
 
+use crate::bounds::in_range;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
@@ -187,30 +188,13 @@ impl AuditConfig {
         if self.max_file_bytes == 0 {
             return Err("audit.max_file_bytes = 0: must be at least 1".into());
         }
-        if !QUEUE_CAPACITY.contains(&self.queue_capacity) {
-            return Err(format!(
-                "audit.queue_capacity = {}: must be {} to {}",
-                self.queue_capacity,
-                QUEUE_CAPACITY.start(),
-                QUEUE_CAPACITY.end()
-            ));
-        }
-        if !WRITE_TIMEOUT_MS.contains(&self.write_timeout_ms) {
-            return Err(format!(
-                "audit.write_timeout_ms = {}: must be {} to {}",
-                self.write_timeout_ms,
-                WRITE_TIMEOUT_MS.start(),
-                WRITE_TIMEOUT_MS.end()
-            ));
-        }
-        if !MAX_BATCH.contains(&self.max_batch) {
-            return Err(format!(
-                "audit.max_batch = {}: must be {} to {}",
-                self.max_batch,
-                MAX_BATCH.start(),
-                MAX_BATCH.end()
-            ));
-        }
+        in_range("audit.queue_capacity", self.queue_capacity, &QUEUE_CAPACITY)?;
+        in_range(
+            "audit.write_timeout_ms",
+            self.write_timeout_ms,
+            &WRITE_TIMEOUT_MS,
+        )?;
+        in_range("audit.max_batch", self.max_batch, &MAX_BATCH)?;
         if let Some(path) = &self.hmac_key_file
             && path.as_os_str().is_empty()
         {
@@ -231,14 +215,11 @@ impl AuditConfig {
             if checkpoint.signing_key_file.as_os_str().is_empty() {
                 return Err("audit.checkpoint.signing_key_file = \"\": must name a file".into());
             }
-            if !CHECKPOINT_INTERVAL_SECS.contains(&checkpoint.interval_secs) {
-                return Err(format!(
-                    "audit.checkpoint.interval_secs = {}: must be {} to {}",
-                    checkpoint.interval_secs,
-                    CHECKPOINT_INTERVAL_SECS.start(),
-                    CHECKPOINT_INTERVAL_SECS.end()
-                ));
-            }
+            in_range(
+                "audit.checkpoint.interval_secs",
+                checkpoint.interval_secs,
+                &CHECKPOINT_INTERVAL_SECS,
+            )?;
         }
         if let Some(ship) = &self.ship {
             ship.validate(self.checkpoint.is_some())?;

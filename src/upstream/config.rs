@@ -2,6 +2,7 @@
 //! acts in when it names none, the SDK's retries and timeouts, the session cache and the bound on
 //! calls talking to AWS at once, with their defaults and the checks made once at start.
 
+use crate::bounds::in_range;
 use std::ops::RangeInclusive;
 
 /// `upstream.min_remaining_deadline_ms` when unset.
@@ -25,23 +26,6 @@ pub(crate) const THROTTLE_RETRY_AFTER_MS: RangeInclusive<u64> = 1..=600_000;
 pub(crate) const MAX_CONCURRENT_REQUESTS: RangeInclusive<usize> = 1..=100_000;
 /// `upstream.session_cache_size`.
 pub(crate) const SESSION_CACHE_SIZE: RangeInclusive<usize> = 1..=1_000_000;
-
-/// `{key} = {value}: must be {min} to {max}` unless `range` holds `value`.
-fn in_range<T: PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: T,
-    range: &RangeInclusive<T>,
-) -> Result<(), String> {
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key} = {value}: must be {} to {}",
-            range.start(),
-            range.end()
-        ))
-    }
-}
 
 /// `[upstream]`: how the gateway reaches Redshift.
 #[derive(Clone, Debug, serde::Deserialize)]
