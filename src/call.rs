@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::arn::{AccountId, DataShareArn, Partition};
 use crate::errors::{FieldViolation, GatewayError};
 
@@ -126,6 +128,24 @@ pub struct Received;
 pub struct Authenticated {
     /// Who is calling.
     pub principal: Principal,
+}
+
+/// A stage that knows who is calling: what the per-caller limits key on.
+pub trait CallerKnown {
+    /// The caller.
+    fn caller(&self) -> &Principal;
+}
+
+impl CallerKnown for Authenticated {
+    fn caller(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+impl<Request> CallerKnown for Validated<Request> {
+    fn caller(&self) -> &Principal {
+        &self.principal
+    }
 }
 
 /// The stage of a call that is authenticated and whose parameters passed validation.
@@ -512,6 +532,9 @@ pub struct UpstreamNote {
 #[derive(Debug, Default)]
 pub struct CallNotes {
     inner: Mutex<CallNotesState>,
+    /// Cancelled when the caller goes away: what waits on the caller's behalf (a queue, a role
+    /// session) stops waiting, and nothing is started for it.
+    gone: CancellationToken,
 }
 
 /// The contents of [`CallNotes`].
@@ -553,6 +576,28 @@ impl CallNotes {
     /// A copy of what is known so far.
     pub fn snapshot(&self) -> CallNotesState {
         self.lock().clone()
+    }
+
+    /// Notes that the caller cancelled or its deadline passed before the call ended, and wakes
+    /// whatever waits on its behalf.
+    pub fn mark_caller_gone(&self) {
+        self.lock().caller_gone = true;
+        self.gone.cancel();
+    }
+
+    /// Whether the caller has gone away.
+    pub fn is_caller_gone(&self) -> bool {
+        self.gone.is_cancelled()
+    }
+
+    /// Resolves when the caller goes away (never, for a caller who stays).
+    pub fn caller_gone(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.gone.cancelled()
+    }
+
+    /// What resolves when the caller goes away, to hand to code that does not see the notes.
+    pub fn gone_token(&self) -> CancellationToken {
+        self.gone.clone()
     }
 }
 

@@ -63,6 +63,20 @@ pub struct ServerConfig {
     pub concurrency_limit: usize,
     /// How long a call may wait for a free upstream slot, in milliseconds.
     pub queue_timeout_ms: u64,
+    /// Slots of `concurrency_limit` one caller (principal) may hold at once; its further calls
+    /// wait in a queue of its own, and freed slots go to the waiting callers in turn. Unset: a
+    /// quarter of `concurrency_limit` (at least 1).
+    pub per_caller_concurrency: Option<usize>,
+    /// Calls of one caller that may wait for a slot; more are refused at once. Unset:
+    /// `concurrency_limit`.
+    pub per_caller_queue: Option<usize>,
+    /// `[server.per_caller_rate]`: a token bucket per caller, checked right after identity.
+    /// Unset: no rate.
+    pub per_caller_rate: Option<crate::limits::RateConfig>,
+    /// Approvals RPCs served at once: a pool of their own, so a flood of Redshift calls does not
+    /// keep approvers out (and the other way round), shared between callers as the Redshift
+    /// pool is (a quarter each, at least 1).
+    pub approvals_concurrency_limit: usize,
     /// Calls in the gateway at once, whatever they are waiting on (policy, the approvals store,
     /// the audit trail, Redshift); more are refused at once with `RESOURCE_EXHAUSTED` and
     /// `RetryInfo`, before any policy or store work. At least `concurrency_limit`.
@@ -91,6 +105,26 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The Redshift operations' pool.
+    pub fn redshift_pool(&self) -> crate::limits::PoolSizes {
+        crate::limits::PoolSizes {
+            slots: self.concurrency_limit,
+            per_caller: self
+                .per_caller_concurrency
+                .unwrap_or_else(|| self.concurrency_limit.div_ceil(4)),
+            queued_per_caller: self.per_caller_queue.unwrap_or(self.concurrency_limit),
+        }
+    }
+
+    /// The Approvals RPCs' pool.
+    pub fn approvals_pool(&self) -> crate::limits::PoolSizes {
+        crate::limits::PoolSizes {
+            slots: self.approvals_concurrency_limit,
+            per_caller: self.approvals_concurrency_limit.div_ceil(4),
+            queued_per_caller: self.approvals_concurrency_limit,
+        }
+    }
+
     /// `instance`, else the host name, else `datashare-gateway`.
     pub fn instance_name(&self) -> String {
         self.instance
@@ -115,6 +149,10 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             concurrency_limit: 256,
             queue_timeout_ms: 1000,
+            per_caller_concurrency: None,
+            per_caller_queue: None,
+            per_caller_rate: None,
+            approvals_concurrency_limit: 32,
             max_in_flight_calls: 10_000,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
@@ -146,6 +184,8 @@ pub const HANDSHAKE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
 /// `server.concurrency_limit`.
 pub const CONCURRENCY_LIMIT: RangeInclusive<usize> = 1..=100_000;
+/// `server.per_caller_rate.calls_per_second` and `.burst`.
+pub const PER_CALLER_RATE: RangeInclusive<u32> = 1..=1_000_000;
 /// `server.max_in_flight_calls` (and at least `server.concurrency_limit`).
 pub const MAX_IN_FLIGHT_CALLS: usize = 1_000_000;
 /// `server.max_connections`.
@@ -554,6 +594,11 @@ impl Config {
                 &MAX_CONNECTIONS,
             ),
             (
+                "server.approvals_concurrency_limit",
+                s.approvals_concurrency_limit,
+                &CONCURRENCY_LIMIT,
+            ),
+            (
                 "server.max_pending_accept_reset_streams",
                 s.max_pending_accept_reset_streams,
                 &MAX_PENDING_ACCEPT_RESET_STREAMS,
@@ -567,6 +612,30 @@ impl Config {
             &(s.concurrency_limit..=MAX_IN_FLIGHT_CALLS),
         )
         .map_err(|e| format!("{e} (at least server.concurrency_limit)"))?;
+        if let Some(per_caller) = s.per_caller_concurrency {
+            in_range(
+                "server.per_caller_concurrency",
+                per_caller,
+                &(1..=s.concurrency_limit),
+            )
+            .map_err(|e| format!("{e} (at most server.concurrency_limit)"))?;
+        }
+        if let Some(queue) = s.per_caller_queue {
+            in_range(
+                "server.per_caller_queue",
+                queue,
+                &(1..=s.max_in_flight_calls),
+            )
+            .map_err(|e| format!("{e} (at most server.max_in_flight_calls)"))?;
+        }
+        if let Some(rate) = s.per_caller_rate {
+            in_range(
+                "server.per_caller_rate.calls_per_second",
+                rate.calls_per_second,
+                &PER_CALLER_RATE,
+            )?;
+            in_range("server.per_caller_rate.burst", rate.burst, &PER_CALLER_RATE)?;
+        }
         if !(operation_ms..=MAX_REQUEST_TIMEOUT_MS).contains(&s.request_timeout_ms) {
             return Err(format!(
                 "server.request_timeout_ms = {}: must be at least upstream.operation_timeout_ms \

@@ -191,6 +191,35 @@ pub enum GatewayError {
     /// The gateway is at its concurrency limit.
     #[error("the gateway is overloaded; retry with backoff")]
     Overloaded,
+    /// This caller holds its whole share of the gateway's slots and its calls waited, or its
+    /// queue is full: other callers are still served.
+    #[error(
+        "{limit} = {max}: this caller already has that many calls {}; other callers are served, retry with backoff",
+        if *limit == "server.per_caller_queue" { "waiting" } else { "in flight" }
+    )]
+    CallerOverloaded {
+        /// The configuration key of the limit reached.
+        limit: &'static str,
+        /// Its value.
+        max: usize,
+    },
+    /// This caller is over its rate (`server.per_caller_rate`).
+    #[error(
+        "server.per_caller_rate: this caller is over {calls_per_second} calls a second (bursts of {burst}); retry in {} ms",
+        retry_after.as_millis().max(1)
+    )]
+    RateLimited {
+        /// When the caller's next call would be let through.
+        retry_after: Duration,
+        /// The configured rate.
+        calls_per_second: u32,
+        /// The configured burst.
+        burst: u32,
+    },
+    /// The caller cancelled or its deadline passed while the call waited (for a slot, or for a
+    /// role session); nothing was forwarded for it.
+    #[error("the caller went away before the call was forwarded; nothing was forwarded")]
+    CallerGone,
     /// The caller's deadline passed.
     #[error("the call's deadline passed before Redshift answered")]
     DeadlineExceeded,
@@ -337,6 +366,9 @@ impl GatewayError {
             GatewayError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
             GatewayError::AccountNotConfigured { .. } => "ACCOUNT_NOT_CONFIGURED".into(),
             GatewayError::Overloaded => "OVERLOADED".into(),
+            GatewayError::CallerOverloaded { .. } => "CALLER_OVERLOADED".into(),
+            GatewayError::RateLimited { .. } => "CALLER_RATE_LIMITED".into(),
+            GatewayError::CallerGone => "CALLER_GONE".into(),
             GatewayError::TooManyPendingApprovals { .. } => "TOO_MANY_PENDING_APPROVALS".into(),
             GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED".into(),
             GatewayError::NotEnoughTime { .. } => "DEADLINE_TOO_SHORT".into(),

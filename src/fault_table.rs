@@ -162,6 +162,31 @@ pub fn rows() -> Vec<FaultRow> {
             "yes, with backoff",
         ),
         own(
+            "this caller holds its `server.per_caller_concurrency` share and its call waited `server.queue_timeout_ms`, or it has `server.per_caller_queue` calls waiting (other callers are still served)",
+            GatewayError::CallerOverloaded {
+                limit: "server.per_caller_concurrency",
+                max: 0,
+            },
+            " + `RetryInfo` + `QuotaFailure` (metadata `limit`: the key)",
+            "yes, with backoff: fewer calls at once",
+        ),
+        own(
+            "this caller is over `server.per_caller_rate` (checked right after identity)",
+            GatewayError::RateLimited {
+                retry_after: Duration::ZERO,
+                calls_per_second: 0,
+                burst: 0,
+            },
+            " + `RetryInfo` (the time until its next call is let through) + `QuotaFailure`",
+            "yes, after `retry_delay`",
+        ),
+        own(
+            "the caller cancelled or its deadline passed while its call waited for a slot or a role session (nothing forwarded; the caller sees its own cancel or deadline, the audit record this)",
+            GatewayError::CallerGone,
+            "",
+            "caller's choice",
+        ),
+        own(
             "caller's `grpc-timeout` ran out",
             GatewayError::DeadlineExceeded,
             "",

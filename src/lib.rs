@@ -23,7 +23,8 @@
 //! - [`approvals`]: two-person approval bound to the exact request: the store (SQLite or
 //!   PostgreSQL, through sqlx), the layers that look approvals up and spend them, and the
 //!   `datasharing.v1.Approvals` operations.
-//! - [`limits`]: a bound on concurrent upstream calls, and no call started with its deadline spent.
+//! - [`limits`]: fair shares of the call slots per caller, a rate per caller, and no call started with
+//!   its deadline spent.
 //! - [`drain`]: the calls in flight, waited for at shutdown and recorded when aborted.
 //! - [`metrics`]: Prometheus metrics and the layer that counts calls.
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`

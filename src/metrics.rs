@@ -52,6 +52,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    pool: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -137,6 +143,7 @@ pub struct Metrics {
     approval_transitions: Family<TransitionLabels, Counter>,
     /// Calls refused because `server.max_in_flight_calls` were already in the gateway.
     pub in_flight_cap_refusals: Counter,
+    calls_shed: Family<ShedLabels, Counter>,
     /// Cedar evaluations made by the policy layer (a denied call costs at most two).
     pub policy_evaluations: Counter,
     /// Reads of a gated call's live approval from the approvals store.
@@ -364,6 +371,12 @@ impl Metrics {
             "Calls refused with RESOURCE_EXHAUSTED because server.max_in_flight_calls calls were already in the gateway (before any policy or store work)",
             in_flight_cap_refusals.clone(),
         );
+        let calls_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "calls_shed",
+            "Calls refused by a limit of the stack: pool redshift or approvals (reason pool_busy: no slot freed within server.queue_timeout_ms; caller_busy: the caller held its server.per_caller_concurrency share all along; caller_queue_full: server.per_caller_queue of its calls were waiting), or pool all with reason caller_rate (server.per_caller_rate)",
+            calls_shed.clone(),
+        );
         let policy_evaluations = Counter::default();
         registry.register(
             "policy_evaluations",
@@ -414,6 +427,7 @@ impl Metrics {
             approvals_live,
             approval_transitions,
             in_flight_cap_refusals,
+            calls_shed,
             policy_evaluations,
             approval_lookups,
             sources: std::sync::Mutex::new(Vec::new()),
@@ -487,6 +501,14 @@ impl Metrics {
     pub fn approval_transition(&self, transition: &'static str) {
         self.approval_transitions
             .get_or_create(&TransitionLabels { transition })
+            .inc();
+    }
+
+    /// Counts one call refused by a limit of the stack: `pool` is `redshift`, `approvals` or
+    /// `all` (the rate), `reason` as `calls_shed_total` documents.
+    pub fn call_shed(&self, pool: &'static str, reason: &'static str) {
+        self.calls_shed
+            .get_or_create(&ShedLabels { pool, reason })
             .inc();
     }
 

@@ -120,6 +120,16 @@ mod tests {
     use crate::testing::{Counting, associate_call};
 
     /// What a layer's future holds for as long as its call is in flight.
+    /// A pool of `slots` slots: with none, every call waits.
+    fn limit(slots: usize) -> Limit {
+        let sizes = crate::limits::PoolSizes {
+            slots,
+            per_caller: 1,
+            queued_per_caller: 1,
+        };
+        Limit::new(sizes, Duration::from_secs(1), "test", None)
+    }
+
     fn future_size<M, In>(middleware: &M, call: Call<AssociateConsumer, In>) -> usize
     where
         M: Middleware<AssociateConsumer, In>,
@@ -181,14 +191,8 @@ mod tests {
                 "FindApprovals",
                 future_size(&FindApprovals::new(Some(approvals)), validated()),
             ),
-            (
-                "Limit (a free slot)",
-                future_size(&Limit::new(1, Duration::from_secs(1)), validated()),
-            ),
-            (
-                "Limit (queued)",
-                future_size(&Limit::new(0, Duration::from_secs(1)), validated()),
-            ),
+            ("Limit (a free slot)", future_size(&limit(1), validated())),
+            ("Limit (queued)", future_size(&limit(0), validated())),
             (
                 "Intent",
                 future_size(&Intent::new(log.clone()), permitted()),

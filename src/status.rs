@@ -45,9 +45,11 @@ pub fn code_of(err: &GatewayError) -> Code {
         GatewayError::PolicyDenied { .. } => Code::PermissionDenied,
         GatewayError::AuditUnavailable(_) => Code::Unavailable,
         GatewayError::AccountNotConfigured { .. } => Code::FailedPrecondition,
-        GatewayError::Overloaded | GatewayError::TooManyPendingApprovals { .. } => {
-            Code::ResourceExhausted
-        }
+        GatewayError::Overloaded
+        | GatewayError::CallerOverloaded { .. }
+        | GatewayError::RateLimited { .. }
+        | GatewayError::TooManyPendingApprovals { .. } => Code::ResourceExhausted,
+        GatewayError::CallerGone => Code::Cancelled,
         GatewayError::DeadlineExceeded | GatewayError::NotEnoughTime { .. } => {
             Code::DeadlineExceeded
         }
@@ -107,6 +109,26 @@ pub fn to_status(err: &GatewayError, request_id: &str) -> tonic::Status {
         }
         GatewayError::Overloaded => {
             details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+        }
+        GatewayError::CallerOverloaded { limit, max } => {
+            metadata.insert("limit".into(), (*limit).to_owned());
+            details.set_retry_info(Some(OVERLOADED_RETRY_AFTER));
+            details.add_quota_failure_violation(
+                *limit,
+                format!("at most {max} calls of one caller; its own calls ending free places"),
+            );
+        }
+        GatewayError::RateLimited {
+            retry_after,
+            calls_per_second,
+            burst,
+        } => {
+            metadata.insert("limit".into(), "server.per_caller_rate".into());
+            details.set_retry_info(Some((*retry_after).max(Duration::from_millis(1))));
+            details.add_quota_failure_violation(
+                "server.per_caller_rate",
+                format!("{calls_per_second} calls a second per caller, bursts of {burst}"),
+            );
         }
         GatewayError::TooManyPendingApprovals { limit, max } => {
             metadata.insert("limit".into(), (*limit).to_owned());

@@ -65,3 +65,9 @@ impl<Request> Permitted<Request> {
         self.approval_to_spend.as_ref()
     }
 }
+
+impl<Request> crate::call::CallerKnown for Permitted<Request> {
+    fn caller(&self) -> &Principal {
+        &self.principal
+    }
+}

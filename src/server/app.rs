@@ -184,7 +184,6 @@ impl App {
             accounts,
             approvals: Some(approvals.clone()),
             min_remaining: Duration::from_millis(config.upstream.min_remaining_deadline_ms),
-            max_in_flight_calls: config.server.max_in_flight_calls,
             ..StackParts::new(
                 metrics.clone(),
                 audit.clone(),
@@ -193,6 +192,7 @@ impl App {
                 config.server.concurrency_limit,
                 Duration::from_millis(config.server.queue_timeout_ms),
             )
+            .with_limits(&config.server)
         };
         metrics.add_source(Arc::new(ScrapeCounters {
             audit: audit.clone(),

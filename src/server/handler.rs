@@ -60,9 +60,10 @@ macro_rules! gateway {
                 approvals: ApprovalsService,
                 auth_mode: AuthMode,
             ) -> Self {
+                let approvals_parts = parts.for_approvals();
                 Gateway {
                     $($redshift_method: build_stack(parts, upstream.clone()),)*
-                    $($approvals_method: build_stack(parts, approvals.clone()),)*
+                    $($approvals_method: build_stack(&approvals_parts, approvals.clone()),)*
                     auth_mode,
                     in_flight: InFlight::default(),
                     in_flight_cap: Arc::new(tokio::sync::Semaphore::new(parts.max_in_flight_calls)),
@@ -356,7 +357,7 @@ struct CallerGone {
 impl Drop for CallerGone {
     fn drop(&mut self) {
         if let Some(notes) = self.notes.take() {
-            notes.lock().caller_gone = true;
+            notes.mark_caller_gone();
         }
     }
 }

@@ -12,9 +12,10 @@ use super::CallService;
 use crate::approvals::{Approvals, ClearedCall, FindApprovals, SpendApproval};
 use crate::audit::{Audit, AuditLog, Intent};
 use crate::call::{Operation, ValidationEnv};
+use crate::config::ServerConfig;
 use crate::errors::GatewayError;
 use crate::identity::{Authenticate, PrincipalDirectory};
-use crate::limits::{Limit, RequireTime};
+use crate::limits::{CallerRates, Limit, RateLimit, RequireTime};
 use crate::metrics::{Measure, Metrics};
 use crate::middleware::MiddlewareLayer;
 use crate::policy::{ApprovalLookup, Authorize, Policies};
@@ -31,8 +32,12 @@ pub struct StackParts {
     /// Principals and their groups.
     pub principals: Arc<PrincipalDirectory>,
     pub policies: Policies,
-    /// Shared by every operation's stack: one bound on concurrent upstream calls.
+    /// Shared by every Redshift operation's stack: one pool of slots, shared fairly by callers.
     pub limit: Limit,
+    /// Shared by the Approvals RPCs' stacks: a pool of their own.
+    pub approvals_limit: Limit,
+    /// Each caller's rate, shared by every stack; `None`: no rate.
+    pub rates: Option<Arc<CallerRates>>,
     /// The default consumer account, for requests that name none.
     pub validation: ValidationEnv,
     /// The consumer accounts served; calls into others are refused.
@@ -46,9 +51,10 @@ pub struct StackParts {
 }
 
 impl StackParts {
-    /// The parts, with a concurrency limit of `concurrency_limit` calls, each waiting at most
-    /// `queue_timeout` for a slot, no default account and no account served (set `validation`
-    /// and `accounts` for that).
+    /// The parts, with a concurrency limit of `concurrency_limit` calls (a quarter to a caller),
+    /// each waiting at most `queue_timeout` for a slot, the default Approvals pool, no rate, no
+    /// default account and no account served (set `validation` and `accounts` for that, and
+    /// [`StackParts::with_limits`] for the configured limits).
     pub fn new(
         metrics: Arc<Metrics>,
         audit: AuditLog,
@@ -57,19 +63,67 @@ impl StackParts {
         concurrency_limit: usize,
         queue_timeout: Duration,
     ) -> Self {
+        let server = ServerConfig {
+            concurrency_limit,
+            queue_timeout_ms: u64::try_from(queue_timeout.as_millis()).unwrap_or(u64::MAX),
+            ..ServerConfig::default()
+        };
         StackParts {
+            limit: Limit::new(
+                server.redshift_pool(),
+                queue_timeout,
+                "redshift",
+                Some(metrics.clone()),
+            ),
+            approvals_limit: Limit::new(
+                server.approvals_pool(),
+                queue_timeout,
+                "approvals",
+                Some(metrics.clone()),
+            ),
+            rates: None,
             metrics,
             audit,
             principals,
             policies,
-            limit: Limit::new(concurrency_limit, queue_timeout),
             validation: ValidationEnv::default(),
             accounts: Arc::new(Accounts::default()),
             min_remaining: Duration::from_millis(
                 crate::upstream::DEFAULT_MIN_REMAINING_DEADLINE_MS,
             ),
             approvals: None,
-            max_in_flight_calls: crate::config::ServerConfig::default().max_in_flight_calls,
+            max_in_flight_calls: server.max_in_flight_calls,
+        }
+    }
+
+    /// The same parts with `server`'s pools, rate and cap on calls in flight.
+    pub fn with_limits(self, server: &ServerConfig) -> Self {
+        let queue_timeout = Duration::from_millis(server.queue_timeout_ms);
+        let metrics = Some(self.metrics.clone());
+        StackParts {
+            limit: Limit::new(
+                server.redshift_pool(),
+                queue_timeout,
+                "redshift",
+                metrics.clone(),
+            ),
+            approvals_limit: Limit::new(
+                server.approvals_pool(),
+                queue_timeout,
+                "approvals",
+                metrics,
+            ),
+            rates: server.per_caller_rate.and_then(CallerRates::new),
+            max_in_flight_calls: server.max_in_flight_calls,
+            ..self
+        }
+    }
+
+    /// The parts of the Approvals RPCs' stacks: the same, over their own pool.
+    pub fn for_approvals(&self) -> Self {
+        StackParts {
+            limit: self.approvals_limit.clone(),
+            ..self.clone()
         }
     }
 }
@@ -150,6 +204,12 @@ where
         .layer(MiddlewareLayer::new(Authenticate::new(
             parts.principals.clone(),
         )))
+        // The caller's rate right after identity: a caller over it costs no validation, policy
+        // or store work.
+        .layer(MiddlewareLayer::new(RateLimit::new(
+            parts.rates.clone(),
+            Some(parts.metrics.clone()),
+        )))
         // Validation before policy: policies see only well-formed, parsed requests.
         .layer(MiddlewareLayer::new(Validate::new(
             parts.validation.clone(),
@@ -176,7 +236,9 @@ where
         .layer(MiddlewareLayer::new(RequireServedAccount::new(
             parts.accounts.clone(),
         )))
-        // Limits outside the write-ahead intent: a shed call leaves no intent behind.
+        // Limits outside the write-ahead intent: a shed call leaves no intent behind. After
+        // policy, so a slot is never held by a call policy refuses; per caller, so one caller's
+        // flood waits in its own queue.
         .layer(MiddlewareLayer::new(parts.limit.clone()))
         // A call whose deadline is (nearly) spent is not started: no intent, nothing forwarded,
         // rather than a change carried out for a caller who has been told it failed.

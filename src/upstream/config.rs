@@ -73,8 +73,9 @@ pub struct UpstreamConfig {
     /// The `RetryInfo` delay suggested to callers when Redshift throttles, in milliseconds.
     #[serde(default = "defaults::throttle_retry_after_ms")]
     pub throttle_retry_after_ms: u64,
-    /// Calls talking to Redshift (and STS) at once; more wait their turn, their SDK timeouts
-    /// starting once it comes. Each costs a connection and tens of KB while it waits on AWS.
+    /// Calls talking to Redshift at once; more wait their turn, their SDK timeouts starting once
+    /// it comes. A call takes its turn once it has its role session: AssumeRole calls (one per
+    /// caller and role at a time) take none. Each costs a connection and tens of KB while it waits on AWS.
     #[serde(default = "defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }

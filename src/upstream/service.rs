@@ -66,12 +66,28 @@ impl RedshiftService {
         }
     }
 
-    /// Refuses to call Redshift when the caller's deadline is (nearly) spent: checked again
-    /// here because a role session may have taken the time since the intent.
+    /// A turn to talk to Redshift, or `CallerGone` when the caller leaves first.
+    async fn turn<Op: Operation, Stage>(
+        &self,
+        call: &crate::call::Call<Op, Stage>,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, GatewayError> {
+        tokio::select! {
+            // The semaphore is never closed, so acquiring only waits for a turn.
+            turn = self.turns.acquire() => turn.map_err(|e| GatewayError::Internal(Box::new(e))),
+            () = call.notes.caller_gone() => Err(GatewayError::CallerGone),
+        }
+    }
+
+    /// Refuses to call Redshift when the caller's deadline is (nearly) spent or the caller has
+    /// gone: checked again here because a role session or a turn may have taken the time since
+    /// the intent.
     fn require_time<Op: Operation, Stage>(
         &self,
         call: &crate::call::Call<Op, Stage>,
     ) -> Result<(), GatewayError> {
+        if call.notes.is_caller_gone() {
+            return Err(GatewayError::CallerGone);
+        }
         if call.ctx.deadline_within(self.min_remaining) {
             return Err(GatewayError::NotEnoughTime {
                 min_remaining: self.min_remaining,
@@ -116,15 +132,10 @@ impl<Op: Forward> Service<ClearedCall<Op>> for RedshiftService {
                 }
             })?;
             let principal = call.stage.principal().id.clone();
-            // The semaphore is never closed, so acquiring only waits for a turn.
-            let _turn = service
-                .turns
-                .acquire()
-                .await
-                .map_err(|e| GatewayError::Internal(Box::new(e)))?;
             let started = std::time::Instant::now();
             let result = match &route {
                 Route::OwnCredentials => {
+                    let _turn = service.turn(&call).await?;
                     service.require_time(&call)?;
                     call.notes.lock().forwarded = true;
                     Op::send(&service.client, call.stage.request(), None).await
@@ -149,6 +160,9 @@ impl<Op: Forward> Service<ClearedCall<Op>> for RedshiftService {
                                 .await?
                         }
                     };
+                    // The turn after the session: a slow STS for one caller holds no turn that
+                    // another's call, whose session is cached, is waiting for.
+                    let _turn = service.turn(&call).await?;
                     service.require_time(&call)?;
                     call.notes.lock().forwarded = true;
                     let result = Op::send(
@@ -244,10 +258,14 @@ impl RedshiftService {
         principal: &str,
         approval_id: &str,
     ) -> Result<Lease, GatewayError> {
-        let result = self
+        let gone = call.notes.gone_token();
+        let Some(result) = self
             .sessions
-            .for_approval(role, principal, approval_id)
-            .await;
+            .for_approval(role, principal, approval_id, &gone)
+            .await
+        else {
+            return Err(GatewayError::CallerGone);
+        };
         self.note_session(call, principal, result)
     }
 
@@ -285,7 +303,10 @@ impl RedshiftService {
         role: &RoleTarget,
         principal: &str,
     ) -> Result<Lease, GatewayError> {
-        let result = self.sessions.session(account, role, principal).await;
+        let gone = call.notes.gone_token();
+        let Some(result) = self.sessions.session(account, role, principal, &gone).await else {
+            return Err(GatewayError::CallerGone);
+        };
         self.note_session(call, principal, result)
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_credential_types::Credentials;
 use aws_sdk_sts::types::Tag;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::source_identity::{role_session_name, source_identity};
@@ -323,7 +324,7 @@ struct Slot {
     state: Mutex<SlotState>,
     /// Held by whoever calls STS for the key (its renewal, or a call with no usable session),
     /// so there is one AssumeRole per key at a time; a call with no usable session waits here.
-    assuming: tokio::sync::Mutex<()>,
+    assuming: Arc<tokio::sync::Mutex<()>>,
     last_used: AtomicU64,
 }
 
@@ -399,13 +400,15 @@ impl SessionCache {
     }
 
     /// A session of `role` for `principal` in `account`: cached, or assumed now when there is
-    /// no usable one. Never waits for a renewal.
+    /// no usable one. Never waits for a renewal. `None` when the caller went away (`gone`)
+    /// first: it stops waiting at once, and no STS call is started for it.
     pub(crate) async fn session(
         &self,
         account: &str,
         role: &RoleTarget,
         principal: &str,
-    ) -> Result<Lease, AssumeFailure> {
+        gone: &CancellationToken,
+    ) -> Option<Result<Lease, AssumeFailure>> {
         let key = Key::new(account, role, principal);
         let span = tracing::info_span!(
             "sts",
@@ -422,22 +425,52 @@ impl SessionCache {
         async {
             let found = slot.state().lookup(Now::get());
             if let Some(answer) = self.answer(found, &slot, role, principal) {
-                return answer;
+                return Some(answer);
             }
-            // Held while STS answers: other calls of this key without a usable session wait
-            // here, then find the session this call stored.
-            let _turn = slot.assuming.lock().await;
+            // One STS call per key at a time: other calls of this key without a usable session
+            // wait here for the one under way, then find the session it stored. A caller who
+            // leaves stops waiting.
+            let turn = tokio::select! {
+                turn = slot.assuming.clone().lock_owned() => turn,
+                () = gone.cancelled() => return None,
+            };
             let found = slot.state().lookup(Now::get());
             if let Some(answer) = self.answer(found, &slot, role, principal) {
-                return answer;
+                return Some(answer);
+            }
+            if gone.is_cancelled() {
+                return None;
             }
             tracing::Span::current().record("cache.hit", false);
-            let result = self.sts.assume(role, principal, None).await;
-            slot.state().assumed(&result, Now::get());
-            result.map(|session| Lease {
+            // STS is called in a task of its own, which holds the key's turn: a caller who
+            // leaves stops waiting for it, and the session it brings is cached for the next.
+            let assume = {
+                let (sts, slot) = (self.sts.clone(), slot.clone());
+                let (role, principal) = (role.clone(), principal.to_owned());
+                tokio::spawn(
+                    async move {
+                        let _turn = turn;
+                        let result = sts.assume(&role, &principal, None).await;
+                        slot.state().assumed(&result, Now::get());
+                        result
+                    }
+                    .in_current_span(),
+                )
+            };
+            let result = tokio::select! {
+                joined = assume => joined.unwrap_or_else(|err| Err(AssumeFailure {
+                    fault: UpstreamFault {
+                        message: Some(format!("the AssumeRole task ended: {err}")),
+                        ..UpstreamFault::of_sts(FaultKind::Unknown)
+                    },
+                    sts_request_id: None,
+                })),
+                () = gone.cancelled() => return None,
+            };
+            Some(result.map(|session| Lease {
                 session,
                 cached: false,
-            })
+            }))
         }
         .instrument(span)
         .await
@@ -528,12 +561,18 @@ impl SessionCache {
     /// A session of `role` for `principal` for one approved call: assumed now, never cached, and
     /// tagged `dsgw:approval` with the approval's id, so that AWS's record of the session (the
     /// AssumeRole event, which the Redshift call's access key leads to) names the approval.
+    /// `None` when the caller went away (`gone`) first: its STS call is not started, or
+    /// abandoned (nothing is cached for an approved call).
     pub(crate) async fn for_approval(
         &self,
         role: &RoleTarget,
         principal: &str,
         approval_id: &str,
-    ) -> Result<Lease, AssumeFailure> {
+        gone: &CancellationToken,
+    ) -> Option<Result<Lease, AssumeFailure>> {
+        if gone.is_cancelled() {
+            return None;
+        }
         let span = tracing::info_span!(
             "sts",
             otel.name = "sts.AssumeRole",
@@ -546,14 +585,17 @@ impl SessionCache {
             aws.request_id = tracing::field::Empty,
             aws.error_code = tracing::field::Empty,
         );
-        self.sts
+        let assume = self
+            .sts
             .assume(role, principal, Some(approval_id))
-            .instrument(span)
-            .await
-            .map(|session| Lease {
+            .instrument(span);
+        tokio::select! {
+            result = assume => Some(result.map(|session| Lease {
                 session,
                 cached: false,
-            })
+            })),
+            () = gone.cancelled() => None,
+        }
     }
 
     /// Forgets the session of `principal` in `account` (Redshift said it expired).

@@ -29,6 +29,7 @@ mod emulator_faults;
 mod emulator_lifecycle;
 mod emulator_operations;
 mod emulator_sts;
+mod fair_shares;
 mod fault_mapping;
 mod fuzz_replay;
 mod hostile;
