@@ -278,6 +278,42 @@ fn each_config_serve_would_refuse_is_refused_naming_its_key() {
             "server.queue_timeout_ms",
         ),
         (
+            "a caller's share of no slots",
+            "per_caller_concurrency = 64",
+            "per_caller_concurrency = 0",
+            "server.per_caller_concurrency",
+        ),
+        (
+            "a caller's share larger than the pool",
+            "per_caller_concurrency = 64",
+            "per_caller_concurrency = 257",
+            "server.per_caller_concurrency",
+        ),
+        (
+            "a caller's queue of no calls",
+            "per_caller_queue = 256",
+            "per_caller_queue = 0",
+            "server.per_caller_queue",
+        ),
+        (
+            "a rate of no calls",
+            "calls_per_second = 200",
+            "calls_per_second = 0",
+            "server.per_caller_rate.calls_per_second",
+        ),
+        (
+            "a burst of no calls",
+            "burst = 400",
+            "burst = 0",
+            "server.per_caller_rate.burst",
+        ),
+        (
+            "an Approvals pool of no slots",
+            "approvals_concurrency_limit = 32",
+            "approvals_concurrency_limit = 0",
+            "server.approvals_concurrency_limit",
+        ),
+        (
             "no pending reset streams allowed",
             "keepalive_timeout_secs = 10",
             "keepalive_timeout_secs = 10\nmax_pending_accept_reset_streams = 0",
