@@ -27,6 +27,7 @@
 //!   its deadline spent.
 //! - [`drain`]: the calls in flight, waited for at shutdown and recorded when aborted.
 //! - [`metrics`]: Prometheus metrics and the layer that counts calls.
+//! - [`reconcile`]: the audit trail matched with CloudTrail, and what did not add up.
 //! - [`upstream`]: the Redshift client (aws-sdk-redshift) as a tower service, and `SdkError`
 //!   classification into AWS-neutral fault kinds; the only module naming AWS SDK types.
 //! - [`errors`]: the gateway's error type, in its own terms (no gRPC code).
@@ -90,6 +91,7 @@ pub mod operations;
 pub mod ops;
 pub mod policy;
 pub mod proto;
+pub mod reconcile;
 pub mod server;
 pub mod status;
 pub mod telemetry;

@@ -1,0 +1,5 @@
+//! Reconciliation of the audit trail with CloudTrail (issue 23): what went around the gateway,
+//! what used its roles unrecorded, and what the gateway could not know.
+//! - [`matching`]: the two sides matched, and the findings.
+
+pub mod matching;
