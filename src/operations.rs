@@ -112,6 +112,26 @@ pub fn redshift_operations() -> Vec<&'static str> {
     collect.0
 }
 
+/// The Redshift operation the gateway method `method` is forwarded as (`AssociateConsumer`:
+/// `AssociateDataShareConsumer`); `None` for methods Redshift does not carry out.
+pub fn redshift_operation_of(method: &str) -> Option<&'static str> {
+    struct Find<'a>(&'a str, Option<&'static str>);
+    impl EachRedshiftOperation for Find<'_> {
+        fn operation<Op>(&mut self)
+        where
+            Op: Rpc + Forward,
+            Op::Params: serde::de::DeserializeOwned,
+        {
+            if Op::METHOD == self.0 {
+                self.1 = Some(Op::AWS_OPERATION);
+            }
+        }
+    }
+    let mut find = Find(method, None);
+    for_each_redshift(&mut find);
+    find.1
+}
+
 /// Whether policy can require approvals of `Op`'s requests (its sample request is gated).
 fn is_gated<Op: Operation>() -> bool {
     matches!(

@@ -1,5 +1,7 @@
 //! Reconciliation of the audit trail with CloudTrail (issue 23): what went around the gateway,
 //! what used its roles unrecorded, and what the gateway could not know.
 //! - [`matching`]: the two sides matched, and the findings.
+//! - [`sides`]: the gateway's calls from audit records, Redshift's events from CloudTrail's.
 
 pub mod matching;
+pub mod sides;
