@@ -48,6 +48,8 @@ pub use record::{
 pub use ship::{Archive, ArchivedTrail, Shipper, read_archive};
 pub use store::{ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload};
 pub use trail::{TRAIL_ID_FILE, is_trail_id, read_trail_id};
+/// The audit files named by paths (files, or directories of them), oldest first.
+pub(crate) use verify::collect_files as audit_files;
 
 /// What `audit verify` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

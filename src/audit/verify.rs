@@ -85,7 +85,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The audit files named by `paths` (files, or directories of audit files), oldest first.
-fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `dev`, `emulator`, `audit`, `policy`.
+//! The command line: `serve`, `check-config`, `dev`, `emulator`, `audit`, `policy`, `reconcile`.
 
 mod audit;
 #[cfg(feature = "emulator")]
@@ -6,6 +6,7 @@ mod dev;
 #[cfg(feature = "emulator")]
 mod emulator;
 mod policy;
+mod reconcile;
 // Compiled in every build (its refusal is unit-tested); used only without the emulator.
 #[cfg_attr(feature = "emulator", allow(dead_code, unreachable_pub))]
 mod without_emulator;
@@ -69,6 +70,12 @@ pub enum Command {
     /// Policy tools: validate a policy set, or check one request against it.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Match the audit trail with CloudTrail over a window and report what does not add up:
+    /// changes that went around the gateway (bypass), use of its roles with no record
+    /// (unrecorded), pairs that disagree (mismatch), forwarded calls AWS has no event of
+    /// (missing_in_aws), and calls whose result the gateway could not know (resolved). Exit
+    /// status: 0 nothing found, 1 findings, 2 usage or I/O error.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Runs a parsed command line.
@@ -89,6 +96,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Dev(_) | Command::Emulator(_) => without_emulator::refuse(),
         Command::Audit(cmd) => audit::run_command(cmd).await,
         Command::Policy(cmd) => Ok(policy::run_command(cmd)),
+        Command::Reconcile(args) => reconcile::run(args),
     }
 }
 

@@ -88,7 +88,11 @@ impl CallsFromRecords {
             .as_deref()
             .and_then(account_of_arn)
             .or_else(|| text(&params["consumer_account"]))
-            .or_else(|| text(&params["consumer_arn"]).as_deref().and_then(account_of_arn))
+            .or_else(|| {
+                text(&params["consumer_arn"])
+                    .as_deref()
+                    .and_then(account_of_arn)
+            })
             .or_else(|| self.default_account.clone())?;
         Some(GatewayCall {
             request_id: text(&record["request_id"]).unwrap_or_default(),
@@ -125,8 +129,7 @@ pub fn event_of(record: &Value) -> Option<AwsEvent> {
         request_id: text(&record["requestID"]),
         operation: text(&record["eventName"])?,
         event_time: time_of(&record["eventTime"])?,
-        account: text(&record["recipientAccountId"])
-            .or_else(|| text(&identity["accountId"]))?,
+        account: text(&record["recipientAccountId"]).or_else(|| text(&identity["accountId"]))?,
         actor_arn: text(&identity["arn"]).unwrap_or_default(),
         issuer_arn: text(&identity["sessionContext"]["sessionIssuer"]["arn"]),
         source_identity: text(&identity["sessionContext"]["sourceIdentity"]),
@@ -156,8 +159,7 @@ fn time_of(value: &Value) -> Option<OffsetDateTime> {
 /// The account of an ARN (`arn:aws:sts::444455556666:assumed-role/...`).
 fn account_of_arn(arn: &str) -> Option<String> {
     let account = arn.split(':').nth(4)?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| account.to_owned())
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then(|| account.to_owned())
 }
 
 #[cfg(test)]
@@ -166,8 +168,7 @@ mod tests {
     use serde_json::json;
 
     const SHARE: &str = "arn:aws:redshift:us-east-1:111122223333:datashare:9c7a6f30-1b2c-4d5e-8f90-0a1b2c3d4e5f/sales_share";
-    const SESSION: &str =
-        "arn:aws:sts::444455556666:assumed-role/datashare-gateway/dsgw-reporting";
+    const SESSION: &str = "arn:aws:sts::444455556666:assumed-role/datashare-gateway/dsgw-reporting";
 
     fn intent(seq: u64) -> Value {
         json!({"v": 1, "seq": seq, "kind": "intent", "request_id": format!("gw-{seq}"),
@@ -189,14 +190,23 @@ mod tests {
     fn outcomes_of_forwarded_calls_and_open_intents_are_calls() {
         let mut calls = CallsFromRecords::new(Some("777788889999".into()));
         calls.record(intent(1));
-        calls.record(outcome(1, json!({"code": "OK", "forwarded": true,
+        calls.record(outcome(
+            1,
+            json!({"code": "OK", "forwarded": true,
             "aws_request_id": "r1", "aws_error_code": null, "assumed_role_arn": SESSION,
-            "source_identity": "reporting.data@example.internal"})));
+            "source_identity": "reporting.data@example.internal"}),
+        ));
         calls.record(intent(3));
-        calls.record(outcome(3, json!({"code": "DEADLINE_EXCEEDED", "forwarded": true,
-            "aws_request_id": null})));
+        calls.record(outcome(
+            3,
+            json!({"code": "DEADLINE_EXCEEDED", "forwarded": true,
+            "aws_request_id": null}),
+        ));
         calls.record(intent(5));
-        calls.record(outcome(5, json!({"code": "UNAVAILABLE", "forwarded": false})));
+        calls.record(outcome(
+            5,
+            json!({"code": "UNAVAILABLE", "forwarded": false}),
+        ));
         calls.record(intent(7));
         calls.record(json!({"kind": "call", "method": "AssociateConsumer",
             "outcome": {"code": "PERMISSION_DENIED", "forwarded": false}}));
@@ -206,7 +216,10 @@ mod tests {
         listing["outcome"] = json!({"code": "OK", "forwarded": true, "aws_request_id": "r9"});
         calls.record(listing);
         let calls = calls.finish();
-        let results: Vec<_> = calls.iter().map(|c| (c.request_id.as_str(), &c.result)).collect();
+        let results: Vec<_> = calls
+            .iter()
+            .map(|c| (c.request_id.as_str(), &c.result))
+            .collect();
         assert_eq!(
             results,
             [

@@ -47,6 +47,7 @@ mod policy_reload;
 mod policy_rules;
 mod policy_stack;
 mod policy_unreadable_entry;
+mod reconcile;
 mod session_renewal;
 mod shutdown;
 mod streams;

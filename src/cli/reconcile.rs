@@ -1,0 +1,324 @@
+//! `datashare-gateway reconcile`: the audit trail matched with CloudTrail over a window.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::CliError;
+use crate::config::{Config, Files};
+use crate::reconcile::matching::{AwsEvent, Scope, reconcile};
+use crate::reconcile::report::{self, Format};
+use crate::reconcile::sides::{CallsFromRecords, event_of};
+
+/// `reconcile`'s arguments.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The gateway's configuration: the accounts it serves, the roles it acts through, its
+    /// default account and its audit directory. Its files need not exist here.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Audit files, or directories of them (default: the configuration's `audit.dir`). Give one
+    /// per replica to reconcile them all.
+    #[arg(long = "audit")]
+    pub audit: Vec<PathBuf>,
+    /// CloudTrail log files (`.json.gz` or `.json`, `{"Records": [...]}`), or directories
+    /// searched for them: AWS's side.
+    #[arg(long = "cloudtrail", required = true)]
+    pub cloudtrail: Vec<PathBuf>,
+    /// The window's start: RFC 3339, or a duration before now (`24h`, `90m`). Default: no start.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// The window's end: RFC 3339, or a duration before now. Default: now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// A forwarded call younger than this without its event is not yet a finding: CloudTrail
+    /// delivers within about 15 minutes.
+    #[arg(long, default_value = "15m")]
+    pub grace: String,
+    /// The gateway's own identity (an IAM user or role ARN) in the single-account form, where it
+    /// calls Redshift with its own credentials. Repeatable.
+    #[arg(long)]
+    pub gateway_identity: Vec<String>,
+    /// `table` or `json` (one finding a line).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// Runs `reconcile`: exit 0 when nothing was found, 1 when something was, 2 on a usage or I/O
+/// error (returned as an error).
+pub(super) fn run(args: ReconcileArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load_checking(&args.config, Files::Skip)?;
+    let now = OffsetDateTime::now_utc();
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| instant("--since", t, now))
+        .transpose()?;
+    let until = match args.until.as_deref() {
+        Some(t) => instant("--until", t, now)?,
+        None => now,
+    };
+    let grace = duration("--grace", &args.grace)?;
+    let in_window = |t: OffsetDateTime| since.is_none_or(|s| t >= s) && t <= until;
+
+    let audit = if args.audit.is_empty() {
+        vec![config.audit.dir.clone()]
+    } else {
+        args.audit.clone()
+    };
+    let mut calls = CallsFromRecords::new(config.upstream.default_account().map(|a| a.to_string()));
+    let files = crate::audit::audit_files(&audit).map_err(|f| format!("audit trail: {f}"))?;
+    for file in &files {
+        let reader = std::io::BufReader::new(
+            std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        );
+        for line in reader.lines() {
+            let line = line.map_err(|e| format!("{}: {e}", file.display()))?;
+            // A torn last line (a crash) is the verifier's business, not a call.
+            if let Ok(record) = serde_json::from_str(&line) {
+                calls.record(record);
+            }
+        }
+    }
+    let calls: Vec<_> = calls
+        .finish()
+        .into_iter()
+        .filter(|c| in_window(c.received_at))
+        .collect();
+
+    let mut events = Vec::new();
+    for path in trail_files(&args.cloudtrail)? {
+        read_trail_file(&path, &mut |event| {
+            // Events a little after the window may be its calls' (retries, skew).
+            if since.is_none_or(|s| event.event_time >= s - time::Duration::minutes(1))
+                && event.event_time <= until + time::Duration::minutes(15)
+            {
+                events.push(event);
+            }
+        })?;
+    }
+
+    let mut served_accounts: HashSet<String> = config.accounts.keys().cloned().collect();
+    if let Some(account) = &config.upstream.consumer_account {
+        served_accounts.insert(account.clone());
+    }
+    let scope = Scope {
+        gateway_roles: config
+            .accounts
+            .values()
+            .map(|a| a.role_arn.clone())
+            .collect(),
+        gateway_identities: args.gateway_identity.iter().cloned().collect(),
+        served_accounts,
+        now,
+        grace,
+        match_window: Duration::from_secs(15 * 60),
+    };
+    let mut reconciliation = reconcile(&calls, &events, &scope);
+    // Events after the window are there only to match its calls.
+    reconciliation.findings.retain(|finding| match finding {
+        crate::reconcile::matching::Finding::Bypass { event }
+        | crate::reconcile::matching::Finding::Unrecorded { event } => in_window(event.event_time),
+        _ => true,
+    });
+    report::write(
+        &reconciliation,
+        args.format,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(if reconciliation.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// An instant: RFC 3339, or a duration before `now`.
+fn instant(flag: &str, text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t);
+    }
+    let ago = duration(flag, text)?;
+    Ok(now - ago)
+}
+
+/// A duration: a number and a unit, `s`, `m`, `h` or `d` (`15m`, `24h`, `7d`).
+fn duration(flag: &str, text: &str) -> Result<Duration, String> {
+    let refuse = || {
+        format!(
+            "{flag} {text:?}: must be RFC 3339 (2026-12-07T12:00:00Z) or a number and s, m, h or d (15m)"
+        )
+    };
+    let (digits, unit) = text.split_at(text.len().checked_sub(1).ok_or_else(refuse)?);
+    let n: u64 = digits.parse().map_err(|_| refuse())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60).ok_or_else(refuse)?,
+        "h" => n.checked_mul(3600).ok_or_else(refuse)?,
+        "d" => n.checked_mul(86_400).ok_or_else(refuse)?,
+        _ => return Err(refuse()),
+    };
+    // A century at most: beyond that a date is a typo.
+    if secs > 100 * 365 * 86_400 {
+        return Err(refuse());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// The CloudTrail files named by `paths`, directories searched.
+fn trail_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            let entries =
+                std::fs::read_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            for entry in entries {
+                stack.push(
+                    entry
+                        .map_err(|e| format!("{}: {e}", path.display()))?
+                        .path(),
+                );
+            }
+        } else if paths.contains(&path)
+            || path.to_string_lossy().ends_with(".json.gz")
+            || path.to_string_lossy().ends_with(".json")
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads one CloudTrail file's Redshift events, one record at a time: the file's `Records`
+/// array is walked, never held whole.
+fn read_trail_file(path: &Path, each: &mut dyn FnMut(AwsEvent)) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
+    serde::de::Deserializer::deserialize_map(&mut de, TrailFile { each })
+        .map_err(|e| format!("{}: not a CloudTrail log file: {e}", path.display()))
+}
+
+/// `{"Records": [...]}`, each record handed on as it is read.
+struct TrailFile<'a> {
+    each: &'a mut dyn FnMut(AwsEvent),
+}
+
+impl<'de> serde::de::Visitor<'de> for TrailFile<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with a Records array")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "Records" {
+                map.next_value_seed(Records {
+                    each: &mut *self.each,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Records<'a> {
+    each: &'a mut dyn FnMut(AwsEvent),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Records<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Records<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of CloudTrail records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(record) = seq.next_element::<serde_json::Value>()? {
+            if let Some(event) = event_of(&record) {
+                (self.each)(event);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_instants_parse_and_refuse_naming_the_flag() {
+        assert_eq!(duration("--grace", "15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(duration("--grace", "2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "m", "15", "15x", "-1m", "99999999999999d"] {
+            let err = duration("--grace", bad).unwrap_err();
+            assert!(err.starts_with("--grace"), "{err}");
+        }
+        let now = OffsetDateTime::parse("2026-12-07T12:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(
+            instant("--since", "1h", now),
+            Ok(OffsetDateTime::parse("2026-12-07T11:00:00Z", &Rfc3339).unwrap())
+        );
+        assert_eq!(
+            instant("--since", "2026-12-01T00:00:00Z", now),
+            Ok(OffsetDateTime::parse("2026-12-01T00:00:00Z", &Rfc3339).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_trail_file_is_read_record_by_record_gzipped_or_not() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let body = serde_json::json!({"Records": [
+            {"eventSource": "sts.amazonaws.com", "eventName": "AssumeRole"},
+            {"eventSource": "redshift.amazonaws.com", "eventName": "AssociateDataShareConsumer",
+             "eventTime": "2026-12-07T11:00:01Z", "eventID": "e1", "requestID": "r1",
+             "recipientAccountId": "444455556666", "userIdentity": {"arn": "arn:aws:iam::444455556666:user/admin"},
+             "requestParameters": {"dataShareArn": "arn:aws:redshift:us-east-1:111122223333:datashare:x/s"}}
+        ]})
+        .to_string();
+        let plain = dir.path().join("a.json");
+        std::fs::write(&plain, &body).unwrap();
+        let gz = dir.path().join("b.json.gz");
+        let mut encoder =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
+        encoder.write_all(body.as_bytes()).unwrap();
+        encoder.finish().unwrap();
+        let mut seen = Vec::new();
+        for path in trail_files(&[dir.path().to_owned()]).unwrap() {
+            read_trail_file(&path, &mut |e| seen.push(e.event_id)).unwrap();
+        }
+        assert_eq!(seen, ["e1", "e1"]);
+        std::fs::write(&plain, "[1, 2]").unwrap();
+        assert!(
+            read_trail_file(&plain, &mut |_| {})
+                .unwrap_err()
+                .contains("not a CloudTrail log file")
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! `datashare-gateway reconcile` end to end: calls through the gateway (over its roles, in two
+//! consumer accounts) against the emulator's CloudTrail record of what AWS did. What came through
+//! the gateway adds up; a direct change by an administrator is a bypass; a change with the
+//! gateway role's credentials taken outside the gateway is unrecorded.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support;
+
+use datashare_gateway::proto::datasharing::v1::{
+    AssociateConsumerRequest, DisassociateConsumerRequest, ListConsumerDataSharesRequest,
+};
+use support::emulator::{
+    CONSUMER_ROLE, CONSUMER_ROLE_EXTERNAL_ID, Emulator, OTHER_ACCOUNT, PLATFORM_KEY,
+};
+use support::gateway::{self, Gateway, GatewayOptions, REPORTING, SALES_SHARE};
+
+/// Writes the emulator's events as one CloudTrail log file and runs reconcile over it.
+fn reconcile(emulator: &Emulator, gw: &Gateway, dir: &Path) -> (Output, Vec<serde_json::Value>) {
+    let trail = dir.join("cloudtrail.json");
+    std::fs::write(
+        &trail,
+        serde_json::json!({"Records": emulator.events()}).to_string(),
+    )
+    .expect("write the trail file");
+    let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+        .arg("reconcile")
+        .arg("--config")
+        .arg(&gw.config_file)
+        .arg("--cloudtrail")
+        .arg(&trail)
+        .args(["--grace", "0s", "--format", "json"])
+        .output()
+        .expect("run reconcile");
+    let findings = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one finding a line"))
+        .collect();
+    (out, findings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_calls_add_up_and_what_went_around_it_is_found() {
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::with_roles(emulator.endpoint_url())).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut client = gw.client().await;
+    // All three methods, in both served accounts.
+    for account in ["", OTHER_ACCOUNT] {
+        client
+            .associate_consumer(gateway::as_caller(
+                REPORTING,
+                AssociateConsumerRequest {
+                    data_share_arn: SALES_SHARE.into(),
+                    associate_entire_account: true,
+                    consumer_account: account.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("associate");
+        client
+            .list_consumer_data_shares(gateway::as_caller(
+                REPORTING,
+                ListConsumerDataSharesRequest {
+                    consumer_account: account.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list");
+    }
+    client
+        .disassociate_consumer(gateway::as_caller(
+            REPORTING,
+            DisassociateConsumerRequest {
+                data_share_arn: SALES_SHARE.into(),
+                disassociate_entire_account: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("disassociate");
+    // The outcomes are durable before reconcile reads them.
+    support::wait::until(
+        std::time::Duration::from_secs(10),
+        "5 forwarded outcomes",
+        async || {
+            let forwarded = gateway::audit_records_now(&gw.audit_dir)
+                .iter()
+                .filter(|r| r["outcome"]["forwarded"] == true)
+                .count();
+            if forwarded == 5 {
+                Ok(())
+            } else {
+                Err(forwarded)
+            }
+        },
+    )
+    .await;
+
+    let (out, findings) = reconcile(&emulator, &gw, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{findings:?} {stderr}");
+    assert!(findings.is_empty(), "{findings:?}");
+    assert!(
+        stderr.contains("0 finding(s)") && stderr.contains("5 call(s) matched"),
+        "{stderr}"
+    );
+
+    // An administrator of the consumer account associates directly.
+    emulator
+        .consumer()
+        .associate_data_share_consumer()
+        .data_share_arn(SALES_SHARE)
+        .associate_entire_account(true)
+        .send()
+        .await
+        .expect("the administrator's own call");
+    let (out, findings) = reconcile(&emulator, &gw, dir.path());
+    assert_eq!(out.status.code(), Some(1), "{findings:?}");
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["kind"], "bypass");
+    assert_eq!(
+        findings[0]["event"]["actor_arn"], "arn:aws:iam::444455556666:user/consumer-admin",
+        "{findings:?}"
+    );
+    assert_eq!(
+        findings[0]["event"]["parameters"]["data_share_arn"],
+        SALES_SHARE
+    );
+
+    // Someone holding the platform's credentials assumes the gateway's role outside it.
+    let creds = emulator
+        .sts_client(PLATFORM_KEY)
+        .assume_role()
+        .role_arn(CONSUMER_ROLE)
+        .role_session_name("dsgw-not-the-gateway")
+        .external_id(CONSUMER_ROLE_EXTERNAL_ID)
+        .source_identity("someone@example.internal")
+        .send()
+        .await
+        .expect("AssumeRole outside the gateway")
+        .credentials()
+        .expect("credentials")
+        .clone();
+    emulator
+        .session_client(&creds)
+        .disassociate_data_share_consumer()
+        .data_share_arn(SALES_SHARE)
+        .disassociate_entire_account(true)
+        .send()
+        .await
+        .expect("the stolen session's call");
+    let (out, findings) = reconcile(&emulator, &gw, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let kinds: Vec<_> = findings
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["bypass", "unrecorded"], "{findings:?}");
+    assert_eq!(
+        findings[1]["event"]["source_identity"], "someone@example.internal",
+        "{findings:?}"
+    );
+}
