@@ -57,7 +57,33 @@ step "hadolint"
 step "checkov (the Kubernetes manifests; skipped checks and why: .checkov.yaml)"
 .venv-checkov/bin/checkov --framework kubernetes -d deploy/kubernetes --quiet
 
-step "pytest (boto3 against the emulator; grpcio and grpcurl against the gateway; deploy/kubernetes)"
+step "parliament (deploy/aws/: the SCP and the IAM policies; any finding fails)"
+# parliament exits 1 and prints one line per finding, 0 and nothing when there are none;
+# --minimum_severity INFO shows every finding. --files, not --file: 1.6.4 refuses --file whenever
+# stdin is not a terminal, as in CI. A trust policy has no Resource (IAM refuses one) and parliament
+# requires one (duo-labs/parliament#229): it is linted with the role it belongs to as its Resource.
+# PYTHONWARNINGS: parliament imports pkg_resources, which warns that it is deprecated.
+for policy in deploy/aws/*.json; do
+  case "$policy" in
+    *-trust.json)
+      linted=$(.venv/bin/python -c 'import json, sys
+doc = json.load(open(sys.argv[1]))
+for s in doc["Statement"]:
+    s.setdefault("Resource", "arn:aws:iam::*:role/datashare-gateway")
+print(json.dumps(doc))' "$policy")
+      args=(--string "$linted") ;;
+    *) args=(--files "$policy") ;;
+  esac
+  rc=0
+  found=$(PYTHONWARNINGS="ignore::UserWarning" .venv/bin/parliament --minimum_severity INFO "${args[@]}" </dev/null) || rc=$?
+  if [ "$rc" -ne 0 ] || [ -n "$found" ]; then
+    printf '%s: parliament exited %s\n%s\n' "$policy" "$rc" "$found" >&2
+    exit 1
+  fi
+  echo "$policy: no findings"
+done
+
+step "pytest (boto3 against the emulator; grpcio and grpcurl against the gateway; deploy/kubernetes and deploy/aws)"
 # The binary under test is the one cargo test just built.
 export DATASHARE_GATEWAY_BIN="$PWD/target/debug/datashare-gateway"
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/python
