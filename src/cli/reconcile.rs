@@ -51,8 +51,18 @@ pub struct ReconcileArgs {
 }
 
 /// Runs `reconcile`: exit 0 when nothing was found, 1 when something was, 2 on a usage or I/O
-/// error (returned as an error).
+/// error (printed: 1 would read as findings).
 pub(super) fn run(args: ReconcileArgs) -> Result<ExitCode, CliError> {
+    match reconcile_window(args) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     let config = Config::load_checking(&args.config, Files::Skip)?;
     let now = OffsetDateTime::now_utc();
     let since = args

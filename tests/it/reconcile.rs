@@ -164,4 +164,15 @@ async fn the_gateways_calls_add_up_and_what_went_around_it_is_found() {
         findings[1]["event"]["source_identity"], "someone@example.internal",
         "{findings:?}"
     );
+
+    // What cannot be read is exit 2, never taken for "no findings" or "findings".
+    let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+        .arg("reconcile")
+        .arg("--config")
+        .arg(&gw.config_file)
+        .args(["--cloudtrail", "/nonexistent/cloudtrail.json.gz"])
+        .output()
+        .expect("run reconcile");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cloudtrail.json.gz"));
 }
