@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Dev(_) | Command::Emulator(_) => without_emulator::refuse(),
         Command::Audit(cmd) => audit::run_command(cmd).await,
         Command::Policy(cmd) => Ok(policy::run_command(cmd)),
-        Command::Reconcile(args) => reconcile::run(args),
+        Command::Reconcile(args) => reconcile::run(args).await,
     }
 }
 

@@ -27,10 +27,22 @@ pub struct ReconcileArgs {
     /// per replica to reconcile them all.
     #[arg(long = "audit")]
     pub audit: Vec<PathBuf>,
-    /// CloudTrail log files (`.json.gz` or `.json`, `{"Records": [...]}`), or directories
-    /// searched for them: AWS's side.
+    /// AWS's side: CloudTrail log files (`.json.gz` or `.json`, `{"Records": [...]}`),
+    /// directories searched for them, or `s3://bucket/prefix` of a trail's bucket (its
+    /// `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/` of every served account, in the
+    /// gateway's region, for each day of the window: needs --since).
     #[arg(long = "cloudtrail", required = true)]
-    pub cloudtrail: Vec<PathBuf>,
+    pub cloudtrail: Vec<String>,
+    /// An organisation trail's organisation id: its files are under `AWSLogs/<org id>/<account>/`.
+    #[arg(long)]
+    pub org_id: Option<String>,
+    /// An S3-compatible endpoint for `s3://...`; credentials and region come from the default
+    /// AWS chain.
+    #[arg(long)]
+    pub s3_endpoint_url: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible stores.
+    #[arg(long)]
+    pub s3_force_path_style: bool,
     /// The window's start: RFC 3339, or a duration before now (`24h`, `90m`). Default: no start.
     #[arg(long)]
     pub since: Option<String>,
@@ -52,8 +64,8 @@ pub struct ReconcileArgs {
 
 /// Runs `reconcile`: exit 0 when nothing was found, 1 when something was, 2 on a usage or I/O
 /// error (printed: 1 would read as findings).
-pub(super) fn run(args: ReconcileArgs) -> Result<ExitCode, CliError> {
-    match reconcile_window(args) {
+pub(super) async fn run(args: ReconcileArgs) -> Result<ExitCode, CliError> {
+    match reconcile_window(args).await {
         Ok(code) => Ok(code),
         Err(err) => {
             eprintln!("error: {err}");
@@ -62,7 +74,7 @@ pub(super) fn run(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
+async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     let config = Config::load_checking(&args.config, Files::Skip)?;
     let now = OffsetDateTime::now_utc();
     let since = args
@@ -102,21 +114,57 @@ fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
         .filter(|c| in_window(c.received_at))
         .collect();
 
-    let mut events = Vec::new();
-    for path in trail_files(&args.cloudtrail)? {
-        read_trail_file(&path, &mut |event| {
-            // Events a little after the window may be its calls' (retries, skew).
-            if since.is_none_or(|s| event.event_time >= s - time::Duration::minutes(1))
-                && event.event_time <= until + time::Duration::minutes(15)
-            {
-                events.push(event);
-            }
-        })?;
-    }
-
     let mut served_accounts: HashSet<String> = config.accounts.keys().cloned().collect();
     if let Some(account) = &config.upstream.consumer_account {
         served_accounts.insert(account.clone());
+    }
+
+    let mut events = Vec::new();
+    let mut keep = |event: AwsEvent| {
+        // Events a little after the window may be its calls' (retries, skew).
+        if since.is_none_or(|s| event.event_time >= s - time::Duration::minutes(1))
+            && event.event_time <= until + time::Duration::minutes(15)
+        {
+            events.push(event);
+        }
+    };
+    for source in &args.cloudtrail {
+        if source.starts_with("s3://") {
+            let url: crate::upstream::S3Url = source.parse()?;
+            let since = since.ok_or_else(|| {
+                format!("--cloudtrail {source}: needs --since (the days to read)")
+            })?;
+            let region = config
+                .upstream
+                .region
+                .clone()
+                .ok_or("--cloudtrail s3://...: the configuration names no upstream.region")?;
+            let location = crate::upstream::S3Location {
+                region: None,
+                endpoint_url: args.s3_endpoint_url.as_deref(),
+                force_path_style: args.s3_force_path_style,
+                attempt_timeout: Duration::from_secs(30),
+            };
+            let store = crate::upstream::S3Store::connect(&url.bucket, &location).await;
+            let mut accounts: Vec<_> = served_accounts.iter().collect();
+            accounts.sort();
+            for account in accounts {
+                for prefix in day_prefixes(
+                    &url.prefix,
+                    args.org_id.as_deref(),
+                    account,
+                    &region,
+                    since,
+                    until + time::Duration::minutes(15),
+                ) {
+                    read_s3_prefix(&store, &prefix, &mut keep).await?;
+                }
+            }
+        } else {
+            for path in trail_files(&[PathBuf::from(source)])? {
+                read_trail_file(&path, &mut keep)?;
+            }
+        }
     }
     let scope = Scope {
         gateway_roles: config
@@ -208,18 +256,84 @@ fn trail_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// The key prefixes of one account's CloudTrail files in `region`, a day each from `since` to
+/// `until`: `[prefix/]AWSLogs/[<org id>/]<account>/CloudTrail/<region>/YYYY/MM/DD/`.
+fn day_prefixes(
+    prefix: &str,
+    org_id: Option<&str>,
+    account: &str,
+    region: &str,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Vec<String> {
+    let root = match prefix.trim_end_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    };
+    let org = org_id.map(|id| format!("{id}/")).unwrap_or_default();
+    let mut day = since.to_offset(time::UtcOffset::UTC).date();
+    let last = until.to_offset(time::UtcOffset::UTC).date();
+    let mut out = Vec::new();
+    while day <= last {
+        out.push(format!(
+            "{root}AWSLogs/{org}{account}/CloudTrail/{region}/{:04}/{:02}/{:02}/",
+            day.year(),
+            u8::from(day.month()),
+            day.day()
+        ));
+        let Some(next) = day.next_day() else { break };
+        day = next;
+    }
+    out
+}
+
+/// Reads every log file under `prefix` in the bucket, one at a time.
+async fn read_s3_prefix(
+    store: &crate::upstream::S3Store,
+    prefix: &str,
+    each: &mut dyn FnMut(AwsEvent),
+) -> Result<(), String> {
+    use crate::audit::ObjectStore;
+    let versions = store
+        .list_versions(prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    for version in versions.iter().filter(|v| v.latest && !v.delete_marker) {
+        if !version.key.ends_with(".json.gz") {
+            continue;
+        }
+        let bytes = store.get(&version.key).await.map_err(|e| e.to_string())?;
+        let name = store.url(&version.key);
+        read_trail(
+            &name,
+            Box::new(flate2::read::GzDecoder::new(&bytes[..])),
+            each,
+        )?;
+    }
+    Ok(())
+}
+
 /// Reads one CloudTrail file's Redshift events, one record at a time: the file's `Records`
 /// array is walked, never held whole.
 fn read_trail_file(path: &Path, each: &mut dyn FnMut(AwsEvent)) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+    let reader: Box<dyn Read + '_> = if path.to_string_lossy().ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {
         Box::new(file)
     };
+    read_trail(&path.display().to_string(), reader, each)
+}
+
+/// Reads one CloudTrail log file's records from `reader`; `name` names it in errors.
+fn read_trail(
+    name: &str,
+    reader: Box<dyn Read + '_>,
+    each: &mut dyn FnMut(AwsEvent),
+) -> Result<(), String> {
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
     serde::de::Deserializer::deserialize_map(&mut de, TrailFile { each })
-        .map_err(|e| format!("{}: not a CloudTrail log file: {e}", path.display()))
+        .map_err(|e| format!("{name}: not a CloudTrail log file: {e}"))
 }
 
 /// `{"Records": [...]}`, each record handed on as it is read.
@@ -297,6 +411,36 @@ mod tests {
         assert_eq!(
             instant("--since", "2026-12-01T00:00:00Z", now),
             Ok(OffsetDateTime::parse("2026-12-01T00:00:00Z", &Rfc3339).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_window_reads_one_prefix_a_day_in_cloudtrails_layout() {
+        let at = |t: &str| OffsetDateTime::parse(t, &Rfc3339).unwrap();
+        assert_eq!(
+            day_prefixes(
+                "trails/",
+                None,
+                "444455556666",
+                "us-east-1",
+                at("2026-12-31T23:00:00Z"),
+                at("2027-01-01T01:00:00Z")
+            ),
+            [
+                "trails/AWSLogs/444455556666/CloudTrail/us-east-1/2026/12/31/",
+                "trails/AWSLogs/444455556666/CloudTrail/us-east-1/2027/01/01/"
+            ]
+        );
+        assert_eq!(
+            day_prefixes(
+                "",
+                Some("o-a1b2c3d4e5"),
+                "444455556666",
+                "us-east-1",
+                at("2026-12-07T10:00:00+02:00"),
+                at("2026-12-07T11:00:00Z")
+            ),
+            ["AWSLogs/o-a1b2c3d4e5/444455556666/CloudTrail/us-east-1/2026/12/07/"]
         );
     }
 

@@ -176,3 +176,145 @@ async fn the_gateways_calls_add_up_and_what_went_around_it_is_found() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cloudtrail.json.gz"));
 }
+
+/// Delivers the emulator's events to `bucket` as CloudTrail would: one gzip file per account,
+/// under its day's prefix.
+async fn deliver(emulator: &Emulator, client: &aws_sdk_s3::Client, bucket: &str, batch: usize) {
+    use std::io::Write;
+    let mut by_account = std::collections::BTreeMap::<String, Vec<serde_json::Value>>::new();
+    for event in emulator.events() {
+        let account = event["recipientAccountId"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        by_account.entry(account).or_default().push(event);
+    }
+    for (account, events) in by_account {
+        let time = events[0]["eventTime"].as_str().expect("eventTime");
+        let (date, clock) = (&time[..10], &time[11..16]);
+        let key = format!(
+            "AWSLogs/{account}/CloudTrail/us-east-1/{}/{account}_CloudTrail_us-east-1_{}T{}Z_batch{batch:011}.json.gz",
+            date.replace('-', "/"),
+            date.replace('-', ""),
+            clock.replace(':', "")
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(
+            serde_json::json!({"Records": events})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("gzip");
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(gz.finish().expect("gzip").into())
+            .send()
+            .await
+            .expect("deliver a trail file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
+    let moto = support::s3::Moto::start().await;
+    let s3 = support::s3::s3_client(&moto.endpoint).await;
+    s3.create_bucket()
+        .bucket("org-cloudtrail")
+        .send()
+        .await
+        .expect("the trail's bucket");
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions::with_roles(emulator.endpoint_url())).await;
+    gw.client()
+        .await
+        .associate_consumer(gateway::as_caller(
+            REPORTING,
+            AssociateConsumerRequest {
+                data_share_arn: SALES_SHARE.into(),
+                associate_entire_account: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("associate");
+    support::wait::until(
+        std::time::Duration::from_secs(10),
+        "the outcome",
+        async || match gateway::audit_records_now(&gw.audit_dir)
+            .iter()
+            .any(|r| r["kind"] == "outcome")
+        {
+            true => Ok(()),
+            false => Err(()),
+        },
+    )
+    .await;
+    deliver(&emulator, &s3, "org-cloudtrail", 1).await;
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+            .arg("reconcile")
+            .arg("--config")
+            .arg(&gw.config_file)
+            .args([
+                "--cloudtrail",
+                "s3://org-cloudtrail/",
+                "--since",
+                "1h",
+                "--grace",
+                "0s",
+            ])
+            .args(["--s3-endpoint-url", &moto.endpoint, "--s3-force-path-style"])
+            .env("AWS_ACCESS_KEY_ID", "AKIDRECONCILE")
+            .env("AWS_SECRET_ACCESS_KEY", "reconcile-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run reconcile")
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("0 finding(s)") && stdout.contains("1 call(s) matched"),
+        "{stdout}"
+    );
+
+    // The next delivery holds only what happens next: an administrator's direct change.
+    emulator.reset_events();
+    emulator
+        .consumer()
+        .disassociate_data_share_consumer()
+        .data_share_arn(SALES_SHARE)
+        .disassociate_entire_account(true)
+        .send()
+        .await
+        .expect("the administrator's own call");
+    deliver(&emulator, &s3, "org-cloudtrail", 2).await;
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("bypass") && stdout.contains("user/consumer-admin"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 finding(s)") && stdout.contains("1 call(s) matched"),
+        "{stdout}"
+    );
+    let without_since = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+        .arg("reconcile")
+        .arg("--config")
+        .arg(&gw.config_file)
+        .args(["--cloudtrail", "s3://org-cloudtrail/"])
+        .output()
+        .expect("run reconcile");
+    assert_eq!(without_since.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without_since.stderr).contains("needs --since"));
+}
