@@ -45,6 +45,7 @@ pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
+pub(crate) use segment::segment_number;
 pub use ship::{Archive, ArchivedTrail, Shipper, read_archive};
 pub use store::{ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload};
 pub use trail::{TRAIL_ID_FILE, is_trail_id, read_trail_id};

@@ -23,10 +23,11 @@ pub struct ReconcileArgs {
     /// default account and its audit directory. Its files need not exist here.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Audit files, or directories of them (default: the configuration's `audit.dir`). Give one
-    /// per replica to reconcile them all.
+    /// The gateway's side: a directory of audit files per replica (one `--audit` each), or the
+    /// audit files of one trail given one by one; or `s3://bucket/prefix` of the archive the trails ship to (every
+    /// replica's, every trail id). Default: the configuration's `audit.dir`.
     #[arg(long = "audit")]
-    pub audit: Vec<PathBuf>,
+    pub audit: Vec<String>,
     /// AWS's side: CloudTrail log files (`.json.gz` or `.json`, `{"Records": [...]}`),
     /// directories searched for them, or `s3://bucket/prefix` of a trail's bucket (its
     /// `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/` of every served account, in the
@@ -90,29 +91,61 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     let in_window = |t: OffsetDateTime| since.is_none_or(|s| t >= s) && t <= until;
 
     let audit = if args.audit.is_empty() {
-        vec![config.audit.dir.clone()]
+        vec![config.audit.dir.display().to_string()]
     } else {
         args.audit.clone()
     };
-    let mut calls = CallsFromRecords::new(config.upstream.default_account().map(|a| a.to_string()));
-    let files = crate::audit::audit_files(&audit).map_err(|f| format!("audit trail: {f}"))?;
-    for file in &files {
-        let reader = std::io::BufReader::new(
-            std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?,
-        );
-        for line in reader.lines() {
-            let line = line.map_err(|e| format!("{}: {e}", file.display()))?;
-            // A torn last line (a crash) is the verifier's business, not a call.
-            if let Ok(record) = serde_json::from_str(&line) {
-                calls.record(record);
+    let default_account = config.upstream.default_account().map(|a| a.to_string());
+    let s3_location = crate::upstream::S3Location {
+        region: None,
+        endpoint_url: args.s3_endpoint_url.as_deref(),
+        force_path_style: args.s3_force_path_style,
+        attempt_timeout: Duration::from_secs(30),
+    };
+    let mut calls = Vec::new();
+    // Each trail (a replica's directory, an archived trail) is one chain: its intents are
+    // closed by its own outcomes.
+    for source in &audit {
+        if source.starts_with("s3://") {
+            use crate::audit::ObjectStore;
+            let url: crate::upstream::S3Url = source.parse()?;
+            let store = crate::upstream::S3Store::connect(&url.bucket, &s3_location).await;
+            let archive = crate::audit::read_archive(&store, &url.prefix).await?;
+            for trail in archive.trails {
+                let mut files = trail.audit_files.clone();
+                files.sort_by_key(|key| {
+                    crate::audit::segment_number(key.rsplit('/').next().unwrap_or(key))
+                });
+                let mut trail_calls = CallsFromRecords::new(default_account.clone());
+                for key in files {
+                    let bytes = store.get(&key).await?;
+                    read_records(&bytes[..], &store.url(&key), &mut trail_calls)?;
+                }
+                calls.extend(trail_calls.finish());
             }
+        } else if Path::new(source).is_dir() || source == &audit_files_trail(&audit) {
+            let paths: Vec<PathBuf> = if Path::new(source).is_dir() {
+                vec![PathBuf::from(source)]
+            } else {
+                // The files given one by one are one trail, in seq order.
+                audit
+                    .iter()
+                    .filter(|a| !a.starts_with("s3://") && !Path::new(a).is_dir())
+                    .map(PathBuf::from)
+                    .collect()
+            };
+            let mut trail_calls = CallsFromRecords::new(default_account.clone());
+            let files =
+                crate::audit::audit_files(&paths).map_err(|f| format!("audit trail: {f}"))?;
+            for file in &files {
+                let opened =
+                    std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                read_records(opened, &file.display().to_string(), &mut trail_calls)?;
+            }
+            calls.extend(trail_calls.finish());
         }
     }
-    let calls: Vec<_> = calls
-        .finish()
-        .into_iter()
-        .filter(|c| in_window(c.received_at))
-        .collect();
+    calls.retain(|c| in_window(c.received_at));
 
     let mut served_accounts: HashSet<String> = config.accounts.keys().cloned().collect();
     if let Some(account) = &config.upstream.consumer_account {
@@ -139,13 +172,7 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
                 .region
                 .clone()
                 .ok_or("--cloudtrail s3://...: the configuration names no upstream.region")?;
-            let location = crate::upstream::S3Location {
-                region: None,
-                endpoint_url: args.s3_endpoint_url.as_deref(),
-                force_path_style: args.s3_force_path_style,
-                attempt_timeout: Duration::from_secs(30),
-            };
-            let store = crate::upstream::S3Store::connect(&url.bucket, &location).await;
+            let store = crate::upstream::S3Store::connect(&url.bucket, &s3_location).await;
             let mut accounts: Vec<_> = served_accounts.iter().collect();
             accounts.sort();
             for account in accounts {
@@ -196,6 +223,27 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The first audit file given one by one: they are read together, as one trail, when it comes.
+fn audit_files_trail(audit: &[String]) -> String {
+    audit
+        .iter()
+        .find(|a| !a.starts_with("s3://") && !Path::new(a).is_dir())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Reads an audit file's records into `calls`; `name` names it in errors.
+fn read_records(file: impl Read, name: &str, calls: &mut CallsFromRecords) -> Result<(), String> {
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| format!("{name}: {e}"))?;
+        // A torn last line (a crash) is the verifier's business, not a call.
+        if let Ok(record) = serde_json::from_str(&line) {
+            calls.record(record);
+        }
+    }
+    Ok(())
 }
 
 /// An instant: RFC 3339, or a duration before `now`.

@@ -318,3 +318,83 @@ async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
     assert_eq!(without_since.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&without_since.stderr).contains("needs --since"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_side_is_read_from_the_archive_its_trail_ships_to() {
+    let moto = support::s3::Moto::start().await;
+    support::s3::create_locked_bucket(&moto.endpoint, "audit-archive").await;
+    let emulator = Emulator::start();
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = keys.path().join("checkpoint.key");
+    let keygen = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+        .args(["audit", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert!(keygen.status.success());
+    let mut options = GatewayOptions::with_roles(emulator.endpoint_url());
+    options.audit_toml = format!(
+        "[audit.checkpoint]\nsigning_key_file = {key:?}\ninterval_records = 10\ninterval_secs = 1\n\n\
+         [audit.ship]\nbucket = \"audit-archive\"\nprefix = \"trail\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{}\"\nforce_path_style = true\n\
+         object_lock_mode = \"COMPLIANCE\"\nretention_days = 1\nseal_interval_secs = 1\n",
+        moto.endpoint
+    );
+    let gw = Gateway::start(options).await;
+    gw.client()
+        .await
+        .associate_consumer(gateway::as_caller(
+            REPORTING,
+            AssociateConsumerRequest {
+                data_share_arn: SALES_SHARE.into(),
+                associate_entire_account: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("associate");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = dir.path().join("cloudtrail.json");
+    std::fs::write(
+        &trail,
+        serde_json::json!({"Records": emulator.events()}).to_string(),
+    )
+    .expect("write the trail file");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
+            .arg("reconcile")
+            .arg("--config")
+            .arg(&gw.config_file)
+            .args(["--audit", "s3://audit-archive/trail/", "--cloudtrail"])
+            .arg(&trail)
+            .args([
+                "--grace",
+                "0s",
+                "--s3-endpoint-url",
+                &moto.endpoint,
+                "--s3-force-path-style",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "AKIDRECONCILE")
+            .env("AWS_SECRET_ACCESS_KEY", "reconcile-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run reconcile")
+    };
+    // Until the file holding the outcome is sealed and shipped, the archive lacks the call and
+    // its event is unrecorded; once shipped, it adds up.
+    let out = support::wait::until(
+        std::time::Duration::from_secs(60),
+        "the archive accounts for the call",
+        async || {
+            let out = run();
+            match out.status.code() {
+                Some(0) => Ok(out),
+                _ => Err(String::from_utf8_lossy(&out.stdout).into_owned()),
+            }
+        },
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 call(s) matched"), "{stdout}");
+}
