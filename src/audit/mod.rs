@@ -45,8 +45,13 @@ pub use record::{
     ApprovalEvent, CallFacts, DecisionRecord, HmacKey, KeyError, MAX_STRING_BYTES, OutcomeFacts,
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
-pub use ship::{Archive, ArchivedTrail, Shipper, read_archive};
-pub use store::{ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload};
+pub use ship::{
+    Archive, ArchivedTrail, BucketCheck, Shipper, UnprotectedBucket, check_bucket, read_archive,
+};
+pub use store::{
+    BucketState, Failure, ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload,
+    Versioning,
+};
 pub use trail::{TRAIL_ID_FILE, is_trail_id, read_trail_id};
 
 /// What `audit verify` found.
