@@ -195,18 +195,18 @@ pub async fn check_bucket(store: &dyn ObjectStore, config: &ShipConfig) -> Bucke
             if !object_lock {
                 missing.push("Object Lock is not enabled");
             }
-            match versioning {
-                Versioning::Enabled => {}
-                Versioning::Suspended => missing.push("versioning is suspended"),
-                Versioning::Off => missing.push("versioning is not enabled"),
+            match &versioning {
+                Ok(Versioning::Enabled) | Err(_) => {}
+                Ok(Versioning::Suspended) => missing.push("versioning is suspended"),
+                Ok(Versioning::Off) => missing.push("versioning is not enabled"),
             }
-            if missing.is_empty() {
-                BucketCheck::Protected
-            } else {
-                refused(format!(
+            match versioning {
+                _ if !missing.is_empty() => refused(format!(
                     "{} on the bucket, so shipped objects could be replaced or deleted",
                     missing.join(" and ")
-                ))
+                )),
+                Err(err) => BucketCheck::Unchecked(err.to_string()),
+                Ok(_) => BucketCheck::Protected,
             }
         }
     }
@@ -834,9 +834,10 @@ mod tests {
                     .bucket
                     .lock()
                     .expect("bucket")
+                    .clone()
                     .unwrap_or(BucketState::Found {
                         object_lock: true,
-                        versioning: Versioning::Enabled,
+                        versioning: Ok(Versioning::Enabled),
                     }))
             })
         }
@@ -1041,31 +1042,46 @@ mod tests {
             check_bucket(&store, &config).await,
             BucketCheck::Protected
         ));
+        let unread = || {
+            Err(StoreError::new(
+                "S3 GetBucketVersioning",
+                "s3://trail/",
+                "no answer",
+            ))
+        };
         for (state, lacks) in [
             (BucketState::Missing, "S3 has no such bucket"),
+            // The Object Lock answer is enough.
             (
                 BucketState::Found {
                     object_lock: false,
-                    versioning: Versioning::Enabled,
+                    versioning: unread(),
                 },
                 "Object Lock is not enabled on the bucket",
             ),
             (
                 BucketState::Found {
                     object_lock: false,
-                    versioning: Versioning::Off,
+                    versioning: Ok(Versioning::Enabled),
+                },
+                "Object Lock is not enabled on the bucket",
+            ),
+            (
+                BucketState::Found {
+                    object_lock: false,
+                    versioning: Ok(Versioning::Off),
                 },
                 "Object Lock is not enabled and versioning is not enabled",
             ),
             (
                 BucketState::Found {
                     object_lock: true,
-                    versioning: Versioning::Suspended,
+                    versioning: Ok(Versioning::Suspended),
                 },
                 "versioning is suspended",
             ),
         ] {
-            *store.bucket.lock().expect("bucket") = Some(state);
+            *store.bucket.lock().expect("bucket") = Some(state.clone());
             let BucketCheck::Refused(refusal) = check_bucket(&store, &config).await else {
                 panic!("{state:?} is refused");
             };
@@ -1075,6 +1091,15 @@ mod tests {
                 "{message}"
             );
         }
+        // Object Lock on, versioning unknown: no verdict.
+        *store.bucket.lock().expect("bucket") = Some(BucketState::Found {
+            object_lock: true,
+            versioning: unread(),
+        });
+        assert!(matches!(
+            check_bucket(&store, &config).await,
+            BucketCheck::Unchecked(why) if why.contains("GetBucketVersioning")
+        ));
         // An error that does not tell is no verdict, whatever its kind.
         *store.refusing.lock().expect("refusing") = Some(
             StoreError::new(

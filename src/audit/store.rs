@@ -40,13 +40,14 @@ pub trait ObjectStore: std::fmt::Debug + Send + Sync {
 }
 
 /// What [`ObjectStore::bucket_state`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum BucketState {
     /// The store says there is no such bucket.
     Missing,
     Found {
         object_lock: bool,
-        versioning: Versioning,
+        /// Asked apart: an Object Lock answer refuses a bucket even when this one failed.
+        versioning: Result<Versioning, StoreError>,
     },
 }
 

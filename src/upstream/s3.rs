@@ -129,6 +129,28 @@ fn failure_of(code: Option<&str>) -> Failure {
     }
 }
 
+/// The status in a GetBucketVersioning answer (200) the SDK could not read: some S3-compatible
+/// servers (moto 5) wrap it in `<GetBucketVersioningResponse>`, where S3 sends
+/// `<VersioningConfiguration>`, the only root the SDK takes. `None`: not such an answer.
+fn versioning_in(body: &[u8]) -> Option<Versioning> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains("<GetBucketVersioningResponse") && !text.contains("<VersioningConfiguration")
+    {
+        return None;
+    }
+    let status = text
+        .split_once("<Status>")
+        .and_then(|(_, rest)| rest.split_once("</Status>"))
+        .map(|(status, _)| status);
+    match status {
+        Some("Enabled") => Some(Versioning::Enabled),
+        Some("Suspended") => Some(Versioning::Suspended),
+        // No status: versioning was never turned on.
+        None => Some(Versioning::Off),
+        Some(_) => None,
+    }
+}
+
 fn brief<E, R>(operation: &'static str, key: &str, err: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -268,7 +290,8 @@ impl S3Store {
         Ok(found)
     }
 
-    /// GetObjectLockConfiguration and GetBucketVersioning, together.
+    /// GetObjectLockConfiguration and GetBucketVersioning, together. A failed GetBucketVersioning
+    /// is kept, not returned: the Object Lock answer alone can refuse the bucket.
     async fn bucket_state_of(&self) -> Result<BucketState, StoreError> {
         let bucket_url = self.url("");
         let (lock, versioning) = tokio::join!(
@@ -294,14 +317,21 @@ impl S3Store {
             Err(err) => return Err(brief("S3 GetObjectLockConfiguration", &bucket_url, &err)),
         };
         let versioning = match versioning {
-            Ok(answer) => match answer.status() {
+            Ok(answer) => Ok(match answer.status() {
                 Some(BucketVersioningStatus::Enabled) => Versioning::Enabled,
                 Some(BucketVersioningStatus::Suspended) => Versioning::Suspended,
                 // No status: versioning was never turned on.
                 _ => Versioning::Off,
-            },
+            }),
             Err(err) if err.code() == Some("NoSuchBucket") => return Ok(BucketState::Missing),
-            Err(err) => return Err(brief("S3 GetBucketVersioning", &bucket_url, &err)),
+            Err(err) => {
+                let answered = err
+                    .raw_response()
+                    .filter(|raw| raw.status().as_u16() == 200)
+                    .and_then(|raw| raw.body().bytes())
+                    .and_then(versioning_in);
+                answered.ok_or_else(|| brief("S3 GetBucketVersioning", &bucket_url, &err))
+            }
         };
         Ok(BucketState::Found {
             object_lock,
@@ -348,6 +378,39 @@ mod tests {
         for bad in ["s3:///x", "https://trail/x"] {
             assert!(bad.parse::<S3Url>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_versioning_answer_under_another_root_is_read_for_its_status() {
+        let wrapped = |inner: &str| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<GetBucketVersioningResponse \
+                 xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{inner}\
+                 </GetBucketVersioningResponse>"
+            )
+        };
+        assert_eq!(
+            versioning_in(wrapped("<Status>Enabled</Status>").as_bytes()),
+            Some(Versioning::Enabled)
+        );
+        assert_eq!(
+            versioning_in(wrapped("<Status>Suspended</Status>").as_bytes()),
+            Some(Versioning::Suspended)
+        );
+        assert_eq!(
+            versioning_in(
+                b"<GetBucketVersioningResponse xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>"
+            ),
+            Some(Versioning::Off)
+        );
+        assert_eq!(
+            versioning_in(wrapped("<Status>Maybe</Status>").as_bytes()),
+            None
+        );
+        assert_eq!(
+            versioning_in(b"<Error><Code>InternalError</Code></Error>"),
+            None
+        );
     }
 
     #[test]
