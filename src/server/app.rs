@@ -180,6 +180,8 @@ impl App {
             crate::operations::approvable_methods(),
         )
         .await?;
+        // An unreachable store is a note in /readyz's body (see `Approvals::spawn_probe`).
+        metrics.add_source(Arc::new(approvals.clone()));
         let parts = StackParts {
             validation: ValidationEnv {
                 default_account: config.upstream.default_account(),
@@ -320,6 +322,7 @@ impl App {
             .max_encoding_message_size(max);
         let sweeper =
             approvals.spawn_sweeper(Duration::from_secs(config.approvals.sweep_interval_secs));
+        let probe = approvals.spawn_probe(crate::approvals::PROBE_INTERVAL);
 
         let mut builder = Server::builder()
             .layer(HttpGuardLayer::new(metrics.clone()))
@@ -426,6 +429,7 @@ impl App {
         tokio::select! {
             done = &mut serving => {
                 sweeper.abort();
+                probe.abort();
                 in_flight.drain(Duration::ZERO, &audit).await;
                 let _ = probes_stop.send(true);
                 audit.close().await;
@@ -446,6 +450,7 @@ impl App {
         // No expiry is recorded after the trail closes; the next start (or another replica)
         // records what falls due meanwhile.
         sweeper.abort();
+        probe.abort();
         let drain_started = Instant::now();
         let served = match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),
