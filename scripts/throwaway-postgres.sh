@@ -3,6 +3,8 @@
 #
 #   scripts/throwaway-postgres.sh start DIR   initdb in DIR, start on a free loopback port, print its URL
 #   scripts/throwaway-postgres.sh stop DIR    stop it and remove DIR
+#   scripts/throwaway-postgres.sh pause DIR   stop it, keeping DIR (a database outage)
+#   scripts/throwaway-postgres.sh resume DIR  start it again on the same port
 #
 # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user the
 # package creates (else `nobody`), which owns DIR. Trust authentication on 127.0.0.1 and a
@@ -24,6 +26,18 @@ if [ "$(id -u)" = 0 ]; then
   as_server=(runuser -u "$user" --)
 fi
 
+serve() {
+  "${as_server[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $1 -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
+    start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+}
+
+halt() {
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    "${as_server[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
+  fi
+}
+
 case "$cmd" in
   start)
     mkdir -p "$dir"
@@ -31,19 +45,23 @@ case "$cmd" in
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     "${as_server[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
-    "${as_server[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
-      start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+    serve "$port"
+    # Kept for resume: clients reconnect to the same URL after an outage.
+    echo "$port" >"$dir/port"
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
   stop)
-    if [ -f "$dir/data/postmaster.pid" ]; then
-      "${as_server[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
-    fi
+    halt
     rm -rf "$dir"
     ;;
+  pause)
+    halt
+    ;;
+  resume)
+    serve "$(cat "$dir/port")"
+    ;;
   *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|pause|resume DIR" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 //! The admin HTTP listener: Prometheus `/metrics`, `/livez` (the process answers) and `/readyz`
 //! (the same verdict as `grpc.health.v1`: serving, audit trail writable, not shutting down; its
-//! body also reports a refused policy reload, which does not make the gateway unready).
+//! body also reports what does not make the gateway unready: a refused policy reload, an
+//! unreachable approvals store, S3 refusing the trail's uploads).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -58,7 +59,7 @@ fn route(
 
 /// 200 while serving, else 503. The body's first line is the verdict; the lines after it are what
 /// an operator should see that does not change it (a refused policy reload: the previous set
-/// still serves).
+/// still serves; an unreachable approvals store: ungated calls are still served).
 fn readyz(serving: bool, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, mut body) = if serving {
         (StatusCode::OK, String::from("ok\n"))

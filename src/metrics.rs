@@ -278,12 +278,18 @@ impl Metrics {
         );
         let audit_ship = Family::<ResultLabels, Counter>::default();
         // Every result from the start, at 0, so an alert on `increase(...)` sees the first one.
-        for result in ["shipped", "already_present", "conflict", "error"] {
+        for result in [
+            "shipped",
+            "already_present",
+            "conflict",
+            "error",
+            "permanent_error",
+        ] {
             let _ = audit_ship.get_or_create(&ResultLabels { result });
         }
         registry.register(
             "audit_ship",
-            "Uploads of audit files and checkpoints to S3 by result: shipped, already_present (a re-upload after a crash found the same bytes), conflict (a different object holds the name: an alarm), error (retried)",
+            "Uploads of audit files and checkpoints to S3 by result: shipped, already_present (a re-upload after a crash found the same bytes), conflict (a different object holds the name: an alarm), error (no answer or a passing fault: retried), permanent_error (S3 refuses in a way retrying will not change, such as a bucket without Object Lock or access denied: an alarm, retried until fixed)",
             audit_ship.clone(),
         );
         let spans_dropped = Counter::default();
@@ -557,7 +563,7 @@ impl Metrics {
     }
 
     /// Counts one upload to S3 of an audit file or checkpoint; `result` is `shipped`,
-    /// `already_present`, `conflict` or `error`.
+    /// `already_present`, `conflict`, `error` or `permanent_error`.
     pub fn audit_shipped(&self, result: &'static str) {
         self.audit_ship
             .get_or_create(&ResultLabels { result })

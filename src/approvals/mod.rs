@@ -7,7 +7,9 @@
 //!   the audit trail; PostgreSQL when replicas share it). Every transition (created, approved,
 //!   denied, consumed, expired) is one conditional statement or transaction in the store, then
 //!   one `approval` audit record and a metric; a new pending approval is also logged at info
-//!   (the hook for a notifier).
+//!   (the hook for a notifier). A probe ([`Approvals::spawn_probe`]) keeps whether the store
+//!   answers, for `/readyz`'s body; health does not depend on it, since ungated calls never
+//!   touch the store.
 //! - [`FindApprovals`] (before policy) looks up the approval a call is about; on the way back
 //!   it creates the pending approval a call was refused for. The live approval of a gated call's
 //!   exact request is read by the policy layer, only when policy does not permit the call
@@ -309,6 +311,13 @@ impl PendingLimit {
     }
 }
 
+/// How often the store is probed while the gateway serves: an outage shows in `/readyz`'s body
+/// within about this (plus [`PROBE_TIMEOUT`]), whether or not a call needed the store.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// A probe unanswered for this long counts as unreachable (a database that accepts
+/// connections and never answers); then one more connection, as long, asks why.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// "approval pending" lines per minute at most; the next line says how many were left out.
 const PENDING_LINES_PER_MINUTE: u32 = 30;
 
@@ -371,6 +380,8 @@ struct Inner {
     location: String,
     /// Keeps a flood of new approvals from flooding the log.
     pending_lines: LineBudget,
+    /// Why the last probe of the store failed; `None` while it answers.
+    unreachable: std::sync::Mutex<Option<String>>,
 }
 
 /// The approvals store with its audit trail and metrics; cheap to clone.
@@ -413,6 +424,7 @@ impl Approvals {
                 },
                 location: location.redacted(),
                 pending_lines: LineBudget::new(PENDING_LINES_PER_MINUTE),
+                unreachable: std::sync::Mutex::new(None),
             }),
         };
         approvals.refresh_gauge().await;
@@ -660,6 +672,46 @@ impl Approvals {
         })
     }
 
+    /// Probes the store every `interval` (`SELECT 1`, within [`PROBE_TIMEOUT`]) and keeps its
+    /// reachability for `/readyz`'s body. Health is not changed: calls that need no approval do
+    /// not touch the store and are still served.
+    pub fn spawn_probe(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let approvals = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                approvals.probe().await;
+            }
+        })
+    }
+
+    /// One probe; logs when the store stops or starts answering.
+    async fn probe(&self) {
+        let failed = self.inner.store.ping(PROBE_TIMEOUT).await.err();
+        let was = {
+            let mut unreachable = self
+                .inner
+                .unreachable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *unreachable, failed.clone())
+        };
+        match (was, failed) {
+            (None, Some(reason)) => tracing::warn!(
+                store = %self.inner.location,
+                error = %reason,
+                "approvals store unreachable: calls that need an approval, and Approvals calls, \
+                 fail (UNAVAILABLE) until it answers; the rest are served"
+            ),
+            (Some(_), None) => {
+                tracing::info!(store = %self.inner.location, "approvals store answers again");
+            }
+            _ => {}
+        }
+    }
+
     async fn refresh_gauge(&self) {
         match self.inner.store.count_live(SystemTime::now()).await {
             Ok((pending, approved)) => self.inner.metrics.set_live_approvals(pending, approved),
@@ -723,6 +775,24 @@ fn request_json(request: &SemanticRequest) -> serde_json::Value {
         })
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+impl crate::metrics::ScrapeSource for Approvals {
+    fn refresh(&self, _: &Metrics) {}
+
+    fn readiness_note(&self) -> Option<String> {
+        let reason = self
+            .inner
+            .unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        Some(format!(
+            "approvals store {}: unreachable ({reason}); calls that need an approval, and \
+             Approvals calls, fail with UNAVAILABLE; the rest are served",
+            self.inner.location
+        ))
+    }
 }
 
 impl crate::policy::ApprovalLookup for Approvals {

@@ -13,10 +13,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::Row;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions as _, Row};
 
 use super::{ApprovalRecord, PendingCaps, PendingLimit, Review, ReviewVerdict};
 use crate::call::{ApprovalState, FieldValue, RequestField, SemanticRequest};
@@ -802,6 +802,42 @@ impl Store {
                 .map_or(0, |(_, n)| *n)
         };
         Ok((get("PENDING"), get("APPROVED")))
+    }
+
+    /// Whether the database answers `SELECT 1` through the pool within `within`; `Err` says
+    /// why not, in the driver's words.
+    pub(crate) async fn ping(&self, within: Duration) -> Result<(), String> {
+        let through_pool = tokio::time::timeout(within, async {
+            on_pool!(self, |pool| sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map(drop))
+        })
+        .await;
+        match through_pool {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => {
+                // The pool retries a refused connection until its acquire timeout and then says
+                // only that it timed out: one connection of the probe's own says why.
+                let direct = tokio::time::timeout(within, async {
+                    on_pool!(self, |pool| pool
+                        .connect_options()
+                        .connect()
+                        .await
+                        .map(drop))
+                })
+                .await;
+                Err(match direct {
+                    Ok(Err(err)) => err.to_string(),
+                    Ok(Ok(())) => format!(
+                        "no pooled connection free within {} s, though it accepts new ones",
+                        within.as_secs()
+                    ),
+                    Err(_) => format!("no answer within {} s", within.as_secs()),
+                })
+            }
+            Ok(Err(err)) => Err(err.to_string()),
+        }
     }
 }
 

@@ -13,6 +13,11 @@ pub(crate) const CHECKPOINT_INTERVAL_SECS: RangeInclusive<u64> = 1..=86_400;
 pub(crate) const QUEUE_CAPACITY: RangeInclusive<usize> = 1..=1_000_000;
 /// `audit.max_batch`: records buffered for one write.
 pub(crate) const MAX_BATCH: RangeInclusive<usize> = 1..=100_000;
+/// `audit.ship.retention_days`: a day to a century. S3 would take a later date, but a
+/// retention past a century is a typo, and under COMPLIANCE nobody could shorten it.
+pub(crate) const RETENTION_DAYS: RangeInclusive<u32> = 1..=36_500;
+/// `audit.ship.timeout_ms`: ten minutes at most, far from any overflow.
+pub(crate) const SHIP_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
 
 /// `[audit]` section of the gateway config.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -93,7 +98,7 @@ pub struct ShipConfig {
     /// `COMPLIANCE` (nobody can shorten or remove the retention, root included) or
     /// `GOVERNANCE` (a principal with `s3:BypassGovernanceRetention` can).
     pub object_lock_mode: ObjectLockMode,
-    /// How long each object is retained, in days.
+    /// How long each object is retained, in days: 1 to 36500.
     pub retention_days: u32,
     /// The open file is sealed (closed, a new one started) and shipped at least this often,
     /// in seconds, even if it is not full. Default 300.
@@ -111,9 +116,6 @@ pub struct ShipConfig {
     #[serde(default = "default_ship_timeout_ms")]
     pub timeout_ms: u64,
 }
-
-/// `audit.ship.timeout_ms` at most: ten minutes, far from any overflow.
-const MAX_SHIP_TIMEOUT_MS: u64 = 600_000;
 
 /// The Object Lock mode of shipped objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -292,9 +294,11 @@ impl ShipConfig {
                 "audit.ship.endpoint_url = {url:?}: must start with http:// or https://"
             ));
         }
-        if self.retention_days == 0 {
-            return Err("audit.ship.retention_days = 0: must be at least 1".into());
-        }
+        in_range(
+            "audit.ship.retention_days",
+            self.retention_days,
+            &RETENTION_DAYS,
+        )?;
         if self.seal_interval_secs == 0 {
             return Err("audit.ship.seal_interval_secs = 0: must be at least 1".into());
         }
@@ -303,12 +307,7 @@ impl ShipConfig {
                 "audit.ship.local_retention_days = 0: must be at least 1 (or unset)".into(),
             );
         }
-        if !(1..=MAX_SHIP_TIMEOUT_MS).contains(&self.timeout_ms) {
-            return Err(format!(
-                "audit.ship.timeout_ms = {}: must be 1 to {MAX_SHIP_TIMEOUT_MS}",
-                self.timeout_ms
-            ));
-        }
+        in_range("audit.ship.timeout_ms", self.timeout_ms, &SHIP_TIMEOUT_MS)?;
         if !checkpoints {
             return Err(
                 "audit.ship is set without audit.checkpoint: shipped files without signed \
@@ -407,13 +406,29 @@ mod tests {
                 .expect_err("bucket")
                 .contains("audit.ship.bucket")
         );
-        for timeout_ms in [0, MAX_SHIP_TIMEOUT_MS + 1, u64::MAX] {
+        for timeout_ms in [0, SHIP_TIMEOUT_MS.end() + 1, u64::MAX] {
             let mut bad = config.clone();
             if let Some(ship) = bad.ship.as_mut() {
                 ship.timeout_ms = timeout_ms;
             }
             let err = bad.validate().expect_err("timeout");
             assert!(err.contains("audit.ship.timeout_ms"), "{err}");
+        }
+        for (retention_days, accepted) in [(0, false), (1, true), (36_500, true), (36_501, false)] {
+            let mut changed = config.clone();
+            if let Some(ship) = changed.ship.as_mut() {
+                ship.retention_days = retention_days;
+            }
+            match changed.validate() {
+                Ok(()) => assert!(accepted, "{retention_days} accepted"),
+                Err(err) => {
+                    assert!(!accepted, "{retention_days}: {err}");
+                    assert_eq!(
+                        err,
+                        format!("audit.ship.retention_days = {retention_days}: must be 1 to 36500")
+                    );
+                }
+            }
         }
         let err = toml::from_str::<AuditConfig>(
             "dir = \"/a\"\n[ship]\nbucket = \"b\"\nregion = \"r\"\n\

@@ -46,8 +46,13 @@ pub use record::{
     RecordBody, SCHEMA_VERSION, rfc3339,
 };
 pub(crate) use segment::segment_number;
-pub use ship::{Archive, ArchivedTrail, Shipper, read_archive};
-pub use store::{ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload};
+pub use ship::{
+    Archive, ArchivedTrail, BucketCheck, Shipper, UnprotectedBucket, check_bucket, read_archive,
+};
+pub use store::{
+    BucketState, Failure, ObjectStore, ObjectVersion, StoreError, StoreFuture, Stored, Upload,
+    Versioning,
+};
 pub use trail::{TRAIL_ID_FILE, is_trail_id, read_trail_id};
 /// The audit files named by paths (files, or directories of them), oldest first.
 pub(crate) use verify::collect_files as audit_files;

@@ -14,6 +14,12 @@
 //!
 //! Each file is hashed once, streaming, on a blocking thread, and uploaded from the file; every
 //! directory listing, stat, mark and removal runs on a blocking thread too.
+//!
+//! A passing outage (no answer, throttling) is a warning and a retry. A refusal retrying will not
+//! change ([`Failure::Permanent`]: a bucket without Object Lock, access denied) is an alarm and is
+//! shown in `/readyz`'s body until an upload succeeds; it is retried all the same, so that a fix
+//! takes effect without a restart. [`check_bucket`] is the look at the bucket `serve` and
+//! `check-config` take before any of this.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,9 +35,11 @@ use tokio::task::{JoinError, spawn_blocking};
 use super::checkpoint::{CHECKPOINT_DIR, checkpoint_seq};
 use super::config::ShipConfig;
 use super::segment::{list_segments, segment_number};
-use super::store::{ObjectStore, StoreError, Stored, Upload, sha256_file};
+use super::store::{
+    BucketState, Failure, ObjectStore, StoreError, Stored, Upload, Versioning, sha256_file,
+};
 use super::trail::{is_trail_id, read_trail_id};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ScrapeSource};
 
 /// Where shipped files are marked, inside the audit directory.
 const MARKS: &str = ".shipped";
@@ -82,6 +90,30 @@ struct Run {
     conflicts: HashSet<String>,
     /// The names marked shipped in `.shipped/`, read once at start.
     shipped: HashSet<String>,
+    refused: Arc<Refused>,
+}
+
+/// The permanent failure the last pass ended in, until a pass completes: a note in `/readyz`'s
+/// body, not a readiness verdict (calls are still recorded locally and served).
+#[derive(Debug, Default)]
+struct Refused(std::sync::Mutex<Option<String>>);
+
+impl Refused {
+    fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+}
+
+impl ScrapeSource for Refused {
+    fn refresh(&self, _: &Metrics) {}
+
+    fn readiness_note(&self) -> Option<String> {
+        let why = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        Some(format!(
+            "audit shipping: S3 refuses the uploads (a permanent error, retried until fixed; \
+             calls are still served and recorded locally): {why}"
+        ))
+    }
 }
 
 /// Why one upload did not complete.
@@ -104,6 +136,82 @@ enum ShipError {
     Task(#[from] JoinError),
 }
 
+impl ShipError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, ShipError::Store(err) if err.failure() == Failure::Permanent)
+    }
+}
+
+/// What [`check_bucket`] found.
+#[derive(Debug)]
+pub enum BucketCheck {
+    /// Object Lock and versioning are enabled.
+    Protected,
+    /// S3 answered, and the bucket is missing or unprotected: `serve` and `check-config` refuse.
+    Refused(UnprotectedBucket),
+    /// No answer within `audit.ship.timeout_ms`, or an answer that does not tell (access to
+    /// the bucket's configuration denied): why, in one line.
+    Unchecked(String),
+}
+
+/// A bucket the trail must not be shipped to, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "audit.ship.bucket = {bucket:?}: {problem}; create the bucket with Object Lock enabled \
+     (see docs/audit.md, \"The bucket\")"
+)]
+pub struct UnprotectedBucket {
+    bucket: String,
+    problem: String,
+}
+
+/// Asks the store whether `config.bucket` exists with Object Lock and versioning enabled,
+/// within `audit.ship.timeout_ms`.
+pub async fn check_bucket(store: &dyn ObjectStore, config: &ShipConfig) -> BucketCheck {
+    let state = match tokio::time::timeout(config.timeout(), store.bucket_state()).await {
+        Ok(Ok(state)) => state,
+        Ok(Err(err)) => return BucketCheck::Unchecked(err.to_string()),
+        Err(_) => {
+            return BucketCheck::Unchecked(format!(
+                "{}: no answer within audit.ship.timeout_ms = {}",
+                store.url(""),
+                config.timeout_ms
+            ));
+        }
+    };
+    let refused = |problem: String| {
+        BucketCheck::Refused(UnprotectedBucket {
+            bucket: config.bucket.clone(),
+            problem,
+        })
+    };
+    match state {
+        BucketState::Missing => refused("S3 has no such bucket".into()),
+        BucketState::Found {
+            object_lock,
+            versioning,
+        } => {
+            let mut missing = Vec::new();
+            if !object_lock {
+                missing.push("Object Lock is not enabled");
+            }
+            match &versioning {
+                Ok(Versioning::Enabled) | Err(_) => {}
+                Ok(Versioning::Suspended) => missing.push("versioning is suspended"),
+                Ok(Versioning::Off) => missing.push("versioning is not enabled"),
+            }
+            match versioning {
+                _ if !missing.is_empty() => refused(format!(
+                    "{} on the bucket, so shipped objects could be replaced or deleted",
+                    missing.join(" and ")
+                )),
+                Err(err) => BucketCheck::Unchecked(err.to_string()),
+                Ok(_) => BucketCheck::Protected,
+            }
+        }
+    }
+}
+
 impl Shipper {
     /// Starts shipping `dir`'s sealed files (those numbered below `sealed_below`) and its
     /// checkpoints to `store`.
@@ -115,6 +223,8 @@ impl Shipper {
         sealed_below: watch::Receiver<u64>,
         metrics: Arc<Metrics>,
     ) -> Shipper {
+        let refused = Arc::new(Refused::default());
+        metrics.add_source(refused.clone());
         let run = Run {
             store,
             config: config.clone(),
@@ -123,6 +233,7 @@ impl Shipper {
             metrics,
             conflicts: HashSet::new(),
             shipped: HashSet::new(),
+            refused,
         };
         let (finishing, finish_rx) = watch::channel(false);
         let task = tokio::spawn(run.serve(sealed_below, finish_rx));
@@ -184,19 +295,37 @@ impl Run {
             let sealed_meanwhile = *sealed_below.borrow() != sealed;
             let wait = match failed {
                 Some(err) => {
-                    // The wording is what the alert's runbook (deploy/kubernetes) says to look for.
-                    tracing::warn!(
-                        error = %err,
-                        retry_in_secs = backoff.as_secs(),
-                        "audit: shipping to S3 fails; the local trail keeps every record and \
-                         shipping resumes when S3 answers"
-                    );
+                    if err.is_permanent() {
+                        // Not "resumes when S3 answers": S3 did answer, and will answer the same
+                        // until someone fixes the bucket or the role.
+                        tracing::error!(
+                            error = %err,
+                            retry_in_secs = backoff.as_secs(),
+                            "ALARM audit: S3 refuses the trail's uploads and retrying will not \
+                             change that (a bucket without Object Lock, access denied, no such \
+                             bucket); the local trail keeps every record; fix the bucket or the \
+                             role: uploads are retried and ship once S3 accepts them"
+                        );
+                        self.refused.set(Some(err.to_string()));
+                    } else {
+                        // The wording is what the alert's runbook (deploy/kubernetes) says to
+                        // look for.
+                        tracing::warn!(
+                            error = %err,
+                            retry_in_secs = backoff.as_secs(),
+                            "audit: shipping to S3 fails; the local trail keeps every record and \
+                             shipping resumes when S3 answers"
+                        );
+                    }
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait
                 }
-                None if sealed_meanwhile => continue,
                 None => {
+                    self.refused.set(None);
+                    if sealed_meanwhile {
+                        continue;
+                    }
                     backoff = Duration::from_secs(1);
                     IDLE_PASS
                 }
@@ -265,7 +394,11 @@ impl Run {
                     self.conflicts.insert(item.mark.clone());
                 }
                 Err(err) => {
-                    self.metrics.audit_shipped("error");
+                    self.metrics.audit_shipped(if err.is_permanent() {
+                        "permanent_error"
+                    } else {
+                        "error"
+                    });
                     first_failure.get_or_insert(err);
                     // The store is likely down: the rest waits for the retry.
                     break;
@@ -627,6 +760,10 @@ mod tests {
         objects: Mutex<BTreeMap<String, Vec<u8>>>,
         /// Keys whose newest version is a delete marker.
         delete_markers: Mutex<Vec<String>>,
+        /// What every put and [`ObjectStore::bucket_state`] fail with, while set.
+        refusing: Mutex<Option<StoreError>>,
+        /// What [`ObjectStore::bucket_state`] answers (a protected bucket when unset).
+        bucket: Mutex<Option<BucketState>>,
     }
 
     impl ObjectStore for Recording {
@@ -636,6 +773,9 @@ mod tests {
 
         fn put_create_only<'a>(&'a self, upload: Upload<'a>) -> StoreFuture<'a, Stored> {
             Box::pin(async move {
+                if let Some(err) = self.refusing.lock().expect("refusing").clone() {
+                    return Err(err);
+                }
                 self.puts.lock().expect("puts").push(Put {
                     key: upload.key.to_owned(),
                     path: upload.path.to_owned(),
@@ -684,6 +824,23 @@ mod tests {
                 Ok(found)
             })
         }
+
+        fn bucket_state(&self) -> StoreFuture<'_, BucketState> {
+            Box::pin(async move {
+                if let Some(err) = self.refusing.lock().expect("refusing").clone() {
+                    return Err(err);
+                }
+                Ok(self
+                    .bucket
+                    .lock()
+                    .expect("bucket")
+                    .clone()
+                    .unwrap_or(BucketState::Found {
+                        object_lock: true,
+                        versioning: Ok(Versioning::Enabled),
+                    }))
+            })
+        }
     }
 
     fn run(store: Arc<Recording>, dir: &Path) -> Run {
@@ -701,6 +858,7 @@ mod tests {
             metrics: Metrics::new(),
             conflicts: HashSet::new(),
             shipped: HashSet::new(),
+            refused: Arc::default(),
         }
     }
 
@@ -866,5 +1024,149 @@ mod tests {
                 },
             ]
         );
+    }
+
+    fn ship_config() -> ShipConfig {
+        toml::from_str(
+            "bucket = \"trail\"\nregion = \"us-east-1\"\n\
+             object_lock_mode = \"COMPLIANCE\"\nretention_days = 1\n",
+        )
+        .expect("ship config")
+    }
+
+    #[tokio::test]
+    async fn a_bucket_is_refused_naming_the_key_and_what_it_lacks() {
+        let config = ship_config();
+        let store = Recording::default();
+        assert!(matches!(
+            check_bucket(&store, &config).await,
+            BucketCheck::Protected
+        ));
+        let unread = || {
+            Err(StoreError::new(
+                "S3 GetBucketVersioning",
+                "s3://trail/",
+                "no answer",
+            ))
+        };
+        for (state, lacks) in [
+            (BucketState::Missing, "S3 has no such bucket"),
+            // The Object Lock answer is enough.
+            (
+                BucketState::Found {
+                    object_lock: false,
+                    versioning: unread(),
+                },
+                "Object Lock is not enabled on the bucket",
+            ),
+            (
+                BucketState::Found {
+                    object_lock: false,
+                    versioning: Ok(Versioning::Enabled),
+                },
+                "Object Lock is not enabled on the bucket",
+            ),
+            (
+                BucketState::Found {
+                    object_lock: false,
+                    versioning: Ok(Versioning::Off),
+                },
+                "Object Lock is not enabled and versioning is not enabled",
+            ),
+            (
+                BucketState::Found {
+                    object_lock: true,
+                    versioning: Ok(Versioning::Suspended),
+                },
+                "versioning is suspended",
+            ),
+        ] {
+            *store.bucket.lock().expect("bucket") = Some(state.clone());
+            let BucketCheck::Refused(refusal) = check_bucket(&store, &config).await else {
+                panic!("{state:?} is refused");
+            };
+            let message = refusal.to_string();
+            assert!(
+                message.starts_with("audit.ship.bucket = \"trail\": ") && message.contains(lacks),
+                "{message}"
+            );
+        }
+        // Object Lock on, versioning unknown: no verdict.
+        *store.bucket.lock().expect("bucket") = Some(BucketState::Found {
+            object_lock: true,
+            versioning: unread(),
+        });
+        assert!(matches!(
+            check_bucket(&store, &config).await,
+            BucketCheck::Unchecked(why) if why.contains("GetBucketVersioning")
+        ));
+        // An error that does not tell is no verdict, whatever its kind.
+        *store.refusing.lock().expect("refusing") = Some(
+            StoreError::new(
+                "S3 GetObjectLockConfiguration",
+                "s3://trail/",
+                "AccessDenied: no",
+            )
+            .with_failure(Failure::Permanent),
+        );
+        assert!(matches!(
+            check_bucket(&store, &config).await,
+            BucketCheck::Unchecked(why) if why.contains("AccessDenied")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_is_counted_apart_and_noted_until_a_pass_ships() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join(segment_name(1)), b"sealed\n").expect("file 1");
+        let store = Arc::new(Recording::default());
+        *store.refusing.lock().expect("refusing") = Some(
+            StoreError::new(
+                "S3 PutObject",
+                "gw/x",
+                "InvalidRequest: Bucket is missing ObjectLockConfiguration",
+            )
+            .with_failure(Failure::Permanent),
+        );
+        let run = run(Arc::clone(&store), tmp.path());
+        let metrics = run.metrics.clone();
+        let refused = run.refused.clone();
+        metrics.add_source(refused.clone());
+        let (sealed, sealing) = watch::channel(2);
+        let (_finishing, finish_rx) = watch::channel(false);
+        let task = tokio::spawn(run.serve(sealing, finish_rx));
+        while refused.readiness_note().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let notes = metrics.readiness_notes();
+        assert!(
+            notes.iter().any(|n| n.contains("permanent")
+                && n.contains("Bucket is missing ObjectLockConfiguration")),
+            "{notes:?}"
+        );
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("audit_ship_total{result=\"permanent_error\"} 1"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("audit_ship_total{result=\"error\"} 0"),
+            "{rendered}"
+        );
+
+        // Fixed: the retry ships, and the note goes.
+        *store.refusing.lock().expect("refusing") = None;
+        while refused.readiness_note().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            store
+                .objects
+                .lock()
+                .expect("objects")
+                .contains_key(&format!("gw/{}", segment_name(1)))
+        );
+        task.abort();
+        drop(sealed);
     }
 }

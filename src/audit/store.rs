@@ -33,6 +33,31 @@ pub trait ObjectStore: std::fmt::Debug + Send + Sync {
     /// plain listing hides an object behind a delete marker, which a locked bucket allows
     /// anyone with `s3:DeleteObject` to place.
     fn list_versions<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<ObjectVersion>>;
+
+    /// Whether the bucket exists and has Object Lock and versioning enabled, as the store says
+    /// now: without them a shipped object could be replaced or deleted.
+    fn bucket_state(&self) -> StoreFuture<'_, BucketState>;
+}
+
+/// What [`ObjectStore::bucket_state`] found.
+#[derive(Clone, Debug)]
+pub enum BucketState {
+    /// The store says there is no such bucket.
+    Missing,
+    Found {
+        object_lock: bool,
+        /// Asked apart: an Object Lock answer refuses a bucket even when this one failed.
+        versioning: Result<Versioning, StoreError>,
+    },
+}
+
+/// A bucket's versioning status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versioning {
+    Enabled,
+    Suspended,
+    /// Never turned on.
+    Off,
 }
 
 /// One entry of [`ObjectStore::list_versions`].
@@ -77,10 +102,23 @@ pub struct StoreError {
     operation: &'static str,
     key: String,
     message: String,
+    failure: Failure,
+}
+
+/// Whether retrying a failed request as it is can succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer (unreachable, timed out), or one that means "later" (throttling, a server
+    /// error): a passing outage.
+    Passing,
+    /// The store answered with a refusal that retrying will not change (the bucket has no
+    /// Object Lock, access is denied, there is no such bucket): someone must fix the bucket or
+    /// the role.
+    Permanent,
 }
 
 impl StoreError {
-    /// `operation` as the store names it (`S3 PutObject`).
+    /// A [`Failure::Passing`] failure; `operation` as the store names it (`S3 PutObject`).
     pub fn new(
         operation: &'static str,
         key: impl Into<String>,
@@ -90,7 +128,17 @@ impl StoreError {
             operation,
             key: key.into(),
             message: message.into(),
+            failure: Failure::Passing,
         }
+    }
+
+    /// The same error, as `failure`.
+    pub fn with_failure(self, failure: Failure) -> Self {
+        StoreError { failure, ..self }
+    }
+
+    pub fn failure(&self) -> Failure {
+        self.failure
     }
 }
 

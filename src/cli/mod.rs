@@ -82,12 +82,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve { config } => serve(&config).await,
-        Command::CheckConfig { config, no_files } => {
-            let files = if no_files { Files::Skip } else { Files::Check };
-            Config::load_checking(&config, files)?;
-            println!("{}: ok", config.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig { config, no_files } => check_config(&config, no_files).await,
         #[cfg(feature = "emulator")]
         Command::Dev(args) => dev::run(args).await,
         #[cfg(feature = "emulator")]
@@ -98,6 +93,41 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Policy(cmd) => Ok(policy::run_command(cmd)),
         Command::Reconcile(args) => reconcile::run(args).await,
     }
+}
+
+/// `check-config`: the rules `serve` applies at start, and the bucket `serve` would ask S3
+/// about. S3 out of reach is a warning, not a refusal: `serve` starts then too.
+async fn check_config(path: &std::path::Path, no_files: bool) -> Result<ExitCode, CliError> {
+    let files = if no_files { Files::Skip } else { Files::Check };
+    let config = Config::load_checking(path, files)?;
+    let mut unchecked = "";
+    if let Some(ship) = &config.audit.ship {
+        if no_files {
+            // Like the files, the bucket (and the credentials to ask about it) is where the
+            // configuration will run. On stderr: stdout stays the one line scripts compare.
+            eprintln!(
+                "note: --no-files: audit.ship.bucket's Object Lock and versioning are not checked"
+            );
+        } else {
+            let store = crate::upstream::S3Store::for_shipping(ship).await;
+            match crate::audit::check_bucket(&store, ship).await {
+                crate::audit::BucketCheck::Protected => {}
+                crate::audit::BucketCheck::Refused(refusal) => return Err(refusal.into()),
+                crate::audit::BucketCheck::Unchecked(why) => {
+                    eprintln!(
+                        "warning: audit.ship.bucket = {:?}: Object Lock and versioning could not \
+                         be checked ({why}); serve checks again at start, and starts anyway if \
+                         S3 cannot be asked then either",
+                        ship.bucket
+                    );
+                    unchecked = " except audit.ship.bucket, which could not be checked (see the \
+                                 warning)";
+                }
+            }
+        }
+    }
+    println!("{}: ok{unchecked}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(path: &std::path::Path) -> Result<ExitCode, CliError> {

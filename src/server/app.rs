@@ -19,7 +19,7 @@ use super::http::HttpGuardLayer;
 use super::stack::StackParts;
 use super::{APPROVALS_SERVICE_NAME, SERVICE_NAME, ServerError};
 use crate::approvals::{Approvals, ApprovalsService};
-use crate::audit::{AuditLog, Shipper};
+use crate::audit::{AuditLog, BucketCheck, Shipper};
 use crate::call::ValidationEnv;
 use crate::config::Config;
 use crate::identity::AuthMode;
@@ -120,18 +120,22 @@ impl App {
     pub async fn build(config: Config, options: BuildOptions) -> Result<App, ServerError> {
         let metrics = Metrics::new();
         let instance = config.server.instance_name();
+        // Before the trail opens: a refused bucket leaves nothing behind.
+        let ship_store = match &config.audit.ship {
+            Some(ship) => Some((ship, checked_bucket(ship).await?)),
+            None => None,
+        };
         let audit = AuditLog::open(&config.audit, &instance).await?;
-        let shipper = match &config.audit.ship {
-            Some(ship) => Some(Shipper::start(
-                Arc::new(upstream::S3Store::for_shipping(ship).await),
+        let shipper = ship_store.map(|(ship, store)| {
+            Shipper::start(
+                store,
                 ship,
                 &config.audit.dir,
                 &instance,
                 audit.sealed_below(),
                 metrics.clone(),
-            )),
-            None => None,
-        };
+            )
+        });
         let accounts = Arc::new(
             Accounts::load(&config.accounts, config.upstream.own_account().as_ref())
                 .map_err(|e| ServerError::Config(e.to_string()))?,
@@ -176,6 +180,8 @@ impl App {
             crate::operations::approvable_methods(),
         )
         .await?;
+        // An unreachable store is a note in /readyz's body (see `Approvals::spawn_probe`).
+        metrics.add_source(Arc::new(approvals.clone()));
         let parts = StackParts {
             validation: ValidationEnv {
                 default_account: config.upstream.default_account(),
@@ -316,6 +322,7 @@ impl App {
             .max_encoding_message_size(max);
         let sweeper =
             approvals.spawn_sweeper(Duration::from_secs(config.approvals.sweep_interval_secs));
+        let probe = approvals.spawn_probe(crate::approvals::PROBE_INTERVAL);
 
         let mut builder = Server::builder()
             .layer(HttpGuardLayer::new(metrics.clone()))
@@ -422,6 +429,7 @@ impl App {
         tokio::select! {
             done = &mut serving => {
                 sweeper.abort();
+                probe.abort();
                 in_flight.drain(Duration::ZERO, &audit).await;
                 let _ = probes_stop.send(true);
                 audit.close().await;
@@ -442,6 +450,7 @@ impl App {
         // No expiry is recorded after the trail closes; the next start (or another replica)
         // records what falls due meanwhile.
         sweeper.abort();
+        probe.abort();
         let drain_started = Instant::now();
         let served = match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),
@@ -469,6 +478,28 @@ impl App {
         let _ = admin_task.await;
         served
     }
+}
+
+/// The store `[audit.ship]` names, once S3 has not said its bucket is missing or unprotected.
+/// When S3 cannot be asked the gateway serves all the same (the trail is kept locally and
+/// shipping is retried), with a warning.
+async fn checked_bucket(
+    ship: &crate::audit::ShipConfig,
+) -> Result<Arc<upstream::S3Store>, ServerError> {
+    let store = Arc::new(upstream::S3Store::for_shipping(ship).await);
+    match crate::audit::check_bucket(store.as_ref(), ship).await {
+        BucketCheck::Protected => {
+            tracing::info!(bucket = %ship.bucket, "audit: the bucket has Object Lock and versioning enabled");
+        }
+        BucketCheck::Refused(refusal) => return Err(refusal.into()),
+        BucketCheck::Unchecked(why) => tracing::warn!(
+            bucket = %ship.bucket,
+            error = %why,
+            "audit: the check of audit.ship.bucket's Object Lock and versioning could not be made; \
+             serving, and shipping is retried as usual"
+        ),
+    }
+    Ok(store)
 }
 
 fn flatten(

@@ -74,6 +74,9 @@ pub enum ServerError {
     /// A configuration value is unusable.
     #[error("{0}")]
     Config(String),
+    /// S3 says the audit bucket is missing, or lacks Object Lock or versioning.
+    #[error(transparent)]
+    Bucket(#[from] crate::audit::UnprotectedBucket),
     /// The TLS files do not make a usable TLS configuration.
     #[error("cannot use the TLS configuration")]
     Tls(#[source] crate::accept::TlsSetupError),

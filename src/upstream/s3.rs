@@ -1,17 +1,22 @@
 //! S3 as the audit trail's [`ObjectStore`]: create-only uploads under Object Lock, streamed from
-//! the file with the checksum the shipper computed, and reading shipped objects back.
+//! the file with the checksum the shipper computed, reading shipped objects back, and the
+//! bucket's Object Lock and versioning as S3 reports them. Each failure is classified here, once:
+//! a refusal retrying will not change is [`Failure::Permanent`].
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode as S3LockMode};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ChecksumAlgorithm, ObjectLockEnabled, ObjectLockMode as S3LockMode,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::audit::{
-    ObjectLockMode, ObjectStore, ObjectVersion, ShipConfig, StoreError, StoreFuture, Stored, Upload,
+    BucketState, Failure, ObjectLockMode, ObjectStore, ObjectVersion, ShipConfig, StoreError,
+    StoreFuture, Stored, Upload, Versioning,
 };
 
 /// Where a bucket is, and how to reach it.
@@ -100,6 +105,52 @@ async fn client(location: &S3Location<'_>) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// S3's answers that retrying as is cannot change: the bucket, its configuration or the role
+/// must be fixed first. `InvalidRequest` is what PutObject with Object Lock headers gets from a
+/// bucket without Object Lock; a wrong `audit.ship.region` gets `PermanentRedirect` or
+/// `AuthorizationHeaderMalformed`. Throttling, server errors and expired session tokens (IRSA
+/// renews them) pass.
+const PERMANENT_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "InvalidAccessKeyId",
+    "InvalidBucketState",
+    "InvalidRequest",
+    "NoSuchBucket",
+    "PermanentRedirect",
+];
+
+fn failure_of(code: Option<&str>) -> Failure {
+    match code {
+        Some(code) if PERMANENT_CODES.contains(&code) => Failure::Permanent,
+        _ => Failure::Passing,
+    }
+}
+
+/// The status in a GetBucketVersioning answer (200) the SDK could not read: some S3-compatible
+/// servers (moto 5) wrap it in `<GetBucketVersioningResponse>`, where S3 sends
+/// `<VersioningConfiguration>`, the only root the SDK takes. `None`: not such an answer.
+fn versioning_in(body: &[u8]) -> Option<Versioning> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains("<GetBucketVersioningResponse") && !text.contains("<VersioningConfiguration")
+    {
+        return None;
+    }
+    let status = text
+        .split_once("<Status>")
+        .and_then(|(_, rest)| rest.split_once("</Status>"))
+        .map(|(status, _)| status);
+    match status {
+        Some("Enabled") => Some(Versioning::Enabled),
+        Some("Suspended") => Some(Versioning::Suspended),
+        // No status: versioning was never turned on.
+        None => Some(Versioning::Off),
+        Some(_) => None,
+    }
+}
+
 fn brief<E, R>(operation: &'static str, key: &str, err: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -110,7 +161,12 @@ where
         // No answer (a refused connection, a timeout): what kept the request from one.
         _ => crate::errors::with_causes(err),
     };
-    StoreError::new(operation, key, message)
+    // Only S3's own answer can be permanent; no answer at all is an outage.
+    let failure = match err {
+        SdkError::ServiceError(_) => failure_of(err.code()),
+        _ => Failure::Passing,
+    };
+    StoreError::new(operation, key, message).with_failure(failure)
 }
 
 impl S3Store {
@@ -233,6 +289,55 @@ impl S3Store {
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
     }
+
+    /// GetObjectLockConfiguration and GetBucketVersioning, together. A failed GetBucketVersioning
+    /// is kept, not returned: the Object Lock answer alone can refuse the bucket.
+    async fn bucket_state_of(&self) -> Result<BucketState, StoreError> {
+        let bucket_url = self.url("");
+        let (lock, versioning) = tokio::join!(
+            self.client
+                .get_object_lock_configuration()
+                .bucket(&self.bucket)
+                .send(),
+            self.client
+                .get_bucket_versioning()
+                .bucket(&self.bucket)
+                .send(),
+        );
+        let object_lock = match lock {
+            Ok(answer) => {
+                answer
+                    .object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    == Some(&ObjectLockEnabled::Enabled)
+            }
+            // S3's answer for a bucket made without Object Lock.
+            Err(err) if err.code() == Some("ObjectLockConfigurationNotFoundError") => false,
+            Err(err) if err.code() == Some("NoSuchBucket") => return Ok(BucketState::Missing),
+            Err(err) => return Err(brief("S3 GetObjectLockConfiguration", &bucket_url, &err)),
+        };
+        let versioning = match versioning {
+            Ok(answer) => Ok(match answer.status() {
+                Some(BucketVersioningStatus::Enabled) => Versioning::Enabled,
+                Some(BucketVersioningStatus::Suspended) => Versioning::Suspended,
+                // No status: versioning was never turned on.
+                _ => Versioning::Off,
+            }),
+            Err(err) if err.code() == Some("NoSuchBucket") => return Ok(BucketState::Missing),
+            Err(err) => {
+                let answered = err
+                    .raw_response()
+                    .filter(|raw| raw.status().as_u16() == 200)
+                    .and_then(|raw| raw.body().bytes())
+                    .and_then(versioning_in);
+                answered.ok_or_else(|| brief("S3 GetBucketVersioning", &bucket_url, &err))
+            }
+        };
+        Ok(BucketState::Found {
+            object_lock,
+            versioning,
+        })
+    }
 }
 
 impl ObjectStore for S3Store {
@@ -251,6 +356,10 @@ impl ObjectStore for S3Store {
     fn list_versions<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<ObjectVersion>> {
         Box::pin(self.list_versions_of(prefix))
     }
+
+    fn bucket_state(&self) -> StoreFuture<'_, BucketState> {
+        Box::pin(self.bucket_state_of())
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +377,55 @@ mod tests {
         assert_eq!((url.bucket.as_str(), url.prefix.as_str()), ("trail", ""));
         for bad in ["s3:///x", "https://trail/x"] {
             assert!(bad.parse::<S3Url>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_versioning_answer_under_another_root_is_read_for_its_status() {
+        let wrapped = |inner: &str| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<GetBucketVersioningResponse \
+                 xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{inner}\
+                 </GetBucketVersioningResponse>"
+            )
+        };
+        assert_eq!(
+            versioning_in(wrapped("<Status>Enabled</Status>").as_bytes()),
+            Some(Versioning::Enabled)
+        );
+        assert_eq!(
+            versioning_in(wrapped("<Status>Suspended</Status>").as_bytes()),
+            Some(Versioning::Suspended)
+        );
+        assert_eq!(
+            versioning_in(
+                b"<GetBucketVersioningResponse xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>"
+            ),
+            Some(Versioning::Off)
+        );
+        assert_eq!(
+            versioning_in(wrapped("<Status>Maybe</Status>").as_bytes()),
+            None
+        );
+        assert_eq!(
+            versioning_in(b"<Error><Code>InternalError</Code></Error>"),
+            None
+        );
+    }
+
+    #[test]
+    fn refusals_that_need_a_fix_are_permanent_and_outages_pass() {
+        for code in ["InvalidRequest", "AccessDenied", "NoSuchBucket"] {
+            assert_eq!(failure_of(Some(code)), Failure::Permanent, "{code}");
+        }
+        for code in [
+            Some("SlowDown"),
+            Some("InternalError"),
+            Some("ExpiredToken"),
+            Some("RequestTimeout"),
+            None,
+        ] {
+            assert_eq!(failure_of(code), Failure::Passing, "{code:?}");
         }
     }
 }

@@ -1,23 +1,26 @@
 //! Two gateway processes sharing one real PostgreSQL approvals store: an approval given through
 //! one is seen by the other, and of 50 concurrent identical retries spread across both, exactly
-//! one is forwarded to Redshift.
+//! one is forwarded to Redshift. A store that stops answering is named in `/readyz`'s body while
+//! health stays SERVING, and the note goes when it answers again.
 //!
 //! The server is `$DATASHARE_GATEWAY_TEST_POSTGRES` (a URL; `scripts/test.sh` starts a throwaway
-//! one), else one this test starts with `scripts/throwaway-postgres.sh`. Without PostgreSQL the
-//! test fails: it is never skipped.
+//! one), else one this test starts with `scripts/throwaway-postgres.sh`; the outage test always
+//! starts its own, since it stops it. Without PostgreSQL the tests fail: they are never skipped.
 
 use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use datashare_gateway::proto::datasharing::v1::{ApproveRequest, AssociateConsumerRequest};
 use sqlx::Connection;
 use support::emulator::Emulator;
 use support::gateway::{
-    self, APPROVER, Gateway, GatewayOptions, LOADER, PROVISIONED_NS, SALES_SHARE, as_caller,
-    required_approval,
+    self, APPROVER, Gateway, GatewayOptions, LOADER, PROVISIONED_NS, REPORTING, SALES_SHARE,
+    as_caller, required_approval,
 };
+use support::prometheus::get;
 
 const OP: &str = "AssociateDataShareConsumer";
 const RETRIES: usize = 50;
@@ -34,6 +37,11 @@ impl Server {
         if let Ok(url) = std::env::var("DATASHARE_GATEWAY_TEST_POSTGRES") {
             return Server { url, own: None };
         }
+        Server::own()
+    }
+
+    /// A throwaway server of this test's own, whatever the suite started.
+    fn own() -> Server {
         // One server per test: tests run in parallel, so the directory is the test's own.
         let dir = std::env::temp_dir().join(format!("dsgw-pg-{}", uuid::Uuid::new_v4().simple()));
         let out = Command::new("bash")
@@ -52,6 +60,22 @@ impl Server {
             url: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
             own: Some(dir),
         }
+    }
+
+    /// Runs `scripts/throwaway-postgres.sh <command>` on this test's own server.
+    fn script(&self, command: &str) {
+        let dir = self.own.as_ref().expect("a server of this test's own");
+        let out = Command::new("bash")
+            .arg(support::emulator::repo_root().join("scripts/throwaway-postgres.sh"))
+            .arg(command)
+            .arg(dir)
+            .output()
+            .expect("run scripts/throwaway-postgres.sh");
+        assert!(
+            out.status.success(),
+            "throwaway-postgres.sh {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A new, empty database on the server; its URL.
@@ -357,4 +381,108 @@ async fn an_approval_stored_by_the_first_release_is_spent_after_the_upgrade() {
         columns.is_empty(),
         "the association columns are dropped: {columns:?}"
     );
+}
+
+async fn health(gw: &Gateway, service: &str) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to health");
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_named_in_readyz_while_health_stays_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    // Its own server: this test stops it.
+    let server = Server::own();
+    let store = server.database().await;
+    let emulator = Emulator::start();
+    let gw = Gateway::start(GatewayOptions {
+        extra_toml: format!("[approvals]\nstore = {store:?}\n"),
+        ..GatewayOptions::new(emulator.endpoint_url())
+    })
+    .await;
+    let patience = Duration::from_secs(30);
+    assert_eq!(get(gw.admin, "/readyz").await, (200, "ok\n".to_owned()));
+
+    server.script("pause");
+    let note = format!("approvals store {store}: unreachable (");
+    let body = support::wait::until(
+        patience,
+        "/readyz names the unreachable store",
+        async || match get(gw.admin, "/readyz").await {
+            (200, body) if body.contains(&note) => Ok(body),
+            other => Err(other),
+        },
+    )
+    .await;
+    assert!(body.starts_with("ok\n"), "{body}");
+    // The reason is the driver's, not a pool timeout's: the server is down, so connecting is
+    // refused.
+    assert!(body.contains("Connection refused"), "{body}");
+    assert!(
+        body.contains(
+            "calls that need an approval, and Approvals calls, fail with UNAVAILABLE; the rest \
+             are served"
+        ),
+        "{body}"
+    );
+    assert!(
+        gw.logged("approvals store unreachable").await,
+        "{}",
+        gw.logs()
+    );
+    for service in ["", "datasharing.v1.DataSharing", "datasharing.v1.Approvals"] {
+        assert_eq!(
+            health(&gw, service).await,
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    // Ungated calls do not touch the store: served. A gated one needs it: UNAVAILABLE.
+    let mut client = gw.client().await;
+    client
+        .associate_consumer(as_caller(
+            REPORTING,
+            gateway::namespace_request(SALES_SHARE, PROVISIONED_NS),
+        ))
+        .await
+        .expect("an ungated call is served");
+    let gated = client
+        .associate_consumer(as_caller(LOADER, writes()))
+        .await
+        .expect_err("a gated call needs the store");
+    assert_eq!(gated.code(), tonic::Code::Unavailable, "{gated:?}");
+
+    server.script("resume");
+    support::wait::until(
+        patience,
+        "the note goes once the store answers",
+        async || match get(gw.admin, "/readyz").await {
+            (200, body) if body == "ok\n" => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
+    assert!(
+        gw.logged("approvals store answers again").await,
+        "{}",
+        gw.logs()
+    );
+    let status = client
+        .associate_consumer(as_caller(LOADER, writes()))
+        .await
+        .expect_err("needs approval");
+    assert!(!required_approval(&status).is_empty(), "{status:?}");
 }

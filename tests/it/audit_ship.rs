@@ -19,7 +19,7 @@ use support::gateway::{self, Gateway, GatewayOptions, PROVISIONED_NS, REPORTING,
 use support::prometheus::scrape;
 use support::s3::{self, Mode, Moto, Proxy};
 
-const BUCKET: &str = "dsgw-audit-trail";
+pub(crate) const BUCKET: &str = "dsgw-audit-trail";
 const INSTANCE: &str = "gw-test";
 const PREFIX: &str = "trail/gw-test/";
 
@@ -49,7 +49,7 @@ fn run(args: &[&str]) -> (i32, String) {
 }
 
 /// `audit keygen --out DIR/name`: (private key, public key).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(name);
     let (code, out) = run(&["audit", "keygen", "--out", key.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{out}");
@@ -91,7 +91,7 @@ impl World {
     }
 }
 
-fn options(emulator: &Emulator, key: &Path, s3_endpoint: &str) -> GatewayOptions {
+pub(crate) fn options(emulator: &Emulator, key: &Path, s3_endpoint: &str) -> GatewayOptions {
     let mut options = GatewayOptions::new(emulator.endpoint_url());
     options.server_toml = format!("instance = \"{INSTANCE}\"\n");
     options.audit_toml = format!(
@@ -103,7 +103,7 @@ fn options(emulator: &Emulator, key: &Path, s3_endpoint: &str) -> GatewayOptions
     options
 }
 
-async fn calls(gw: &Gateway, n: usize, tag: &str) {
+pub(crate) async fn calls(gw: &Gateway, n: usize, tag: &str) {
     let mut client = gw.client().await;
     for i in 0..n {
         let mut request = gateway::as_caller(
@@ -154,12 +154,12 @@ fn sha256_b64(path: &Path) -> String {
         .encode(Sha256::digest(std::fs::read(path).expect("read")))
 }
 
-async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape(gw.admin).await.value(name, labels).unwrap_or(0.0)
 }
 
 /// Waits until the gateway reports nothing unshipped (the open file sealed and shipped too).
-async fn wait_all_shipped(gw: &Gateway) {
+pub(crate) async fn wait_all_shipped(gw: &Gateway) {
     let done = tokio::time::timeout(PATIENCE, async {
         loop {
             let scraped = scrape(gw.admin).await;

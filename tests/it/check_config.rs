@@ -32,6 +32,10 @@ fn gateway_command(args: &[&str], config: &Path) -> Command {
         .args(args)
         .arg(config)
         .env(KEY_ENV, "an audit key of at least sixteen bytes")
+        // Credentials for the look at the audit bucket, which finds no S3 there (see `Valid`).
+        .env("AWS_ACCESS_KEY_ID", "AKIDCHECKCONFIG")
+        .env("AWS_SECRET_ACCESS_KEY", "check-config-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_REGION")
         .env_remove("AWS_DEFAULT_REGION")
         .env_remove("DATASHARE_GATEWAY_LISTEN")
@@ -70,7 +74,9 @@ fn serve_refusal(config: &Path) -> Option<Output> {
 
 /// The production example with every file it names made in a temporary directory (TLS from a
 /// fresh CA, the example policies, the external ids), a checkpoint key, the built-in schema as a
-/// file, shipping to S3 and an OTLP endpoint: valid as it stands, everything present.
+/// file, shipping to S3 and an OTLP endpoint: valid as it stands, everything present. Its S3
+/// endpoint refuses connections, so the bucket is never asked about (a warning, not a refusal:
+/// `audit_ship_bucket` tests the check against moto) and no test reaches AWS.
 struct Valid {
     dir: TempDir,
     text: String,
@@ -141,10 +147,12 @@ impl Valid {
         let text = format!(
             "{text}\n[audit.checkpoint]\nsigning_key_file = {:?}\n\n\
              [audit.ship]\nbucket = \"example-datashare-gateway-audit\"\nregion = \"eu-west-1\"\n\
+             endpoint_url = \"http://{}\"\nforce_path_style = true\n\
              object_lock_mode = \"COMPLIANCE\"\nretention_days = 400\n",
             etc.join("checkpoint-key/checkpoint.key")
                 .display()
-                .to_string()
+                .to_string(),
+            refusing_address()
         );
         Valid { dir, text }
     }
@@ -163,6 +171,13 @@ impl Valid {
         std::fs::write(&path, self.text.replacen(from, to, 1)).expect("write the config");
         path
     }
+}
+
+/// A loopback address nothing listens on (bound, then closed): connections are refused at once.
+fn refusing_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
 }
 
 #[test]
@@ -312,6 +327,12 @@ fn each_config_serve_would_refuse_is_refused_naming_its_key() {
             "approvals_concurrency_limit = 32",
             "approvals_concurrency_limit = 0",
             "server.approvals_concurrency_limit",
+        ),
+        (
+            "a retention no one could shorten for longer than a century",
+            "retention_days = 400",
+            "retention_days = 36501",
+            "audit.ship.retention_days",
         ),
         (
             "no pending reset streams allowed",

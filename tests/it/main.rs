@@ -19,6 +19,7 @@ mod associate;
 mod audit_e2e;
 mod audit_layers;
 mod audit_ship;
+mod audit_ship_bucket;
 mod audit_verify;
 mod check_config;
 mod consumer_operations;
