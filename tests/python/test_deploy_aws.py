@@ -346,8 +346,11 @@ def s3_calls():
         "put_object": {"s3:PutObject", "s3:PutObjectRetention"},
         "get_object": {"s3:GetObject"},
         "list_object_versions": {"s3:ListBucketVersions"},
+        # The bucket check at start.
+        "get_object_lock_configuration": {"s3:GetBucketObjectLockConfiguration"},
+        "get_bucket_versioning": {"s3:GetBucketVersioning"},
     }
-    calls = set(re.findall(r"\.([a-z_]+_object[a-z_]*)\(\)", code))
+    calls = set(re.findall(r"\.([a-z_]+_object[a-z_]*|get_bucket_versioning)\(\)", code))
     assert calls == set(needs), "an S3 call the platform role's policy does not know of"
     return set().union(*needs.values())
 
@@ -375,6 +378,9 @@ def test_platform_role_ships_to_the_configured_bucket_and_prefix_and_never_delet
         if s["Sid"] == "ListAuditTrail":
             assert s["Resource"] == bucket
             assert s["Condition"] == {"StringLike": {"s3:prefix": f"{ship['prefix']}/*"}}
+        elif s["Sid"] == "CheckAuditBucketAtStart":
+            assert s["Resource"] == bucket
+            assert "Condition" not in s
         else:
             assert s["Resource"] == objects, s["Sid"]
     put = statement(PLATFORM_PERMISSIONS, "ShipAuditTrailCreateOnlyLocked")
