@@ -1,4 +1,5 @@
-//! CloudTrail's API over JSON 1.1 (`X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.OP`):
+//! CloudTrail's API over JSON 1.1 (`X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.OP`,
+//! or `CloudTrail_20131101.OP` as the Rust SDK sends it):
 //! `LookupEvents` over the event log, for the caller's account, and `ListPublicKeys` for the
 //! key digests are signed with. The members and errors are botocore's CloudTrail model's
 //! (`tests/data/cloudtrail-2013-11-01.service-2.json`); each rule not in the model or AWS's
@@ -19,8 +20,12 @@ use super::events::{Event, Logged};
 use super::keys::Principal;
 use super::protocol::AwsError;
 
-/// `metadata.targetPrefix`, then `.` and the operation.
-const TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
+/// The `X-Amz-Target` prefixes before `.OPERATION`: botocore sends the model's
+/// `metadata.targetPrefix`, the Rust SDK the Smithy service's name alone.
+const TARGET_PREFIXES: [&str; 2] = [
+    "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.",
+    "CloudTrail_20131101.",
+];
 pub(crate) const LOOKUP_EVENTS: &str = "LookupEvents";
 pub(crate) const LIST_PUBLIC_KEYS: &str = "ListPublicKeys";
 
@@ -37,7 +42,9 @@ const MAX_ATTRIBUTE_LENGTH: usize = 2000;
 /// The operation an `X-Amz-Target` header names, when it is CloudTrail's (any operation, known
 /// or not).
 pub(crate) fn operation_in_target(target: &str) -> Option<&str> {
-    target.strip_prefix(TARGET_PREFIX)
+    TARGET_PREFIXES
+        .iter()
+        .find_map(|prefix| target.strip_prefix(prefix))
 }
 
 /// The CloudTrail operations the emulator implements.
@@ -569,6 +576,10 @@ mod tests {
             operation_in_target(
                 "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
             ),
+            Some("LookupEvents")
+        );
+        assert_eq!(
+            operation_in_target("CloudTrail_20131101.LookupEvents"),
             Some("LookupEvents")
         );
         assert_eq!(operation_in_target("DynamoDB_20120810.GetItem"), None);

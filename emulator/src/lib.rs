@@ -142,6 +142,23 @@ pub struct EmulatorConfig {
 }
 
 impl EmulatorConfig {
+    /// Checks everything [`serve`] would refuse (the region, the fault rules, the trail's
+    /// settings, the signing key file), so a caller can stop before it binds a listener.
+    pub fn validate(&self) -> Result<(), EmulatorError> {
+        Region::parse(&self.region)
+            .map_err(|_| EmulatorError::InvalidRegion(self.region.clone()))?;
+        for f in &self.faults {
+            f.validate()?;
+        }
+        if let Some(trail) = &self.trail {
+            trail.validate()?;
+        }
+        if let Some(path) = &self.digest_signing_key {
+            signing::Signer::load(path, time::OffsetDateTime::now_utc())?;
+        }
+        Ok(())
+    }
+
     /// A config with no initial faults and no trail.
     pub fn new(region: impl Into<String>, fixtures: Fixtures) -> Self {
         EmulatorConfig {

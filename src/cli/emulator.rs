@@ -110,18 +110,15 @@ pub(super) async fn run(args: EmulatorArgs) -> Result<ExitCode, CliError> {
         Some(path) => Fixtures::load(path)?,
         None => Fixtures::default(),
     };
-    let trail = args.trail();
-    if let Some(trail) = &trail {
-        // A bad setting stops the start with its key named, before anything listens.
-        trail.validate()?;
-    }
     let config = EmulatorConfig {
+        trail: args.trail(),
         region: args.region,
         fixtures,
         faults: args.faults,
-        trail,
         digest_signing_key: args.digest_signing_key,
     };
+    // A bad setting stops the start, naming its key, before anything listens.
+    config.validate()?;
     let shutdown = shutdown_signal()?;
     let api = TcpListener::bind(args.listen).await?;
     let admin = TcpListener::bind(args.admin).await?;
