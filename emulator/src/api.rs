@@ -299,6 +299,8 @@ fn record(shared: &Shared, request: &Arrived<'_>, outcome: &Outcome) {
             .session
             .as_deref()
             .map_or(serde_json::Value::Null, events::assume_role_response),
+        // CloudTrail's requestID is the x-amzn-RequestId the SDK saw (assumption), which is
+        // how the gateway's aws_request_id finds its event.
         request_id: request_id.to_owned(),
         event_id: uuid::Uuid::new_v4().to_string(),
         read_only: operation.starts_with("Describe") || operation == sts::ASSUME_ROLE,
@@ -518,7 +520,7 @@ fn authenticated(
 }
 
 /// A CloudTrail operation for an authenticated caller; an unknown one is JSON 1.1's
-/// `UnknownOperationException`.
+/// `UnknownOperationException` (assumption).
 fn cloudtrail_call(
     shared: &Shared,
     operation: &str,

@@ -55,7 +55,8 @@ pub(crate) fn known(operation: &str) -> Option<&'static str> {
 }
 
 fn error(code: &'static str, message: impl Into<String>) -> AwsError {
-    // Every CloudTrail exception is modeled without an httpStatusCode: 400.
+    // Every CloudTrail exception is modeled without an httpStatusCode: 400 (assumption for
+    // ThrottlingException, which other JSON services answer with 400 too).
     AwsError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
@@ -119,7 +120,7 @@ pub(crate) fn call(
 }
 
 /// The body as the operation's input; not JSON, or a member of the wrong type →
-/// `SerializationException` (the JSON protocols' code for an unreadable body).
+/// `SerializationException` (assumption: the JSON protocols' usual code for an unreadable body).
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
     serde_json::from_slice(body).map_err(|e| error("SerializationException", e.to_string()))
 }
@@ -384,7 +385,9 @@ fn lookup_events(
             }
         },
     };
-    // The 90 days are counted on the emulator's clock, so `POST /clock` can age events out.
+    // The 90 days are counted on the emulator's clock, so `POST /clock` can age events out; an
+    // older StartTime is cut to them, not refused (assumption). Events are visible at once,
+    // where CloudTrail's lag by minutes (assumption).
     let oldest = shared.clock.now().unix_timestamp() - LOOKUP_WINDOW_SECS;
     let limit = usize::try_from(limit).unwrap_or(50);
     let keep = |l: &Logged| {

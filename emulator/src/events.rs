@@ -362,7 +362,8 @@ impl EventLog {
     }
 
     /// Drops the event whose `eventID` or `requestID` is `id`, so that it is never delivered
-    /// nor returned by LookupEvents (as if CloudTrail had lost it). Returns how many matched.
+    /// nor returned by LookupEvents (assumption: as if CloudTrail had lost it everywhere).
+    /// Returns how many matched.
     pub(crate) fn drop_event(&self, id: &str) -> Result<usize, DropError> {
         let mut inner = self.lock();
         let delivered_through = inner.delivered_through;
@@ -399,7 +400,7 @@ impl EventLog {
             .iter()
             .filter(|l| !l.dropped && after.is_none_or(|pos| (l.at, l.seq) < pos) && keep(l))
             .collect();
-        found.sort_unstable_by(|a, b| (b.at, b.seq).cmp(&(a.at, a.seq)));
+        found.sort_unstable_by_key(|l| std::cmp::Reverse((l.at, l.seq)));
         let more = found.len() > limit;
         let page = found
             .into_iter()

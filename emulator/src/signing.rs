@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 /// `digestSignatureAlgorithm` and `x-amz-meta-signature-algorithm`.
 pub(crate) const SIGNATURE_ALGORITHM: &str = "SHA256withRSA";
 
-/// How long a key is published as valid, from when it was made or loaded (assumption:
-/// CloudTrail rotates its keys on a schedule it does not document).
+/// How long a key is published as valid, from when it was made or loaded; one key for the
+/// emulator's life (assumption: CloudTrail rotates its keys on a schedule it does not document).
 const VALIDITY: time::Duration = time::Duration::days(365);
 
 /// Why the signing key could not be had, or could not sign.

@@ -238,7 +238,8 @@ impl Digest {
 }
 
 /// The "data signing string": the end time, `BUCKET/KEY` of this digest, the hex SHA-256 of
-/// its decompressed bytes and the previous signature (`null` for the first), one a line.
+/// its decompressed bytes and the previous signature (`null` for the first), one a line
+/// (assumption: the AWS CLI's separators; the User Guide lists the parts only).
 pub(crate) fn string_to_sign(digest: &Digest, digest_json: &[u8]) -> String {
     format!(
         "{}\n{}/{}\n{}\n{}",

@@ -400,7 +400,9 @@ impl Trail {
         delivered
     }
 
-    /// Adds the log files and digests for `taken` to the unsent objects.
+    /// Adds the log files and digests for `taken` to the unsent objects: one log file per
+    /// recipient and period, and one digest per period that had one (assumption: CloudTrail
+    /// may split files and delivers an hourly digest even when empty).
     fn build(
         &self,
         delivery: &mut Delivery,
@@ -475,6 +477,7 @@ impl Trail {
             .put_object()
             .bucket(&self.layout.bucket)
             .key(&object.key)
+            // No Content-Encoding: clients read the gzip bytes as stored (assumption).
             .content_type("application/json")
             .body(ByteStream::from(object.body.clone()));
         for (name, value) in &object.metadata {
