@@ -344,8 +344,13 @@ fn injected(
         })
     };
     match kind {
-        // The usual awsQuery throttle; in both SDKs' throttling lists (aws-runtime's
-        // `THROTTLING_ERRORS`, botocore's `_THROTTLED_ERROR_CODES`).
+        // The usual awsQuery throttle, and CloudTrail's; in both SDKs' throttling lists
+        // (aws-runtime's `THROTTLING_ERRORS`, botocore's `_THROTTLED_ERROR_CODES`).
+        FaultKind::Throttling if service == Service::CloudTrail => err(
+            StatusCode::BAD_REQUEST,
+            "ThrottlingException",
+            "Rate exceeded",
+        ),
         FaultKind::Throttling => err(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
         FaultKind::InternalFailure => err(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -655,16 +655,23 @@ async fn list_public_keys_answers_for_the_time_range_asked() {
     assert!(err.into_service_error().is_invalid_time_range_exception());
 }
 
-/// Waits between lookups so that an account makes at most two a second, as a client must.
-struct Pacer(tokio::time::Interval);
+/// Keeps an account under two lookups a second, as a client must: each lookup starts more
+/// than half a second after the previous one ended (a gap from the previous start would not do:
+/// the emulator counts arrivals, and one slow arrival bunches two).
+struct Pacer {
+    first: bool,
+}
 
 impl Pacer {
     fn new() -> Pacer {
-        Pacer(tokio::time::interval(Duration::from_millis(550)))
+        Pacer { first: true }
     }
 
+    /// Called right before each lookup, after the previous one has returned.
     async fn next(&mut self) {
-        self.0.tick().await;
+        if !std::mem::take(&mut self.first) {
+            tokio::time::sleep(Duration::from_millis(550)).await;
+        }
     }
 }
 
@@ -946,6 +953,31 @@ async fn lookup_events_throttles_above_two_a_second_per_account() {
         .await
         .expect("another account");
     assert_eq!(emu.counter("LookupEvents", "throttled"), 1);
+}
+
+#[tokio::test]
+async fn fault_rules_apply_to_lookup_events_in_cloudtrails_error_shape() {
+    let emu = Emulator::start();
+    emu.inject_fault(json!({"kind": "throttling", "operation": "LookupEvents", "count": 1}));
+    let cloudtrail = emu.cloudtrail(CONSUMER_KEY, 1);
+    let err = cloudtrail
+        .lookup_events()
+        .send()
+        .await
+        .expect_err("injected throttle");
+    assert_eq!(err.code(), Some("ThrottlingException"));
+    cloudtrail
+        .lookup_events()
+        .send()
+        .await
+        .expect("count=1: the next one passes");
+    let counters = &emu.counters()["operations"]["LookupEvents"];
+    assert_eq!(counters["faults"]["throttling"], 1, "{counters}");
+    assert_eq!(
+        counters["throttled"], 0,
+        "an injected throttle is not the rate's"
+    );
+    assert_eq!(counters["answered"], 2, "{counters}");
 }
 
 #[tokio::test]
