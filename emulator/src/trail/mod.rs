@@ -90,6 +90,7 @@ pub struct TrailConfig {
     /// The access key S3 requests are signed with (moto accepts any).
     #[serde(default = "default_s3_access_key_id")]
     pub s3_access_key_id: String,
+    /// Its secret; never logged.
     #[serde(default)]
     pub s3_secret_access_key: Secret,
 }
