@@ -1,5 +1,5 @@
 //! The admin API (JSON over HTTP, its own port): counters, faults and held calls, state,
-//! seeding, events, the clock, reset.
+//! seeding, events, the trail (deliver, hold, drop, the digest key), the clock, reset.
 //! Every endpoint is documented, with curl examples, in `docs/emulator.md`.
 
 use std::sync::Arc;
@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::api::MAX_BODY;
+use super::events::DropError;
 use super::faults::FaultSpec;
 use super::fixtures::{Fixtures, GrantFixture};
+use super::protocol::format_timestamp;
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
@@ -60,6 +62,48 @@ struct GrantSeed {
 struct ClockAdvance {
     /// Seconds to add to the current offset (negative: back).
     advance_secs: i64,
+}
+
+/// `POST /trail/hold`: hold deliveries until released, or for `secs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrailHold {
+    /// Seconds to hold for (more than 0, at most a day); absent: until `POST /trail/release`.
+    #[serde(default)]
+    secs: Option<f64>,
+}
+
+/// The longest timed hold, a day: a test holds for seconds.
+const MAX_HOLD_SECS: f64 = 86_400.0;
+
+/// `POST /trail/drop`: exactly one of the two ids.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrailDrop {
+    #[serde(default)]
+    event_id: Option<String>,
+    /// The `x-amzn-RequestId` the caller saw.
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+/// An empty body reads as `T::default()`.
+async fn read_optional_json<T: DeserializeOwned + Default>(
+    body: Incoming,
+) -> Result<T, Response<Full<Bytes>>> {
+    let bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| bad_request(format!("cannot read body: {e}")))?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON: {e}")))
+}
+
+fn no_trail() -> Response<Full<Bytes>> {
+    bad_request("no trail: start the emulator with --trail-s3-endpoint and --trail-bucket")
 }
 
 /// Handles one admin request.
@@ -116,6 +160,66 @@ pub(crate) async fn handle(
             shared.events.clear();
             json_response(StatusCode::OK, &shared.events.to_json())
         }
+        (Method::GET, "/trail") => match &shared.trail {
+            Some(trail) => json_response(StatusCode::OK, &trail.status(&shared.events).await),
+            None => no_trail(),
+        },
+        (Method::POST, "/trail/flush") => match &shared.trail {
+            Some(trail) => {
+                let delivered = trail
+                    .deliver(&shared.events, &shared.clock, &shared.signing_key)
+                    .await;
+                json_response(StatusCode::OK, &delivered.to_json())
+            }
+            None => no_trail(),
+        },
+        (Method::POST, "/trail/hold") => match (
+            &shared.trail,
+            read_optional_json::<TrailHold>(req.into_body()).await,
+        ) {
+            (_, Err(res)) => res,
+            (None, Ok(_)) => no_trail(),
+            (Some(_), Ok(TrailHold { secs: Some(s) })) if !(s > 0.0 && s <= MAX_HOLD_SECS) => {
+                bad_request(format!(
+                    "secs = {s}: must be more than 0 and at most {MAX_HOLD_SECS}"
+                ))
+            }
+            (Some(trail), Ok(hold)) => {
+                trail.hold(hold.secs);
+                json_response(StatusCode::OK, &trail.status(&shared.events).await)
+            }
+        },
+        (Method::POST, "/trail/release") => match &shared.trail {
+            Some(trail) => {
+                trail.release();
+                let delivered = trail
+                    .deliver(&shared.events, &shared.clock, &shared.signing_key)
+                    .await;
+                json_response(StatusCode::OK, &delivered.to_json())
+            }
+            None => no_trail(),
+        },
+        (Method::POST, "/trail/drop") => match read_json::<TrailDrop>(req.into_body()).await {
+            Ok(TrailDrop {
+                event_id: Some(id),
+                request_id: None,
+            })
+            | Ok(TrailDrop {
+                event_id: None,
+                request_id: Some(id),
+            }) => match shared.events.drop_event(&id) {
+                Ok(n) => json_response(StatusCode::OK, &json!({ "dropped": n })),
+                Err(e @ DropError::Unknown(_)) => {
+                    json_response(StatusCode::NOT_FOUND, &json!({ "error": e.to_string() }))
+                }
+                Err(e @ DropError::AlreadyDelivered(_)) => {
+                    json_response(StatusCode::CONFLICT, &json!({ "error": e.to_string() }))
+                }
+            },
+            Ok(_) => bad_request("give exactly one of event_id and request_id"),
+            Err(res) => res,
+        },
+        (Method::GET, "/trail/public-key") => public_key(&shared),
         (Method::GET, "/clock") => clock(&shared),
         (Method::POST, "/clock") => match read_json::<ClockAdvance>(req.into_body()).await {
             Ok(c) => match shared.clock.advance(c.advance_secs) {
@@ -166,4 +270,24 @@ fn faults(shared: &Shared) -> Response<Full<Bytes>> {
         StatusCode::OK,
         &json!({ "faults": shared.faults.list(), "held": shared.holds.held() }),
     )
+}
+
+/// The digest signing key's public half, as `ListPublicKeys` publishes it.
+fn public_key(shared: &Shared) -> Response<Full<Bytes>> {
+    match shared.signing_key.get(shared.clock.now()) {
+        Ok(key) => json_response(
+            StatusCode::OK,
+            &json!({
+                "fingerprint": key.fingerprint(),
+                "public_key": key.public_key_base64(),
+                "validity_start": format_timestamp(key.valid_from),
+                "validity_end": format_timestamp(key.valid_to),
+                "signature_algorithm": super::signing::SIGNATURE_ALGORITHM,
+            }),
+        ),
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({ "error": e.to_string() }),
+        ),
+    }
 }

@@ -1,6 +1,7 @@
-//! The API listener, Redshift and STS on one port: one HTTP request in, through counters,
-//! faults, SigV4, the session's expiry and the operation, one Query-protocol response out, and
-//! one event in the log.
+//! The API listener, Redshift, STS and CloudTrail on one port: one HTTP request in, through
+//! counters, faults, SigV4, the session's expiry and the operation, one response out (Query
+//! protocol, or JSON 1.1 for CloudTrail), and one event in the log (none for CloudTrail's own
+//! operations).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::Shared;
+use super::cloudtrail;
 use super::events::{self, Event, UserIdentity};
 use super::faults::{FaultKind, parse_sdk_request};
 use super::keys::{KeyHolder, KeyInfo, Principal, Session};
@@ -31,13 +33,18 @@ const MAX_RECORDED_ATTEMPT: u32 = 100;
 #[error("connection closed on purpose")]
 pub(crate) struct CloseConnection;
 
-fn respond(status: StatusCode, request_id: &str, body: String) -> Response<Full<Bytes>> {
+fn respond(
+    service: Service,
+    status: StatusCode,
+    request_id: &str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/xml"),
+        HeaderValue::from_static(service.content_type()),
     );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-RequestId", v);
@@ -46,7 +53,12 @@ fn respond(status: StatusCode, request_id: &str, body: String) -> Response<Full<
 }
 
 fn error(service: Service, err: &AwsError, request_id: &str) -> Response<Full<Bytes>> {
-    respond(err.status, request_id, error_body(service, err, request_id))
+    respond(
+        service,
+        err.status,
+        request_id,
+        error_body(service, err, request_id),
+    )
 }
 
 /// The Action's name when the emulator implements it: the eight Redshift operations and
@@ -120,20 +132,30 @@ pub(crate) async fn handle(
         Err(_) => return Err(CloseConnection),
     };
 
-    let query = if parts.method == http::Method::POST {
+    // CloudTrail's JSON 1.1 names its operation in X-Amz-Target; the Query services in the body.
+    let cloudtrail_target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(cloudtrail::operation_in_target)
+        .map(str::to_owned);
+    let query = if parts.method == http::Method::POST && cloudtrail_target.is_none() {
         QueryRequest::parse(&body)
     } else {
         // Only POST is modeled (every operation: "http": {"method": "POST", "requestUri": "/"});
         // other methods are read as having no Action.
         QueryRequest::default()
     };
-    let service = Service::of(&query);
-    let operation = query
-        .action
-        .as_deref()
-        .and_then(known_operation)
-        .unwrap_or("-")
-        .to_owned();
+    let service = match cloudtrail_target {
+        Some(_) => Service::CloudTrail,
+        None => Service::of(&query),
+    };
+    let operation = match &cloudtrail_target {
+        Some(target) => cloudtrail::known(target),
+        None => query.action.as_deref().and_then(known_operation),
+    }
+    .unwrap_or("-")
+    .to_owned();
     let (attempt, max_attempts) = parts
         .headers
         .get("amz-sdk-request")
@@ -196,7 +218,9 @@ pub(crate) async fn handle(
         ?max_attempts,
         "request"
     );
-    if outcome.recorded && operation != "-" {
+    // CloudTrail's own operations are not in the log (assumption: CloudTrail records
+    // LookupEvents as a management event; here it would change the answers it pages through).
+    if outcome.recorded && operation != "-" && service != Service::CloudTrail {
         let request = Arrived {
             service,
             operation: &operation,
@@ -255,10 +279,11 @@ fn record(shared: &Shared, request: &Arrived<'_>, outcome: &Outcome) {
         .as_ref()
         .map_or_else(|| account.clone(), |s| s.account.clone());
     let user_identity = UserIdentity::new(&access_key_id, &account, &holder, caller_arn);
-    shared.events.record(Event {
+    let now = shared.clock.now();
+    let event = Event {
         event_version: "1.08",
         user_identity,
-        event_time: events::rfc3339(shared.clock.now()),
+        event_time: events::rfc3339(now),
         event_source: service.event_source(),
         event_name: operation.to_owned(),
         aws_region: shared.store.region().to_owned(),
@@ -274,6 +299,8 @@ fn record(shared: &Shared, request: &Arrived<'_>, outcome: &Outcome) {
             .session
             .as_deref()
             .map_or(serde_json::Value::Null, events::assume_role_response),
+        // CloudTrail's requestID is the x-amzn-RequestId the SDK saw (assumption), which is
+        // how the gateway's aws_request_id finds its event.
         request_id: request_id.to_owned(),
         event_id: uuid::Uuid::new_v4().to_string(),
         read_only: operation.starts_with("Describe") || operation == sts::ASSUME_ROLE,
@@ -281,7 +308,8 @@ fn record(shared: &Shared, request: &Arrived<'_>, outcome: &Outcome) {
         management_event: true,
         recipient_account_id: recipient,
         event_category: "Management",
-    });
+    };
+    shared.events.record(event, now);
 }
 
 fn fault_name(kind: FaultKind) -> String {
@@ -316,8 +344,13 @@ fn injected(
         })
     };
     match kind {
-        // The usual awsQuery throttle; in both SDKs' throttling lists (aws-runtime's
-        // `THROTTLING_ERRORS`, botocore's `_THROTTLED_ERROR_CODES`).
+        // The usual awsQuery throttle, and CloudTrail's; in both SDKs' throttling lists
+        // (aws-runtime's `THROTTLING_ERRORS`, botocore's `_THROTTLED_ERROR_CODES`).
+        FaultKind::Throttling if service == Service::CloudTrail => err(
+            StatusCode::BAD_REQUEST,
+            "ThrottlingException",
+            "Rate exceeded",
+        ),
         FaultKind::Throttling => err(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
         FaultKind::InternalFailure => err(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -334,12 +367,14 @@ fn injected(
         // statuses its `HttpStatusCodeClassifier` retries). The body is an
         // HTML page rather than empty because botocore cannot parse an empty 4xx body.
         FaultKind::Bare429 => unrecorded(respond(
+            service,
             StatusCode::TOO_MANY_REQUESTS,
             request_id,
             "<html><body><h1>429 Too Many Requests</h1></body></html>".to_owned(),
         )),
         // Not XML at all: the SDK's parser is lenient about truncation, never about the root.
         FaultKind::MalformedBody => unrecorded(respond(
+            service,
             StatusCode::OK,
             request_id,
             format!("this is not XML: {operation} <<<"),
@@ -404,6 +439,9 @@ fn authenticated(
         );
         return Outcome::failed(service, e, request_id).by(&principal);
     }
+    if service == Service::CloudTrail {
+        return cloudtrail_call(shared, operation, body, request_id, principal);
+    }
     let Some(action) = &query.action else {
         let e = AwsError::new(
             StatusCode::BAD_REQUEST,
@@ -432,6 +470,8 @@ fn authenticated(
     let op = match service {
         Service::Sts => (action == sts::ASSUME_ROLE).then_some(sts::ASSUME_ROLE),
         Service::Redshift => ops::known(action),
+        // Answered by `cloudtrail_call` above.
+        Service::CloudTrail => None,
     };
     let Some(op) = op else {
         let e = AwsError::new(
@@ -445,32 +485,32 @@ fn authenticated(
         return Outcome::failed(service, e, request_id).by(&principal);
     };
     shared.counters.update(operation, |c| c.forwarded += 1);
-    let result = match service {
-        Service::Sts => AssumeRoleInput::parse(query).and_then(|input| {
-            shared
-                .sts
-                .assume_role(&shared.keys, &principal, &input, shared.clock.now())
-        }),
-        Service::Redshift => {
-            return match ops::call(&shared.store, &principal.account, op, query) {
-                Ok(result) => Outcome {
-                    response: respond(
-                        StatusCode::OK,
-                        request_id,
-                        success_body(service, op, &result, request_id),
-                    ),
-                    principal: Some(principal),
-                    error: None,
-                    session: None,
-                    recorded: true,
-                },
-                Err(e) => Outcome::failed(service, e, request_id).by(&principal),
-            };
-        }
-    };
+    if service == Service::Redshift {
+        return match ops::call(&shared.store, &principal.account, op, query) {
+            Ok(result) => Outcome {
+                response: respond(
+                    service,
+                    StatusCode::OK,
+                    request_id,
+                    success_body(service, op, &result, request_id),
+                ),
+                principal: Some(principal),
+                error: None,
+                session: None,
+                recorded: true,
+            },
+            Err(e) => Outcome::failed(service, e, request_id).by(&principal),
+        };
+    }
+    let result = AssumeRoleInput::parse(query).and_then(|input| {
+        shared
+            .sts
+            .assume_role(&shared.keys, &principal, &input, shared.clock.now())
+    });
     match result {
         Ok(session) => Outcome {
             response: respond(
+                service,
                 StatusCode::OK,
                 request_id,
                 success_body(service, op, &sts::result_xml(&session), request_id),
@@ -478,6 +518,37 @@ fn authenticated(
             principal: Some(principal),
             error: None,
             session: Some(session),
+            recorded: true,
+        },
+        Err(e) => Outcome::failed(service, e, request_id).by(&principal),
+    }
+}
+
+/// A CloudTrail operation for an authenticated caller; an unknown one is JSON 1.1's
+/// `UnknownOperationException` (assumption).
+fn cloudtrail_call(
+    shared: &Shared,
+    operation: &str,
+    body: &[u8],
+    request_id: &str,
+    principal: Principal,
+) -> Outcome {
+    let service = Service::CloudTrail;
+    if operation == "-" {
+        let e = AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            "The emulator implements LookupEvents and ListPublicKeys only.",
+        );
+        return Outcome::failed(service, e, request_id).by(&principal);
+    }
+    shared.counters.update(operation, |c| c.forwarded += 1);
+    match cloudtrail::call(shared, &principal, operation, body) {
+        Ok(answer) => Outcome {
+            response: respond(service, StatusCode::OK, request_id, answer.to_string()),
+            principal: Some(principal),
+            error: None,
+            session: None,
             recorded: true,
         },
         Err(e) => Outcome::failed(service, e, request_id).by(&principal),

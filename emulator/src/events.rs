@@ -235,6 +235,8 @@ pub(crate) fn request_parameters(service: Service, q: &QueryRequest) -> Value {
                 out.insert("transitiveTagKeys".into(), Value::Array(transitive));
             }
         }
+        // CloudTrail's own operations are not logged.
+        Service::CloudTrail => {}
     }
     if out.is_empty() {
         Value::Null
@@ -262,32 +264,150 @@ pub(crate) fn assume_role_response(s: &Session) -> Value {
     out
 }
 
+/// One event as the log keeps it: the record, plus what delivery and lookup need.
+#[derive(Debug)]
+pub(crate) struct Logged {
+    /// Order of recording, from 1; never reused, not even after a clear.
+    pub(crate) seq: u64,
+    /// `eventTime` as Unix seconds.
+    pub(crate) at: i64,
+    /// Dropped through the admin API: never delivered, never looked up.
+    pub(crate) dropped: bool,
+    pub(crate) event: Event,
+}
+
+/// Why an event could not be dropped.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DropError {
+    #[error("no event has eventID or requestID {0:?}")]
+    Unknown(String),
+    #[error("event {0:?} is already in a delivered trail file")]
+    AlreadyDelivered(String),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: VecDeque<Logged>,
+    /// The last `seq` handed out.
+    last_seq: u64,
+    /// Every event up to this `seq` has been taken for a trail file.
+    delivered_through: u64,
+}
+
 /// The log itself.
 #[derive(Debug, Default)]
 pub(crate) struct EventLog {
-    events: Mutex<VecDeque<Event>>,
+    inner: Mutex<Inner>,
 }
 
 impl EventLog {
-    pub(crate) fn record(&self, event: Event) {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        if events.len() >= MAX_EVENTS {
-            events.pop_front();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `event`, which happened at `at` on the emulator's clock.
+    pub(crate) fn record(&self, event: Event, at: OffsetDateTime) {
+        let mut inner = self.lock();
+        if inner.events.len() >= MAX_EVENTS {
+            inner.events.pop_front();
         }
-        events.push_back(event);
+        inner.last_seq += 1;
+        let seq = inner.last_seq;
+        inner.events.push_back(Logged {
+            seq,
+            at: at.unix_timestamp(),
+            dropped: false,
+            event,
+        });
     }
 
-    /// `{"events": [...]}`, oldest first.
+    /// `{"events": [...]}`, oldest first, dropped ones included.
     pub(crate) fn to_json(&self) -> Value {
-        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        json!({ "events": &*events })
+        let inner = self.lock();
+        let events: Vec<&Event> = inner.events.iter().map(|l| &l.event).collect();
+        json!({ "events": events })
     }
 
+    /// Forgets every event; the ones not yet delivered are never delivered.
     pub(crate) fn clear(&self) {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut inner = self.lock();
+        inner.events.clear();
+        inner.delivered_through = inner.last_seq;
+    }
+
+    /// The events recorded since the last call, oldest first, less the dropped ones: what the
+    /// next trail files hold.
+    pub(crate) fn take_undelivered(&self) -> Vec<Event> {
+        let mut inner = self.lock();
+        let from = inner.delivered_through;
+        let taken = inner
+            .events
+            .iter()
+            .filter(|l| l.seq > from && !l.dropped)
+            .map(|l| l.event.clone())
+            .collect();
+        inner.delivered_through = inner.last_seq;
+        taken
+    }
+
+    /// How many events wait for a trail file.
+    pub(crate) fn undelivered(&self) -> usize {
+        let inner = self.lock();
+        let from = inner.delivered_through;
+        inner
+            .events
+            .iter()
+            .filter(|l| l.seq > from && !l.dropped)
+            .count()
+    }
+
+    /// Drops the event whose `eventID` or `requestID` is `id`, so that it is never delivered
+    /// nor returned by LookupEvents (assumption: as if CloudTrail had lost it everywhere).
+    /// Returns how many matched.
+    pub(crate) fn drop_event(&self, id: &str) -> Result<usize, DropError> {
+        let mut inner = self.lock();
+        let delivered_through = inner.delivered_through;
+        let mut matched = 0;
+        for logged in inner
+            .events
+            .iter_mut()
+            .filter(|l| l.event.event_id == id || l.event.request_id == id)
+        {
+            if logged.seq <= delivered_through {
+                return Err(DropError::AlreadyDelivered(id.to_owned()));
+            }
+            logged.dropped = true;
+            matched += 1;
+        }
+        if matched == 0 {
+            return Err(DropError::Unknown(id.to_owned()));
+        }
+        Ok(matched)
+    }
+
+    /// The events `keep` accepts, newest first (by `eventTime`, then by order of recording),
+    /// starting after the position `after` (`(at, seq)` of the last event of the previous
+    /// page), at most `limit`; and whether more follow. Dropped events are never seen.
+    pub(crate) fn newest_first(
+        &self,
+        keep: impl Fn(&Logged) -> bool,
+        after: Option<(i64, u64)>,
+        limit: usize,
+    ) -> (Vec<(i64, u64, Event)>, bool) {
+        let inner = self.lock();
+        let mut found: Vec<&Logged> = inner
+            .events
+            .iter()
+            .filter(|l| !l.dropped && after.is_none_or(|pos| (l.at, l.seq) < pos) && keep(l))
+            .collect();
+        found.sort_unstable_by_key(|l| std::cmp::Reverse((l.at, l.seq)));
+        let more = found.len() > limit;
+        let page = found
+            .into_iter()
+            .take(limit)
+            .map(|l| (l.at, l.seq, l.event.clone()))
+            .collect();
+        (page, more)
     }
 }
 

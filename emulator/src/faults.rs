@@ -341,6 +341,9 @@ pub(crate) struct OpCounters {
     pub(crate) answered: u64,
     /// Faults injected, by kind.
     pub(crate) faults: BTreeMap<String, u64>,
+    /// Requests refused for going over the operation's own rate (LookupEvents' 2 a second per
+    /// account), not injected.
+    pub(crate) throttled: u64,
     /// Requests by the SDK's `amz-sdk-request: attempt=N` value.
     pub(crate) attempts: BTreeMap<u32, u64>,
 }

@@ -1,7 +1,8 @@
 //! A Redshift emulator for the datashare operations, with STS AssumeRole beside it: the AWS
 //! Query protocol over HTTP/1.1, SigV4 checked against configured keys and issued sessions,
-//! state kept as Redshift keeps it, a CloudTrail-like event log, and an admin API for fault
-//! injection, counters, events, the clock and seeding. See `docs/emulator.md`.
+//! state kept as Redshift keeps it, a CloudTrail-like event log delivered as CloudTrail trail
+//! files to S3 and looked up through CloudTrail's `LookupEvents`, and an admin API for fault
+//! injection, counters, events, the trail, the clock and seeding. See `docs/emulator.md`.
 //!
 //! - `arn`: account ids, region names, namespace GUIDs, role and datashare ARNs (not the
 //!   gateway's parser).
@@ -14,6 +15,9 @@
 //! - `sts`: roles and AssumeRole, which issues sessions into `keys`.
 //! - `iam`: the limits on a role's settings that the fixtures and AssumeRole both check.
 //! - `events`: the event log, with CloudTrail's field names.
+//! - `trail`: the event log as CloudTrail trail files and signed digests in S3.
+//! - `signing`: the RSA key digests are signed with, and its published public half.
+//! - `cloudtrail`: CloudTrail's JSON 1.1 API: `LookupEvents` and `ListPublicKeys`.
 //! - `clock`: the emulator's "now", which the admin API can move forward.
 //! - `faults`: fault rules, held calls and per-operation counters.
 //! - `fixtures`: the fixtures file and the seed body.
@@ -24,6 +28,7 @@ mod admin;
 mod api;
 mod arn;
 mod clock;
+mod cloudtrail;
 mod events;
 mod faults;
 mod fixtures;
@@ -32,9 +37,11 @@ mod iam;
 mod keys;
 mod ops;
 mod protocol;
+mod signing;
 mod sigv4;
 mod state;
 mod sts;
+mod trail;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +59,9 @@ pub use fixtures::{
     AssociationFixture, DataShareFixture, Fixtures, GrantFixture, GrantStatus, KeyFixture,
     NamespaceFixture, NamespaceKindFixture, RoleFixture,
 };
+
+pub use signing::SigningKeyError;
+pub use trail::{Secret, TrailConfig};
 
 use arn::Region;
 
@@ -94,6 +104,19 @@ pub enum EmulatorError {
     /// The configured region is not a region name.
     #[error("invalid region {0:?}")]
     InvalidRegion(String),
+    /// A setting of [`EmulatorConfig`] (the trail's) breaks a rule.
+    #[error("invalid setting {key} = {value:?}: {rule}")]
+    InvalidConfig {
+        /// The key, e.g. `trail.bucket`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// The digest signing key could not be loaded.
+    #[error("digest signing key")]
+    SigningKey(#[from] SigningKeyError),
     /// A fault rule in [`EmulatorConfig::faults`] breaks a rule.
     #[error("invalid fault rule")]
     InvalidFault(#[from] FaultSpecError),
@@ -111,15 +134,39 @@ pub struct EmulatorConfig {
     pub fixtures: Fixtures,
     /// Fault rules active from the start.
     pub faults: Vec<FaultSpec>,
+    /// Deliver the event log to S3 as a CloudTrail trail; none when absent.
+    pub trail: Option<TrailConfig>,
+    /// The RSA private key digests are signed with (PEM or DER, PKCS#8 or PKCS#1); a fresh
+    /// 2048-bit key, made on first use, when absent.
+    pub digest_signing_key: Option<PathBuf>,
 }
 
 impl EmulatorConfig {
-    /// A config with no initial faults.
+    /// Checks everything [`serve`] would refuse (the region, the fault rules, the trail's
+    /// settings, the signing key file), so a caller can stop before it binds a listener.
+    pub fn validate(&self) -> Result<(), EmulatorError> {
+        Region::parse(&self.region)
+            .map_err(|_| EmulatorError::InvalidRegion(self.region.clone()))?;
+        for f in &self.faults {
+            f.validate()?;
+        }
+        if let Some(trail) = &self.trail {
+            trail.validate()?;
+        }
+        if let Some(path) = &self.digest_signing_key {
+            signing::Signer::load(path, time::OffsetDateTime::now_utc())?;
+        }
+        Ok(())
+    }
+
+    /// A config with no initial faults and no trail.
     pub fn new(region: impl Into<String>, fixtures: Fixtures) -> Self {
         EmulatorConfig {
             region: region.into(),
             fixtures,
             faults: Vec::new(),
+            trail: None,
+            digest_signing_key: None,
         }
     }
 }
@@ -136,6 +183,9 @@ struct Shared {
     counters: faults::Counters,
     events: events::EventLog,
     clock: clock::Clock,
+    trail: Option<trail::Trail>,
+    signing_key: signing::SigningKey,
+    lookup_rate: cloudtrail::LookupRate,
 }
 
 impl Shared {
@@ -147,8 +197,9 @@ impl Shared {
         self.sts.seed(&fixtures.roles)
     }
 
-    /// Back to the fixtures: no sessions, faults, counters or events, no call held, the clock at
-    /// real time.
+    /// Back to the fixtures: no sessions, faults, counters or events, no call and no trail
+    /// delivery held, the clock at real time. Trail files already built are still sent, and
+    /// each account's digest chain goes on.
     fn reset(&self) -> Result<(), EmulatorError> {
         self.keys.reset(&self.fixtures.keys);
         self.store.reset(&self.fixtures)?;
@@ -158,6 +209,9 @@ impl Shared {
         self.counters.reset();
         self.events.clear();
         self.clock.reset();
+        if let Some(trail) = &self.trail {
+            trail.release();
+        }
         Ok(())
     }
 
@@ -188,6 +242,12 @@ pub async fn serve(
     for f in &config.faults {
         f.validate()?;
     }
+    let clock = clock::Clock::default();
+    let trail = config
+        .trail
+        .map(|t| trail::Trail::new(t, region.as_str(), clock.now()))
+        .transpose()?;
+    let signing_key = signing::SigningKey::new(config.digest_signing_key.as_deref(), clock.now())?;
     let shared = Arc::new(Shared {
         sts: sts::Sts::new(&region, &config.fixtures.roles)?,
         store: state::Store::new(region, &config.fixtures)?,
@@ -197,9 +257,15 @@ pub async fn serve(
         holds: faults::Holds::default(),
         counters: faults::Counters::default(),
         events: events::EventLog::default(),
-        clock: clock::Clock::default(),
+        clock,
+        trail,
+        signing_key,
+        lookup_rate: cloudtrail::LookupRate::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    if shared.trail.is_some() {
+        tokio::spawn(deliver_trail(shared.clone(), stop_rx.clone()));
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -222,6 +288,27 @@ pub async fn serve(
     // Connection tasks hold receivers; wait (bounded) until they have all finished.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), stop_tx.closed()).await;
     Ok(())
+}
+
+/// Delivers the trail every period (sooner when woken), and once more at shutdown so that
+/// nothing recorded before it is lost.
+async fn deliver_trail(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(trail) = &shared.trail else {
+        return;
+    };
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(trail.next_wait()) => false,
+            () = trail.wake.notified() => false,
+            _ = stop.changed() => true,
+        };
+        let delivery = trail.deliver(&shared.events, &shared.clock, &shared.signing_key);
+        if stopping {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, delivery).await;
+            return;
+        }
+        delivery.await;
+    }
 }
 
 async fn accept_failed(e: std::io::Error) {

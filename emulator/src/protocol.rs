@@ -1,4 +1,5 @@
-//! The AWS Query protocol: form-encoded requests in, XML out, and the Query error envelope.
+//! The AWS Query protocol: form-encoded requests in, XML out, and the Query error envelope;
+//! and the error envelope of the JSON 1.1 protocol CloudTrail speaks.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -7,15 +8,17 @@ use http::StatusCode;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// The two AWS services the API listener speaks, each with its own model metadata.
+/// The AWS services the API listener speaks, each with its own model metadata: two over the
+/// Query protocol, CloudTrail over JSON 1.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Service {
     Redshift,
     Sts,
+    CloudTrail,
 }
 
 impl Service {
-    /// Which service a request is for. Both share one listener, so the body decides:
+    /// Which Query service a request is for. Both share one listener, so the body decides:
     /// `Action=AssumeRole` or `Version=2011-06-15` is STS, anything else Redshift (assumption:
     /// the emulator's own rule; on AWS they are different hosts).
     pub(crate) fn of(query: &QueryRequest) -> Service {
@@ -28,19 +31,21 @@ impl Service {
         }
     }
 
-    /// The model's `metadata.xmlNamespace`.
+    /// The model's `metadata.xmlNamespace`; CloudTrail's JSON has none.
     pub(crate) fn xmlns(self) -> &'static str {
         match self {
             Service::Redshift => "http://redshift.amazonaws.com/doc/2012-12-01/",
             Service::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
+            Service::CloudTrail => "",
         }
     }
 
-    /// The only API version the service's Query endpoint speaks.
+    /// The only API version the service's endpoint speaks.
     pub(crate) fn api_version(self) -> &'static str {
         match self {
             Service::Redshift => "2012-12-01",
             Service::Sts => "2011-06-15",
+            Service::CloudTrail => "2013-11-01",
         }
     }
 
@@ -49,6 +54,7 @@ impl Service {
         match self {
             Service::Redshift => "redshift",
             Service::Sts => "sts",
+            Service::CloudTrail => "cloudtrail",
         }
     }
 
@@ -57,6 +63,15 @@ impl Service {
         match self {
             Service::Redshift => "redshift.amazonaws.com",
             Service::Sts => "sts.amazonaws.com",
+            Service::CloudTrail => "cloudtrail.amazonaws.com",
+        }
+    }
+
+    /// The `Content-Type` of every answer, errors included.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Service::Redshift | Service::Sts => "text/xml",
+            Service::CloudTrail => "application/x-amz-json-1.1",
         }
     }
 }
@@ -295,8 +310,12 @@ pub(crate) fn success_body(
 }
 
 /// The Query error envelope, with no `<Errors>` wrapper (the Rust SDK loses the code with one).
-/// STS answers in the same envelope (its own namespace).
+/// STS answers in the same envelope (its own namespace). CloudTrail answers JSON 1.1's
+/// `{"__type": CODE, "message": TEXT}`, which both SDKs read the code from.
 pub(crate) fn error_body(service: Service, err: &AwsError, request_id: &str) -> String {
+    if service == Service::CloudTrail {
+        return serde_json::json!({ "__type": err.code, "message": err.message }).to_string();
+    }
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{}\"><Error><Type>{}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
         service.xmlns(),

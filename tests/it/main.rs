@@ -25,6 +25,7 @@ mod check_config;
 mod consumer_operations;
 mod dev;
 mod emulator_admin;
+mod emulator_cloudtrail;
 mod emulator_errors;
 mod emulator_faults;
 mod emulator_lifecycle;

@@ -1,7 +1,9 @@
-//! The emulator's XML against botocore's copies of the Redshift and STS service models: every
-//! expectation (element names, result wrappers, types, enum values, list encoding, error
-//! statuses, namespaces) is read from `tests/data/redshift-2012-12-01.service-2.json` and
-//! `tests/data/sts-2011-06-15.service-2.json`, never written down here.
+//! The emulator's XML against botocore's copies of the Redshift and STS service models, and its
+//! CloudTrail JSON against the CloudTrail model: every expectation (element names, result
+//! wrappers, members, types, enum values, list encoding, error codes and statuses, namespaces)
+//! is read from `tests/data/redshift-2012-12-01.service-2.json`,
+//! `tests/data/sts-2011-06-15.service-2.json` and `tests/data/cloudtrail-2013-11-01.service-2.json`,
+//! never written down here.
 
 use crate::support;
 
@@ -650,4 +652,137 @@ fn sts_errors_have_the_query_error_shape_in_the_sts_namespace() {
             );
         }
     }
+}
+
+fn cloudtrail_model() -> Value {
+    load_model("tests/data/cloudtrail-2013-11-01.service-2.json")
+}
+
+/// Checks a JSON 1.1 value against the model's shape `name`: every member modeled, every
+/// type the protocol's (timestamps as epoch-second numbers, blobs as base64 strings).
+fn conforms(model: &Value, name: &str, value: &Value, at: &str) -> Result<(), String> {
+    let shape = &model["shapes"][name];
+    let ok = match shape["type"].as_str().unwrap_or_default() {
+        "string" => value.is_string(),
+        "blob" => value.as_str().is_some_and(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b).is_ok()
+        }),
+        "timestamp" => value.is_number(),
+        "integer" | "long" => value.is_i64(),
+        "boolean" => value.is_boolean(),
+        "list" => {
+            let member = shape["member"]["shape"].as_str().unwrap_or_default();
+            let items = value.as_array().ok_or(format!("{at}: not a list"))?;
+            for (i, item) in items.iter().enumerate() {
+                conforms(model, member, item, &format!("{at}[{i}]"))?;
+            }
+            true
+        }
+        "structure" => {
+            let fields = value.as_object().ok_or(format!("{at}: not an object"))?;
+            for (field, v) in fields {
+                let member = shape["members"][field]["shape"]
+                    .as_str()
+                    .ok_or(format!("{at}.{field}: not a member of {name}"))?;
+                conforms(model, member, v, &format!("{at}.{field}"))?;
+            }
+            true
+        }
+        other => return Err(format!("{at}: shape type {other} not checked")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{at}: {value} is not a {name}"))
+    }
+}
+
+#[tokio::test]
+async fn cloudtrail_answers_and_errors_are_the_cloudtrail_models() {
+    let model = cloudtrail_model();
+    assert_eq!(model["metadata"]["protocol"], "json");
+    assert_eq!(model["metadata"]["jsonVersion"], "1.1");
+    let prefix = model["metadata"]["targetPrefix"]
+        .as_str()
+        .expect("targetPrefix");
+    let emu = Emulator::start();
+    emu.consumer()
+        .associate_data_share_consumer()
+        .data_share_arn(SALES_SHARE)
+        .associate_entire_account(true)
+        .send()
+        .await
+        .expect("associate");
+    emu.consumer()
+        .describe_data_shares()
+        .send()
+        .await
+        .expect("describe");
+    // Under two lookups a second: each starts more than half a second after the previous one
+    // returned.
+    let mut first = true;
+    let mut call = async |op: &str, body: Value| {
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(std::time::Duration::from_millis(550)).await;
+        }
+        let (status, headers, text) = signed_json_post(
+            emu.api_addr(),
+            "cloudtrail",
+            &format!("{prefix}.{op}"),
+            &body.to_string(),
+            CONSUMER_KEY,
+        );
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        assert_eq!(content_type.as_deref(), Some("application/x-amz-json-1.1"));
+        (status, serde_json::from_str::<Value>(&text).expect("JSON"))
+    };
+
+    let (status, page) = call("LookupEvents", json!({ "MaxResults": 1 })).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page["NextToken"].is_string(), "a second page: {page}");
+    let output = model["operations"]["LookupEvents"]["output"]["shape"]
+        .as_str()
+        .expect("output shape");
+    conforms(&model, output, &page, "LookupEvents").unwrap_or_else(|e| panic!("{e}"));
+    let (status, keys) = call("ListPublicKeys", json!({})).await;
+    assert_eq!(status, 200, "{keys}");
+    let output = model["operations"]["ListPublicKeys"]["output"]["shape"]
+        .as_str()
+        .expect("output shape");
+    conforms(&model, output, &keys, "ListPublicKeys").unwrap_or_else(|e| panic!("{e}"));
+
+    let modeled: BTreeSet<&str> = model["operations"]["LookupEvents"]["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["shape"].as_str())
+        .collect();
+    for (body, code) in [
+        (
+            json!({ "LookupAttributes": [{ "AttributeKey": "Colour", "AttributeValue": "red" }] }),
+            "InvalidLookupAttributesException",
+        ),
+        (json!({ "MaxResults": 0 }), "InvalidMaxResultsException"),
+        (json!({ "NextToken": "x" }), "InvalidNextTokenException"),
+        (
+            json!({ "StartTime": 2_000_000_000, "EndTime": 1_000_000_000 }),
+            "InvalidTimeRangeException",
+        ),
+        (
+            json!({ "EventCategory": "data" }),
+            "InvalidEventCategoryException",
+        ),
+    ] {
+        let (status, err) = call("LookupEvents", body).await;
+        assert_eq!((status, err["__type"].as_str()), (400, Some(code)), "{err}");
+        assert!(err["message"].is_string(), "{err}");
+        assert!(modeled.contains(code), "{code} is not a LookupEvents error");
+        assert_eq!(model["shapes"][code]["exception"], true);
+    }
+    // The throttle is a modeled exception of the service, not of the operation.
+    assert_eq!(model["shapes"]["ThrottlingException"]["exception"], true);
 }

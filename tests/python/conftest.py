@@ -41,6 +41,17 @@ class Emulator:
             config=Config(retries={"total_max_attempts": total_max_attempts, "mode": mode}),
         )
 
+    def cloudtrail(self, key, total_max_attempts=1):
+        """A boto3 CloudTrail client; by default without retries, so a throttle is seen."""
+        return boto3.client(
+            "cloudtrail",
+            region_name=REGION,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=key[0],
+            aws_secret_access_key=key[1],
+            config=Config(retries={"total_max_attempts": total_max_attempts, "mode": "standard"}),
+        )
+
     def admin_call(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(

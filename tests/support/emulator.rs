@@ -1,5 +1,5 @@
 //! Starts the real `datashare-gateway emulator` binary on free ports, talks to its admin API,
-//! and builds `aws-sdk-redshift` and `aws-sdk-sts` clients pointed at it. The child is killed (and reaped) and
+//! and builds `aws-sdk-redshift`, `aws-sdk-sts` and `aws-sdk-cloudtrail` clients pointed at it. The child is killed (and reaped) and
 //! its log file removed when the [`Emulator`] is dropped.
 
 use std::collections::BTreeMap;
@@ -292,6 +292,42 @@ impl Emulator {
         )
     }
 
+    /// The trail's state (`GET /trail`).
+    pub fn trail(&self) -> Value {
+        self.admin_ok("GET", "/trail", None)
+    }
+
+    /// Delivers every pending trail file now (`POST /trail/flush`); returns the keys written.
+    pub fn flush_trail(&self) -> Vec<String> {
+        keys_of(&self.admin_ok("POST", "/trail/flush", None))
+    }
+
+    /// Holds trail deliveries until [`Emulator::release_trail`], or for `secs`.
+    pub fn hold_trail(&self, secs: Option<f64>) -> Value {
+        let body = secs.map(|s| serde_json::json!({ "secs": s }));
+        self.admin_ok("POST", "/trail/hold", body.as_ref())
+    }
+
+    /// Lifts the hold and delivers at once; returns the keys written.
+    pub fn release_trail(&self) -> Vec<String> {
+        keys_of(&self.admin_ok("POST", "/trail/release", None))
+    }
+
+    /// `POST /trail/drop` with `{"event_id": ..}` or `{"request_id": ..}`: status and answer.
+    pub fn drop_event(&self, which: Value) -> (u16, Value) {
+        self.admin("POST", "/trail/drop", Some(&which))
+    }
+
+    /// The digest signing key's public half (`GET /trail/public-key`).
+    pub fn digest_public_key(&self) -> Value {
+        self.admin_ok("GET", "/trail/public-key", None)
+    }
+
+    /// An aws-sdk-cloudtrail client signing with `key`, with `max_attempts` attempts.
+    pub fn cloudtrail(&self, key: (&str, &str), max_attempts: u32) -> aws_sdk_cloudtrail::Client {
+        cloudtrail_client(&self.endpoint_url(), key, max_attempts)
+    }
+
     /// An aws-sdk-sts client signing with `key`, with up to 3 attempts.
     pub fn sts_client(&self, key: (&str, &str)) -> aws_sdk_sts::Client {
         sts_client(&self.endpoint_url(), key, 3)
@@ -393,6 +429,35 @@ fn redshift_client(
         .timeout_config(timeout_config())
         .build();
     aws_sdk_redshift::Client::from_conf(conf)
+}
+
+fn keys_of(delivered: &Value) -> Vec<String> {
+    delivered["delivered"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An aws-sdk-cloudtrail client for `endpoint` with static keys and `max_attempts` attempts
+/// (1: a test sees a ThrottlingException rather than the SDK's retry of it).
+pub fn cloudtrail_client(
+    endpoint: &str,
+    (akid, secret): (&str, &str),
+    max_attempts: u32,
+) -> aws_sdk_cloudtrail::Client {
+    let conf = aws_sdk_cloudtrail::Config::builder()
+        .behavior_version(aws_sdk_cloudtrail::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudtrail::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(akid, secret, None, None, "emulator-test"))
+        .retry_config(retry_config(max_attempts))
+        .timeout_config(timeout_config())
+        .build();
+    aws_sdk_cloudtrail::Client::from_conf(conf)
 }
 
 /// An aws-sdk-sts client for `endpoint` with static keys and `max_attempts` attempts.
@@ -503,6 +568,44 @@ pub fn signed_post_for(
     addr: SocketAddr,
     service: &str,
     body: &str,
+    key: (&str, &str),
+) -> (u16, Vec<(String, String)>, String) {
+    signed_request(
+        addr,
+        service,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body,
+        key,
+    )
+}
+
+/// A JSON 1.1 request for `X-Amz-Target: target`, signed for `service` (CloudTrail's is
+/// `cloudtrail`).
+pub fn signed_json_post(
+    addr: SocketAddr,
+    service: &str,
+    target: &str,
+    body: &str,
+    key: (&str, &str),
+) -> (u16, Vec<(String, String)>, String) {
+    signed_request(
+        addr,
+        service,
+        &[
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target),
+        ],
+        body,
+        key,
+    )
+}
+
+/// POSTs `body` with `extra` headers, all signed for `service`.
+fn signed_request(
+    addr: SocketAddr,
+    service: &str,
+    extra: &[(&str, &str)],
+    body: &str,
     (akid, secret): (&str, &str),
 ) -> (u16, Vec<(String, String)>, String) {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -520,11 +623,11 @@ pub fn signed_post_for(
         .into();
     let host = addr.to_string();
     let content_length = body.len().to_string();
-    let base = [
-        ("content-type", "application/x-www-form-urlencoded"),
+    let mut base = vec![
         ("host", host.as_str()),
         ("content-length", content_length.as_str()),
     ];
+    base.extend_from_slice(extra);
     let req = SignableRequest::new(
         "POST",
         format!("http://{host}/"),
@@ -538,8 +641,7 @@ pub fn signed_post_for(
         .headers()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let mut headers: Vec<(&str, &str)> =
-        vec![("content-type", "application/x-www-form-urlencoded")];
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
     headers.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let (status, headers, body) = raw_http_full(addr, "POST", "/", &headers, body.as_bytes());
     (status, headers, String::from_utf8_lossy(&body).into_owned())

@@ -194,6 +194,38 @@ pub async fn create_locked_bucket(endpoint: &str, bucket: &str) {
         .expect("create the bucket");
 }
 
+/// Creates a plain bucket (no versioning), as a trail's bucket.
+pub async fn create_bucket(endpoint: &str, bucket: &str) {
+    s3_client(endpoint)
+        .await
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create the bucket");
+}
+
+/// Every key under `prefix`, sorted.
+pub async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.expect("list objects");
+        found.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    found.sort();
+    found
+}
+
 /// An aws-sdk-s3 client for `endpoint` (path style, test credentials).
 pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::new()
