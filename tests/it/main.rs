@@ -32,6 +32,7 @@ mod emulator_sts;
 mod fault_mapping;
 mod fuzz_replay;
 mod hostile;
+mod idle_connections;
 mod in_flight_cap;
 mod json_logs;
 mod lean_build;
