@@ -1,6 +1,7 @@
 //! The gRPC listener's connections: at most `server.max_connections` at once, each TLS handshake
-//! bounded by `server.handshake_timeout_ms`, failures counted and logged with the peer, and
-//! accept errors (EMFILE) met with a back-off rather than a busy loop.
+//! and HTTP/2 opening bounded by `server.handshake_timeout_ms`, failures counted and logged with
+//! the peer, connections idle (no stream open) for `server.idle_timeout_ms` closed ([`idle`]),
+//! and accept errors (EMFILE) met with a back-off rather than a busy loop.
 //!
 //! tonic's own TLS acceptor has no connection cap and reports handshake failures nowhere an
 //! operator looks, so the gateway accepts and handshakes itself and hands tonic finished streams.
@@ -26,6 +27,10 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use crate::call::CallerCredential;
 use crate::identity::{AuthMode, IdentityError};
 use crate::metrics::Metrics;
+
+mod idle;
+
+use idle::{CLIENT_GOAWAY, Close, IdleWatch};
 
 /// How long to wait after an accept error (out of file descriptors, ...) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -84,40 +89,6 @@ pub fn mtls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Writes go straight to the wrapped `stream` (vectored too: without it, h2 writes a frame's
-/// header and its payload with a syscall each).
-macro_rules! write_through {
-    () => {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.stream).poll_write(cx, buf)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_shutdown(cx)
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.stream.is_write_vectored()
-        }
-    };
-}
-
 /// A stream carrying something for as long as it is open (`with`): reads and writes go to
 /// the stream.
 #[derive(Debug)]
@@ -136,8 +107,36 @@ impl<S: AsyncRead + Unpin, W: Unpin> AsyncRead for With<S, W> {
     }
 }
 
+// Writes go straight to the wrapped stream (vectored too: without it, h2 writes a frame's
+// header and its payload with a syscall each).
 impl<S: AsyncWrite + Unpin, W: Unpin> AsyncWrite for With<S, W> {
-    write_through!();
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -147,13 +146,15 @@ const OPENING_LEN: usize = PREFACE.len() + 9;
 /// The frame type of SETTINGS, the fourth byte of a frame header.
 const SETTINGS_FRAME: u8 = 0x4;
 
-/// A connection whose opening (the HTTP/2 preface and the header of its SETTINGS frame) was
-/// read before it was handed to tonic; reads give those bytes first, then the stream's.
+/// A connection that opened HTTP/2, its opening (the preface and the header of its SETTINGS
+/// frame) already read: reads give those bytes first, then the stream's. Its frames are followed
+/// both ways, and once no stream has been open for the idle timeout it is closed ([`idle`]).
 #[derive(Debug)]
 pub struct Opened<S> {
     stream: S,
-    opening: [u8; OPENING_LEN],
-    replayed: usize,
+    /// Bytes the reader gets before the stream's own: the opening, at the end a GOAWAY.
+    replay: bytes::Bytes,
+    idle: IdleWatch,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Opened<S> {
@@ -162,19 +163,75 @@ impl<S: AsyncRead + Unpin> AsyncRead for Opened<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.replayed < OPENING_LEN {
-            let rest = &self.opening[self.replayed..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            self.replayed += n;
+        use bytes::Buf as _;
+        let this = &mut *self;
+        if this.replay.is_empty() {
+            match this.idle.poll_close(cx) {
+                None => {}
+                Some(Close::GoAway) => this.replay = bytes::Bytes::from_static(&CLIENT_GOAWAY),
+                Some(Close::Eof) => return Poll::Ready(Ok(())),
+            }
+        }
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.idle.client_sent(&buf.filled()[before..]);
+        }
+        read
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Opened<S> {
-    write_through!();
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.idle.server_sent(cx, &buf[..n]);
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = written {
+            for buf in bufs {
+                let sent = n.min(buf.len());
+                this.idle.server_sent(cx, &buf[..sent]);
+                n -= sent;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 impl<S: Connected> Connected for Opened<S> {
@@ -185,26 +242,33 @@ impl<S: Connected> Connected for Opened<S> {
     }
 }
 
-/// Waits up to `timeout` for the client to open HTTP/2: the preface, then a SETTINGS frame.
-/// hyper would wait for it forever, so a connection that says nothing after its TLS handshake
-/// (or after connecting, in plaintext) would hold its slot for good. Connections that stay
-/// silent or open with something else are closed, counted by reason and logged.
+/// Waits up to `limits.handshake_timeout` for the client to open HTTP/2: the preface, then a
+/// SETTINGS frame. hyper would wait for it forever, so a connection that says nothing after its
+/// TLS handshake (or after connecting, in plaintext) would hold its slot for good. Connections
+/// that stay silent or open with something else are closed, counted by reason and logged; those
+/// that open are closed after `limits.idle_timeout` with no stream open.
 pub async fn await_opening<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: Option<SocketAddr>,
-    timeout: Duration,
-    metrics: &Metrics,
+    limits: &Limits,
+    metrics: &Arc<Metrics>,
 ) -> Option<Opened<S>> {
     use tokio::io::AsyncReadExt;
     let mut opening = [0u8; OPENING_LEN];
-    let reason = match tokio::time::timeout(timeout, stream.read_exact(&mut opening)).await {
+    let read = tokio::time::timeout(limits.handshake_timeout, stream.read_exact(&mut opening));
+    let reason = match read.await {
         Ok(Ok(_))
             if opening.starts_with(PREFACE) && opening[PREFACE.len() + 3] == SETTINGS_FRAME =>
         {
             return Some(Opened {
                 stream,
-                opening,
-                replayed: 0,
+                replay: bytes::Bytes::copy_from_slice(&opening),
+                idle: IdleWatch::new(
+                    &opening[PREFACE.len()..],
+                    limits.idle_timeout,
+                    peer,
+                    metrics.clone(),
+                ),
             });
         }
         Ok(Ok(_)) => "not_http2",
@@ -240,8 +304,10 @@ impl Connected for Slotted {
 pub struct Limits {
     /// Connections open at once; more are closed on accept.
     pub max_connections: usize,
-    /// How long a TLS handshake may take.
+    /// How long a TLS handshake may take, and then the HTTP/2 opening.
     pub handshake_timeout: Duration,
+    /// How long a connection may stay open with no stream open.
+    pub idle_timeout: Duration,
 }
 
 /// Accepts connections on `listener` (TLS with `tls`, plaintext without) and yields those that
@@ -313,16 +379,16 @@ impl Connected for TlsConnection {
     }
 }
 
-/// The TLS handshake of one connection and then its HTTP/2 opening, each bounded by `timeout`;
-/// failures are counted and logged with the peer and yield `None`.
+/// The TLS handshake of one connection and then its HTTP/2 opening, each bounded by
+/// `limits.handshake_timeout`; failures are counted and logged with the peer and yield `None`.
 pub async fn tls_handshake(
     acceptor: TlsAcceptor,
     connection: Slotted,
-    timeout: Duration,
+    limits: Limits,
     metrics: Arc<Metrics>,
 ) -> Option<TlsConnection> {
     let peer: Option<SocketAddr> = connection.stream.peer_addr().ok();
-    match tokio::time::timeout(timeout, acceptor.accept(connection)).await {
+    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(connection)).await {
         Ok(Ok(stream)) => {
             let leaf = stream
                 .get_ref()
@@ -332,7 +398,7 @@ pub async fn tls_handshake(
             let credential =
                 crate::identity::credential_for(AuthMode::Mtls, leaf.map(|c| c.as_ref()), None)
                     .map_err(Arc::new);
-            let stream = await_opening(stream, peer, timeout, &metrics).await?;
+            let stream = await_opening(stream, peer, &limits, &metrics).await?;
             Some(TlsConnection {
                 stream,
                 with: TlsPeer {
@@ -364,6 +430,14 @@ mod tests {
         [0, 0, 0, SETTINGS_FRAME, 0, 0, 0, 0, 0]
     }
 
+    fn limits(handshake_timeout: Duration) -> Limits {
+        Limits {
+            max_connections: 1,
+            handshake_timeout,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+
     #[tokio::test]
     async fn the_opening_is_read_then_replayed_before_the_rest() {
         let (mut client, server) = tokio::io::duplex(256);
@@ -372,7 +446,7 @@ mod tests {
         client.write_all(b"rest").await.unwrap();
         drop(client);
         let metrics = Metrics::new();
-        let mut opened = await_opening(server, None, Duration::from_secs(5), &metrics)
+        let mut opened = await_opening(server, None, &limits(Duration::from_secs(5)), &metrics)
             .await
             .expect("an HTTP/2 opening");
         let mut all = Vec::new();
@@ -388,7 +462,7 @@ mod tests {
         let metrics = Metrics::new();
         let (_client, server) = tokio::io::duplex(256);
         assert!(
-            await_opening(server, None, Duration::from_millis(50), &metrics)
+            await_opening(server, None, &limits(Duration::from_millis(50)), &metrics)
                 .await
                 .is_none(),
             "silent"
@@ -399,7 +473,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            await_opening(server, None, Duration::from_secs(5), &metrics)
+            await_opening(server, None, &limits(Duration::from_secs(5)), &metrics)
                 .await
                 .is_none(),
             "HTTP/1.1"
@@ -408,10 +482,33 @@ mod tests {
         client.write_all(PREFACE).await.unwrap();
         drop(client);
         assert!(
-            await_opening(server, None, Duration::from_secs(5), &metrics)
+            await_opening(server, None, &limits(Duration::from_secs(5)), &metrics)
                 .await
                 .is_none(),
             "closed after the preface"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_reads_a_goaway_after_the_idle_timeout() {
+        let (mut client, server) = tokio::io::duplex(256);
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(&settings_header()).await.unwrap();
+        let metrics = Metrics::new();
+        let idle = Duration::from_secs(300);
+        let limits = Limits {
+            idle_timeout: idle,
+            ..limits(Duration::from_secs(5))
+        };
+        let mut opened = await_opening(server, None, &limits, &metrics)
+            .await
+            .expect("an HTTP/2 opening");
+        let mut opening = [0u8; OPENING_LEN];
+        opened.read_exact(&mut opening).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut goaway = [0u8; CLIENT_GOAWAY.len()];
+        opened.read_exact(&mut goaway).await.unwrap();
+        assert_eq!(goaway, CLIENT_GOAWAY);
+        assert_eq!(started.elapsed(), idle);
     }
 }

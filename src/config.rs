@@ -94,6 +94,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long a client may take to finish the TLS handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
+    /// A connection with no call open for this long is closed (GOAWAY), in milliseconds: idle
+    /// connections would otherwise hold their `max_connections` slot and their buffers for good.
+    pub idle_timeout_ms: u64,
     /// Calls one connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
     /// Streams a client may reset before the server has accepted them (rapid-reset defence).
@@ -160,6 +163,7 @@ impl Default for ServerConfig {
             instance: None,
             max_connections: 10_000,
             handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
             max_concurrent_streams: 100,
             max_pending_accept_reset_streams: 20,
             request_timeout_ms: 30_000,
@@ -180,6 +184,8 @@ pub const KEEPALIVE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=600;
 pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3_600;
 /// `server.handshake_timeout_ms`: 1 ms to a minute.
 pub const HANDSHAKE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// `server.idle_timeout_ms`: 1 ms to a day.
+pub const IDLE_TIMEOUT_MS: RangeInclusive<u64> = 1..=86_400_000;
 /// `server.request_timeout_ms`: at most an hour (and at least `upstream.operation_timeout_ms`).
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
 /// `server.concurrency_limit`.
@@ -575,6 +581,11 @@ impl Config {
                 &HANDSHAKE_TIMEOUT_MS,
             ),
             (
+                "server.idle_timeout_ms",
+                s.idle_timeout_ms,
+                &IDLE_TIMEOUT_MS,
+            ),
+            (
                 "server.max_concurrent_streams",
                 u64::from(s.max_concurrent_streams),
                 &MAX_CONCURRENT_STREAMS,
@@ -869,6 +880,9 @@ consumer_account = "444455556666"
             }),
             ("server.handshake_timeout_ms", 60_000, |c, v| {
                 c.server.handshake_timeout_ms = v
+            }),
+            ("server.idle_timeout_ms", 86_400_000, |c, v| {
+                c.server.idle_timeout_ms = v
             }),
             ("server.request_timeout_ms", 3_600_000, |c, v| {
                 c.server.request_timeout_ms = v

@@ -135,6 +135,7 @@ pub struct Metrics {
     sts_session_renewals: Family<ResultLabels, Counter>,
     tls_handshake_failures: Family<ReasonLabels, Counter>,
     connections_refused: Family<ReasonLabels, Counter>,
+    connections_closed: Family<ReasonLabels, Counter>,
     accept_errors: Family<ListenerLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     /// One series, set to 1, labelled with the serving set's hash.
@@ -353,6 +354,12 @@ impl Metrics {
             "Connections to the gRPC listener closed on accept (over_capacity: server.max_connections)",
             connections_refused.clone(),
         );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections to the gRPC listener closed by the gateway after HTTP/2 began (idle: no stream open for server.idle_timeout_ms)",
+            connections_closed.clone(),
+        );
         let accept_errors = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "accept_errors",
@@ -429,6 +436,7 @@ impl Metrics {
             policy_set,
             tls_handshake_failures,
             connections_refused,
+            connections_closed,
             accept_errors,
             approvals_live,
             approval_transitions,
@@ -529,6 +537,13 @@ impl Metrics {
     /// `no_preface`, `not_http2` or `closed_before_preface` (after connecting, or after TLS).
     pub fn connection_refused(&self, reason: &'static str) {
         self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one connection closed by the gateway after it opened HTTP/2: `idle`.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

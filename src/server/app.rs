@@ -353,6 +353,7 @@ impl App {
         let limits = crate::accept::Limits {
             max_connections: config.server.max_connections,
             handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
         };
 
         // The probes listener answers NOT_SERVING through the drain, and stops only after it.
@@ -388,7 +389,7 @@ impl App {
                         crate::accept::tls_handshake(
                             acceptor.clone(),
                             connection,
-                            limits.handshake_timeout,
+                            limits,
                             handshake_metrics.clone(),
                         )
                     },
@@ -408,13 +409,7 @@ impl App {
                         let metrics = opening_metrics.clone();
                         async move {
                             let peer = connection.peer_addr();
-                            crate::accept::await_opening(
-                                connection,
-                                peer,
-                                limits.handshake_timeout,
-                                &metrics,
-                            )
-                            .await
+                            crate::accept::await_opening(connection, peer, &limits, &metrics).await
                         }
                     },
                     metrics.clone(),

@@ -335,6 +335,12 @@ fn each_config_serve_would_refuse_is_refused_naming_its_key() {
             "audit.ship.retention_days",
         ),
         (
+            "an idle timeout of zero",
+            "idle_timeout_ms = 300000",
+            "idle_timeout_ms = 0",
+            "server.idle_timeout_ms",
+        ),
+        (
             "no pending reset streams allowed",
             "keepalive_timeout_secs = 10",
             "keepalive_timeout_secs = 10\nmax_pending_accept_reset_streams = 0",
@@ -380,6 +386,7 @@ fn the_largest_allowed_values_are_accepted_and_one_more_is_refused() {
     // Every bounded [server] key at its largest.
     let largest = "keepalive_interval_secs = 3600\nkeepalive_timeout_secs = 600\n\
                    queue_timeout_ms = 60000\nhandshake_timeout_ms = 60000\n\
+                   idle_timeout_ms = 86400000\n\
                    request_timeout_ms = 3600000\nshutdown_grace_secs = 3600\n";
     let text_of = |server: &str| {
         valid
@@ -387,6 +394,7 @@ fn the_largest_allowed_values_are_accepted_and_one_more_is_refused() {
             .replacen("keepalive_interval_secs = 30\n", "", 1)
             .replacen("keepalive_timeout_secs = 10\n", "", 1)
             .replacen("queue_timeout_ms = 1000\n", "", 1)
+            .replacen("idle_timeout_ms = 300000\n", "", 1)
             .replacen("shutdown_grace_secs = 20\n", "", 1)
             .replacen("[server]\n", &format!("[server]\n{server}"), 1)
     };
@@ -403,6 +411,7 @@ fn the_largest_allowed_values_are_accepted_and_one_more_is_refused() {
         ("keepalive_timeout_secs", "601"),
         ("queue_timeout_ms", "60001"),
         ("handshake_timeout_ms", "60001"),
+        ("idle_timeout_ms", "86400001"),
         ("request_timeout_ms", "3600001"),
         ("shutdown_grace_secs", "3601"),
     ] {
@@ -431,7 +440,7 @@ async fn a_gateway_with_every_server_duration_at_its_largest_serves_calls() {
     let mut options = GatewayOptions::new(emulator.endpoint_url());
     options.server_toml = "keepalive_interval_secs = 3600\nkeepalive_timeout_secs = 600\n\
                            queue_timeout_ms = 60000\nhandshake_timeout_ms = 60000\n\
-                           request_timeout_ms = 3600000\n"
+                           idle_timeout_ms = 86400000\nrequest_timeout_ms = 3600000\n"
         .into();
     options.shutdown_grace_secs = 3600;
     options.upstream_toml = "min_remaining_deadline_ms = 60000".into();

@@ -35,6 +35,7 @@ mod fair_shares;
 mod fault_mapping;
 mod fuzz_replay;
 mod hostile;
+mod idle_connections;
 mod in_flight_cap;
 mod json_logs;
 mod lean_build;
