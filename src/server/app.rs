@@ -450,9 +450,18 @@ impl App {
         let served = match tokio::time::timeout(grace, &mut serving).await {
             Ok(done) => flatten(done),
             Err(_) => {
-                tracing::warn!("grace period over; dropping the connections still open");
-                serving.abort();
-                Ok(())
+                // The calls still running are aborted (and recorded) first, so that their
+                // callers are answered ABORTED_AT_SHUTDOWN over connections still open; then
+                // the connections get a moment to carry those answers before they are dropped.
+                in_flight.drain(Duration::ZERO, &audit).await;
+                match tokio::time::timeout(Duration::from_secs(1), &mut serving).await {
+                    Ok(done) => flatten(done),
+                    Err(_) => {
+                        tracing::warn!("grace period over; dropping the connections still open");
+                        serving.abort();
+                        Ok(())
+                    }
+                }
             }
         };
         // Calls that outlived their callers (or their connections) get the rest of the grace
