@@ -89,6 +89,29 @@ pub fn mtls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Flushes and shutdowns go straight to the wrapped `stream`.
+macro_rules! flush_and_shutdown_through {
+    () => {
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_shutdown(cx)
+        }
+    };
+}
+
+/// Vectored writes when the wrapped `stream` takes them: without them, h2 writes a frame's
+/// header and its payload with a syscall each.
+macro_rules! vectored_like_the_stream {
+    () => {
+        fn is_write_vectored(&self) -> bool {
+            self.stream.is_write_vectored()
+        }
+    };
+}
+
 /// A stream carrying something for as long as it is open (`with`): reads and writes go to
 /// the stream.
 #[derive(Debug)]
@@ -107,8 +130,7 @@ impl<S: AsyncRead + Unpin, W: Unpin> AsyncRead for With<S, W> {
     }
 }
 
-// Writes go straight to the wrapped stream (vectored too: without it, h2 writes a frame's
-// header and its payload with a syscall each).
+// Writes go straight to the wrapped stream.
 impl<S: AsyncWrite + Unpin, W: Unpin> AsyncWrite for With<S, W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -118,13 +140,7 @@ impl<S: AsyncWrite + Unpin, W: Unpin> AsyncWrite for With<S, W> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+    flush_and_shutdown_through!();
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -134,9 +150,7 @@ impl<S: AsyncWrite + Unpin, W: Unpin> AsyncWrite for With<S, W> {
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
+    vectored_like_the_stream!();
 }
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -201,13 +215,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Opened<S> {
         written
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+    flush_and_shutdown_through!();
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -229,9 +237,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Opened<S> {
         written
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
+    vectored_like_the_stream!();
 }
 
 impl<S: Connected> Connected for Opened<S> {

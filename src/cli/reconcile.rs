@@ -16,6 +16,12 @@ use crate::reconcile::matching::{AwsEvent, Scope, reconcile};
 use crate::reconcile::report::{self, Format};
 use crate::reconcile::sides::{CallsFromRecords, event_of};
 
+/// How long after a call its event may come (the SDK's retries within the operation timeout,
+/// clock skew): events this far past the window are read, to match its last calls.
+const MATCH_WINDOW: time::Duration = time::Duration::minutes(15);
+/// How long before the window an event of one of its calls may be stamped (clock skew).
+const EARLY_EVENT: time::Duration = time::Duration::minutes(1);
+
 /// `reconcile`'s arguments.
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
@@ -102,45 +108,43 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
         force_path_style: args.s3_force_path_style,
         attempt_timeout: Duration::from_secs(30),
     };
+    // Each trail (a replica's directory, the files given one by one, an archived trail) is one
+    // chain: its intents are closed by its own outcomes.
+    let (archives, local): (Vec<&String>, Vec<&String>) =
+        audit.iter().partition(|a| a.starts_with("s3://"));
+    let (dirs, loose): (Vec<&String>, Vec<&String>) =
+        local.into_iter().partition(|a| Path::new(a).is_dir());
+    let mut local_trails: Vec<Vec<PathBuf>> = dirs.into_iter().map(|d| vec![d.into()]).collect();
+    if !loose.is_empty() {
+        local_trails.push(loose.into_iter().map(PathBuf::from).collect());
+    }
     let mut calls = Vec::new();
-    // Each trail (a replica's directory, an archived trail) is one chain: its intents are
-    // closed by its own outcomes.
-    for source in &audit {
-        if source.starts_with("s3://") {
-            use crate::audit::ObjectStore;
-            let url: crate::upstream::S3Url = source.parse()?;
-            let store = crate::upstream::S3Store::connect(&url.bucket, &s3_location).await;
-            let archive = crate::audit::read_archive(&store, &url.prefix).await?;
-            for trail in archive.trails {
-                let mut files = trail.audit_files.clone();
-                files.sort_by_key(|key| {
-                    crate::audit::segment_number(key.rsplit('/').next().unwrap_or(key))
-                });
-                let mut trail_calls = CallsFromRecords::new(default_account.clone());
-                for key in files {
-                    let bytes = store.get(&key).await?;
-                    read_records(&bytes[..], &store.url(&key), &mut trail_calls)?;
-                }
-                calls.extend(trail_calls.finish());
-            }
-        } else if Path::new(source).is_dir() || source == &audit_files_trail(&audit) {
-            let paths: Vec<PathBuf> = if Path::new(source).is_dir() {
-                vec![PathBuf::from(source)]
-            } else {
-                // The files given one by one are one trail, in seq order.
-                audit
-                    .iter()
-                    .filter(|a| !a.starts_with("s3://") && !Path::new(a).is_dir())
-                    .map(PathBuf::from)
-                    .collect()
-            };
+    for paths in local_trails {
+        let mut trail_calls = CallsFromRecords::new(default_account.clone());
+        let files = crate::audit::audit_files(&paths).map_err(|f| format!("audit trail: {f}"))?;
+        for file in &files {
+            let opened =
+                std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            read_records(opened, &file.display().to_string(), &mut trail_calls)?;
+        }
+        calls.extend(trail_calls.finish());
+    }
+    for source in archives {
+        use crate::audit::ObjectStore;
+        let url: crate::upstream::S3Url = source.parse()?;
+        let store = crate::upstream::S3Store::connect(&url.bucket, &s3_location).await;
+        for trail in crate::audit::read_archive(&store, &url.prefix)
+            .await?
+            .trails
+        {
+            let mut files = trail.audit_files;
+            files.sort_by_key(|key| {
+                crate::audit::segment_number(key.rsplit('/').next().unwrap_or(key))
+            });
             let mut trail_calls = CallsFromRecords::new(default_account.clone());
-            let files =
-                crate::audit::audit_files(&paths).map_err(|f| format!("audit trail: {f}"))?;
-            for file in &files {
-                let opened =
-                    std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-                read_records(opened, &file.display().to_string(), &mut trail_calls)?;
+            for key in files {
+                let bytes = store.get(&key).await?;
+                read_records(&bytes[..], &store.url(&key), &mut trail_calls)?;
             }
             calls.extend(trail_calls.finish());
         }
@@ -155,8 +159,8 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     let mut events = Vec::new();
     let mut keep = |event: AwsEvent| {
         // Events a little after the window may be its calls' (retries, skew).
-        if since.is_none_or(|s| event.event_time >= s - time::Duration::minutes(1))
-            && event.event_time <= until + time::Duration::minutes(15)
+        if since.is_none_or(|s| event.event_time >= s - EARLY_EVENT)
+            && event.event_time <= until + MATCH_WINDOW
         {
             events.push(event);
         }
@@ -182,7 +186,7 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
                     account,
                     &region,
                     since,
-                    until + time::Duration::minutes(15),
+                    until + MATCH_WINDOW,
                 ) {
                     read_s3_prefix(&store, &prefix, &mut keep).await?;
                 }
@@ -203,7 +207,7 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
         served_accounts,
         now,
         grace,
-        match_window: Duration::from_secs(15 * 60),
+        match_window: MATCH_WINDOW.unsigned_abs(),
     };
     let mut reconciliation = reconcile(&calls, &events, &scope);
     // Events after the window are there only to match its calls.
@@ -223,15 +227,6 @@ async fn reconcile_window(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The first audit file given one by one: they are read together, as one trail, when it comes.
-fn audit_files_trail(audit: &[String]) -> String {
-    audit
-        .iter()
-        .find(|a| !a.starts_with("s3://") && !Path::new(a).is_dir())
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Reads an audit file's records into `calls`; `name` names it in errors.

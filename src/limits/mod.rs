@@ -52,11 +52,6 @@ impl Limit {
         }
     }
 
-    /// The pool's sizes.
-    pub fn sizes(&self) -> PoolSizes {
-        self.shares.sizes()
-    }
-
     fn shed(&self, reason: &'static str) {
         if let Some(metrics) = &self.metrics {
             metrics.call_shed(self.pool, reason);
@@ -147,7 +142,7 @@ impl<Op: Operation, Stage: CallerKnown + Send + 'static> Middleware<Op, Stage> f
         F: std::future::Future<Output = Result<Op::Reply, GatewayError>> + Send + 'static,
     {
         if let Some(rates) = &self.rates
-            && let Err(over) = rates.check(&call.stage.caller().id)
+            && let Err(over) = rates.check(call.stage.caller())
         {
             if let Some(metrics) = &self.metrics {
                 metrics.call_shed("all", "caller_rate");
@@ -218,57 +213,75 @@ mod tests {
         })
     }
 
+    type HeldService = tower::util::BoxCloneService<ByCaller, AssociateReply, GatewayError>;
+
     /// A service behind a `Limit` of `slots` slots, `per_caller` a caller and a 50 ms queue
-    /// timeout, whose calls wait until `release` turns true; `reached` counts the calls that get
-    /// through the limit.
-    fn held_until(
-        slots: usize,
-        per_caller: usize,
-        release: tokio::sync::watch::Receiver<bool>,
+    /// timeout, whose calls wait until `release`; `reached` counts the calls that got through.
+    struct Held {
+        svc: HeldService,
+        release: tokio::sync::watch::Sender<bool>,
         reached: Arc<AtomicUsize>,
-    ) -> impl Service<ByCaller, Response = AssociateReply, Error = GatewayError, Future: Send>
-    + Clone
-    + Send
-    + 'static {
-        let held = tower::service_fn(move |_call: ByCaller| {
-            let mut release = release.clone();
-            reached.fetch_add(1, Ordering::SeqCst);
-            async move {
-                let _ = release.wait_for(|r| *r).await;
-                Ok::<_, GatewayError>(AssociateReply::Associated(Default::default()))
+    }
+
+    impl Held {
+        fn new(slots: usize, per_caller: usize) -> Held {
+            let (release, released) = tokio::sync::watch::channel(false);
+            let reached = Arc::new(AtomicUsize::new(0));
+            let counted = reached.clone();
+            let held = tower::service_fn(move |_call: ByCaller| {
+                let mut released = released.clone();
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    Ok::<_, GatewayError>(AssociateReply::Associated(Default::default()))
+                }
+            });
+            let sizes = PoolSizes {
+                slots,
+                per_caller,
+                queued_per_caller: 8,
+            };
+            let limit = Limit::new(sizes, Duration::from_millis(50), "test", None);
+            Held {
+                svc: tower::util::BoxCloneService::new(MiddlewareLayer::new(limit).layer(held)),
+                release,
+                reached,
             }
-        });
-        let sizes = PoolSizes {
-            slots,
-            per_caller,
-            queued_per_caller: 8,
-        };
-        MiddlewareLayer::new(Limit::new(sizes, Duration::from_millis(50), "test", None)).layer(held)
+        }
+
+        /// A call of `caller` sent in a task of its own, given its turn to reach the limit.
+        async fn spawn(
+            &self,
+            caller: &str,
+        ) -> tokio::task::JoinHandle<Result<AssociateReply, GatewayError>> {
+            let task = tokio::spawn(self.svc.clone().oneshot(call_of(caller)));
+            tokio::task::yield_now().await;
+            task
+        }
+
+        fn reached(&self) -> usize {
+            self.reached.load(Ordering::SeqCst)
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_over_the_limit_is_shed_after_the_queue_timeout() {
-        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let svc = held_until(1, 1, release_rx, Arc::default());
-        let first = tokio::spawn(svc.clone().oneshot(call_of("a")));
-        tokio::task::yield_now().await;
-        let second = svc.clone().oneshot(call_of("b")).await;
+        let held = Held::new(1, 1);
+        let first = held.spawn("a").await;
+        let second = held.svc.clone().oneshot(call_of("b")).await;
         assert!(
             matches!(second, Err(GatewayError::Overloaded)),
             "{second:?}"
         );
-        release_tx.send(true).unwrap();
+        held.release.send(true).unwrap();
         assert!(first.await.unwrap().is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_caller_that_waited_on_its_own_share_is_told_so() {
-        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let reached = Arc::new(AtomicUsize::new(0));
-        let svc = held_until(4, 1, release_rx, reached.clone());
-        let first = tokio::spawn(svc.clone().oneshot(call_of("a")));
-        tokio::task::yield_now().await;
-        let second = svc.clone().oneshot(call_of("a")).await;
+        let held = Held::new(4, 1);
+        let first = held.spawn("a").await;
+        let second = held.svc.clone().oneshot(call_of("a")).await;
         assert!(
             matches!(
                 second,
@@ -280,53 +293,46 @@ mod tests {
             "{second:?}"
         );
         // Meanwhile another caller gets one of the free slots at once.
-        let other = tokio::spawn(svc.clone().oneshot(call_of("b")));
-        tokio::task::yield_now().await;
-        assert_eq!(reached.load(Ordering::SeqCst), 2, "a's first call and b's");
-        release_tx.send(true).unwrap();
+        let other = held.spawn("b").await;
+        assert_eq!(held.reached(), 2, "a's first call and b's");
+        held.release.send(true).unwrap();
         assert!(other.await.unwrap().is_ok());
         assert!(first.await.unwrap().is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_queued_call_goes_on_when_a_slot_frees_within_the_queue_timeout() {
-        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let reached = Arc::new(AtomicUsize::new(0));
-        let svc = held_until(1, 1, release_rx, reached.clone());
-        let first = tokio::spawn(svc.clone().oneshot(call_of("a")));
-        tokio::task::yield_now().await;
-        let second = tokio::spawn(svc.clone().oneshot(call_of("b")));
+        let held = Held::new(1, 1);
+        let first = held.spawn("a").await;
+        let second = held.spawn("b").await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(reached.load(Ordering::SeqCst), 1, "queued");
-        release_tx.send(true).unwrap();
+        assert_eq!(held.reached(), 1, "queued");
+        held.release.send(true).unwrap();
         assert!(first.await.unwrap().is_ok());
         assert!(
             second.await.unwrap().is_ok(),
             "forwarded once the slot freed"
         );
-        assert_eq!(reached.load(Ordering::SeqCst), 2);
+        assert_eq!(held.reached(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_queued_call_whose_caller_left_stops_waiting_and_is_not_forwarded() {
-        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let reached = Arc::new(AtomicUsize::new(0));
-        let svc = held_until(1, 1, release_rx, reached.clone());
-        let first = tokio::spawn(svc.clone().oneshot(call_of("a")));
-        tokio::task::yield_now().await;
+        let held = Held::new(1, 1);
+        let first = held.spawn("a").await;
         let queued = call_of("b");
         let notes = queued.notes.clone();
-        let second = tokio::spawn(svc.clone().oneshot(queued));
+        let second = tokio::spawn(held.svc.clone().oneshot(queued));
         tokio::task::yield_now().await;
         notes.mark_caller_gone();
         assert!(matches!(
             second.await.unwrap(),
             Err(GatewayError::CallerGone)
         ));
-        release_tx.send(true).unwrap();
+        held.release.send(true).unwrap();
         assert!(first.await.unwrap().is_ok());
         assert_eq!(
-            reached.load(Ordering::SeqCst),
+            held.reached(),
             1,
             "the gone caller's call was not forwarded"
         );

@@ -12,6 +12,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
 
+use crate::call::Principal;
+
 /// `[server.per_caller_rate]`: each principal's rate of calls into the gateway.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -60,14 +62,13 @@ impl CallerRates {
     }
 
     /// Takes one token from `caller`'s bucket, or says how long until there is one.
-    pub fn check(&self, caller: &str) -> Result<(), OverRate> {
+    pub fn check(&self, caller: &Principal) -> Result<(), OverRate> {
         if self.since_prune.fetch_add(1, Ordering::Relaxed) >= PRUNE_EVERY {
             self.since_prune.store(0, Ordering::Relaxed);
             self.limiter.retain_recent();
         }
-        // `check_key` takes the key type; one short copy of the principal per call.
         self.limiter
-            .check_key(&caller.to_owned())
+            .check_key(&caller.id)
             .map_err(|not_until| OverRate {
                 retry_after: not_until.wait_time_from(self.clock.now()),
                 config: self.config,
@@ -79,6 +80,13 @@ impl CallerRates {
 mod tests {
     use super::*;
 
+    fn principal(id: &str) -> Principal {
+        Principal {
+            id: id.into(),
+            groups: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_caller_gets_its_burst_then_waits_for_the_next_token_and_others_are_untouched() {
         let rates = CallerRates::new(RateConfig {
@@ -87,13 +95,13 @@ mod tests {
         })
         .unwrap();
         for _ in 0..3 {
-            rates.check("flood").unwrap();
+            rates.check(&principal("flood")).unwrap();
         }
-        let refused = rates.check("flood").unwrap_err();
+        let refused = rates.check(&principal("flood")).unwrap_err();
         // One token every 500 ms: the next is at most that far.
         assert!(refused.retry_after > Duration::ZERO);
         assert!(refused.retry_after <= Duration::from_millis(500));
-        rates.check("other").unwrap();
+        rates.check(&principal("other")).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! own share, a caller over its rate is told when to come back, and a slow STS for one caller
 //! neither delays another whose session is cached nor is called again for callers who left.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support;
 
@@ -190,7 +190,8 @@ async fn a_caller_over_its_rate_is_told_when_to_come_back_and_the_other_is_not()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_sts_for_one_caller_delays_no_other_and_is_not_called_for_callers_who_left() {
+async fn an_sts_that_holds_one_callers_assume_role_delays_no_other_and_is_not_called_for_callers_who_left()
+ {
     let emulator = Emulator::start();
     let gw = Gateway::start(GatewayOptions {
         server_toml: "concurrency_limit = 8\n".into(),
@@ -202,9 +203,8 @@ async fn a_slow_sts_for_one_caller_delays_no_other_and_is_not_called_for_callers
     // NOTEBOOK's session is cached before STS turns slow.
     list(&mut client, NOTEBOOK).await.expect("first call");
     let assumed_before = emulator.counter("AssumeRole", "received");
-    emulator.inject_fault(
-        json!({"kind": "latency", "latency_ms": 1500, "operation": "AssumeRole", "count": 1}),
-    );
+    // REPORTING's AssumeRole is held by STS until released.
+    emulator.inject_fault(json!({"kind": "hold", "operation": "AssumeRole", "count": 1}));
     // 20 calls of REPORTING, each with a 400 ms deadline, at once: one AssumeRole for all.
     let mut short = Vec::new();
     for _ in 0..20 {
@@ -216,27 +216,15 @@ async fn a_slow_sts_for_one_caller_delays_no_other_and_is_not_called_for_callers
             client.list_consumer_data_shares(request).await.map(|_| ())
         }));
     }
-    // Meanwhile NOTEBOOK's calls go through on its cached session, at once.
-    support::wait::until(
-        Duration::from_secs(10),
-        "STS is called for REPORTING",
-        async || match emulator.counter("AssumeRole", "received") - assumed_before {
-            0 => Err(0),
-            n => Ok(n),
-        },
-    )
-    .await;
+    emulator.wait_held(1).await;
+    // Meanwhile NOTEBOOK's calls go through on its cached session: answered while REPORTING's
+    // AssumeRole is still held, so they waited for none of it.
     for _ in 0..3 {
-        let started = Instant::now();
         list(&mut client, NOTEBOOK)
             .await
             .expect("a cached session is not held up by another caller's STS");
-        assert!(
-            started.elapsed() < Duration::from_millis(1000),
-            "answered without waiting for the slow AssumeRole: {:?}",
-            started.elapsed()
-        );
     }
+    assert_eq!(emulator.held(), 1, "REPORTING's AssumeRole is still held");
     // Two of them hold REPORTING's share (a quarter of 8) and wait for STS until their
     // deadline, eight wait in its queue, the rest are refused at once as its own overload.
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
@@ -259,6 +247,7 @@ async fn a_slow_sts_for_one_caller_delays_no_other_and_is_not_called_for_callers
         "{codes:?}"
     );
     // The one AssumeRole ends and its session is cached: REPORTING's next call uses it.
+    assert_eq!(emulator.release(), 1);
     support::wait::until(
         Duration::from_secs(10),
         "the slow AssumeRole ended",

@@ -3,10 +3,10 @@
 //! the gateway adds up; a direct change by an administrator is a bypass; a change with the
 //! gateway role's credentials taken outside the gateway is unrecorded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support;
+use crate::{audit_ship, support};
 
 use datashare_gateway::proto::datasharing::v1::{
     AssociateConsumerRequest, DisassociateConsumerRequest, ListConsumerDataSharesRequest,
@@ -16,20 +16,37 @@ use support::emulator::{
 };
 use support::gateway::{self, Gateway, GatewayOptions, REPORTING, SALES_SHARE};
 
-/// Writes the emulator's events as one CloudTrail log file and runs reconcile over it.
-fn reconcile(emulator: &Emulator, gw: &Gateway, dir: &Path) -> (Output, Vec<serde_json::Value>) {
+/// `datashare-gateway reconcile --config <gw's>`, with AWS credentials for S3 (moto's) in its
+/// environment and never a real AWS's.
+fn reconcile_command(gw: &Gateway) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"));
+    command
+        .arg("reconcile")
+        .arg("--config")
+        .arg(&gw.config_file)
+        .env("AWS_ACCESS_KEY_ID", "AKIDRECONCILE")
+        .env("AWS_SECRET_ACCESS_KEY", "reconcile-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+/// The emulator's event log as one CloudTrail log file in `dir`.
+fn trail_file(emulator: &Emulator, dir: &Path) -> PathBuf {
     let trail = dir.join("cloudtrail.json");
     std::fs::write(
         &trail,
         serde_json::json!({"Records": emulator.events()}).to_string(),
     )
     .expect("write the trail file");
-    let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .arg("reconcile")
-        .arg("--config")
-        .arg(&gw.config_file)
+    trail
+}
+
+/// Writes the emulator's events as one CloudTrail log file and runs reconcile over it.
+fn reconcile(emulator: &Emulator, gw: &Gateway, dir: &Path) -> (Output, Vec<serde_json::Value>) {
+    let out = reconcile_command(gw)
         .arg("--cloudtrail")
-        .arg(&trail)
+        .arg(trail_file(emulator, dir))
         .args(["--grace", "0s", "--format", "json"])
         .output()
         .expect("run reconcile");
@@ -38,6 +55,22 @@ fn reconcile(emulator: &Emulator, gw: &Gateway, dir: &Path) -> (Output, Vec<serd
         .map(|line| serde_json::from_str(line).expect("one finding a line"))
         .collect();
     (out, findings)
+}
+
+/// REPORTING associates the sales share with the whole default account, through the gateway.
+async fn associate_through(gw: &Gateway) {
+    gw.client()
+        .await
+        .associate_consumer(gateway::as_caller(
+            REPORTING,
+            AssociateConsumerRequest {
+                data_share_arn: SALES_SHARE.into(),
+                associate_entire_account: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("associate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,10 +199,7 @@ async fn the_gateways_calls_add_up_and_what_went_around_it_is_found() {
     );
 
     // What cannot be read is exit 2, never taken for "no findings" or "findings".
-    let out = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .arg("reconcile")
-        .arg("--config")
-        .arg(&gw.config_file)
+    let out = reconcile_command(&gw)
         .args(["--cloudtrail", "/nonexistent/cloudtrail.json.gz"])
         .output()
         .expect("run reconcile");
@@ -177,68 +207,22 @@ async fn the_gateways_calls_add_up_and_what_went_around_it_is_found() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cloudtrail.json.gz"));
 }
 
-/// Delivers the emulator's events to `bucket` as CloudTrail would: one gzip file per account,
-/// under its day's prefix.
-async fn deliver(emulator: &Emulator, client: &aws_sdk_s3::Client, bucket: &str, batch: usize) {
-    use std::io::Write;
-    let mut by_account = std::collections::BTreeMap::<String, Vec<serde_json::Value>>::new();
-    for event in emulator.events() {
-        let account = event["recipientAccountId"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        by_account.entry(account).or_default().push(event);
-    }
-    for (account, events) in by_account {
-        let time = events[0]["eventTime"].as_str().expect("eventTime");
-        let (date, clock) = (&time[..10], &time[11..16]);
-        let key = format!(
-            "AWSLogs/{account}/CloudTrail/us-east-1/{}/{account}_CloudTrail_us-east-1_{}T{}Z_batch{batch:011}.json.gz",
-            date.replace('-', "/"),
-            date.replace('-', ""),
-            clock.replace(':', "")
-        );
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(
-            serde_json::json!({"Records": events})
-                .to_string()
-                .as_bytes(),
-        )
-        .expect("gzip");
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(&key)
-            .body(gz.finish().expect("gzip").into())
-            .send()
-            .await
-            .expect("deliver a trail file");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
     let moto = support::s3::Moto::start().await;
-    let s3 = support::s3::s3_client(&moto.endpoint).await;
-    s3.create_bucket()
-        .bucket("org-cloudtrail")
-        .send()
-        .await
-        .expect("the trail's bucket");
-    let emulator = Emulator::start();
+    support::s3::create_bucket(&moto.endpoint, "org-cloudtrail").await;
+    // The emulator delivers its trail files to the bucket as CloudTrail does, here only when
+    // flushed.
+    let emulator = Emulator::start_with_args(&[
+        "--trail-s3-endpoint",
+        &moto.endpoint,
+        "--trail-bucket",
+        "org-cloudtrail",
+        "--trail-interval-ms",
+        "3600000",
+    ]);
     let gw = Gateway::start(GatewayOptions::with_roles(emulator.endpoint_url())).await;
-    gw.client()
-        .await
-        .associate_consumer(gateway::as_caller(
-            REPORTING,
-            AssociateConsumerRequest {
-                data_share_arn: SALES_SHARE.into(),
-                associate_entire_account: true,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("associate");
+    associate_through(&gw).await;
     support::wait::until(
         std::time::Duration::from_secs(10),
         "the outcome",
@@ -251,25 +235,12 @@ async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
         },
     )
     .await;
-    deliver(&emulator, &s3, "org-cloudtrail", 1).await;
+    assert!(!emulator.flush_trail().is_empty(), "trail files delivered");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-            .arg("reconcile")
-            .arg("--config")
-            .arg(&gw.config_file)
-            .args([
-                "--cloudtrail",
-                "s3://org-cloudtrail/",
-                "--since",
-                "1h",
-                "--grace",
-                "0s",
-            ])
-            .args(["--s3-endpoint-url", &moto.endpoint, "--s3-force-path-style"])
-            .env("AWS_ACCESS_KEY_ID", "AKIDRECONCILE")
-            .env("AWS_SECRET_ACCESS_KEY", "reconcile-secret")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+        reconcile_command(&gw)
+            .args(["--cloudtrail", "s3://org-cloudtrail/", "--since", "1h"])
+            .args(["--grace", "0s", "--s3-endpoint-url", &moto.endpoint])
+            .arg("--s3-force-path-style")
             .output()
             .expect("run reconcile")
     };
@@ -286,8 +257,7 @@ async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
         "{stdout}"
     );
 
-    // The next delivery holds only what happens next: an administrator's direct change.
-    emulator.reset_events();
+    // An administrator's direct change, in the next delivery.
     emulator
         .consumer()
         .disassociate_data_share_consumer()
@@ -296,7 +266,7 @@ async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
         .send()
         .await
         .expect("the administrator's own call");
-    deliver(&emulator, &s3, "org-cloudtrail", 2).await;
+    assert!(!emulator.flush_trail().is_empty(), "trail files delivered");
     let out = run();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -308,10 +278,7 @@ async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
         stdout.contains("1 finding(s)") && stdout.contains("1 call(s) matched"),
         "{stdout}"
     );
-    let without_since = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .arg("reconcile")
-        .arg("--config")
-        .arg(&gw.config_file)
+    let without_since = reconcile_command(&gw)
         .args(["--cloudtrail", "s3://org-cloudtrail/"])
         .output()
         .expect("run reconcile");
@@ -322,62 +289,28 @@ async fn trail_files_are_read_from_the_trails_bucket_by_account_and_day() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_side_is_read_from_the_archive_its_trail_ships_to() {
     let moto = support::s3::Moto::start().await;
-    support::s3::create_locked_bucket(&moto.endpoint, "audit-archive").await;
+    support::s3::create_locked_bucket(&moto.endpoint, audit_ship::BUCKET).await;
     let emulator = Emulator::start();
     let keys = tempfile::tempdir().expect("temp dir");
-    let key = keys.path().join("checkpoint.key");
-    let keygen = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .args(["audit", "keygen", "--out"])
-        .arg(&key)
-        .output()
-        .expect("keygen");
-    assert!(keygen.status.success());
-    let mut options = GatewayOptions::with_roles(emulator.endpoint_url());
-    options.audit_toml = format!(
-        "[audit.checkpoint]\nsigning_key_file = {key:?}\ninterval_records = 10\ninterval_secs = 1\n\n\
-         [audit.ship]\nbucket = \"audit-archive\"\nprefix = \"trail\"\nregion = \"us-east-1\"\n\
-         endpoint_url = \"{}\"\nforce_path_style = true\n\
-         object_lock_mode = \"COMPLIANCE\"\nretention_days = 1\nseal_interval_secs = 1\n",
-        moto.endpoint
-    );
+    let (key, _) = audit_ship::keygen(keys.path(), "checkpoint.key");
+    // The shipping tests' trail (checkpoints, a bucket under Object Lock, files sealed every
+    // second), from a gateway acting through its roles.
+    let options = GatewayOptions {
+        audit_toml: audit_ship::options(&emulator, &key, &moto.endpoint).audit_toml,
+        ..GatewayOptions::with_roles(emulator.endpoint_url())
+    };
     let gw = Gateway::start(options).await;
-    gw.client()
-        .await
-        .associate_consumer(gateway::as_caller(
-            REPORTING,
-            AssociateConsumerRequest {
-                data_share_arn: SALES_SHARE.into(),
-                associate_entire_account: true,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("associate");
+    associate_through(&gw).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let trail = dir.path().join("cloudtrail.json");
-    std::fs::write(
-        &trail,
-        serde_json::json!({"Records": emulator.events()}).to_string(),
-    )
-    .expect("write the trail file");
+    let trail = trail_file(&emulator, dir.path());
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-            .arg("reconcile")
-            .arg("--config")
-            .arg(&gw.config_file)
-            .args(["--audit", "s3://audit-archive/trail/", "--cloudtrail"])
+        reconcile_command(&gw)
+            .arg("--audit")
+            .arg(format!("s3://{}/trail/", audit_ship::BUCKET))
+            .arg("--cloudtrail")
             .arg(&trail)
-            .args([
-                "--grace",
-                "0s",
-                "--s3-endpoint-url",
-                &moto.endpoint,
-                "--s3-force-path-style",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "AKIDRECONCILE")
-            .env("AWS_SECRET_ACCESS_KEY", "reconcile-secret")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["--grace", "0s", "--s3-endpoint-url", &moto.endpoint])
+            .arg("--s3-force-path-style")
             .output()
             .expect("run reconcile")
     };

@@ -310,6 +310,7 @@ def test_gateway_role_grants_what_the_gateway_calls_and_issue_25_only():
         "cloudtrail:ListPublicKeys",
         "s3:GetObject",
         "s3:ListBucket",
+        "s3:ListBucketVersions",
     }
     # Every datashare change the SCP leaves to this role is one it may make.
     assert DATASHARE_CHANGES <= redshift
@@ -327,6 +328,11 @@ def test_gateway_role_reads_only_cloudtrails_files():
     assert re.fullmatch(r"arn:aws:s3:::[a-z0-9.-]+/AWSLogs/\*", get["Resource"])
     bucket = get["Resource"].split("/")[0]
     listing = statement(GATEWAY_PERMISSIONS, "ReconcileListTrailFiles")
+    # reconcile lists a day's trail files with ListObjectVersions (the archive's reader), which
+    # needs s3:ListBucketVersions; ListBucket keeps a missing key a 404.
+    code = (REPO / "src" / "cli" / "reconcile.rs").read_text()
+    assert ".list_versions(prefix)" in code
+    assert set(as_list(listing["Action"])) == {"s3:ListBucket", "s3:ListBucketVersions"}
     assert listing["Resource"] == bucket
     assert listing["Condition"] == {"StringLike": {"s3:prefix": "AWSLogs/*"}}
 
