@@ -332,7 +332,13 @@ fn spawn_api(
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let svc = service_fn(move |req| api::handle(shared.clone(), peer, req));
+        // Each request runs in a task of its own: AWS carries out a request it has received even
+        // when the client hangs up before the answer (a crash, a timeout), and hyper would drop
+        // the handler with the connection.
+        let svc = service_fn(move |req| {
+            let handling = tokio::spawn(api::handle(shared.clone(), peer, req));
+            async move { handling.await.unwrap_or(Err(api::CloseConnection)) }
+        });
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
         tokio::select! {
             res = conn.as_mut() => {

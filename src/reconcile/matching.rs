@@ -280,11 +280,16 @@ fn is_gateway(event: &AwsEvent, scope: &Scope) -> bool {
 fn is_event_of(call: &GatewayCall, event: &AwsEvent, scope: &Scope) -> bool {
     let same_session = match (&call.assumed_role_arn, &call.source_identity) {
         (Some(session), _) if *session == event.actor_arn => true,
-        (_, Some(identity)) => {
-            event.source_identity.as_ref() == Some(identity) && is_gateway(event, scope)
-        }
-        (None, None) => scope.gateway_identities.contains(&event.actor_arn),
         (Some(_), None) => false,
+        (_, Some(identity))
+            if event.source_identity.as_ref() == Some(identity) && is_gateway(event, scope) =>
+        {
+            true
+        }
+        // No session known (the single-account form, or an intent left open): the gateway's
+        // own identity.
+        (None, _) => scope.gateway_identities.contains(&event.actor_arn),
+        (Some(_), Some(_)) => false,
     };
     let offset = event.event_time - call.received_at;
     let window = time::Duration::try_from(scope.match_window).unwrap_or(time::Duration::MAX);

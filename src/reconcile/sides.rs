@@ -101,7 +101,12 @@ impl CallsFromRecords {
             received_at: time_of(&record["received_at"])?,
             aws_request_id: text(&outcome["aws_request_id"]),
             assumed_role_arn,
-            source_identity: text(&outcome["source_identity"]),
+            // An intent left open (a crash) has no outcome to say which session it used; the
+            // source identity follows from the principal, as the gateway derives it.
+            source_identity: text(&outcome["source_identity"]).or_else(|| {
+                text(&record["principal"])
+                    .map(|principal| crate::upstream::source_identity(&principal))
+            }),
             parameters: Parameters {
                 data_share_arn: text(&params["data_share_arn"]),
                 consumer: text(&params["consumer_arn"]),

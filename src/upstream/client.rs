@@ -9,7 +9,10 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_sdk_redshift::config::retry::RetryConfig;
 use aws_sdk_redshift::config::timeout::TimeoutConfig;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::{ConnectorBuilder, tls};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -44,6 +47,7 @@ pub async fn build_client(
                 .operation_timeout(Duration::from_millis(config.operation_timeout_ms))
                 .build(),
         );
+    loader = loader.http_client(https_client(config));
     if let Some(region) = &config.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
@@ -72,6 +76,30 @@ pub async fn build_client(
         redshift: aws_sdk_redshift::Client::from_conf(conf),
         sts: aws_sdk_sts::Client::new(&shared),
     }
+}
+
+/// The SDK's default HTTPS client (hyper 1, rustls with aws-lc, the proxy from the environment),
+/// with a bounded connection pool: a burst of calls opens up to `max_concurrent_requests`
+/// connections, and the SDK's default keeps every one of them idle for 90 s.
+fn https_client(config: &UpstreamConfig) -> SharedHttpClient {
+    let max_idle = config.pool_max_idle_per_host;
+    let idle_timeout = Duration::from_millis(config.pool_idle_timeout_ms);
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(
+        move |settings, runtime_components| {
+            let mut connector = ConnectorBuilder::default()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .pool_max_idle_per_host(max_idle)
+                .pool_idle_timeout(idle_timeout);
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = runtime_components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        },
+    )
 }
 
 /// The shared Redshift and STS clients; cheap to clone.

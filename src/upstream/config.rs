@@ -26,6 +26,11 @@ pub(crate) const THROTTLE_RETRY_AFTER_MS: RangeInclusive<u64> = 1..=600_000;
 pub(crate) const MAX_CONCURRENT_REQUESTS: RangeInclusive<usize> = 1..=100_000;
 /// `upstream.session_cache_size`.
 pub(crate) const SESSION_CACHE_SIZE: RangeInclusive<usize> = 1..=1_000_000;
+/// `upstream.pool_max_idle_per_host`: 0 (close each connection after its call) to the most that
+/// can be busy at once.
+pub(crate) const POOL_MAX_IDLE_PER_HOST: RangeInclusive<usize> = 0..=100_000;
+/// `upstream.pool_idle_timeout_ms`: 1 ms to ten minutes.
+pub(crate) const POOL_IDLE_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
 
 /// `[upstream]`: how the gateway reaches Redshift.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -78,6 +83,14 @@ pub struct UpstreamConfig {
     /// caller and role at a time) take none. Each costs a connection and tens of KB while it waits on AWS.
     #[serde(default = "defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Idle connections kept per AWS endpoint once their calls are done; more are closed. A
+    /// burst opens up to `max_concurrent_requests` connections, and without a bound every one
+    /// of them (with its TLS state) outlives the burst.
+    #[serde(default = "defaults::pool_max_idle_per_host")]
+    pub pool_max_idle_per_host: usize,
+    /// An idle connection to AWS is closed after this long, in milliseconds.
+    #[serde(default = "defaults::pool_idle_timeout_ms")]
+    pub pool_idle_timeout_ms: u64,
 }
 
 mod defaults {
@@ -101,6 +114,12 @@ mod defaults {
     }
     pub(super) fn max_concurrent_requests() -> usize {
         512
+    }
+    pub(super) fn pool_max_idle_per_host() -> usize {
+        64
+    }
+    pub(super) fn pool_idle_timeout_ms() -> u64 {
+        20_000
     }
     pub(super) fn session_cache_size() -> usize {
         10_000
@@ -127,6 +146,8 @@ impl UpstreamConfig {
             operation_timeout_ms: defaults::operation_timeout_ms(),
             throttle_retry_after_ms: defaults::throttle_retry_after_ms(),
             max_concurrent_requests: defaults::max_concurrent_requests(),
+            pool_max_idle_per_host: defaults::pool_max_idle_per_host(),
+            pool_idle_timeout_ms: defaults::pool_idle_timeout_ms(),
         }
     }
 
@@ -150,6 +171,11 @@ impl UpstreamConfig {
             "upstream.max_concurrent_requests",
             self.max_concurrent_requests,
             &MAX_CONCURRENT_REQUESTS,
+        )?;
+        in_range(
+            "upstream.pool_max_idle_per_host",
+            self.pool_max_idle_per_host,
+            &POOL_MAX_IDLE_PER_HOST,
         )?;
         if let Some(region) = &self.region {
             crate::arn::Region::parse_configured(region)
@@ -193,6 +219,11 @@ impl UpstreamConfig {
                 "upstream.operation_timeout_ms",
                 self.operation_timeout_ms,
                 &OPERATION_TIMEOUT_MS,
+            ),
+            (
+                "upstream.pool_idle_timeout_ms",
+                self.pool_idle_timeout_ms,
+                &POOL_IDLE_TIMEOUT_MS,
             ),
             (
                 "upstream.throttle_retry_after_ms",
@@ -252,6 +283,22 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .starts_with("upstream.attempt_timeout_ms")
+        );
+        let mut config = UpstreamConfig::for_account("444455556666");
+        config.pool_idle_timeout_ms = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("upstream.pool_idle_timeout_ms")
+        );
+        let mut config = UpstreamConfig::for_account("444455556666");
+        config.pool_max_idle_per_host = 100_001;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("upstream.pool_max_idle_per_host")
         );
     }
 }

@@ -51,6 +51,7 @@ mod policy_rules;
 mod policy_stack;
 mod policy_unreadable_entry;
 mod reconcile;
+mod reconcile_delivery;
 mod session_renewal;
 mod shutdown;
 mod streams;
