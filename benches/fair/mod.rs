@@ -3,22 +3,14 @@
 //! its calls alone, then while the first keeps 1,500 calls in the air. Its share of OK answers
 //! and its p50 latency in both windows, and how the flood was refused.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use datashare_gateway::proto::datasharing::v1::ListConsumerDataSharesRequest;
-use datashare_gateway::proto::datasharing::v1::data_sharing_client::DataSharingClient;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::support::emulator::Emulator;
-use crate::support::gateway::{self, Gateway, GatewayOptions, NOTEBOOK, REPORTING};
-use crate::support::prometheus::scrape;
-
-const LIST: &str = "DescribeDataSharesForConsumer";
+use crate::support::flood::{Flood, LIST, list};
+use crate::support::gateway::{Gateway, GatewayOptions, NOTEBOOK, REPORTING};
 const OTHER_CALLS: usize = 60;
 const OTHER_AT_ONCE: usize = 3;
 const FLOOD_CONNECTIONS: usize = 15;
@@ -35,16 +27,6 @@ pub(crate) struct Share {
 pub(crate) struct FairShares {
     pub alone: Share,
     pub during: Share,
-}
-
-async fn list(client: &mut DataSharingClient<Channel>, caller: &str) -> Result<(), tonic::Status> {
-    client
-        .list_consumer_data_shares(gateway::as_caller(
-            caller,
-            ListConsumerDataSharesRequest::default(),
-        ))
-        .await
-        .map(|_| ())
 }
 
 /// `OTHER_CALLS` calls of the other caller, `OTHER_AT_ONCE` at a time.
@@ -85,55 +67,14 @@ pub(crate) async fn fair_shares(emulator: &Emulator) -> FairShares {
     .await;
     let alone = other_caller(&gw).await;
 
-    // Each flood call is sent again as soon as it is answered: 1,500 always in the air.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut flood = Vec::new();
-    for _ in 0..FLOOD_CONNECTIONS {
-        let client = gw.client().await;
-        for _ in 0..FLOOD_PER_CONNECTION {
-            let (mut client, stop) = (client.clone(), stop.clone());
-            flood.push(tokio::spawn(async move {
-                let mut reasons = BTreeMap::<String, u64>::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let reason = match list(&mut client, REPORTING).await {
-                        Ok(()) => "OK".to_owned(),
-                        Err(status) => gateway::error_info(&status).0,
-                    };
-                    *reasons.entry(reason).or_default() += 1;
-                }
-                reasons
-            }));
-        }
-    }
-    // The flood holds its share and its queue before the other caller starts.
-    crate::support::wait::until(
-        Duration::from_secs(30),
-        "the flood's queue is full",
-        async || {
-            let m = scrape(gw.admin).await;
-            match m.value(
-                "datashare_gateway_calls_shed_total",
-                &[("pool", "redshift"), ("reason", "caller_queue_full")],
-            ) {
-                Some(n) if n > 0.0 => Ok(()),
-                seen => Err(seen),
-            }
-        },
-    )
-    .await;
+    let flood = Flood::start(&gw, REPORTING, FLOOD_CONNECTIONS, FLOOD_PER_CONNECTION).await;
     let during = other_caller(&gw).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut refused = BTreeMap::<String, u64>::new();
-    for task in flood {
-        for (reason, count) in task.await.expect("flood task") {
-            *refused.entry(reason).or_default() += count;
-        }
-    }
+    let answers = flood.stop().await;
     emulator.clear_faults();
     println!(
         "fair shares, 8 slots, Redshift 200 ms, the other caller {OTHER_CALLS} calls {OTHER_AT_ONCE} at a time: \
          alone {:.2} OK, p50 {:.0} ms; during a flood of {} calls in the air {:.2} OK, p50 {:.0} ms \
-         ({:.2}x alone); the flood's answers: {refused:?}",
+         ({:.2}x alone); the flood's answers: {answers:?}",
         alone.ok,
         alone.p50_ms,
         FLOOD_CONNECTIONS * FLOOD_PER_CONNECTION,

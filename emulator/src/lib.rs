@@ -337,7 +337,12 @@ fn spawn_api(
         // the handler with the connection.
         let svc = service_fn(move |req| {
             let handling = tokio::spawn(api::handle(shared.clone(), peer, req));
-            async move { handling.await.unwrap_or(Err(api::CloseConnection)) }
+            async move {
+                handling.await.unwrap_or_else(|panicked| {
+                    tracing::error!(%peer, error = %panicked, "request handler panicked");
+                    Err(api::CloseConnection)
+                })
+            }
         });
         let mut conn = std::pin::pin!(http1().serve_connection(TokioIo::new(stream), svc));
         tokio::select! {

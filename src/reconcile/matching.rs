@@ -278,19 +278,16 @@ fn is_gateway(event: &AwsEvent, scope: &Scope) -> bool {
 /// the same session (or the same source identity through a gateway role), near its receipt,
 /// with the same parameters.
 fn is_event_of(call: &GatewayCall, event: &AwsEvent, scope: &Scope) -> bool {
-    let same_session = match (&call.assumed_role_arn, &call.source_identity) {
-        (Some(session), _) if *session == event.actor_arn => true,
-        (Some(_), None) => false,
-        (_, Some(identity))
-            if event.source_identity.as_ref() == Some(identity) && is_gateway(event, scope) =>
-        {
-            true
-        }
-        // No session known (the single-account form, or an intent left open): the gateway's
-        // own identity.
-        (None, _) => scope.gateway_identities.contains(&event.actor_arn),
-        (Some(_), Some(_)) => false,
-    };
+    let same_identity = call.source_identity.is_some()
+        && event.source_identity == call.source_identity
+        && is_gateway(event, scope);
+    let same_session = same_identity
+        || match &call.assumed_role_arn {
+            Some(session) => *session == event.actor_arn,
+            // No session known (the single-account form, or an intent left open): the
+            // gateway's own identity.
+            None => scope.gateway_identities.contains(&event.actor_arn),
+        };
     let offset = event.event_time - call.received_at;
     let window = time::Duration::try_from(scope.match_window).unwrap_or(time::Duration::MAX);
     call.operation == event.operation

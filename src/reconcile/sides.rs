@@ -101,12 +101,13 @@ impl CallsFromRecords {
             received_at: time_of(&record["received_at"])?,
             aws_request_id: text(&outcome["aws_request_id"]),
             assumed_role_arn,
-            // An intent left open (a crash) has no outcome to say which session it used; the
-            // source identity follows from the principal, as the gateway derives it.
-            source_identity: text(&outcome["source_identity"]).or_else(|| {
-                text(&record["principal"])
-                    .map(|principal| crate::upstream::source_identity(&principal))
-            }),
+            source_identity: match &result {
+                // An intent left open (a crash) has no outcome to say which session it used;
+                // the source identity follows from the principal, as the gateway derives it.
+                CallResult::IntentOnly => text(&record["principal"])
+                    .map(|principal| crate::upstream::source_identity(&principal)),
+                _ => text(&outcome["source_identity"]),
+            },
             parameters: Parameters {
                 data_share_arn: text(&params["data_share_arn"]),
                 consumer: text(&params["consumer_arn"]),
@@ -177,7 +178,7 @@ mod tests {
 
     fn intent(seq: u64) -> Value {
         json!({"v": 1, "seq": seq, "kind": "intent", "request_id": format!("gw-{seq}"),
-               "method": "AssociateConsumer", "received_at": "2026-12-07T11:00:00.5Z",
+               "method": "AssociateConsumer", "principal": "spiffe://example.internal/ns/data/sa/reporting", "received_at": "2026-12-07T11:00:00.5Z",
                "params": {"data_share_arn": SHARE, "associate_entire_account": true,
                           "consumer_arn": "", "consumer_region": "", "consumer_account": ""}})
     }
@@ -239,6 +240,15 @@ mod tests {
         assert_eq!(calls[0].operation, "AssociateDataShareConsumer");
         assert_eq!(calls[0].parameters.entire_account, Some(true));
         assert_eq!(calls[0].parameters.consumer, None);
+        // An open intent's source identity is the principal's, as the gateway would have set it;
+        // a call that ended has its outcome's (none here: the gateway's own credentials).
+        assert_eq!(
+            calls[3].source_identity,
+            Some(crate::upstream::source_identity(
+                "spiffe://example.internal/ns/data/sa/reporting"
+            ))
+        );
+        assert_eq!(calls[1].source_identity, None);
     }
 
     #[test]

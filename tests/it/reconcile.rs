@@ -18,7 +18,7 @@ use support::gateway::{self, Gateway, GatewayOptions, REPORTING, SALES_SHARE};
 
 /// `datashare-gateway reconcile --config <gw's>`, with AWS credentials for S3 (moto's) in its
 /// environment and never a real AWS's.
-fn reconcile_command(gw: &Gateway) -> Command {
+pub(crate) fn reconcile_command(gw: &Gateway) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_datashare-gateway"));
     command
         .arg("reconcile")
@@ -50,11 +50,16 @@ fn reconcile(emulator: &Emulator, gw: &Gateway, dir: &Path) -> (Output, Vec<serd
         .args(["--grace", "0s", "--format", "json"])
         .output()
         .expect("run reconcile");
-    let findings = String::from_utf8_lossy(&out.stdout)
+    let findings = findings_of(&out);
+    (out, findings)
+}
+
+/// The findings of a `--format json` run: one a line.
+pub(crate) fn findings_of(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).expect("one finding a line"))
-        .collect();
-    (out, findings)
+        .collect()
 }
 
 /// REPORTING associates the sales share with the whole default account, through the gateway.

@@ -5,6 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
+use crate::reconcile::{findings_of, reconcile_command};
 use crate::support;
 
 use datashare_gateway::proto::datasharing::v1::AssociateConsumerRequest;
@@ -32,24 +33,22 @@ async fn emulator_with_trail() -> (Moto, Emulator) {
 
 /// `reconcile` over the trail's bucket for the last hour, with `grace`; its output and findings.
 fn reconcile(gw: &Gateway, moto: &Moto, grace: &str) -> (Output, Vec<Value>) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_datashare-gateway"))
-        .arg("reconcile")
-        .arg("--config")
-        .arg(&gw.config_file)
+    let out = reconcile_command(gw)
         .args(["--cloudtrail", &format!("s3://{BUCKET}/"), "--since", "1h"])
         .args(["--grace", grace, "--format", "json"])
         .args(["--s3-endpoint-url", &moto.endpoint, "--s3-force-path-style"])
-        .env("AWS_ACCESS_KEY_ID", "AKIDRECONCILE")
-        .env("AWS_SECRET_ACCESS_KEY", "reconcile-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("run reconcile");
-    let findings = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one finding a line"))
-        .collect();
+    let findings = findings_of(&out);
     (out, findings)
+}
+
+/// Runs `reconcile` with `grace`: no finding (exit 0), and `summary` in its summary line.
+fn no_findings(gw: &Gateway, moto: &Moto, grace: &str, summary: &str) {
+    let (out, findings) = reconcile(gw, moto, grace);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{findings:?} {stderr}");
+    assert!(stderr.contains(summary), "{stderr}");
 }
 
 fn associate() -> tonic::Request<AssociateConsumerRequest> {
@@ -101,12 +100,11 @@ async fn a_dropped_event_is_missing_only_after_the_grace_and_a_late_file_inside_
     emulator.flush_trail();
 
     // Inside a grace of an hour it is not yet a finding.
-    let (out, findings) = reconcile(&gw, &moto, "1h");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{findings:?} {stderr}");
-    assert!(
-        stderr.contains("0 call(s) matched, 1 within the delivery grace"),
-        "{stderr}"
+    no_findings(
+        &gw,
+        &moto,
+        "1h",
+        "0 call(s) matched, 1 within the delivery grace",
     );
     // Past a grace of two seconds it is, and the only one.
     let findings = support::wait::until(
@@ -133,24 +131,22 @@ async fn a_dropped_event_is_missing_only_after_the_grace_and_a_late_file_inside_
         .associate_consumer(associate())
         .await
         .expect("associate");
-    let (second, _) = ids_of(&gw, &answer).await;
-    let (out, findings) = reconcile(&gw, &moto, "1h");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{findings:?} {stderr}");
-    assert!(
-        stderr.contains("0 call(s) matched, 2 within the delivery grace"),
-        "{stderr}"
+    ids_of(&gw, &answer).await; // its outcome is durable
+    no_findings(
+        &gw,
+        &moto,
+        "1h",
+        "0 call(s) matched, 2 within the delivery grace",
     );
     assert!(
         !emulator.release_trail().is_empty(),
         "the held file delivered"
     );
-    let (out, findings) = reconcile(&gw, &moto, "1h");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{findings:?} {stderr}");
-    assert!(
-        stderr.contains("1 call(s) matched, 1 within the delivery grace"),
-        "{second}: {stderr}"
+    no_findings(
+        &gw,
+        &moto,
+        "1h",
+        "1 call(s) matched, 1 within the delivery grace",
     );
 }
 

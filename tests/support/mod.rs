@@ -9,6 +9,7 @@
 )]
 
 pub mod emulator;
+pub mod flood;
 pub mod gateway;
 pub mod otlp;
 pub mod process;

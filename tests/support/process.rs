@@ -46,24 +46,22 @@ pub fn tcp_connections_to(pid: u32, port: u16) -> usize {
             )
         })
         .collect();
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .flat_map(|table| {
-            std::fs::read_to_string(table)
-                .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|row| {
-            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let remote_port = fields
-                .get(2)
-                .and_then(|a| a.rsplit_once(':'))
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            remote_port == Some(port) && fields.get(9).is_some_and(|inode| inodes.contains(*inode))
-        })
-        .count()
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let rows = std::fs::read_to_string(table).unwrap_or_default();
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        count += rows
+            .lines()
+            .skip(1)
+            .map(|row| row.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| {
+                let remote_port = fields
+                    .get(2)
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                remote_port == Some(port) && fields.get(9).is_some_and(|i| inodes.contains(*i))
+            })
+            .count();
+    }
+    count
 }
